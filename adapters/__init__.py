@@ -1,0 +1,1 @@
+"""Bridges to outside systems (Kafka, OpenFeature, OpenLineage); each needs its extra."""

@@ -1,0 +1,91 @@
+"""Typed errors raised by crdtsync.
+
+Every error a caller may want to handle has its own class, and every message says
+what went wrong and what to do about it. All inherit from :class:`CrdtSyncError`, so
+``except crdtsync.errors.CrdtSyncError`` catches everything the library raises on
+purpose (a bug still surfaces as a plain Python exception).
+
+Bad input (a corrupt record, an unknown format version, a timestamp from the future)
+raises one of the *input* errors below; the replica's apply loop quarantines and counts
+the offending record and keeps going.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CrdtSyncError",
+    "BadInput",
+    "CorruptRecord",
+    "UnsupportedVersion",
+    "FutureTimestamp",
+    "IncompatibleState",
+    "StaleRead",
+    "Unavailable",
+    "PreconditionFailed",
+    "ResidencyViolation",
+    "PermissionDenied",
+    "InsufficientRights",
+]
+
+
+class CrdtSyncError(Exception):
+    """Base class of every error crdtsync raises on purpose."""
+
+
+class BadInput(CrdtSyncError, ValueError):
+    """Input from outside (bytes, events, timestamps) was rejected; nothing was applied."""
+
+
+class CorruptRecord(BadInput):
+    """Bytes could not be decoded: truncated, bit-flipped, hostile or not crdtsync data.
+
+    The record is rejected whole. If it came from a log, the replica quarantines it and
+    keeps applying the rest; re-fetch the data from a healthy replica if it matters.
+    """
+
+
+class UnsupportedVersion(BadInput):
+    """The data was written in a format version this build does not understand.
+
+    Upgrade crdtsync on this replica (readers must be at least as new as writers).
+    """
+
+
+class FutureTimestamp(BadInput):
+    """A remote hybrid-logical-clock time is further ahead of local time than allowed.
+
+    Either the sender's clock is wrong or this host's is: check NTP on both. The event
+    was not applied; raise ``max_drift_ms`` only if the skew is expected.
+    """
+
+
+class IncompatibleState(CrdtSyncError, ValueError):
+    """Two states of the same type cannot be joined (their parameters differ).
+
+    For example two HyperLogLogs of different precision, or two windowed aggregates with
+    different bucket widths: they belong to different feature definitions.
+    """
+
+
+class StaleRead(CrdtSyncError):
+    """A read asked for fresher data than this replica can currently prove it has."""
+
+
+class Unavailable(CrdtSyncError):
+    """The coordination a strong or quorum operation needs could not be had in time."""
+
+
+class PreconditionFailed(CrdtSyncError):
+    """A conditional operation (compare-and-set, bounded decrement) did not hold."""
+
+
+class ResidencyViolation(CrdtSyncError):
+    """A field was written, carried or applied outside the regions it is limited to."""
+
+
+class PermissionDenied(CrdtSyncError):
+    """The writer's role may not write this field."""
+
+
+class InsufficientRights(PreconditionFailed):
+    """A bounded-counter decrement exceeds the rights this replica holds locally."""

@@ -1,0 +1,54 @@
+"""Testing kit for crdtsync and for applications built on it.
+
+Needs the ``testing`` extra (``pip install crdtsync[testing]``, which brings hypothesis).
+
+* :mod:`~crdtsync.testing.strategies`: operations and reachable states of every type;
+  ``st.from_type(crdtsync.ORSet)`` works out of the box.
+* :class:`CRDTLaws`: the shared law suite; subclass it with a :class:`TypeSpec` for
+  your own type.
+* :class:`TypeSpec`, :class:`Op`, :class:`HistoryEvent`: how a type and its reference
+  model are described; :func:`spec_for` gives the built-in spec of any crdtsync type.
+"""
+
+from __future__ import annotations
+
+try:
+    import hypothesis  # noqa: F401
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError(
+        "crdtsync.testing needs hypothesis: pip install 'crdtsync[testing]'"
+    ) from exc
+
+from ._sim import DeltaNetwork
+from ._spec import HistoryEvent, Op, TypeSpec, all_specs, register_spec, spec_for
+from .laws import (
+    CRDTLaws,
+    check_convergence,
+    check_decoder_robustness,
+    check_delta_correctness,
+    check_join_laws,
+    check_order_independence,
+    check_roundtrip,
+    random_network,
+)
+from .strategies import operations, states
+
+__all__ = [
+    "CRDTLaws",
+    "DeltaNetwork",
+    "HistoryEvent",
+    "Op",
+    "TypeSpec",
+    "all_specs",
+    "check_convergence",
+    "check_decoder_robustness",
+    "check_delta_correctness",
+    "check_join_laws",
+    "check_order_independence",
+    "check_roundtrip",
+    "operations",
+    "random_network",
+    "register_spec",
+    "spec_for",
+    "states",
+]

@@ -1,0 +1,151 @@
+"""Counters: grow-only and positive-negative.
+
+Both are per-actor maps of monotonically growing totals: an actor only ever raises its
+own entry, and join takes the pointwise maximum. Metadata is one integer per actor that
+ever wrote; a removed actor's entry is reclaimed by causal-stability pruning in the
+replica, never by the type itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any, ClassVar
+
+from ._base import CRDT, actor_of, check_sorted_unique, register, want_int, want_list, want_str
+
+__all__ = ["GCounter", "PNCounter"]
+
+
+def _check_amount(n: Any) -> int:
+    if not isinstance(n, int) or isinstance(n, bool):
+        raise TypeError(f"counter amounts are ints, got {type(n).__name__}")
+    if n < 0:
+        raise ValueError(f"amount must be >= 0, got {n}; use PNCounter.decrement to go down")
+    return n
+
+
+def _max_merge(a: Mapping[str, int], b: Mapping[str, int]) -> dict[str, int] | None:
+    """Pointwise max of two count maps, or None if ``b`` adds nothing to ``a``."""
+    out: dict[str, int] | None = None
+    for k, v in b.items():
+        if v > a.get(k, 0):
+            if out is None:
+                out = dict(a)
+            out[k] = v
+    return out
+
+
+def _counts_payload(counts: Mapping[str, int]) -> list[list[Any]]:
+    return [[k, counts[k]] for k in sorted(counts)]
+
+
+def _counts_from_payload(rows: Any, what: str) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for row in want_list(rows, what):
+        pair = want_list(row, what)
+        if len(pair) != 2:
+            raise ValueError("entry is not [actor, count]")
+        out[want_str(pair[0], what)] = want_int(pair[1], what, minimum=1)
+    check_sorted_unique([r[0] for r in rows], what)
+    return out
+
+
+@register
+class GCounter(CRDT[int]):
+    """Concurrent increments all count: the value is the sum of every actor's total.
+
+    Cost: one int per actor that ever incremented. Payload: ``[[actor, total], ...]``
+    sorted by actor.
+    """
+
+    __slots__ = ("_counts",)
+    TYPE_TAG: ClassVar[str] = "gcounter"
+    MUTATORS: ClassVar[tuple[str, ...]] = ("increment",)
+
+    def __init__(self, counts: Mapping[str, int] | None = None) -> None:
+        self._counts: dict[str, int] = {k: v for k, v in (counts or {}).items() if v}
+
+    @property
+    def counts(self) -> Mapping[str, int]:
+        return MappingProxyType(self._counts)
+
+    def increment(self, n: int = 1, *, actor: str) -> GCounter:
+        """Delta adding ``n`` (>= 0) to ``actor``'s total."""
+        actor_of(actor)
+        _check_amount(n)
+        return GCounter({actor: self._counts.get(actor, 0) + n})
+
+    def join(self, other: GCounter) -> GCounter:
+        self._check_joinable(other)
+        merged = _max_merge(self._counts, other._counts)
+        return self if merged is None else GCounter(merged)
+
+    def value(self) -> int:
+        return sum(self._counts.values())
+
+    def _payload(self) -> Any:
+        return _counts_payload(self._counts)
+
+    @classmethod
+    def _from_payload(cls, payload: Any, version: int) -> GCounter:
+        return cls(_counts_from_payload(payload, "gcounter"))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, GCounter):
+            return NotImplemented
+        return self._counts == other._counts
+
+    __hash__ = CRDT.__hash__
+
+
+@register
+class PNCounter(CRDT[int]):
+    """Concurrent increments and decrements all count: value = increments - decrements.
+
+    Two grow-only counters (P and N). Cost: up to two ints per actor. Payload:
+    ``[P rows, N rows]`` as in :class:`GCounter`.
+    """
+
+    __slots__ = ("_p", "_n")
+    TYPE_TAG: ClassVar[str] = "pncounter"
+    MUTATORS: ClassVar[tuple[str, ...]] = ("increment", "decrement")
+
+    def __init__(self, p: GCounter | None = None, n: GCounter | None = None) -> None:
+        self._p = p if p is not None else GCounter()
+        self._n = n if n is not None else GCounter()
+
+    def increment(self, n: int = 1, *, actor: str) -> PNCounter:
+        return PNCounter(self._p.increment(n, actor=actor), GCounter())
+
+    def decrement(self, n: int = 1, *, actor: str) -> PNCounter:
+        return PNCounter(GCounter(), self._n.increment(n, actor=actor))
+
+    def join(self, other: PNCounter) -> PNCounter:
+        self._check_joinable(other)
+        p = self._p.join(other._p)
+        n = self._n.join(other._n)
+        if p is self._p and n is self._n:
+            return self
+        return PNCounter(p, n)
+
+    def value(self) -> int:
+        return self._p.value() - self._n.value()
+
+    def _payload(self) -> Any:
+        return [self._p._payload(), self._n._payload()]
+
+    @classmethod
+    def _from_payload(cls, payload: Any, version: int) -> PNCounter:
+        rows = want_list(payload, "pncounter")
+        if len(rows) != 2:
+            raise ValueError("expected [P, N]")
+        return cls(GCounter(_counts_from_payload(rows[0], "pncounter.P")),
+                   GCounter(_counts_from_payload(rows[1], "pncounter.N")))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, PNCounter):
+            return NotImplemented
+        return self._p == other._p and self._n == other._n
+
+    __hash__ = CRDT.__hash__

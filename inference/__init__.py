@@ -1,0 +1,1 @@
+"""Model adapters, lineage records, explain and replay (needs the ``onnx`` extra for ONNX)."""
