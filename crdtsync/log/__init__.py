@@ -1,0 +1,1 @@
+"""Logs: the protocol, MemoryLog and LocalLog."""
