@@ -406,6 +406,12 @@ class HLC:
         with self._lock:
             return self._advance(max(self._last, remote))
 
+    def restore(self, ts: int) -> None:
+        """Continue after a stamp this clock issued before a restart (no drift check)."""
+        with self._lock:
+            if ts > self._last:
+                self._last = ts
+
     def observe(self, remote: int) -> None:
         """Like :meth:`update` but without producing a new stamp."""
         self.check(remote)
