@@ -1,0 +1,214 @@
+"""The ``crdtsync`` command line (needs the ``cli`` extra: click and rich).
+
+Commands: ``demo`` (the main job on the embedded default), ``inspect`` (decode and page
+through a log's events), ``status`` (a replica's identity, context and counters) and
+``compact`` (snapshot, then drop the log segments the snapshot covers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sys
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main"]
+
+
+def main() -> None:
+    try:
+        import click  # noqa: F401
+        import rich  # noqa: F401
+    except ImportError:
+        sys.stderr.write("the crdtsync command needs its extra: pip install 'crdtsync[cli]'\n")
+        raise SystemExit(2) from None
+    _cli()(prog_name="crdtsync")
+
+
+def _log_dir(path: Path) -> Path:
+    """Accept a replica data directory (holding log/) or a log directory."""
+    if (path / "log").is_dir():
+        return path / "log"
+    return path
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, bytes):
+        return v.hex()
+    if isinstance(v, (set, frozenset, tuple)):
+        return [_jsonable(x) for x in sorted(v, key=repr)] if isinstance(v, (set, frozenset)) else [_jsonable(x) for x in v]
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (str, int, float, bool)) or v is None:
+        return v
+    return repr(v)
+
+
+async def _events(log_dir: Path, origin: str | None, field: str | None, key: str | None) -> AsyncIterator[dict[str, Any]]:
+    from .clock import hlc_logical, hlc_wall_ms
+    from .errors import CorruptRecord, UnsupportedVersion
+    from .events import MsgpackCodec
+    from .log.local import LocalLog
+
+    codec = MsgpackCodec()
+    log = await LocalLog.open(log_dir, fsync="never", create=False)
+    try:
+        reader = log.read(0)
+        async with contextlib.aclosing(reader):  # type: ignore[type-var]
+            async for entry in reader:
+                try:
+                    batch = codec.decode(entry.payload)
+                except (CorruptRecord, UnsupportedVersion) as exc:
+                    yield {"position": entry.position, "error": str(exc)}
+                    continue
+                for ev in batch.events:
+                    if origin and not ev.origin.startswith(origin):
+                        continue
+                    if field and ev.field != field:
+                        continue
+                    if key and ev.key != key:
+                        continue
+                    yield {
+                        "position": entry.position, "origin": ev.origin, "seq": ev.seq,
+                        "time_ms": hlc_wall_ms(ev.hlc), "logical": hlc_logical(ev.hlc),
+                        "field": ev.field, "key": ev.key, "type": ev.delta.TYPE_TAG,
+                        "delta": _jsonable(ev.delta.value()),
+                        "region": batch.meta.get("region"), "role": batch.meta.get("role"),
+                    }
+    finally:
+        await log.close()
+
+
+def _collect(agen: AsyncIterator[dict[str, Any]], limit: int | None) -> list[dict[str, Any]]:
+    async def run() -> list[dict[str, Any]]:
+        out = []
+        async for e in agen:
+            out.append(e)
+            if limit is not None and len(out) >= limit:
+                break
+        return out
+
+    return asyncio.run(run())
+
+
+def _progress() -> tuple[Any, Callable[[int, int], None]]:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    prog = Progress(TextColumn("replaying log"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                    TimeRemainingColumn(), transient=True)
+    task = prog.add_task("replay", total=1)
+
+    def update(done: int, total: int) -> None:
+        prog.update(task, completed=done, total=max(total, 1))
+
+    return prog, update
+
+
+def _cli() -> Any:
+    import click
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+
+    @click.group(help="crdtsync: coherent ML features, flags and models across cloud, on-prem and edge.")
+    @click.version_option(package_name="crdtsync")
+    def cli() -> None:
+        pass
+
+    @cli.command(help="Run cloud, on-prem and edge replicas on local logs: diverge offline, then converge.")
+    @click.option("--data", type=click.Path(file_okay=False), default=None,
+                  help="Directory for the replicas' data (default: a temporary one, removed after).")
+    @click.option("--seed", type=int, default=7, show_default=True, help="Seed of the simulated shoppers.")
+    def demo(data: str | None, seed: int) -> None:
+        from .demo import run_demo
+
+        ok = run_demo(data, seed=seed, keep=data is not None)
+        raise SystemExit(0 if ok else 1)
+
+    @cli.command(help="Decode and page through the events in a replica's log (DIR: data or log directory).")
+    @click.argument("directory", type=click.Path(exists=True, file_okay=False))
+    @click.option("--origin", help="Only events whose origin starts with this.")
+    @click.option("--field", "field_", help="Only events of this field.")
+    @click.option("--key", help="Only events of this entity key.")
+    @click.option("--limit", type=int, default=None, help="Stop after this many events.")
+    @click.option("--json", "as_json", is_flag=True, help="One JSON object per event per line.")
+    def inspect(directory: str, origin: str | None, field_: str | None, key: str | None,
+                limit: int | None, as_json: bool) -> None:
+        events = _collect(_events(_log_dir(Path(directory)), origin, field_, key), limit)
+        if as_json:
+            for e in events:
+                click.echo(json.dumps(e, sort_keys=True))
+            return
+        table = Table(title=f"{len(events)} events in {directory}")
+        for col in ("pos", "origin", "seq", "time (ms)", "field", "key", "type", "delta"):
+            table.add_column(col)
+        for e in events:
+            if "error" in e:
+                table.add_row(str(e["position"]), "[red]corrupt[/red]", "", "", "", "", "", e["error"])
+                continue
+            table.add_row(str(e["position"]), e["origin"], str(e["seq"]), str(e["time_ms"]), e["field"],
+                          e["key"], e["type"], json.dumps(e["delta"])[:60])
+        if console.is_terminal and len(events) > console.height:
+            with console.pager():
+                console.print(table)
+        else:
+            console.print(table)
+
+    def _open(directory: str) -> Any:
+        from .replica import Replica
+
+        prog, update = _progress()
+
+        async def run(fn: Callable[[Any], Any]) -> Any:
+            with prog:
+                r = await Replica.open(directory, follow=False, progress=update)
+            try:
+                return await fn(r)
+            finally:
+                await r.close()
+
+        return run
+
+    @cli.command(help="Show a replica's identity, context, fields and counters.")
+    @click.argument("directory", type=click.Path(exists=True, file_okay=False))
+    def status(directory: str) -> None:
+        async def show(r: Any) -> None:
+            console.print(f"[bold]{r.actor}[/bold]  region={r.identity.region} role={r.identity.role}")
+            console.print(f"context: {r.context}")
+            console.print(f"log position: {r.position}")
+            t = Table(title="fields")
+            t.add_column("field")
+            t.add_column("keys")
+            for f in r.fields():
+                t.add_row(f, str(len(r.keys(f))))
+            console.print(t)
+            console.print(r.stats)
+
+        asyncio.run(_open(directory)(show))
+
+    @cli.command(help="Snapshot a replica, then drop the log segments the snapshot covers.")
+    @click.argument("directory", type=click.Path(exists=True, file_okay=False))
+    def compact(directory: str) -> None:
+        log_dir = _log_dir(Path(directory))
+
+        def size() -> int:
+            return sum(p.stat().st_size for p in log_dir.glob("*") if p.is_file())
+
+        before = size()
+
+        async def run(r: Any) -> None:
+            pos = await r.compact()
+            console.print(f"snapshot at position {pos}")
+
+        asyncio.run(_open(directory)(run))
+        console.print(f"log: {before:,} bytes -> {size():,} bytes")
+
+    return cli
+
+
+if __name__ == "__main__":
+    main()
