@@ -27,7 +27,7 @@ import json
 import logging
 import os
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -49,7 +49,7 @@ from .schema import SCHEMA_FIELD, Definition, Schema
 from .snapshots import FileSnapshotStore, Snapshot, SnapshotStore, encode_snapshot, state_digest
 from .types._base import CRDT
 
-__all__ = ["Replica", "ReplicaIdentity", "Change", "View", "ReplicaStats"]
+__all__ = ["Replica", "ReplicaIdentity", "Change", "ChangeStream", "View", "ReplicaStats"]
 
 log = logging.getLogger("crdtsync.replica")
 
@@ -142,6 +142,34 @@ class ReplicaStats:
 
     def reject(self, reason: str) -> None:
         self.events_rejected[reason] = self.events_rejected.get(reason, 0) + 1
+
+
+class ChangeStream:
+    """The async iterator :meth:`Replica.changes` returns."""
+
+    def __init__(self, replica: Replica, fields: frozenset[str] | None) -> None:
+        self._replica = replica
+        self._queue: asyncio.Queue[Change] = asyncio.Queue()
+        self._entry = (self._queue, fields)
+        replica._queues.append(self._entry)
+
+    def __aiter__(self) -> ChangeStream:
+        return self
+
+    async def __anext__(self) -> Change:
+        if self._entry not in self._replica._queues:
+            raise StopAsyncIteration
+        return await self._queue.get()
+
+    async def aclose(self) -> None:
+        if self._entry in self._replica._queues:
+            self._replica._queues.remove(self._entry)
+
+    async def __aenter__(self) -> ChangeStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
 
 
 class _Opening:
@@ -473,16 +501,13 @@ class Replica:
         self._callbacks.append(entry)
         return lambda: self._callbacks.remove(entry) if entry in self._callbacks else None
 
-    async def changes(self, fields: Iterable[str] | None = None) -> AsyncIterator[Change]:
-        """Async iterator of changes (local and remote) from now on."""
-        q: asyncio.Queue[Change] = asyncio.Queue()
-        entry = (q, frozenset(fields) if fields is not None else None)
-        self._queues.append(entry)
-        try:
-            while True:
-                yield await q.get()
-        finally:
-            self._queues.remove(entry)
+    def changes(self, fields: Iterable[str] | None = None) -> ChangeStream:
+        """Async iterator of changes (local and remote) from this call on.
+
+        The subscription starts when ``changes()`` is called, not when iteration starts;
+        close it with ``await stream.aclose()`` (or ``async with``).
+        """
+        return ChangeStream(self, frozenset(fields) if fields is not None else None)
 
     def _notify(self, change: Change) -> None:
         if change.field == SCHEMA_FIELD:
@@ -571,7 +596,8 @@ class Replica:
         ctx = self._context
         origin = batch.origin
         if ctx.vv.get(origin, 0) >= batch.last_seq:
-            self.stats.events_duplicate += len(batch)
+            if origin != self.actor:  # our own events read back are not duplicates
+                self.stats.events_duplicate += len(batch)
             return 0
         region = batch.meta.get("region", "default")
         role = batch.meta.get("role", "default")
