@@ -126,7 +126,10 @@ def _cli() -> Any:
     def demo(data: str | None, seed: int) -> None:
         from .demo import run_demo
 
-        ok = run_demo(data, seed=seed, keep=data is not None)
+        try:
+            ok = run_demo(data, seed=seed, keep=data is not None)
+        except FileExistsError as exc:
+            raise click.ClickException(str(exc)) from None
         raise SystemExit(0 if ok else 1)
 
     @cli.command(help="Decode and page through the events in a replica's log (DIR: data or log directory).")
