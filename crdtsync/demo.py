@@ -159,7 +159,7 @@ async def _scenario(data: Path, out: _Out, seed: int) -> bool:
     try:
         out.rule("1. connected: cloud, on-prem and edge write, everything replicates")
         await cloud.update("segment", "cust-1", "set", "bargain-hunter")
-        await cloud.update("recs_model", "global", "configure", [["v1", 95], ["v2", 5]], [], "v1", "recs")
+        await cloud.update("recs_model", "global", "configure", [["v2", 500], ["v1", 9500]], [], "v1", "recs_model")
         for r in replicas.values():
             await shop(r, 20)
         await edge.update("defects", STATION, "increment", 2)
