@@ -11,8 +11,7 @@ from . import errors
 from .clock import HLC, Context, Dot, Ordering
 from .events import Batch, Event
 from .forwarder import Forwarder
-from .log.local import LocalLog
-from .log.memory import MemoryLog
+from .log import LocalLog, Log, LogEntry, MemoryLog
 from .replica import Change, Replica, ReplicaIdentity, View
 from .schema import Definition, Feature, Flag, Schema
 from .types import (
@@ -65,6 +64,8 @@ __all__ = [
     "HyperLogLog",
     "LWWRegister",
     "LocalLog",
+    "Log",
+    "LogEntry",
     "MVRegister",
     "MaxRegister",
     "Mean",

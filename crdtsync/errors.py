@@ -25,6 +25,8 @@ __all__ = [
     "ResidencyViolation",
     "PermissionDenied",
     "InsufficientRights",
+    "LogClosed",
+    "RecordTooLarge",
 ]
 
 
@@ -89,3 +91,15 @@ class PermissionDenied(CrdtSyncError):
 
 class InsufficientRights(PreconditionFailed):
     """A bounded-counter decrement exceeds the rights this replica holds locally."""
+
+
+class LogClosed(CrdtSyncError):
+    """The log was closed (or failed and closed itself); open it again to keep using it."""
+
+
+class RecordTooLarge(CrdtSyncError, ValueError):
+    """A record is larger than the log's ``max_record_bytes``; nothing was appended.
+
+    Split the batch into smaller records, or raise ``max_record_bytes`` on every process
+    that opens the log (readers reject records above their own limit as corrupt).
+    """

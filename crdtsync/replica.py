@@ -27,12 +27,13 @@ import json
 import logging
 import os
 import secrets
-from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from ._tables import new_table
 from .clock import HLC, Context
 from .errors import (
     BadInput,
@@ -218,7 +219,7 @@ class Replica:
         self.snapshot_every = snapshot_every
         self.owns_log = owns_log
         self._snapshots = snapshots
-        self._state: dict[str, dict[str, CRDT[Any]]] = {}
+        self._state: dict[str, MutableMapping[str, CRDT[Any]]] = {}
         self._context = Context()
         self._position: int | None = None  # position of the last record applied
         self._next_seq = 1
@@ -228,6 +229,7 @@ class Replica:
         self._queues: list[tuple[asyncio.Queue[Change], frozenset[str] | None]] = []
         self._tail_task: asyncio.Task[None] | None = None
         self._since_snapshot = 0
+        self._snapshot_due = False
         self._closed = False
         self._applied_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._meta = {"region": identity.region, "role": identity.role}
@@ -309,7 +311,10 @@ class Replica:
         if snap is not None:
             if snap.actor != self.actor:
                 raise ValueError(f"snapshot belongs to {snap.actor}, not {self.actor}")
-            self._state = snap.state
+            self._state = {}
+            for fname, rows in snap.state.items():
+                tbl = self._state[fname] = new_table(next(iter(rows.values())).TYPE_TAG if rows else None)
+                tbl.update(rows)
             self._context = snap.context
             self._position = snap.position
             self._next_seq = snap.next_seq
@@ -347,7 +352,7 @@ class Replica:
             if self._pending:
                 await self.flush()
             if self._snapshots is not None and self._since_snapshot:
-                self.snapshot()
+                await self.snapshot()
         finally:
             self._closed = True
             if self._tail_task is not None:
@@ -411,7 +416,7 @@ class Replica:
         self._next_seq += 1
         new = state.join(delta)
         if tbl is None:
-            tbl = self._state[fname] = {}
+            tbl = self._state[fname] = new_table(new.TYPE_TAG)
         tbl[key] = new
         self._context = self._context.add(ev.dot)
         self.stats.events_local += 1
@@ -537,6 +542,8 @@ class Replica:
                 if entry.position >= end:
                     break
                 applied += self._apply_record(entry.position, entry.payload)
+                if self._snapshot_due:
+                    await self.snapshot()
                 if progress is not None:
                     progress(entry.position, end)
                 if applied and applied % _YIELD_EVERY == 0:
@@ -554,6 +561,8 @@ class Replica:
                         if start is not None and entry.position <= start:
                             continue
                         n += self._apply_record(entry.position, entry.payload)
+                        if self._snapshot_due:
+                            await self.snapshot()
                         if n >= _YIELD_EVERY:
                             n = 0
                             await asyncio.sleep(0)
@@ -590,7 +599,7 @@ class Replica:
                     still.append((target, fut))
             self._applied_waiters = still
         if self._snapshots is not None and self._since_snapshot >= self.snapshot_every:
-            self.snapshot()
+            self._snapshot_due = True
 
     def _apply_batch(self, batch: Batch) -> int:
         ctx = self._context
@@ -614,7 +623,7 @@ class Replica:
                 continue
             tbl = self._state.get(ev.field)
             if tbl is None:
-                tbl = self._state[ev.field] = {}
+                tbl = self._state[ev.field] = new_table(ev.delta.TYPE_TAG)
             cur = tbl.get(ev.key)
             try:
                 tbl[ev.key] = ev.delta if cur is None else cur.join(ev.delta)
@@ -697,10 +706,20 @@ class Replica:
             await self.wait_applied(last, timeout)
 
     # -- snapshots -------------------------------------------------------------
-    def snapshot(self) -> None:
-        """Write a snapshot now (atomically); no-op without a snapshot store."""
+    async def snapshot(self) -> None:
+        """Write a snapshot now (atomically); no-op without a snapshot store.
+
+        The log is synced first: a snapshot must never name a position the log could
+        still lose in a power cut (it would then be reused by different records).
+        """
         if self._snapshots is None:
             return
+        self._snapshot_due = False
+        if self._pending:  # the snapshot must not hold events the log does not
+            await self.flush()
+        sync = getattr(self.log, "sync", None)
+        if sync is not None:
+            await sync()
         schema = [d.to_dict() for d in self._remote_defs.values()]
         snap = Snapshot(self.actor, self._context, self._position, self._next_seq, self.hlc.last,
                         self._state, schema, self.stats.events_applied)
@@ -712,7 +731,7 @@ class Replica:
         """Snapshot, then drop log records the snapshot covers (only for a log this replica owns)."""
         await self.flush()
         await self.catch_up()
-        self.snapshot()
+        await self.snapshot()
         if not self.owns_log:
             raise ValueError("this replica does not own its log; other readers may still need it")
         if self._position is not None:

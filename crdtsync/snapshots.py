@@ -48,7 +48,7 @@ class Snapshot:
     position: int | None
     next_seq: int
     hlc: int
-    state: dict[str, dict[str, CRDT[Any]]]
+    state: Mapping[str, Mapping[str, CRDT[Any]]]
     schema: list[dict[str, Any]] = field(default_factory=list)
     events_applied: int = 0
 

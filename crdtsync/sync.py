@@ -142,10 +142,7 @@ class SyncReplica:
     def snapshot(self) -> None:
         r = self._ensure()
 
-        async def run() -> None:
-            r.snapshot()
-
-        self._call(run())
+        self._call(r.snapshot())
 
     def close(self) -> None:
         if self._loop.is_closed():
