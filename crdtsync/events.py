@@ -31,7 +31,7 @@ import struct
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from ._encoding import check_envelope, corrupt, packb, unpackb
 from .clock import Dot
@@ -45,9 +45,8 @@ BATCH_VERSION = 1
 MAX_EVENTS_PER_BATCH = 100_000
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
-    """One change to one field of one entity, as carried by the log."""
+class Event(NamedTuple):
+    """One change to one field of one entity, as carried by the log (immutable)."""
 
     origin: str
     seq: int
@@ -79,6 +78,16 @@ class Batch:
         for i, e in enumerate(self.events):
             if e.origin != self.origin or e.seq != self.first_seq + i:
                 raise ValueError("a batch holds events of one origin with contiguous seqs")
+
+    @classmethod
+    def _trusted(cls, origin: str, first_seq: int, events: tuple[Event, ...], meta: Mapping[str, str]) -> Batch:
+        """Build without re-checking (the decoder numbered the events itself)."""
+        b = object.__new__(cls)
+        object.__setattr__(b, "origin", origin)
+        object.__setattr__(b, "first_seq", first_seq)
+        object.__setattr__(b, "events", events)
+        object.__setattr__(b, "meta", meta)
+        return b
 
     @classmethod
     def of(cls, events: Sequence[Event], meta: Mapping[str, str] | None = None) -> Batch:
@@ -117,23 +126,33 @@ def _is_int(x: Any) -> bool:
 
 
 def _build(origin: Any, first_seq: Any, meta: Any, rows: Sequence[Any], delta_of: Any) -> Batch:
-    _want(isinstance(origin, str) and 0 < len(origin) <= 256, "bad origin")
-    _want(_is_int(first_seq) and first_seq >= 1, "bad first_seq")
+    _want(type(origin) is str and 0 < len(origin) <= 256, "bad origin")
+    _want(type(first_seq) is int and first_seq >= 1, "bad first_seq")
     _want(isinstance(rows, list) and 0 < len(rows) <= MAX_EVENTS_PER_BATCH, "bad event list")
     events = []
-    for i, row in enumerate(rows):
+    classes: dict[Any, Any] = {}
+    seq = first_seq
+    for row in rows:
         hlc, fname, fversion, key, tag, dversion, payload = row
-        _want(_is_int(hlc) and hlc >= 0, "bad hlc")
-        _want(isinstance(fname, str) and 0 < len(fname) <= 256, "bad field name")
-        _want(_is_int(fversion) and fversion >= 1, "bad field version")
-        _want(isinstance(key, str) and len(key) <= 4096, "bad entity key")
-        _want(isinstance(tag, str), "bad type tag")
-        cls = type_for_tag(tag)
-        _want(_is_int(dversion), "bad delta version")
-        version, body = check_envelope([tag, dversion, delta_of(payload)], tag, cls.VERSION)
-        delta = cls._decode_payload(body, version)
-        events.append(Event(origin, first_seq + i, hlc, fname, key, delta, fversion))
-    return Batch(origin, first_seq, tuple(events), meta)
+        # one combined check on the hot path; the slow path says what was wrong
+        if not (type(hlc) is int and hlc >= 0 and type(fname) is str and 0 < len(fname) <= 256
+                and type(fversion) is int and fversion >= 1 and type(key) is str and len(key) <= 4096
+                and type(dversion) is int and dversion >= 1):
+            _want(_is_int(hlc) and hlc >= 0, "bad hlc")
+            _want(isinstance(fname, str) and 0 < len(fname) <= 256, "bad field name")
+            _want(_is_int(fversion) and fversion >= 1, "bad field version")
+            _want(isinstance(key, str) and len(key) <= 4096, "bad entity key")
+            _want(False, "bad delta version")
+        cls = classes.get(tag)
+        if cls is None:
+            _want(isinstance(tag, str), "bad type tag")
+            cls = classes[tag] = type_for_tag(tag)
+        if dversion > cls.VERSION:
+            check_envelope([tag, dversion, None], tag, cls.VERSION)  # raises UnsupportedVersion
+        delta = cls._decode_payload(delta_of(payload), dversion)
+        events.append(Event(origin, seq, hlc, fname, key, delta, fversion))
+        seq += 1
+    return Batch._trusted(origin, first_seq, tuple(events), meta)
 
 
 class MsgpackCodec:

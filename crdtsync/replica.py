@@ -27,7 +27,7 @@ import json
 import logging
 import os
 import secrets
-from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -604,53 +604,92 @@ class Replica:
     def _apply_batch(self, batch: Batch) -> int:
         ctx = self._context
         origin = batch.origin
-        if ctx.vv.get(origin, 0) >= batch.last_seq:
+        have = ctx._vv.get(origin, 0)
+        last = batch.last_seq
+        if have >= last:
             if origin != self.actor:  # our own events read back are not duplicates
                 self.stats.events_duplicate += len(batch)
             return 0
+        events: Sequence[Event] = batch.events
+        cloud = ctx._cloud
+        if batch.first_seq <= have + 1 and not (cloud and any(d[0] == origin for d in cloud)):
+            # the common case: the batch extends the origin's contiguous prefix
+            skip = have - batch.first_seq + 1
+            if skip > 0:
+                events = events[skip:]
+            vv = dict(ctx._vv)
+            vv[origin] = last
+            new_ctx = Context._raw(vv, cloud)
+        else:
+            events = [ev for ev in events if ev.dot not in ctx]
+            new_ctx = ctx.add_all(ev.dot for ev in events)
+        dups = len(batch) - len(events)
+        if dups and origin != self.actor:
+            self.stats.events_duplicate += dups
+        if not events:
+            self._context = new_ctx
+            return 0
+        # one clock check for the batch; per event only if something is from the future
+        try:
+            self.hlc.observe(max(ev.hlc for ev in events))
+            future_ok = True
+        except FutureTimestamp:
+            future_ok = False
         region = batch.meta.get("region", "default")
         role = batch.meta.get("role", "default")
+        verdicts: dict[tuple[str, str], str | None] = {}
+        tables: dict[str, MutableMapping[str, CRDT[Any]]] = {}
+        notify = bool(self._callbacks or self._queues)
         applied = 0
-        for ev in batch.events:
-            dot = ev.dot
-            if dot in ctx:
-                self.stats.events_duplicate += 1
-                continue
-            ctx = ctx.add(dot)
-            reason = self._verify(ev, region, role)
+        for ev in events:
+            if not future_ok:
+                try:
+                    self.hlc.observe(ev.hlc)
+                except FutureTimestamp:
+                    self.stats.reject("future_timestamp")
+                    continue
+            fname = ev.field
+            delta = ev.delta
+            vkey = (fname, delta.TYPE_TAG)
+            if vkey in verdicts:
+                reason = verdicts[vkey]
+            else:
+                reason = verdicts[vkey] = self._verdict(fname, delta.TYPE_TAG, region, role)
             if reason is not None:
                 self.stats.reject(reason)
                 continue
-            tbl = self._state.get(ev.field)
+            tbl = tables.get(fname)
             if tbl is None:
-                tbl = self._state[ev.field] = new_table(ev.delta.TYPE_TAG)
+                tbl = self._state.get(fname)
+                if tbl is None:
+                    tbl = self._state[fname] = new_table(delta.TYPE_TAG)
+                tables[fname] = tbl
             cur = tbl.get(ev.key)
             try:
-                tbl[ev.key] = ev.delta if cur is None else cur.join(ev.delta)
+                tbl[ev.key] = delta if cur is None else cur.join(delta)
             except IncompatibleState as exc:
                 self.stats.reject("incompatible_type")
-                log.warning("rejected %s: %s", dot, exc)
+                log.warning("rejected %s: %s", ev.dot, exc)
                 continue
             applied += 1
-            if ev.field == SCHEMA_FIELD:
+            if fname == SCHEMA_FIELD:
                 self._learn_definition(tbl[ev.key].value())
-            self._notify(Change(ev.field, ev.key, ev, False))
-        self._context = ctx
+                verdicts.clear()
+            elif notify:
+                self._notify(Change(fname, ev.key, ev, False))
+        self._context = new_ctx
         self.stats.events_applied += applied
         self._since_snapshot += applied
         return applied
 
-    def _verify(self, ev: Event, region: str, role: str) -> str | None:
-        try:
-            self.hlc.observe(ev.hlc)
-        except FutureTimestamp:
-            return "future_timestamp"
-        if ev.field == SCHEMA_FIELD:
-            return None
-        d = self.schema.get(ev.field) or self._remote_defs.get(ev.field)
+    def _verdict(self, fname: str, tag: str, region: str, role: str) -> str | None:
+        """Why events of ``fname`` with type ``tag`` from (region, role) must be rejected, if so."""
+        if fname == SCHEMA_FIELD:
+            return None if tag == "lww" else "wrong_type"
+        d = self.schema.get(fname) or self._remote_defs.get(fname)
         if d is None:
             return None  # learned later; the state is kept under its own type
-        if ev.delta.TYPE_TAG != d.type_tag:
+        if tag != d.type_tag:
             return "wrong_type"
         if d.residency is not None and (self.identity.region not in d.residency or region not in d.residency):
             return "residency"
