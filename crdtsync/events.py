@@ -202,7 +202,7 @@ _AVRO_SCHEMA_FILE = "batch-v1.avsc"
 
 
 def _load_avsc() -> dict[str, Any]:
-    text = resources.files("crdtsync").joinpath("schemas", _AVRO_SCHEMA_FILE).read_text()
+    text = resources.files("crdtsync").joinpath("schemas").joinpath(_AVRO_SCHEMA_FILE).read_text()
     return json.loads(text)  # type: ignore[no-any-return]
 
 
@@ -261,7 +261,7 @@ class AvroCodec:
             data = data[5:]
         buf = io.BytesIO(data)
         try:
-            rec = self._fastavro.schemaless_reader(buf, self._schema, None)
+            rec: Any = self._fastavro.schemaless_reader(buf, self._schema, None)
         except Exception as exc:  # fastavro raises many types on garbage  # noqa: BLE001
             raise CorruptRecord(f"batch: not a valid Avro record ({type(exc).__name__})") from None
         _want(buf.tell() == len(data), "trailing bytes after the Avro record")

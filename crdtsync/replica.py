@@ -221,6 +221,7 @@ class Replica:
         self._snapshots = snapshots
         self._state: dict[str, MutableMapping[str, CRDT[Any]]] = {}
         self._context = Context()
+        self._own_top = 0  # highest own seq written locally; folded into _context lazily
         self._position: int | None = None  # position of the last record applied
         self._next_seq = 1
         self._pending: list[Event] = []
@@ -324,7 +325,7 @@ class Replica:
                 self._learn_definition(d)
         await self.catch_up(progress=progress)
         # never reuse a seq of ours that the log already holds
-        self._next_seq = max(self._next_seq, self._context.max_seq(self.actor) + 1)
+        self._next_seq = max(self._next_seq, self._ctx().max_seq(self.actor) + 1)
 
     async def _publish_schema(self) -> None:
         """Publish definitions the log does not hold yet (definitions are events too)."""
@@ -418,11 +419,12 @@ class Replica:
         if tbl is None:
             tbl = self._state[fname] = new_table(new.TYPE_TAG)
         tbl[key] = new
-        self._context = self._context.add(ev.dot)
+        self._own_top = ev.seq  # folded into the context on the next read of it (_ctx)
         self.stats.events_local += 1
         self._since_snapshot += 1
         self._pending.append(ev)
-        self._notify(Change(fname, key, ev, True))
+        if self._callbacks or self._queues:
+            self._notify(Change(fname, key, ev, True))
         return ev
 
     async def flush(self) -> int | None:
@@ -465,7 +467,7 @@ class Replica:
     def view(self, key: str, fields: Iterable[str]) -> View:
         """Values of several fields of one entity, from one consistent moment."""
         values = {f: self.value(f, key) for f in fields}
-        return View(key, values, self._context, self._position, self.hlc.last)
+        return View(key, values, self._ctx(), self._position, self.hlc.last)
 
     def keys(self, field_name: str) -> list[str]:
         return sorted(self._state.get(field_name, {}))
@@ -476,6 +478,23 @@ class Replica:
     @property
     def context(self) -> Context:
         """Every event this replica has applied (immutable; cheap to keep)."""
+        return self._ctx()
+
+    def _ctx(self) -> Context:
+        """The context, with this replica's own writes folded in.
+
+        Own writes get contiguous seqs and are applied at once, so folding them is one
+        version-vector entry, done when someone looks rather than on every write.
+        """
+        top = self._own_top
+        if top:
+            c = self._context
+            if c._vv.get(self.actor, 0) < top:
+                vv = dict(c._vv)
+                vv[self.actor] = top
+                c = Context(vv, c._cloud) if c._cloud else Context._raw(vv, c._cloud)
+                self._context = c
+            self._own_top = 0
         return self._context
 
     @property
@@ -602,7 +621,7 @@ class Replica:
             self._snapshot_due = True
 
     def _apply_batch(self, batch: Batch) -> int:
-        ctx = self._context
+        ctx = self._ctx()
         origin = batch.origin
         have = ctx._vv.get(origin, 0)
         last = batch.last_seq
@@ -760,7 +779,7 @@ class Replica:
         if sync is not None:
             await sync()
         schema = [d.to_dict() for d in self._remote_defs.values()]
-        snap = Snapshot(self.actor, self._context, self._position, self._next_seq, self.hlc.last,
+        snap = Snapshot(self.actor, self._ctx(), self._position, self._next_seq, self.hlc.last,
                         self._state, schema, self.stats.events_applied)
         self._snapshots.save(encode_snapshot(snap))
         self._since_snapshot = 0

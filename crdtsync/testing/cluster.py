@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -112,11 +112,17 @@ class Cluster:
 
     def _start(self, name: str) -> None:
         node = self.nodes[name]
-        hlc = HLC(clock=lambda node=node: self.now_ms + node.skew_ms)
+        hlc = HLC(clock=self._clock_of(node))
         node.replica = self._run(Replica.open(
             schema=self.schema, log=node.log, identity=node.identity, snapshots=node.snapshots,
             snapshot_every=self.snapshot_every, hlc=hlc, follow=False,
         ))
+
+    def _clock_of(self, node: _Node) -> Callable[[], int]:
+        def wall_ms() -> int:
+            return self.now_ms + node.skew_ms
+
+        return wall_ms
 
     def close(self) -> None:
         for node in self.nodes.values():
@@ -275,7 +281,7 @@ class Cluster:
         """A fresh replica rebuilt from ``name``'s log (and its latest snapshot if asked)."""
         node = self.nodes[name]
         store = node.snapshots if use_snapshot else MemorySnapshotStore()
-        hlc = HLC(clock=lambda: self.now_ms + node.skew_ms)
+        hlc = HLC(clock=self._clock_of(node))
         r: Replica = self._run(Replica.open(
             schema=self.schema, log=node.log, identity=node.identity, snapshots=store,
             snapshot_every=10**12, hlc=hlc, follow=False,

@@ -41,7 +41,8 @@ def _reachable(draw: Any, spec: TypeSpec[Any], replicas: int, max_steps: int) ->
 
     net = random_network(_DrawAdapter(draw), spec, replicas=replicas, max_steps=max_steps, faults=False)  # type: ignore[arg-type]
     if draw(st.booleans()):
-        return net.states[draw(st.integers(0, replicas - 1))]
+        picked: CRDT[Any] = net.states[draw(st.integers(0, replicas - 1))]
+        return picked
     net.flush()
     return net.states[0]
 
@@ -49,10 +50,17 @@ def _reachable(draw: Any, spec: TypeSpec[Any], replicas: int, max_steps: int) ->
 def states(cls: type[T] | TypeSpec[T], *, replicas: int = 3, max_steps: int = 20) -> st.SearchStrategy[T]:
     """States of ``cls`` reachable through random operations and joins."""
     spec = cls if isinstance(cls, TypeSpec) else spec_for(cls)
-    return _reachable(spec, replicas, max_steps)  # type: ignore[no-any-return]
+    return _reachable(spec, replicas, max_steps)  # type: ignore[return-value]
 
 
 def register_type_strategies() -> None:
     """Make ``st.from_type`` draw reachable states for every type with a ``TypeSpec``."""
     for cls, spec in all_specs().items():
-        st.register_type_strategy(cls, st.deferred(lambda spec=spec: states(spec)))
+        st.register_type_strategy(cls, _deferred_states(spec))
+
+
+def _deferred_states(spec: TypeSpec[Any]) -> st.SearchStrategy[Any]:
+    def build() -> st.SearchStrategy[Any]:
+        return states(spec)
+
+    return st.deferred(build)

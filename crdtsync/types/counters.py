@@ -41,6 +41,12 @@ def _counts_payload(counts: Mapping[str, int]) -> list[list[Any]]:
 
 
 def _counts_from_payload(rows: Any, what: str) -> dict[str, int]:
+    if type(rows) is list and len(rows) == 1:  # a delta: one actor's total
+        row = rows[0]
+        if type(row) is list and len(row) == 2:
+            a, n = row
+            if type(a) is str and type(n) is int and n >= 1:
+                return {a: n}
     out: dict[str, int] = {}
     for row in want_list(rows, what):
         pair = want_list(row, what)
@@ -66,20 +72,40 @@ class GCounter(CRDT[int]):
     def __init__(self, counts: Mapping[str, int] | None = None) -> None:
         self._counts: dict[str, int] = {k: v for k, v in (counts or {}).items() if v}
 
+    @classmethod
+    def _of(cls, counts: dict[str, int]) -> GCounter:
+        """Adopt ``counts`` (already clean, never mutated afterwards) without copying."""
+        g = cls.__new__(cls)
+        g._counts = counts
+        return g
+
     @property
     def counts(self) -> Mapping[str, int]:
         return MappingProxyType(self._counts)
 
     def increment(self, n: int = 1, *, actor: str) -> GCounter:
         """Delta adding ``n`` (>= 0) to ``actor``'s total."""
-        actor_of(actor)
-        _check_amount(n)
-        return GCounter({actor: self._counts.get(actor, 0) + n})
+        if type(n) is not int or n < 0:  # fast path first; _check_amount explains
+            _check_amount(n)
+        if not actor or type(actor) is not str:
+            actor_of(actor)
+        if n == 0:
+            return _EMPTY_G
+        return GCounter._of({actor: self._counts.get(actor, 0) + n})
 
     def join(self, other: GCounter) -> GCounter:
-        self._check_joinable(other)
-        merged = _max_merge(self._counts, other._counts)
-        return self if merged is None else GCounter(merged)
+        if type(other) is not GCounter:
+            self._check_joinable(other)
+        a, b = self._counts, other._counts
+        if len(b) == 1:  # the common case: joining a delta
+            for k, v in b.items():
+                if v <= a.get(k, 0):
+                    return self
+                merged = dict(a)
+                merged[k] = v
+                return GCounter._of(merged)
+        m = _max_merge(a, b)
+        return self if m is None else GCounter._of(m)
 
     def value(self) -> int:
         return sum(self._counts.values())
@@ -89,7 +115,7 @@ class GCounter(CRDT[int]):
 
     @classmethod
     def _from_payload(cls, payload: Any, version: int) -> GCounter:
-        return cls(_counts_from_payload(payload, "gcounter"))
+        return cls._of(_counts_from_payload(payload, "gcounter"))
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, GCounter):
@@ -97,6 +123,9 @@ class GCounter(CRDT[int]):
         return self._counts == other._counts
 
     __hash__ = CRDT.__hash__
+
+
+_EMPTY_G = GCounter()
 
 
 @register
@@ -116,13 +145,14 @@ class PNCounter(CRDT[int]):
         self._n = n if n is not None else GCounter()
 
     def increment(self, n: int = 1, *, actor: str) -> PNCounter:
-        return PNCounter(self._p.increment(n, actor=actor), GCounter())
+        return PNCounter(self._p.increment(n, actor=actor), _EMPTY_G)
 
     def decrement(self, n: int = 1, *, actor: str) -> PNCounter:
-        return PNCounter(GCounter(), self._n.increment(n, actor=actor))
+        return PNCounter(_EMPTY_G, self._n.increment(n, actor=actor))
 
     def join(self, other: PNCounter) -> PNCounter:
-        self._check_joinable(other)
+        if type(other) is not PNCounter:
+            self._check_joinable(other)
         p = self._p.join(other._p)
         n = self._n.join(other._n)
         if p is self._p and n is self._n:

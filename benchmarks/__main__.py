@@ -1,0 +1,75 @@
+"""Run the benchmarks and write ``docs/benchmarks.md``.
+
+    python -m benchmarks                 # everything (about 10-15 minutes on 2 cores)
+    python -m benchmarks --quick         # smaller sizes, for a quick look
+    python -m benchmarks --only types    # one suite: types, replica, log
+    python -m benchmarks --no-write      # print instead of writing the docs page
+
+Every number is a median of repeated runs; comparisons are made inside one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from . import bench_replica, bench_types
+from ._harness import git_rev, machine, progress
+
+ROOT = Path(__file__).resolve().parent.parent
+SUITES = ("types", "replica", "log")
+
+
+def _log_suite(quick: bool) -> str:
+    args = [sys.executable, str(ROOT / "benchmarks" / "bench_log.py")]
+    if quick:
+        args.append("--quick")
+    return subprocess.run(args, capture_output=True, text=True, check=True, cwd=ROOT).stdout
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="smaller sizes and fewer repetitions")
+    ap.add_argument("--only", choices=SUITES, action="append", help="run only this suite (repeatable)")
+    ap.add_argument("--no-write", action="store_true", help="print the report instead of writing docs/benchmarks.md")
+    args = ap.parse_args()
+    suites = args.only or list(SUITES)
+    started = time.time()
+    sections = []
+    if "types" in suites:
+        sections.append("## Types\n\n" + bench_types.run(args.quick))
+    if "replica" in suites:
+        sections.append("## Replica\n" + bench_replica.run(args.quick))
+    if "log" in suites:
+        progress("log: bench_log.py")
+        sections.append("## Log layer\n\n" + _log_suite(args.quick))
+    cmd = "python -m benchmarks" + (" --quick" if args.quick else "") + "".join(f" --only {s}" for s in args.only or [])
+    report = "\n".join([
+        "# Benchmarks",
+        "",
+        f"Command: `{cmd}` (commit `{git_rev()}`, {time.strftime('%Y-%m-%d')}, "
+        f"{(time.time() - started) / 60:.1f} min).",
+        "",
+        f"Machine: {machine()}.",
+        "",
+        "Medians of repeated runs; every ratio compares numbers taken in the same run. The machine is a "
+        "shared 2-core VM, so absolute numbers move between runs by tens of percent; the ratios are what "
+        "to read.",
+        "",
+        *sections,
+        "",
+    ])
+    if args.no_write:
+        print(report)
+    else:
+        out = ROOT / "docs" / "benchmarks.md"
+        out.write_text(report)
+        progress(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

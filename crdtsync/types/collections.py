@@ -1,0 +1,627 @@
+"""Collections: the add-wins observed-remove set and the observed-remove map of nested CRDTs.
+
+Both are *causal* states (Almeida et al., "Delta State Replicated Data Types", 2018): a
+dot store plus a :class:`~crdtsync.clock.Context` of every dot the state has seen (see
+:mod:`crdtsync.types._dots`). An add or update writes a fresh dot; a remove writes no
+entry at all, only a context holding the dots it observed. Joining keeps a dot that both
+sides hold, or that one side holds and the other has never seen, so a remove takes away
+exactly what its writer had observed and nothing that was concurrent with it. A removed
+element leaves no tombstone: its dots survive only as numbers folded into the version
+vector of the context.
+
+Elements (ORSet) and keys (ORMap) are ``str``, ``int`` (64-bit), ``bytes``, ``bool``,
+``None``, finite ``float`` and tuples of those. Their identity is their canonical
+msgpack encoding (:func:`crdtsync._encoding.value_key`), so ``1``, ``1.0`` and ``True``
+are three different elements even though Python compares them equal (a frozenset
+holding two of them shows only one).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, ClassVar, TypeAlias
+
+from .._encoding import check_envelope, corrupt, value_key
+from ..clock import Context, Dot, default_hlc
+from ._base import CRDT, actor_of, register, type_for_tag, want_int, want_list, want_str
+from ._dots import check_dots_in_context, dots_from_payload, dots_to_payload, join_dotfun, join_dotmap
+from .counters import PNCounter
+
+__all__ = ["Element", "ElementSet", "ORMap", "ORSet"]
+
+Scalar: TypeAlias = str | int | float | bytes | bool | None
+#: what an ORSet may hold and an ORMap may be keyed by
+Element: TypeAlias = Scalar | tuple[Any, ...]
+
+_MAX_TUPLE_DEPTH = 16
+_KINDS = "str, int, float, bytes, bool, None or a tuple of those"
+
+
+# -- elements -----------------------------------------------------------------------
+
+
+def _element(x: Any, what: str, depth: int = 0) -> Element:
+    """Validate ``x`` as an element or key and return its plain-Python form.
+
+    Subclasses of the scalar types (``numpy.float64``, enum-backed strs) are converted
+    to the base type so that every replica hashes and compares the same thing.
+    """
+    if x is None or isinstance(x, bool):
+        return x  # type: ignore[no-any-return]
+    if isinstance(x, int):
+        v = int(x)
+        if not -(2**63) <= v < 2**64:
+            raise ValueError(f"{what} {v} does not fit in 64 bits; store it as a str or bytes")
+        return v
+    if isinstance(x, float):
+        f = float(x)
+        if not math.isfinite(f):
+            raise ValueError(f"{what} {f!r} is not a finite float; NaN and infinities cannot be {what}s")
+        return f
+    if isinstance(x, str):
+        return str(x)
+    if isinstance(x, bytes):
+        return bytes(x)
+    if isinstance(x, tuple):
+        if depth >= _MAX_TUPLE_DEPTH:
+            raise ValueError(f"{what} tuples nest deeper than {_MAX_TUPLE_DEPTH} levels")
+        return tuple(_element(v, what, depth + 1) for v in x)
+    hint = "; use a tuple instead of a list" if isinstance(x, list) else ""
+    raise TypeError(f"{what}s must be {_KINDS}; got {type(x).__name__}{hint}")
+
+
+def _element_to_wire(e: Element) -> Any:
+    if isinstance(e, tuple):
+        return [_element_to_wire(v) for v in e]
+    return e
+
+
+def _element_from_wire(x: Any, what: str, depth: int = 0) -> Element:
+    if isinstance(x, list):
+        if depth >= _MAX_TUPLE_DEPTH:
+            corrupt(what, f"tuple nests deeper than {_MAX_TUPLE_DEPTH} levels")
+        return tuple(_element_from_wire(v, what, depth + 1) for v in x)
+    if x is None or isinstance(x, (bool, int, str, bytes)):
+        return x  # type: ignore[no-any-return]
+    if isinstance(x, float):
+        if not math.isfinite(x):
+            corrupt(what, "non-finite float")
+        return x
+    corrupt(what, f"a {type(x).__name__} cannot be an element or key")
+
+
+def _key_of(e: Element) -> bytes:
+    return value_key(_element_to_wire(e))
+
+
+def _check_dot(x: Any) -> Dot:
+    if (
+        isinstance(x, tuple)
+        and len(x) == 2
+        and isinstance(x[0], str)
+        and x[0]
+        and isinstance(x[1], int)
+        and not isinstance(x[1], bool)
+        and x[1] >= 1
+    ):
+        return Dot(x[0], x[1])
+    raise TypeError(f"observed must hold Dots (replica: str, seq: int >= 1), got {x!r:.60}")
+
+
+def _observed(observed: Iterable[Dot]) -> frozenset[Dot]:
+    if isinstance(observed, (str, bytes)) or not isinstance(observed, Iterable):
+        raise TypeError(
+            "observed must be an iterable of Dots, typically other.dots_of(element) read at "
+            f"another replica; got {type(observed).__name__}"
+        )
+    return frozenset(_check_dot(d) for d in observed)
+
+
+def _no_dot_twice(seen: set[Dot], dots: Iterable[Dot], what: str) -> None:
+    for d in dots:
+        if d in seen:
+            corrupt(what, f"dot {d} names two different writes")
+        seen.add(d)
+
+
+# -- ORSet --------------------------------------------------------------------------
+
+
+class ElementSet(frozenset[Element]):
+    """The value of an :class:`ORSet`: a plain frozenset whose ``repr`` lists the
+    elements in canonical order, so logs and golden vectors do not depend on the
+    process's hash seed."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        if not self:
+            return "frozenset()"
+        return "frozenset({" + ", ".join(repr(e) for e in sorted(self, key=_key_of)) + "})"
+
+
+
+@register
+class ORSet(CRDT[ElementSet]):
+    """Add wins over a concurrent remove; a remove takes away only the adds it observed.
+
+    Cost: one dot per live element per concurrent adder (re-adding an element replaces
+    the adder's older dot), plus the context: one version-vector entry per writer and a
+    dot cloud only while deltas arrive out of order. Removed elements are reclaimed
+    whole: no tombstones, their dots are folded into the version vector.
+
+    Payload: ``[[[element, [[replica, seq], ...]], ...], context rows]``; entries sorted
+    by the canonical bytes of the element, each with its live dots sorted and non-empty;
+    tuples are encoded as lists; context rows as in :meth:`Context.to_payload`. Every
+    live dot lies inside the context and belongs to one element only.
+    """
+
+    __slots__ = ("_ctx", "_dots", "_elems")
+    TYPE_TAG: ClassVar[str] = "orset"
+    VERSION: ClassVar[int] = 1
+    MUTATORS: ClassVar[tuple[str, ...]] = ("add", "remove")
+    NEEDS_TIME: ClassVar[bool] = False
+
+    _dots: dict[bytes, frozenset[Dot]]
+    _elems: dict[bytes, Element]
+    _ctx: Context
+
+    def __init__(self) -> None:
+        self._dots = {}
+        self._elems = {}
+        self._ctx = Context()
+
+    @classmethod
+    def _make(cls, dots: dict[bytes, frozenset[Dot]], elems: dict[bytes, Element], ctx: Context) -> ORSet:
+        s = cls.__new__(cls)
+        s._dots = dots
+        s._elems = elems
+        s._ctx = ctx
+        return s
+
+    # -- mutators ------------------------------------------------------------------
+    def add(self, element: Element, *, actor: str) -> ORSet:
+        """Delta adding ``element`` (it supersedes every add of it this state has seen)."""
+        actor_of(actor)
+        e = _element(element, "ORSet element")
+        k = _key_of(e)
+        d = self._ctx.next_dot(actor)
+        ctx = Context.from_dots([d, *self._dots.get(k, ())])
+        return ORSet._make({k: frozenset((d,))}, {k: e}, ctx)
+
+    def remove(self, element: Element, *, actor: str, observed: Iterable[Dot] | None = None) -> ORSet:
+        """Delta removing the adds of ``element`` that were observed.
+
+        Without ``observed``, that is every add this state holds. With ``observed``
+        (the dots another replica reported, e.g. ``other.dots_of(element)``), exactly
+        those adds are removed, even if this replica has not received them yet; adds
+        concurrent with that read survive.
+        """
+        actor_of(actor)
+        k = _key_of(_element(element, "ORSet element"))
+        dots = self._dots.get(k, frozenset()) if observed is None else _observed(observed)
+        if not dots:
+            return ORSet()
+        return ORSet._make({}, {}, Context.from_dots(dots))
+
+    # -- queries -------------------------------------------------------------------
+    def dots_of(self, element: Element) -> frozenset[Dot]:
+        """The live dots (one per concurrent add) of ``element``; empty if absent."""
+        return self._dots.get(_key_of(_element(element, "ORSet element")), frozenset())
+
+    @property
+    def context(self) -> Context:
+        """Every dot this state has seen."""
+        return self._ctx
+
+    def __contains__(self, element: object) -> bool:
+        try:
+            k = _key_of(_element(element, "ORSet element"))
+        except (TypeError, ValueError):
+            return False
+        return k in self._dots
+
+    def __len__(self) -> int:
+        return len(self._dots)
+
+    def __iter__(self) -> Iterator[Element]:
+        """Elements in canonical (encoding) order."""
+        return iter([self._elems[k] for k in sorted(self._dots)])
+
+    def value(self) -> ElementSet:
+        """The elements, as a frozenset (see :class:`ElementSet`)."""
+        return ElementSet(self._elems[k] for k in self._dots)
+
+    # -- lattice -------------------------------------------------------------------
+    def join(self, other: ORSet) -> ORSet:
+        self._check_joinable(other)
+        if other is self:
+            return self
+        ctx = self._ctx.join(other._ctx)
+        dots = join_dotmap(self._dots, self._ctx, other._dots, other._ctx)
+        if ctx == self._ctx and dots == self._dots:
+            return self
+        if ctx == other._ctx and dots == other._dots:
+            return other
+        elems = {k: self._elems[k] if k in self._elems else other._elems[k] for k in dots}
+        return ORSet._make(dots, elems, ctx)
+
+    # -- encoding ------------------------------------------------------------------
+    def _payload(self) -> Any:
+        rows = [[_element_to_wire(self._elems[k]), dots_to_payload(self._dots[k])] for k in sorted(self._dots)]
+        return [rows, self._ctx.to_payload()]
+
+    @classmethod
+    def _from_payload(cls, payload: Any, version: int) -> ORSet:
+        top = want_list(payload, "orset")
+        if len(top) != 2:
+            corrupt("orset", "expected [entries, context]")
+        ctx = Context.from_payload(top[1], "orset.context")
+        dots: dict[bytes, frozenset[Dot]] = {}
+        elems: dict[bytes, Element] = {}
+        last: bytes | None = None
+        seen: set[Dot] = set()
+        for row in want_list(top[0], "orset.entries"):
+            pair = want_list(row, "orset.entry")
+            if len(pair) != 2:
+                corrupt("orset.entry", "expected [element, dots]")
+            e = _element_from_wire(pair[0], "orset.element")
+            k = _key_of(e)
+            if last is not None and not last < k:
+                corrupt("orset.entries", "elements are not in strictly ascending canonical order")
+            last = k
+            ds = dots_from_payload(pair[1], "orset.dots")
+            check_dots_in_context(ds, ctx, "orset")
+            _no_dot_twice(seen, ds, "orset")
+            dots[k] = ds
+            elems[k] = e
+        return cls._make(dots, elems, ctx)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ORSet):
+            return NotImplemented
+        return self._dots == other._dots and self._ctx == other._ctx
+
+    __hash__ = CRDT.__hash__
+
+    def __repr__(self) -> str:
+        return f"ORSet({{{', '.join(repr(e) for e in self)}}})" if self._dots else "ORSet()"
+
+
+# -- ORMap --------------------------------------------------------------------------
+
+_DEPTH = threading.local()
+_MAX_MAP_DEPTH = 16
+
+
+class _Entry:
+    """One update's nested state and the incarnation (nested actor) its writer used."""
+
+    __slots__ = ("inc", "state")
+
+    def __init__(self, inc: int, state: CRDT[Any]) -> None:
+        self.inc = inc
+        self.state = state
+
+    def merge(self, other: _Entry) -> _Entry:
+        # A dot names one write, so both sides normally hold the same entry; a max and a
+        # join keep the map a semilattice even for states that disagree.
+        if other is self or (other.inc == self.inc and other.state == self.state):
+            return self
+        return _Entry(max(self.inc, other.inc), self.state.join(other.state))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, _Entry):
+            return NotImplemented
+        return self.inc == other.inc and self.state == other.state
+
+    def __hash__(self) -> int:  # pragma: no cover - entries are never hashed
+        return hash((self.inc, self.state))
+
+
+def _nested_actor(actor: str, inc: int) -> str:
+    return f"{actor}#{inc}"
+
+
+ValueType = Callable[[], CRDT[Any]]
+
+
+@register
+class ORMap(CRDT[dict[Element, Any]]):
+    """Keys are add-wins: an update concurrent with a remove of its key survives, and an
+    update after a remove starts from the empty nested value.
+
+    Every update writes a fresh dot holding the key's *whole* nested state (the join of
+    the key's live states with the nested operation applied) and supersedes only its
+    writer's own earlier dot on that key; a remove supersedes every dot it observed.
+    Cost: per key, one full nested state per replica that wrote the key since the last
+    remove that observed its write, so each update delta carries the key's whole nested
+    value (fine for small nested values; use top-level entity keys for big ones). A
+    writer that finds its own last write on the key removed starts a fresh nested
+    identity, ``"<actor>#<seq>"``, so that the nested state never reuses its retired
+    counters or dots; retired identities vanish with the states that hold them at the
+    next remove that observes them. Removed keys leave no tombstones.
+
+    Payload: ``[value_type, entries, context rows]``. ``value_type`` is the empty
+    nested state as ``[tag, version, payload]``; ``entries`` is
+    ``[[key, [[replica, seq, inc, nested payload], ...]], ...]`` sorted by the canonical
+    bytes of the key, dots sorted and non-empty; ``inc`` (1 <= inc <= seq) is the seq
+    that names the writer's nested identity; nested payloads use the version given in
+    ``value_type``. Every dot lies inside the context and belongs to one key only.
+    """
+
+    __slots__ = ("_cache", "_ctx", "_empty", "_entries", "_keys")
+    TYPE_TAG: ClassVar[str] = "ormap"
+    VERSION: ClassVar[int] = 1
+    MUTATORS: ClassVar[tuple[str, ...]] = ("update", "remove")
+    NEEDS_TIME: ClassVar[bool] = True
+
+    _entries: dict[bytes, dict[Dot, _Entry]]
+    _keys: dict[bytes, Element]
+    _ctx: Context
+    _empty: CRDT[Any]
+    _cache: dict[bytes, CRDT[Any]]
+
+    def __init__(self, value_type: ValueType = PNCounter) -> None:
+        """An empty map whose values are ``value_type()`` states.
+
+        ``value_type`` is a CRDT class, or a zero-argument factory returning an empty
+        state for parametrized nested types, e.g.
+        ``ORMap(value_type=lambda: ORMap(value_type=GCounter))``.
+        """
+        if not callable(value_type):
+            raise TypeError(f"value_type must be a CRDT class or a zero-argument factory, got {value_type!r}")
+        empty = value_type()
+        if not isinstance(empty, CRDT):
+            raise TypeError(f"value_type() must return a CRDT state, got {type(empty).__name__}")
+        self._entries = {}
+        self._keys = {}
+        self._ctx = Context()
+        self._empty = empty
+        self._cache = {}
+
+    @classmethod
+    def _make(
+        cls,
+        empty: CRDT[Any],
+        entries: dict[bytes, dict[Dot, _Entry]],
+        keys: dict[bytes, Element],
+        ctx: Context,
+    ) -> ORMap:
+        m = cls.__new__(cls)
+        m._empty = empty
+        m._entries = entries
+        m._keys = keys
+        m._ctx = ctx
+        m._cache = {}
+        return m
+
+    def params(self) -> Mapping[str, Any]:
+        e = self._empty
+        return {"value_type": f"{e.TYPE_TAG}{dict(e.params())!r}"}
+
+    @property
+    def value_type(self) -> type[CRDT[Any]]:
+        return type(self._empty)
+
+    # -- mutators ------------------------------------------------------------------
+    def update(self, key: Element, op_name: str, *args: Any, actor: str, ts: int | None = None) -> ORMap:
+        """Delta applying the nested mutator ``op_name(*args)`` to the value at ``key``.
+
+        ``ts`` (an HLC timestamp) is passed on only if the nested type needs time; when
+        it does and ``ts`` is None, the process-wide HLC stamps the write.
+        """
+        actor_of(actor)
+        key = _element(key, "ORMap key")
+        k = _key_of(key)
+        nested_cls = type(self._empty)
+        if not isinstance(op_name, str) or op_name not in nested_cls.MUTATORS:
+            raise ValueError(
+                f"{op_name!r} is not a mutator of {nested_cls.__name__}; "
+                f"use one of {', '.join(nested_cls.MUTATORS)}"
+            )
+        if ts is not None and (not isinstance(ts, int) or isinstance(ts, bool) or ts < 0):
+            raise TypeError(f"ts must be a non-negative HLC timestamp int, got {ts!r}")
+        d = self._ctx.next_dot(actor)
+        live = self._entries.get(k, {})
+        own = sorted(dot for dot in live if dot.replica == actor)
+        # Reuse the nested identity only while our own last write on this key is alive:
+        # then the current nested state holds all of that identity's history. If a
+        # remove took it, a concurrent update elsewhere may still carry it, and writing
+        # under the old name again would collide with that copy.
+        inc = live[own[-1]].inc if own else d.seq
+        current = self._get(k)
+        nested = _nested_actor(actor, inc)
+        fn = getattr(current, op_name)
+        if nested_cls.NEEDS_TIME:
+            nd = fn(*args, actor=nested, ts=ts if ts is not None else default_hlc().now())
+        else:
+            nd = fn(*args, actor=nested)
+        new = current.join(nd)
+        ctx = Context.from_dots([d, *own])
+        return ORMap._make(self._empty, {k: {d: _Entry(inc, new)}}, {k: self._keys.get(k, key)}, ctx)
+
+    def remove(
+        self, key: Element, *, actor: str, observed: Iterable[Dot] | None = None, ts: int | None = None
+    ) -> ORMap:
+        """Delta removing the updates of ``key`` that were observed (its value resets).
+
+        ``observed`` works as in :meth:`ORSet.remove` (dots from ``other.dots_of(key)``);
+        ``ts`` is accepted for uniformity and unused.
+        """
+        actor_of(actor)
+        k = _key_of(_element(key, "ORMap key"))
+        dots = frozenset(self._entries.get(k, ())) if observed is None else _observed(observed)
+        if not dots:
+            return ORMap._make(self._empty, {}, {}, Context())
+        return ORMap._make(self._empty, {}, {}, Context.from_dots(dots))
+
+    # -- queries -------------------------------------------------------------------
+    def get(self, key: Element) -> CRDT[Any]:
+        """The nested state at ``key`` (the empty nested state if absent)."""
+        return self._get(_key_of(_element(key, "ORMap key")))
+
+    def _get(self, k: bytes) -> CRDT[Any]:
+        cached = self._cache.get(k)
+        if cached is not None:
+            return cached
+        live = self._entries.get(k)
+        if not live:
+            return self._empty
+        it = iter(live.values())
+        out = next(it).state
+        for e in it:
+            out = out.join(e.state)
+        self._cache[k] = out
+        return out
+
+    def dots_of(self, key: Element) -> frozenset[Dot]:
+        """The live dots of ``key`` (one per writer since its last observed remove)."""
+        return frozenset(self._entries.get(_key_of(_element(key, "ORMap key")), ()))
+
+    @property
+    def context(self) -> Context:
+        return self._ctx
+
+    def keys(self) -> ElementSet:
+        """The present keys, as a frozenset."""
+        return ElementSet(self._keys[k] for k in self._entries)
+
+    def __contains__(self, key: object) -> bool:
+        try:
+            k = _key_of(_element(key, "ORMap key"))
+        except (TypeError, ValueError):
+            return False
+        return k in self._entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __iter__(self) -> Iterator[Element]:
+        """Keys in canonical (encoding) order."""
+        return iter([self._keys[k] for k in sorted(self._entries)])
+
+    def value(self) -> dict[Element, Any]:
+        return {self._keys[k]: self._get(k).value() for k in sorted(self._entries)}
+
+    # -- lattice -------------------------------------------------------------------
+    def join(self, other: ORMap) -> ORMap:
+        self._check_joinable(other)
+        if other is self:
+            return self
+        ctx = self._ctx.join(other._ctx)
+        oc, sc = other._ctx, self._ctx
+        entries: dict[bytes, dict[Dot, _Entry]] = {}
+        for k, a in self._entries.items():
+            b = other._entries.get(k)
+            if b is not None:
+                fun = join_dotfun(a, sc, b, oc, _Entry.merge)
+            elif any(d in oc for d in a):
+                fun = {d: e for d, e in a.items() if d not in oc}
+            else:
+                fun = a
+            if fun:
+                entries[k] = fun
+        for k, b in other._entries.items():
+            if k not in self._entries:
+                fun = {d: e for d, e in b.items() if d not in sc} if any(d in sc for d in b) else b
+                if fun:
+                    entries[k] = fun
+        if ctx == sc and entries == self._entries:
+            return self
+        if ctx == oc and entries == other._entries:
+            return other
+        keys = {k: self._keys[k] if k in self._keys else other._keys[k] for k in entries}
+        return ORMap._make(self._empty, entries, keys, ctx)
+
+    # -- encoding ------------------------------------------------------------------
+    def _payload(self) -> Any:
+        rows = []
+        for k in sorted(self._entries):
+            fun = self._entries[k]
+            dots = [[d.replica, d.seq, fun[d].inc, fun[d].state._payload()] for d in sorted(fun)]
+            rows.append([_element_to_wire(self._keys[k]), dots])
+        e = self._empty
+        return [[e.TYPE_TAG, e.VERSION, e._payload()], rows, self._ctx.to_payload()]
+
+    @classmethod
+    def _from_payload(cls, payload: Any, version: int) -> ORMap:
+        depth = getattr(_DEPTH, "n", 0)
+        if depth >= _MAX_MAP_DEPTH:
+            corrupt("ormap", f"maps nest deeper than {_MAX_MAP_DEPTH} levels")
+        _DEPTH.n = depth + 1
+        try:
+            return cls._decode(payload)
+        finally:
+            _DEPTH.n = depth
+
+    @classmethod
+    def _decode(cls, payload: Any) -> ORMap:
+        top = want_list(payload, "ormap")
+        if len(top) != 3:
+            corrupt("ormap", "expected [value_type, entries, context]")
+        vt = want_list(top[0], "ormap.value_type")
+        if len(vt) != 3:
+            corrupt("ormap.value_type", "expected [tag, version, payload]")
+        nested_cls = type_for_tag(want_str(vt[0], "ormap.value_type"))
+        nested_version, empty_payload = check_envelope(vt, nested_cls.TYPE_TAG, nested_cls.VERSION)
+        empty = nested_cls._decode_payload(empty_payload, nested_version)
+        params = empty.params()
+        ctx = Context.from_payload(top[2], "ormap.context")
+        entries: dict[bytes, dict[Dot, _Entry]] = {}
+        keys: dict[bytes, Element] = {}
+        last: bytes | None = None
+        seen: set[Dot] = set()
+        for row in want_list(top[1], "ormap.entries"):
+            pair = want_list(row, "ormap.entry")
+            if len(pair) != 2:
+                corrupt("ormap.entry", "expected [key, dots]")
+            key = _element_from_wire(pair[0], "ormap.key")
+            k = _key_of(key)
+            if last is not None and not last < k:
+                corrupt("ormap.entries", "keys are not in strictly ascending canonical order")
+            last = k
+            fun: dict[Dot, _Entry] = {}
+            prev: Dot | None = None
+            for drow in want_list(pair[1], "ormap.dots"):
+                cell = want_list(drow, "ormap.dot")
+                if len(cell) != 4:
+                    corrupt("ormap.dot", "expected [replica, seq, inc, nested payload]")
+                r = want_str(cell[0], "ormap.dot")
+                if not r:
+                    corrupt("ormap.dot", "empty replica id")
+                seq = want_int(cell[1], "ormap.dot", minimum=1)
+                inc = want_int(cell[2], "ormap.inc", minimum=1)
+                if inc > seq:
+                    corrupt("ormap.inc", "the nested identity is named after a later write")
+                d = Dot(r, seq)
+                if prev is not None and not prev < d:
+                    corrupt("ormap.dots", "dots are not sorted and unique")
+                prev = d
+                state = nested_cls._decode_payload(cell[3], nested_version)
+                if state.params() != params:
+                    corrupt("ormap", "a nested state's parameters differ from the map's value type")
+                fun[d] = _Entry(inc, state)
+            if not fun:
+                corrupt("ormap.dots", "a key without live dots")
+            check_dots_in_context(fun, ctx, "ormap")
+            _no_dot_twice(seen, fun, "ormap")
+            entries[k] = fun
+            keys[k] = key
+        return cls._make(empty, entries, keys, ctx)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ORMap):
+            return NotImplemented
+        return (
+            self._entries == other._entries
+            and self._ctx == other._ctx
+            and self._empty == other._empty
+        )
+
+    __hash__ = CRDT.__hash__
+
+    def __repr__(self) -> str:
+        return f"ORMap[{type(self._empty).__name__}]({self.value()!r})"
