@@ -206,7 +206,7 @@ def run(quick: bool = False) -> str:
         asyncio.run(_replay(logdir, data))  # builds the snapshot
         restart = []
         for _ in range(3):
-            t = time.perf_counter()
+            time.perf_counter()
             _, secs, _ = asyncio.run(_replay(logdir, data))
             restart.append(secs)
         restart.sort()

@@ -262,7 +262,7 @@ class AvroCodec:
         buf = io.BytesIO(data)
         try:
             rec: Any = self._fastavro.schemaless_reader(buf, self._schema, None)
-        except Exception as exc:  # fastavro raises many types on garbage  # noqa: BLE001
+        except Exception as exc:  # fastavro raises many types on garbage
             raise CorruptRecord(f"batch: not a valid Avro record ({type(exc).__name__})") from None
         _want(buf.tell() == len(data), "trailing bytes after the Avro record")
         _want(isinstance(rec, dict), "bad Avro record")

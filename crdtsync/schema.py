@@ -112,12 +112,12 @@ class Definition:
         return self.to_dict() == other.to_dict()
 
 
-def Feature(name: str, type: TypeLike, **kw: Any) -> Definition:  # noqa: N802 - reads like a class
+def Feature(name: str, type: TypeLike, **kw: Any) -> Definition:
     """Define a feature field (see :class:`Definition` for the arguments)."""
     return Definition(name, type, kind="feature", **kw)
 
 
-def Flag(name: str, type: TypeLike | None = None, **kw: Any) -> Definition:  # noqa: N802
+def Flag(name: str, type: TypeLike | None = None, **kw: Any) -> Definition:
     """Define a flag field; the type defaults to ``EnableWinsFlag`` if registered."""
     if type is None:
         t = registered_types().get("ewflag")

@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-from ..clock import Context, Dot
 from .._encoding import corrupt
+from ..clock import Context, Dot
 
 K = TypeVar("K")
 V = TypeVar("V")

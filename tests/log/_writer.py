@@ -34,9 +34,9 @@ def _import_log_layer_only() -> None:
 
 _import_log_layer_only()
 
-from _records import make_batch
+from _records import make_batch  # noqa: E402  (after the import shim above)
 
-from crdtsync.log.local import LocalLog
+from crdtsync.log.local import LocalLog  # noqa: E402
 
 
 async def main() -> None:

@@ -42,7 +42,7 @@ def test_bit_flips(tmp_path: Path, rate: float, seed: int) -> None:
     async def build() -> dict[int, bytes]:
         written: dict[int, bytes] = {}
         async with LocalLog.open(tmp_path, fsync="never", segment_bytes=seg_bytes) as log:
-            for i in range(400):
+            for _i in range(400):
                 batch = [rng.randbytes(rng.randint(0, 400)) for _ in range(rng.randint(1, 3))]
                 p = await log.append(batch)
                 # Positions of the later records of the batch follow from the framing.

@@ -606,7 +606,7 @@ def test_never_policy_does_not_fsync_appends(tmp_path: Path, monkeypatch: pytest
     async def body() -> None:
         async with LocalLog.open(tmp_path, fsync="never") as log:
             spy = FsyncSpy(monkeypatch)
-            for i in range(20):
+            for _i in range(20):
                 await log.append([b"x"])
             assert spy.calls == 0
             await log.sync()
