@@ -7,7 +7,6 @@ through a log's events), ``status`` (a replica's identity, context and counters)
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import sys
@@ -16,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["main"]
+
+from ._loop import run as run_loop
 
 
 def main() -> None:
@@ -91,7 +92,7 @@ def _collect(agen: AsyncIterator[dict[str, Any]], limit: int | None) -> list[dic
                 break
         return out
 
-    return asyncio.run(run())
+    return run_loop(run())
 
 
 def _progress() -> tuple[Any, Callable[[int, int], None]]:
@@ -191,7 +192,7 @@ def _cli() -> Any:
             console.print(t)
             console.print(r.stats)
 
-        asyncio.run(_open(directory)(show))
+        run_loop(_open(directory)(show))
 
     @cli.command(help="Snapshot a replica, then drop the log segments the snapshot covers.")
     @click.argument("directory", type=click.Path(exists=True, file_okay=False))
@@ -207,7 +208,7 @@ def _cli() -> Any:
             pos = await r.compact()
             console.print(f"snapshot at position {pos}")
 
-        asyncio.run(_open(directory)(run))
+        run_loop(_open(directory)(run))
         console.print(f"log: {before:,} bytes -> {size():,} bytes")
 
     return cli

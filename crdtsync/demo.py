@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ._loop import run as run_loop
 from .forwarder import Forwarder
 from .replica import Replica
 from .schema import Feature, Flag, Schema
@@ -223,7 +224,7 @@ def run_demo(data_dir: str | None = None, *, seed: int = 7, keep: bool = False,
         raise FileExistsError(f"{data} is not empty; give a new directory to --data")
     started = time.perf_counter()
     try:
-        ok = asyncio.run(_scenario(data, out, seed))
+        ok = run_loop(_scenario(data, out, seed))
     finally:
         if tmp and not keep:
             shutil.rmtree(data, ignore_errors=True)

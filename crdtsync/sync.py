@@ -21,6 +21,7 @@ from collections.abc import Callable, Coroutine, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ._loop import new_event_loop as _new_loop
 from .clock import Context
 from .events import Event
 from .replica import Change, Replica, View
@@ -30,15 +31,6 @@ __all__ = ["SyncReplica"]
 T = TypeVar("T")
 
 _live: weakref.WeakSet[SyncReplica] = weakref.WeakSet()
-
-
-def _new_loop() -> asyncio.AbstractEventLoop:
-    try:
-        import uvloop
-
-        return uvloop.new_event_loop()  # type: ignore[no-any-return]
-    except ImportError:
-        return asyncio.new_event_loop()
 
 
 class SyncReplica:
