@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -550,6 +551,16 @@ class Replica:
     # -- applying --------------------------------------------------------------
     async def catch_up(self, *, progress: Callable[[int, int], None] | None = None) -> int:
         """Apply every record currently in the log; returns the number of events applied."""
+        # A replay allocates millions of short-lived, acyclic objects; the cyclic
+        # collector's frequent young-generation passes cost about a quarter of the time.
+        threshold = gc.get_threshold()
+        gc.set_threshold(max(threshold[0], 50_000), *threshold[1:])
+        try:
+            return await self._catch_up(progress)
+        finally:
+            gc.set_threshold(*threshold)
+
+    async def _catch_up(self, progress: Callable[[int, int], None] | None) -> int:
         end = await self.log.end()
         start = self._position
         applied = 0
