@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from .._encoding import corrupt, packb
 from ._base import CRDT, register, want_int, want_list, want_str
-from .registers import check_ts, intern_actor, want_actor, want_ts
+from .registers import check_ts, intern_actor, lww_pick, want_actor, want_ts
 
 if TYPE_CHECKING:
     import numpy.typing as npt
@@ -99,6 +99,10 @@ def _norm_dim(dim: Any) -> tuple[int, ...] | None:
     if isinstance(dim, (str, bytes)) or not hasattr(dim, "__iter__"):
         raise TypeError(f"dim must be an int, a tuple of ints or None, got {type(dim).__name__}")
     return _check_shape(dim, "dim")
+
+
+def _tie_key(v: VectorRegister) -> bytes:
+    return packb([list(v._shape), v._data])  # type: ignore[no-any-return]
 
 
 @register
@@ -237,22 +241,7 @@ class VectorRegister(CRDT["npt.NDArray[Any] | None"]):
     def join(self, other: VectorRegister) -> VectorRegister:
         if other.__class__ is not self.__class__ or other._dtype != self._dtype or other._dim != self._dim:
             self._check_joinable(other)
-        ots = other._ts
-        sts = self._ts
-        if ots > sts:
-            return other
-        if ots < sts:
-            return self
-        oa = other._actor
-        sa = self._actor
-        if oa > sa:
-            return other
-        if oa < sa or other is self:
-            return self
-        # same (ts, actor): only from a misbehaving clock; keep join commutative
-        if packb([list(other._shape), other._data]) > packb([list(self._shape), self._data]):
-            return other
-        return self
+        return lww_pick(self, other, _tie_key)
 
     # -- encoding ----------------------------------------------------------------------
     def _payload(self) -> Any:
