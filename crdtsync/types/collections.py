@@ -26,7 +26,14 @@ from typing import Any, ClassVar, TypeAlias
 from .._encoding import check_envelope, corrupt, value_key
 from ..clock import Context, Dot, default_hlc
 from ._base import CRDT, actor_of, register, type_for_tag, want_int, want_list, want_str
-from ._dots import check_dots_in_context, dots_from_payload, dots_to_payload, join_dotfun, join_dotmap
+from ._dots import (
+    check_dots_in_context,
+    dots_from_payload,
+    dots_to_payload,
+    join_dotfun,
+    join_dotmap,
+    join_dotsets,
+)
 from .counters import PNCounter
 
 __all__ = ["Element", "ElementSet", "ORMap", "ORSet"]
@@ -158,7 +165,7 @@ class ORSet(CRDT[ElementSet]):
     live dot lies inside the context and belongs to one element only.
     """
 
-    __slots__ = ("_ctx", "_dots", "_elems")
+    __slots__ = ("_ctx", "_dots", "_elems", "_index")
     TYPE_TAG: ClassVar[str] = "orset"
     VERSION: ClassVar[int] = 1
     MUTATORS: ClassVar[tuple[str, ...]] = ("add", "remove")
@@ -168,18 +175,31 @@ class ORSet(CRDT[ElementSet]):
     _elems: dict[bytes, Element]
     _ctx: Context
 
+    _index: dict[Dot, bytes] | None
+
     def __init__(self) -> None:
         self._dots = {}
         self._elems = {}
         self._ctx = Context()
+        self._index = None
 
     @classmethod
-    def _make(cls, dots: dict[bytes, frozenset[Dot]], elems: dict[bytes, Element], ctx: Context) -> ORSet:
+    def _make(
+        cls, dots: dict[bytes, frozenset[Dot]], elems: dict[bytes, Element], ctx: Context,
+        index: dict[Dot, bytes] | None = None,
+    ) -> ORSet:
         s = cls.__new__(cls)
         s._dots = dots
         s._elems = elems
         s._ctx = ctx
+        s._index = index
         return s
+
+    def _dot_index(self) -> dict[Dot, bytes]:
+        """Which element holds each live dot (built on first use, then carried along)."""
+        if self._index is None:
+            self._index = {d: k for k, ds in self._dots.items() for d in ds}
+        return self._index
 
     # -- mutators ------------------------------------------------------------------
     def add(self, element: Element, *, actor: str) -> ORSet:
@@ -236,9 +256,15 @@ class ORSet(CRDT[ElementSet]):
 
     # -- lattice -------------------------------------------------------------------
     def join(self, other: ORSet) -> ORSet:
-        self._check_joinable(other)
+        if other.__class__ is not ORSet:
+            self._check_joinable(other)
         if other is self:
             return self
+        # joining a small delta into a large state must not cost the size of the state
+        if len(self._dots) > 32 and len(other._dots) + len(other._ctx) * 2 < len(self._dots):
+            return self._join_small(other)
+        if len(other._dots) > 32 and len(self._dots) + len(self._ctx) * 2 < len(other._dots):
+            return other._join_small(self)
         ctx = self._ctx.join(other._ctx)
         dots = join_dotmap(self._dots, self._ctx, other._dots, other._ctx)
         if ctx == self._ctx and dots == self._dots:
@@ -247,6 +273,46 @@ class ORSet(CRDT[ElementSet]):
             return other
         elems = {k: self._elems[k] if k in self._elems else other._elems[k] for k in dots}
         return ORSet._make(dots, elems, ctx)
+
+    def _join_small(self, small: ORSet) -> ORSet:
+        """Join a state with few dots and a small context into this (large) one.
+
+        Only elements the small side names, or whose live dots its context covers, can
+        change; the reverse dot index finds the latter without a scan.
+        """
+        cs, co = self._ctx, small._ctx
+        index = self._dot_index()
+        affected = set(small._dots)
+        for d in co.dots():
+            k = index.get(d)
+            if k is not None:
+                affected.add(k)
+        dots = self._dots
+        changed: dict[bytes, frozenset[Dot]] = {}
+        for k in affected:
+            mine = dots.get(k, frozenset())
+            joined = join_dotsets(mine, cs, small._dots.get(k, frozenset()), co)
+            if joined != mine:
+                changed[k] = joined
+        ctx = cs.join(co)
+        if not changed:
+            return self if ctx == cs else ORSet._make(dots, self._elems, ctx, index)
+        new_dots = dict(dots)
+        new_elems = dict(self._elems)
+        new_index = dict(index)
+        for k, joined in changed.items():
+            for d in dots.get(k, ()):
+                new_index.pop(d, None)
+            if joined:
+                new_dots[k] = joined
+                if k not in new_elems:
+                    new_elems[k] = small._elems[k]
+                for d in joined:
+                    new_index[d] = k
+            else:
+                new_dots.pop(k, None)
+                new_elems.pop(k, None)
+        return ORSet._make(new_dots, new_elems, ctx, new_index)
 
     # -- encoding ------------------------------------------------------------------
     def _payload(self) -> Any:
