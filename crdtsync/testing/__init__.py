@@ -8,6 +8,12 @@ Needs the ``testing`` extra (``pip install crdtsync[testing]``, which brings hyp
   your own type.
 * :class:`TypeSpec`, :class:`Op`, :class:`HistoryEvent`: how a type and its reference
   model are described; :func:`spec_for` gives the built-in spec of any crdtsync type.
+* :class:`~crdtsync.testing.cluster.Cluster` and :func:`assert_converged`: real replicas
+  in a seeded simulated network with faults.
+* History checkers (:mod:`crdtsync.testing.checkers`, unrelated to the law suite's
+  ``Op``/``HistoryEvent``): record client operations in a :class:`History` and check
+  linearizability (:func:`check_linearizable`), Jepsen's set-full
+  (:func:`check_set_full`) and counter bounds (:func:`check_counter_bounds`).
 """
 
 from __future__ import annotations
@@ -21,6 +27,21 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 from ._sim import DeltaNetwork
 from ._spec import HistoryEvent, Op, TypeSpec, all_specs, register_spec, spec_for
+from .checkers import (
+    CounterBoundsResult,
+    CounterModel,
+    History,
+    KeyedModel,
+    LinearizabilityResult,
+    Operation,
+    RegisterModel,
+    SearchLimitExceeded,
+    SetFullResult,
+    check_counter_bounds,
+    check_linearizable,
+    check_set_full,
+)
+from .cluster import Cluster, assert_converged
 from .laws import (
     CRDTLaws,
     check_convergence,
@@ -35,6 +56,20 @@ from .strategies import operations, states
 
 __all__ = [
     "CRDTLaws",
+    "Cluster",
+    "CounterBoundsResult",
+    "CounterModel",
+    "History",
+    "KeyedModel",
+    "LinearizabilityResult",
+    "Operation",
+    "RegisterModel",
+    "SearchLimitExceeded",
+    "SetFullResult",
+    "assert_converged",
+    "check_counter_bounds",
+    "check_linearizable",
+    "check_set_full",
     "DeltaNetwork",
     "HistoryEvent",
     "Op",
