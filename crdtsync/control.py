@@ -1,0 +1,440 @@
+"""The control channel: replica heartbeats and what is derived from them.
+
+Every replica periodically publishes a :class:`Heartbeat`: who it is (actor id, name,
+region, role), the :class:`~crdtsync.clock.Context` of everything it has applied, its
+wall time and HLC time, its log positions and its active model versions. A
+:class:`Membership` keeps the latest heartbeat of each replica and answers the questions
+the policy engine (:mod:`crdtsync.policy`) asks: which replicas acknowledged a dot
+(``ACKS`` / ``QUORUM`` / ``ALL``), how stale this replica may be (``MAX_STALENESS``), the
+replication lag per origin, and the causally stable context (the meet of every known
+replica's context, below which metadata can be reclaimed).
+
+Nothing here reads a clock: every time-dependent call takes ``now_ms`` (wall-clock
+milliseconds), so the same inputs give the same answers.
+
+Heartbeat wire format (format version 1), deterministic msgpack::
+
+    ["heartbeat", 1, [actor: str, name: str, region: str, role: str,
+                      wall_ms: int >= 0, hlc: int >= 0, context: CONTEXT_ROWS,
+                      positions: [[log: str, position: int >= 0], ...],
+                      models: [[model: str, version: str], ...]]]
+
+``CONTEXT_ROWS`` is :meth:`Context.to_payload` (``[[replica, n, [cloud seqs]], ...]``);
+``positions`` and ``models`` are sorted by key with unique keys. ``actor``, ``name`` and
+``region`` are non-empty. A decoder rejects anything else with
+:class:`~crdtsync.errors.CorruptRecord`, and a newer format version with
+:class:`~crdtsync.errors.UnsupportedVersion`.
+
+Identity: the table keeps one entry per replica *name*; the entry belongs to one
+incarnation (its actor id, the ``replica`` of its dots). A heartbeat from a new
+incarnation of a known name supersedes the old one, which is then treated as removed. A
+heartbeat from a removed incarnation (by :meth:`Membership.remove` or superseded) is
+refused with :class:`ReplicaRemoved`: its dots may already have been pruned, so it must
+rejoin as a new incarnation (a fresh data directory).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from ._encoding import check_envelope, corrupt, packb, unpackb
+from .clock import HLC, Context, Dot
+from .errors import BadInput, FutureTimestamp
+from .policy import ACKS, ALL, QUORUM, Group, WriteLevel
+
+__all__ = [
+    "HEARTBEAT_VERSION",
+    "Heartbeat",
+    "Membership",
+    "MembershipStats",
+    "ReplicaRemoved",
+]
+
+HEARTBEAT_VERSION = 1
+_TAG = "heartbeat"
+
+
+class ReplicaRemoved(BadInput):
+    """A heartbeat came from a replica incarnation that was removed from the fleet.
+
+    Its metadata may already have been pruned, so merging it again could resurrect or
+    lose data. Restart that replica with a fresh data directory: it rejoins as a new
+    incarnation and catches up from the log.
+    """
+
+
+def _frozen_map(m: Mapping[str, Any], what: str, value_type: type) -> Mapping[str, Any]:
+    out: dict[str, Any] = {}
+    for k in sorted(m):
+        v = m[k]
+        if not isinstance(k, str):
+            raise TypeError(f"{what} keys must be str, got {k!r:.40}")
+        if value_type is int and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
+            raise ValueError(f"{what}[{k!r}] must be a non-negative int, got {v!r:.40}")
+        if value_type is str and not isinstance(v, str):
+            raise TypeError(f"{what}[{k!r}] must be a str, got {v!r:.40}")
+        out[k] = v
+    return MappingProxyType(out)
+
+
+def _pairs(raw: Any, what: str, value_type: type) -> dict[str, Any]:
+    if not isinstance(raw, list):
+        corrupt(_TAG, f"{what} is not a list of pairs")
+    out: dict[str, Any] = {}
+    last: str | None = None
+    for pair in raw:
+        if not (isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str)):
+            corrupt(_TAG, f"{what}: bad pair {pair!r:.60}")
+        k, v = pair
+        if last is not None and k <= last:
+            corrupt(_TAG, f"{what}: keys not sorted and unique")
+        last = k
+        if value_type is int and (type(v) is not int or v < 0):
+            corrupt(_TAG, f"{what}[{k!r:.40}] is not a non-negative int")
+        if value_type is str and not isinstance(v, str):
+            corrupt(_TAG, f"{what}[{k!r:.40}] is not a str")
+        out[k] = v
+    return out
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """One replica's periodic report on the control channel (immutable).
+
+    Attributes:
+        actor: the actor id of the replica's current incarnation (``name~incarnation``,
+            the ``replica`` of its dots).
+        name, region, role: the replica's identity.
+        context: everything the replica has applied.
+        wall_ms: the sender's wall time (ms) when it built the heartbeat.
+        hlc: the sender's HLC time; orders heartbeats of one incarnation.
+        positions: log positions by log (or scope) name.
+        models: active model versions by model name.
+    """
+
+    actor: str
+    name: str
+    region: str
+    role: str
+    context: Context
+    wall_ms: int
+    hlc: int
+    positions: Mapping[str, int] = field(default_factory=dict, hash=False)
+    models: Mapping[str, str] = field(default_factory=dict, hash=False)
+
+    def __post_init__(self) -> None:
+        for attr in ("actor", "name", "region"):
+            v = getattr(self, attr)
+            if not isinstance(v, str) or not v:
+                raise ValueError(f"Heartbeat.{attr} must be a non-empty str, got {v!r:.40}")
+        if not isinstance(self.role, str):
+            raise TypeError(f"Heartbeat.role must be a str, got {self.role!r:.40}")
+        if not isinstance(self.context, Context):
+            raise TypeError(f"Heartbeat.context must be a Context, got {type(self.context).__name__}")
+        for attr in ("wall_ms", "hlc"):
+            v = getattr(self, attr)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ValueError(f"Heartbeat.{attr} must be a non-negative int, got {v!r:.40}")
+        object.__setattr__(self, "positions", _frozen_map(self.positions, "positions", int))
+        object.__setattr__(self, "models", _frozen_map(self.models, "models", str))
+
+    def encode(self) -> bytes:
+        """Deterministic msgpack bytes (see the module docstring)."""
+        return packb(
+            [
+                _TAG,
+                HEARTBEAT_VERSION,
+                [
+                    self.actor,
+                    self.name,
+                    self.region,
+                    self.role,
+                    self.wall_ms,
+                    self.hlc,
+                    self.context.to_payload(),
+                    [[k, v] for k, v in self.positions.items()],
+                    [[k, v] for k, v in self.models.items()],
+                ],
+            ]
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> Heartbeat:
+        """Parse :meth:`encode` output; bad input raises ``CorruptRecord``/``UnsupportedVersion``."""
+        _, body = check_envelope(unpackb(data, what=_TAG), _TAG, HEARTBEAT_VERSION)
+        if not (isinstance(body, list) and len(body) == 9):
+            corrupt(_TAG, "expected a 9-field body")
+        actor, name, region, role, wall_ms, hlc, ctx, positions, models = body
+        for what, v in (("actor", actor), ("name", name), ("region", region)):
+            if not isinstance(v, str) or not v:
+                corrupt(_TAG, f"{what} must be a non-empty str")
+        if not isinstance(role, str):
+            corrupt(_TAG, "role must be a str")
+        for what, v in (("wall_ms", wall_ms), ("hlc", hlc)):
+            if type(v) is not int or v < 0:
+                corrupt(_TAG, f"{what} must be a non-negative int")
+        context = Context.from_payload(ctx, what="heartbeat context")
+        return cls(
+            actor,
+            name,
+            region,
+            role,
+            context,
+            wall_ms,
+            hlc,
+            _pairs(positions, "positions", int),
+            _pairs(models, "models", str),
+        )
+
+
+@dataclass
+class MembershipStats:
+    """Counters a :class:`Membership` keeps (exported as metrics by the replica)."""
+
+    accepted: int = 0
+    stale: int = 0
+    future: int = 0
+    removed_refused: int = 0
+    superseded: int = 0
+
+
+@dataclass
+class _Entry:
+    latest: Heartbeat
+    # (wall_ms, own max seq) of recent heartbeats, oldest first; for lag
+    samples: list[tuple[int, int]]
+
+
+def _covers(ctx: Context, origin: str, seq: int) -> bool:
+    """True when ``ctx`` holds every dot of ``origin`` up to ``seq``."""
+    n = ctx.vv.get(origin, 0)
+    if n >= seq:
+        return True
+    cloud = ctx.cloud
+    return all(Dot(origin, s) in cloud for s in range(n + 1, seq + 1))
+
+
+class Membership:
+    """The latest heartbeat of every known replica, and the queries derived from them.
+
+    Args:
+        local: this replica's name; it is not an origin for :meth:`staleness` (its own
+            writes are always applied locally). Its own heartbeat should still be
+            observed so that it counts in acks and stability.
+        max_drift_ms: heartbeats whose HLC time is further ahead of ``now_ms`` are
+            rejected (:class:`~crdtsync.errors.FutureTimestamp`) and counted.
+        history: heartbeats remembered per replica for :meth:`lag` (a replica further
+            behind than that reports an infinite lag).
+
+    Group arguments follow :data:`crdtsync.policy.Group`: ``None`` is every known,
+    non-removed replica; a ``str`` is the known replicas of that region; a ``frozenset``
+    is exactly those names, whether heard from or not. Sizes of ``None`` and region
+    groups therefore count replicas this table has heard from; a replica that never
+    published a heartbeat here does not count (name groups explicitly to avoid that).
+    """
+
+    def __init__(self, *, local: str | None = None, max_drift_ms: int = 60_000, history: int = 32) -> None:
+        if history < 1:
+            raise ValueError("history must keep at least one heartbeat per replica")
+        self.local = local
+        self.history = history
+        self._now_ms = 0
+        self._hlc = HLC(max_drift_ms=max_drift_ms, clock=lambda: self._now_ms)
+        self._entries: dict[str, _Entry] = {}
+        self._removed: dict[str, str] = {}  # actor -> reason
+        self.stats = MembershipStats()
+
+    @property
+    def max_drift_ms(self) -> int:
+        return self._hlc.max_drift_ms
+
+    # -- input -------------------------------------------------------------------------
+    def observe(self, hb: Heartbeat, now_ms: int) -> bool:
+        """Record ``hb`` received at ``now_ms``; returns True if it became the latest.
+
+        Stale or duplicate heartbeats (not newer by HLC than the one kept for that
+        incarnation) are ignored and counted. Raises ``FutureTimestamp`` for a
+        heartbeat too far in the future and ``ReplicaRemoved`` for one from a removed
+        incarnation (both counted, nothing changes).
+        """
+        if hb.actor in self._removed:
+            self.stats.removed_refused += 1
+            raise ReplicaRemoved(
+                f"heartbeat from replica {hb.name!r} incarnation {hb.actor!r}, which was "
+                f"{self._removed[hb.actor]}; restart it with a fresh data directory so it "
+                "rejoins as a new incarnation"
+            )
+        self._now_ms = now_ms
+        try:
+            self._hlc.check(hb.hlc)
+            if hb.wall_ms - now_ms > self.max_drift_ms:
+                raise FutureTimestamp(
+                    f"heartbeat from {hb.actor!r} has wall time {hb.wall_ms - now_ms} ms ahead of "
+                    f"this host's clock (limit {self.max_drift_ms} ms); check NTP on both hosts"
+                )
+        except FutureTimestamp:
+            self.stats.future += 1
+            raise
+        entry = self._entries.get(hb.name)
+        sample = (hb.wall_ms, hb.context.max_seq(hb.actor))
+        if entry is None:
+            self._entries[hb.name] = _Entry(hb, [sample])
+        elif entry.latest.actor != hb.actor:
+            self._removed[entry.latest.actor] = f"superseded by incarnation {hb.actor!r}"
+            self.stats.superseded += 1
+            self._entries[hb.name] = _Entry(hb, [sample])
+        elif hb.hlc > entry.latest.hlc:
+            entry.latest = hb
+            entry.samples.append(sample)
+            del entry.samples[: -self.history]
+        else:
+            self.stats.stale += 1
+            return False
+        self.stats.accepted += 1
+        return True
+
+    def remove(self, name: str) -> Heartbeat:
+        """Remove replica ``name`` from the fleet (pruning); returns its last heartbeat.
+
+        Its incarnation no longer counts in groups, quorums or stability, and its later
+        heartbeats are refused with :class:`ReplicaRemoved`.
+        """
+        try:
+            entry = self._entries.pop(name)
+        except KeyError:
+            raise KeyError(f"no replica named {name!r} is known (known: {sorted(self._entries)})") from None
+        self._removed[entry.latest.actor] = "removed from the fleet"
+        return entry.latest
+
+    # -- membership --------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[Heartbeat]:
+        return (self._entries[n].latest for n in sorted(self._entries))
+
+    def get(self, name: str) -> Heartbeat | None:
+        """The latest heartbeat of replica ``name``, if known."""
+        e = self._entries.get(name)
+        return e.latest if e is not None else None
+
+    def is_removed(self, actor: str) -> bool:
+        """True when incarnation ``actor`` was removed or superseded."""
+        return actor in self._removed
+
+    def members(self, group: Group = None) -> frozenset[str]:
+        """Names of the replicas of ``group`` (see the class docstring)."""
+        if isinstance(group, frozenset):
+            return group
+        if group is None:
+            return frozenset(self._entries)
+        return frozenset(n for n, e in self._entries.items() if e.latest.region == group)
+
+    def quorum_size(self, group: Group = None) -> int:
+        """A majority of ``group``: ``N // 2 + 1`` (1 for an empty group, never met)."""
+        return len(self.members(group)) // 2 + 1
+
+    # -- acknowledgements --------------------------------------------------------------
+    def acks(self, dot: Dot, group: Group = None) -> frozenset[str]:
+        """Names of the replicas of ``group`` whose latest context contains ``dot``."""
+        out = []
+        for name in self.members(group):
+            e = self._entries.get(name)
+            if e is not None and dot in e.latest.context:
+                out.append(name)
+        return frozenset(out)
+
+    def has_quorum(self, dot: Dot, group: Group = None) -> bool:
+        """True when a majority of ``group`` reports ``dot``."""
+        members = self.members(group)
+        return bool(members) and len(self.acks(dot, group)) >= len(members) // 2 + 1
+
+    def all_acked(self, dot: Dot, group: Group = None) -> bool:
+        """True when every member of a non-empty ``group`` reports ``dot``."""
+        members = self.members(group)
+        return bool(members) and self.acks(dot, group) == members
+
+    def acknowledged(self, level: WriteLevel, dot: Dot) -> bool:
+        """Whether ``dot`` meets an ack level (``ACKS``, ``QUORUM`` or ``ALL``) now.
+
+        Other write levels are not decided by heartbeats: ``TypeError``.
+        """
+        if isinstance(level, ACKS):
+            return len(self.acks(dot, level.group)) >= level.n
+        if isinstance(level, QUORUM):
+            return self.has_quorum(dot, level.group)
+        if isinstance(level, ALL):
+            return self.all_acked(dot, level.group)
+        raise TypeError(f"{level!r} is not acknowledged through heartbeats (only ACKS, QUORUM, ALL)")
+
+    # -- time --------------------------------------------------------------------------
+    def age(self, name: str, now_ms: int) -> int:
+        """Milliseconds since replica ``name``'s latest heartbeat was built (0 if ahead)."""
+        e = self._entry(name)
+        return max(0, now_ms - e.latest.wall_ms)
+
+    def lag(self, origin: str, now_ms: int, own_context: Context) -> float:
+        """How far behind origin ``origin`` (an actor id) this replica is, in ms.
+
+        Let ``T`` be the wall time of the newest remembered heartbeat of ``origin`` whose
+        own events (its dots up to the highest seq it reported for itself) are all in
+        ``own_context``: this replica has everything ``origin`` had written at ``T``. The
+        lag is ``now_ms - T`` (at least 0), or ``math.inf`` when no remembered heartbeat
+        is covered. Events written after the latest heartbeat are unknown until the
+        next one, so the resolution is the heartbeat interval.
+        """
+        for e in self._entries.values():
+            if e.latest.actor == origin:
+                for wall_ms, seq in reversed(e.samples):
+                    if _covers(own_context, origin, seq):
+                        return float(max(0, now_ms - wall_ms))
+                return math.inf
+        raise KeyError(f"no live replica incarnation {origin!r} is known")
+
+    def staleness(self, now_ms: int, own_context: Context, origins: Iterable[str] | None = None) -> float:
+        """How stale this replica may be, in ms: the largest :meth:`lag` over the origins.
+
+        The origins are every known, non-removed replica except ``local`` (or only the
+        given names). ``MAX_STALENESS(t)`` holds when ``staleness(...) <= t * 1000``:
+        this replica has heard every origin it tracks within ``t``, i.e. for each origin
+        it holds everything that origin reported in a heartbeat at most ``t`` ago. With
+        no origins to track the answer is 0 (nothing is known to be missing).
+        """
+        names = set(self._entries) if origins is None else set(origins)
+        worst = 0.0
+        for name in names:
+            if name == self.local:
+                continue
+            e = self._entry(name)
+            worst = max(worst, self.lag(e.latest.actor, now_ms, own_context))
+        return worst
+
+    # -- stability ---------------------------------------------------------------------
+    def stable_context(self) -> Context:
+        """The meet of every known, non-removed replica's latest context.
+
+        Every dot in it has been applied by every replica this table knows (causal
+        stability): tombstones and dot-cloud entries below it may be reclaimed. Empty
+        when no replica is known.
+        """
+        it = iter(self._entries.values())
+        first = next(it, None)
+        if first is None:
+            return Context()
+        out = first.latest.context
+        for e in it:
+            out = out.meet(e.latest.context)
+        return out
+
+    def _entry(self, name: str) -> _Entry:
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise KeyError(f"no replica named {name!r} is known (known: {sorted(self._entries)})") from None
