@@ -17,6 +17,7 @@ from .schema import Definition, Feature, Flag, Schema
 from .types import (
     BUILTIN_TYPES,
     CRDT,
+    BoundedCounter,
     DisableWinsFlag,
     Document,
     EnableWinsFlag,
@@ -47,6 +48,7 @@ __all__ = [
     "BUILTIN_TYPES",
     "CRDT",
     "Batch",
+    "BoundedCounter",
     "Change",
     "Context",
     "Definition",

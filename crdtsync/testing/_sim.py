@@ -58,8 +58,12 @@ class DeltaNetwork:
         self.seen_ts = [0] * self.n
 
     # -- steps -----------------------------------------------------------------
-    def op(self, r: int, op: Op, advance_ms: int = 0) -> CRDT[Any]:
-        """Replica ``r`` performs ``op``; its delta is joined locally and broadcast."""
+    def op(self, r: int, op: Op, advance_ms: int = 0) -> CRDT[Any] | None:
+        """Replica ``r`` performs ``op``; its delta is joined locally and broadcast.
+
+        Returns ``None`` if the type refused ``op`` with one of ``spec.rejects``: a
+        refusal changes no state and is not an event.
+        """
         self.wall_ms += advance_ms
         # HLC: after our own last stamp and after everything we have seen
         ts = max(make_hlc(self.wall_ms), self.last_ts[r] + 1, self.seen_ts[r] + 1)
@@ -67,7 +71,10 @@ class DeltaNetwork:
         self.seen_ts[r] = max(self.seen_ts[r], ts)
         eid = len(self.history)
         past = frozenset(self.seen[r])
-        delta = op.apply(self.states[r], actor=actor_name(r), ts=ts)
+        try:
+            delta = op.apply(self.states[r], actor=actor_name(r), ts=ts)
+        except self.spec.rejects:
+            return None
         self.history.append(HistoryEvent(eid, actor_name(r), ts, op, past))
         self.deltas.append(delta)
         self.states[r] = self.states[r].join(delta)

@@ -75,6 +75,8 @@ class TypeSpec(Generic[T]):
             parameters, e.g. short windows so that expiry is exercised.
         same_value: compares a type's value with the model's (defaults to ``==``).
         max_ms_step: the most simulated wall time that passes between two operations.
+        rejects: exceptions an operation may raise as a legitimate refusal (a bounded
+            decrement beyond its rights): the simulator records nothing and goes on.
     """
 
     cls: type[T]
@@ -84,6 +86,7 @@ class TypeSpec(Generic[T]):
     same_value: Callable[[Any, Any], bool] = operator.eq
     max_ms_step: int = 5
     name: str = field(default="")
+    rejects: tuple[type[Exception], ...] = ()
 
     def empty(self) -> T:
         return self.make() if self.make is not None else self.cls()

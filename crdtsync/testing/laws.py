@@ -70,8 +70,8 @@ def random_network(
             r = data.draw(st.integers(0, replicas - 1), label="replica")
             op = data.draw(spec.ops, label="op")
             adv = data.draw(st.integers(0, spec.max_ms_step), label="advance_ms")
-            net.op(r, op, adv)
-            note(f"r{r}: {op!r} (+{adv}ms)")
+            refused = net.op(r, op, adv) is None
+            note(f"r{r}: {op!r} (+{adv}ms)" + (" refused" if refused else ""))
         elif kind in ("deliver", "dup"):
             ready = net.deliverable()
             if not ready:
@@ -115,6 +115,9 @@ def check_delta_correctness(data: st.DataObject, spec: TypeSpec[Any]) -> None:
     op = data.draw(spec.ops, label="op")
     delta = net.op(r, op, data.draw(st.integers(0, spec.max_ms_step)))
     after = net.states[r]
+    if delta is None:  # refused (spec.rejects): nothing may have changed
+        assert after is before, f"{op!r} was refused but changed the state"
+        return
     assert after == before.join(delta)
     assert after.join(delta) == after, "re-joining a delta changed the state"
     assert delta.join(after) == after, "the delta is not below the state it produced"

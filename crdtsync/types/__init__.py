@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ._base import CRDT, decode_any, register, registered_types, type_for_tag
 from .aggregates import HyperLogLog, Mean, WindowedCounter, WindowedSum
+from .bounded import BoundedCounter
 from .collections import ORMap, ORSet
 from .counters import GCounter, PNCounter
 from .documents import Document, Text
@@ -13,6 +14,7 @@ from .vectors import VectorRegister
 
 __all__ = [
     "CRDT",
+    "BoundedCounter",
     "DisableWinsFlag",
     "Document",
     "EnableWinsFlag",
@@ -43,5 +45,5 @@ __all__ = [
 BUILTIN_TYPES = (
     GCounter, PNCounter, LWWRegister, MVRegister, MaxRegister, MinRegister, ORSet, ORMap,
     EnableWinsFlag, DisableWinsFlag, VariantFlag, WindowedCounter, WindowedSum, Mean,
-    HyperLogLog, VectorRegister, Document, Text,
+    HyperLogLog, VectorRegister, Document, Text, BoundedCounter,
 )

@@ -17,6 +17,9 @@ from ._base import CRDT, actor_of, check_sorted_unique, register, want_int, want
 __all__ = ["GCounter", "PNCounter"]
 
 
+_MAX_TOTAL = 2**63 - 1
+
+
 def _check_amount(n: Any) -> int:
     if not isinstance(n, int) or isinstance(n, bool):
         raise TypeError(f"counter amounts are ints, got {type(n).__name__}")
@@ -91,7 +94,10 @@ class GCounter(CRDT[int]):
             actor_of(actor)
         if n == 0:
             return _EMPTY_G
-        return GCounter._of({actor: self._counts.get(actor, 0) + n})
+        total = self._counts.get(actor, 0) + n
+        if total > _MAX_TOTAL:
+            raise ValueError(f"{actor}'s total would exceed 2**63 - 1; counters are 64-bit")
+        return GCounter._of({actor: total})
 
     def join(self, other: GCounter) -> GCounter:
         if type(other) is not GCounter:
