@@ -62,7 +62,7 @@ def main() -> None:
         "shared 2-core VM, so absolute numbers move between runs by tens of percent; the ratios are what "
         "to read.",
         "",
-        *sections,
+        "\n\n".join(sections),
         "",
     ])
     if args.no_write:
