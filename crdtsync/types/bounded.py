@@ -38,6 +38,7 @@ from typing import Any, ClassVar
 from .._encoding import corrupt
 from ..errors import InsufficientRights
 from ._base import CRDT, actor_of, check_sorted_unique, register, want_int, want_list, want_str
+from .counters import _max_merge
 
 __all__ = ["BoundedCounter"]
 
@@ -310,17 +311,6 @@ class BoundedCounter(CRDT[int]):
 
     def __repr__(self) -> str:
         return f"BoundedCounter({self.value()!r}, lower={self._lower!r})"
-
-
-def _max_merge(a: Mapping[Any, int], b: Mapping[Any, int]) -> dict[Any, int] | None:
-    """Pointwise max of two total maps, or None if ``b`` adds nothing to ``a``."""
-    out: dict[Any, int] | None = None
-    for k, v in b.items():
-        if v > a.get(k, 0):
-            if out is None:
-                out = dict(a)
-            out[k] = v
-    return out
 
 
 def _actor(x: Any, what: str) -> str:

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from ._base import CRDT, actor_of, check_sorted_unique, register, want_int, want_list, want_str
 
 __all__ = ["GCounter", "PNCounter"]
+
+K = TypeVar("K")
 
 
 _MAX_TOTAL = 2**63 - 1
@@ -28,9 +30,9 @@ def _check_amount(n: Any) -> int:
     return n
 
 
-def _max_merge(a: Mapping[str, int], b: Mapping[str, int]) -> dict[str, int] | None:
+def _max_merge(a: Mapping[K, int], b: Mapping[K, int]) -> dict[K, int] | None:
     """Pointwise max of two count maps, or None if ``b`` adds nothing to ``a``."""
-    out: dict[str, int] | None = None
+    out: dict[K, int] | None = None
     for k, v in b.items():
         if v > a.get(k, 0):
             if out is None:
