@@ -30,9 +30,21 @@ def main() -> None:
 
 
 def _log_dir(path: Path) -> Path:
-    """Accept a replica data directory (holding log/) or a log directory."""
+    """Accept a replica data directory (holding log/) or a log directory; refuse others."""
+    import click
+
     if (path / "log").is_dir():
-        return path / "log"
+        path = path / "log"
+    if not any(path.glob("*.seg")):
+        raise click.ClickException(f"{path} holds no crdtsync log (no *.seg files); give a replica's data directory")
+    return path
+
+
+def _replica_dir(path: str) -> str:
+    import click
+
+    if not (Path(path) / "identity.json").exists():
+        raise click.ClickException(f"{path} is not a replica's data directory (no identity.json)")
     return path
 
 
@@ -192,12 +204,12 @@ def _cli() -> Any:
             console.print(t)
             console.print(r.stats)
 
-        run_loop(_open(directory)(show))
+        run_loop(_open(_replica_dir(directory))(show))
 
     @cli.command(help="Snapshot a replica, then drop the log segments the snapshot covers.")
     @click.argument("directory", type=click.Path(exists=True, file_okay=False))
     def compact(directory: str) -> None:
-        log_dir = _log_dir(Path(directory))
+        log_dir = _log_dir(Path(_replica_dir(directory)))
 
         def size() -> int:
             return sum(p.stat().st_size for p in log_dir.glob("*") if p.is_file())

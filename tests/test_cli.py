@@ -57,3 +57,10 @@ def test_status_and_compact(demo_dir: Path) -> None:
 def test_demo_refuses_a_non_empty_directory(demo_dir: Path) -> None:
     res = _run("demo", "--data", str(demo_dir))
     assert res.returncode != 0 and "not empty" in (res.stdout + res.stderr)
+
+
+def test_read_commands_refuse_directories_that_are_not_replicas(tmp_path: Path) -> None:
+    for cmd in ("inspect", "status", "compact"):
+        res = _run(cmd, str(tmp_path))
+        assert res.returncode != 0 and "Error:" in res.stderr, (cmd, res.stderr)
+    assert list(tmp_path.iterdir()) == [], "a refused command must not create files"
