@@ -265,6 +265,9 @@ class ORSet(CRDT[ElementSet]):
             return self._join_small(other)
         if len(other._dots) > 32 and len(self._dots) + len(self._ctx) * 2 < len(other._dots):
             return other._join_small(self)
+        return self._join_full(other)
+
+    def _join_full(self, other: ORSet) -> ORSet:
         ctx = self._ctx.join(other._ctx)
         dots = join_dotmap(self._dots, self._ctx, other._dots, other._ctx)
         if ctx == self._ctx and dots == self._dots:
@@ -418,7 +421,7 @@ class ORMap(CRDT[dict[Element, Any]]):
     ``value_type``. Every dot lies inside the context and belongs to one key only.
     """
 
-    __slots__ = ("_cache", "_ctx", "_empty", "_entries", "_keys")
+    __slots__ = ("_cache", "_ctx", "_empty", "_entries", "_index", "_keys")
     TYPE_TAG: ClassVar[str] = "ormap"
     VERSION: ClassVar[int] = 1
     MUTATORS: ClassVar[tuple[str, ...]] = ("update", "remove")
@@ -447,6 +450,7 @@ class ORMap(CRDT[dict[Element, Any]]):
         self._ctx = Context()
         self._empty = empty
         self._cache = {}
+        self._index: dict[Dot, bytes] | None = None
 
     @classmethod
     def _make(
@@ -455,6 +459,7 @@ class ORMap(CRDT[dict[Element, Any]]):
         entries: dict[bytes, dict[Dot, _Entry]],
         keys: dict[bytes, Element],
         ctx: Context,
+        index: dict[Dot, bytes] | None = None,
     ) -> ORMap:
         m = cls.__new__(cls)
         m._empty = empty
@@ -462,7 +467,53 @@ class ORMap(CRDT[dict[Element, Any]]):
         m._keys = keys
         m._ctx = ctx
         m._cache = {}
+        m._index = index
         return m
+
+    def _dot_index(self) -> dict[Dot, bytes]:
+        """Which key holds each live dot (built on first use, then carried along)."""
+        if self._index is None:
+            self._index = {d: k for k, fun in self._entries.items() for d in fun}
+        return self._index
+
+    def _join_small(self, small: ORMap) -> ORMap:
+        """Join a map with few entries and a small context into this (large) one.
+
+        Only keys the small side names, or whose live dots its context covers, can change;
+        the reverse dot index finds the latter without visiting every key.
+        """
+        sc, oc = self._ctx, small._ctx
+        index = self._dot_index()
+        affected = set(small._entries)
+        for d in oc.dots():
+            k = index.get(d)
+            if k is not None:
+                affected.add(k)
+        entries = dict(self._entries)
+        keys = dict(self._keys)
+        new_index = dict(index)
+        for k in affected:
+            a = self._entries.get(k)
+            b = small._entries.get(k)
+            if a is not None and b is not None:
+                fun = join_dotfun(a, sc, b, oc, _Entry.merge)
+            elif a is not None:
+                fun = {d: e for d, e in a.items() if d not in oc}
+            else:
+                assert b is not None
+                fun = {d: e for d, e in b.items() if d not in sc}
+            for d in a or ():
+                new_index.pop(d, None)
+            if fun:
+                entries[k] = fun
+                if k not in keys:
+                    keys[k] = small._keys[k]
+                for d in fun:
+                    new_index[d] = k
+            else:
+                entries.pop(k, None)
+                keys.pop(k, None)
+        return ORMap._make(self._empty, entries, keys, sc.join(oc), new_index)
 
     def params(self) -> Mapping[str, Any]:
         e = self._empty
@@ -577,6 +628,14 @@ class ORMap(CRDT[dict[Element, Any]]):
         self._check_joinable(other)
         if other is self:
             return self
+        # joining a small delta into a large map must not cost the size of the map
+        if len(self._entries) > 16 and len(other._entries) + len(other._ctx) * 2 < len(self._entries):
+            return self._join_small(other)
+        if len(other._entries) > 16 and len(self._entries) + len(self._ctx) * 2 < len(other._entries):
+            return other._join_small(self)
+        return self._join_full(other)
+
+    def _join_full(self, other: ORMap) -> ORMap:
         ctx = self._ctx.join(other._ctx)
         oc, sc = other._ctx, self._ctx
         entries: dict[bytes, dict[Dot, _Entry]] = {}
