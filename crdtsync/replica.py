@@ -28,7 +28,7 @@ import json
 import logging
 import os
 import secrets
-from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -46,7 +46,7 @@ from .errors import (
     UnsupportedVersion,
 )
 from .events import Batch, Codec, Event, codec_for
-from .log._protocol import Log
+from .log._protocol import Log, Opening
 from .schema import SCHEMA_FIELD, Definition, Schema
 from .snapshots import FileSnapshotStore, Snapshot, SnapshotStore, encode_snapshot, state_digest
 from .types._base import CRDT
@@ -174,25 +174,6 @@ class ChangeStream:
         await self.aclose()
 
 
-class _Opening:
-    """``await Replica.open(...)`` or ``async with Replica.open(...) as r``."""
-
-    def __init__(self, factory: Callable[[], Awaitable[Replica]]) -> None:
-        self._factory = factory
-        self._replica: Replica | None = None
-
-    def __await__(self) -> Generator[Any, None, Replica]:
-        return self._factory().__await__()
-
-    async def __aenter__(self) -> Replica:
-        self._replica = await self._factory()
-        return self._replica
-
-    async def __aexit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
-        if self._replica is not None:
-            await self._replica.close()
-
-
 class Replica:
     """A replica of a schema's fields. Create it with :meth:`open`."""
 
@@ -256,7 +237,7 @@ class Replica:
         hlc: HLC | None = None,
         follow: bool = True,
         progress: Callable[[int, int], None] | None = None,
-    ) -> _Opening:
+    ) -> Opening[Replica]:
         """Open (or create) a replica.
 
         Args:
@@ -306,7 +287,7 @@ class Replica:
                 r.start()
             return r
 
-        return _Opening(factory)
+        return Opening(factory, Replica.close)
 
     async def _recover(self, progress: Callable[[int, int], None] | None) -> None:
         snap = self._snapshots.load_latest() if self._snapshots is not None else None
