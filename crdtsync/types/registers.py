@@ -204,8 +204,26 @@ def _stored_repr(stored: Any) -> str:
 # -- LWWRegister -----------------------------------------------------------------------
 
 
+class StampReads:
+    """``timestamp`` and ``writer`` of a last-writer-wins state (``_ts`` -1 means never set)."""
+
+    __slots__ = ()
+    _ts: int
+    _actor: str
+
+    @property
+    def timestamp(self) -> int | None:
+        """The HLC timestamp of the winning write (``None`` if never set)."""
+        return self._ts if self._ts >= 0 else None
+
+    @property
+    def writer(self) -> str | None:
+        """The actor (replica id) of the winning write (``None`` if never set)."""
+        return self._actor if self._ts >= 0 else None
+
+
 @register
-class LWWRegister(CRDT[Any]):
+class LWWRegister(StampReads, CRDT[Any]):
     """The write with the highest HLC timestamp wins; equal timestamps go to the higher actor id.
 
     Starts with value ``None``. Cost: one timestamp, one (shared, interned) actor id and the
@@ -241,16 +259,6 @@ class LWWRegister(CRDT[Any]):
         return r
 
     # -- reads -------------------------------------------------------------------------
-    @property
-    def timestamp(self) -> int | None:
-        """The HLC timestamp of the winning write (``None`` if never set)."""
-        return self._ts if self._ts >= 0 else None
-
-    @property
-    def writer(self) -> str | None:
-        """The actor (replica id) of the winning write (``None`` if never set)."""
-        return self._actor if self._ts >= 0 else None
-
     def value(self) -> Any:
         v = self._value
         if type(v) is _Packed:

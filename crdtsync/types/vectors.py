@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from .._encoding import corrupt, packb
 from ._base import CRDT, register, want_int, want_list, want_str
-from .registers import check_ts, intern_actor, lww_pick, want_actor, want_ts
+from .registers import StampReads, check_ts, intern_actor, lww_pick, want_actor, want_ts
 
 if TYPE_CHECKING:
     import numpy.typing as npt
@@ -106,7 +106,7 @@ def _tie_key(v: VectorRegister) -> bytes:
 
 
 @register
-class VectorRegister(CRDT["npt.NDArray[Any] | None"]):
+class VectorRegister(StampReads, CRDT["npt.NDArray[Any] | None"]):
     """The array written with the highest HLC timestamp wins; equal timestamps go to the higher actor id.
 
     Same rule as :class:`~crdtsync.types.registers.LWWRegister` (an identical
@@ -161,16 +161,6 @@ class VectorRegister(CRDT["npt.NDArray[Any] | None"]):
     def dtype(self) -> str:
         """The element type name, e.g. ``"float32"``."""
         return self._dtype
-
-    @property
-    def timestamp(self) -> int | None:
-        """The HLC timestamp of the winning write (``None`` if never set)."""
-        return self._ts if self._ts >= 0 else None
-
-    @property
-    def writer(self) -> str | None:
-        """The actor (replica id) of the winning write (``None`` if never set)."""
-        return self._actor if self._ts >= 0 else None
 
     @property
     def shape(self) -> tuple[int, ...] | None:
