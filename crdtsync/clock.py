@@ -383,6 +383,10 @@ class HLC:
         self._last = ts
         return ts
 
+    def wall_ms(self) -> int:
+        """This clock's wall time in milliseconds (simulated in a test cluster)."""
+        return self._clock()
+
     def now(self) -> int:
         """A timestamp for a local event, greater than every earlier one."""
         with self._lock:

@@ -12,15 +12,20 @@ replica's context, below which metadata can be reclaimed).
 Nothing here reads a clock: every time-dependent call takes ``now_ms`` (wall-clock
 milliseconds), so the same inputs give the same answers.
 
-Heartbeat wire format (format version 1), deterministic msgpack::
+Heartbeat wire format (format version 2), deterministic msgpack::
 
-    ["heartbeat", 1, [actor: str, name: str, region: str, role: str,
+    ["heartbeat", 2, [actor: str, name: str, region: str, role: str,
                       wall_ms: int >= 0, hlc: int >= 0, context: CONTEXT_ROWS,
                       positions: [[log: str, position: int >= 0], ...],
-                      models: [[model: str, version: str], ...]]]
+                      models: [[model: str, version: str], ...],
+                      ping: int >= 0, echo: [[replica name: str, ping: int >= 0], ...]]]
 
 ``CONTEXT_ROWS`` is :meth:`Context.to_payload` (``[[replica, n, [cloud seqs]], ...]``);
-``positions`` and ``models`` are sorted by key with unique keys. ``actor``, ``name`` and
+``positions``, ``models`` and ``echo`` are sorted by key with unique keys. ``ping`` is
+non-zero when the sender asks every peer to answer at once (a ``QUORUM``/``ALL`` read
+waiting for fresh reports); a peer answers with a heartbeat whose ``echo`` maps the
+asker's name to that ping, so the asker knows the context was taken after it asked.
+Format version 1 (the first nine fields) is still decoded, with no ping and no echo. ``actor``, ``name`` and
 ``region`` are non-empty. A decoder rejects anything else with
 :class:`~crdtsync.errors.CorruptRecord`, and a newer format version with
 :class:`~crdtsync.errors.UnsupportedVersion`.
@@ -35,36 +40,37 @@ rejoin as a new incarnation (a fresh data directory).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import math
-from collections.abc import Iterable, Iterator, Mapping
+import os
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Protocol
 
 from ._encoding import check_envelope, corrupt, packb, unpackb
 from .clock import HLC, Context, Dot
-from .errors import BadInput, FutureTimestamp
+from .errors import FutureTimestamp, ReplicaRemoved
 from .policy import ACKS, ALL, QUORUM, Group, WriteLevel
+
+log = logging.getLogger("crdtsync.control")
 
 __all__ = [
     "HEARTBEAT_VERSION",
+    "ControlChannel",
+    "DirectoryControl",
+    "MemoryControl",
     "Heartbeat",
     "Membership",
     "MembershipStats",
     "ReplicaRemoved",
 ]
 
-HEARTBEAT_VERSION = 1
+HEARTBEAT_VERSION = 2
 _TAG = "heartbeat"
-
-
-class ReplicaRemoved(BadInput):
-    """A heartbeat came from a replica incarnation that was removed from the fleet.
-
-    Its metadata may already have been pruned, so merging it again could resurrect or
-    lose data. Restart that replica with a fresh data directory: it rejoins as a new
-    incarnation and catches up from the log.
-    """
 
 
 def _frozen_map(m: Mapping[str, Any], what: str, value_type: type) -> Mapping[str, Any]:
@@ -114,6 +120,8 @@ class Heartbeat:
         hlc: the sender's HLC time; orders heartbeats of one incarnation.
         positions: log positions by log (or scope) name.
         models: active model versions by model name.
+        ping: non-zero asks every peer to answer now (see the module docstring).
+        echo: the latest ping this replica answered, by asking replica's name.
     """
 
     actor: str
@@ -125,6 +133,8 @@ class Heartbeat:
     hlc: int
     positions: Mapping[str, int] = field(default_factory=dict, hash=False)
     models: Mapping[str, str] = field(default_factory=dict, hash=False)
+    ping: int = 0
+    echo: Mapping[str, int] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         for attr in ("actor", "name", "region"):
@@ -135,12 +145,13 @@ class Heartbeat:
             raise TypeError(f"Heartbeat.role must be a str, got {self.role!r:.40}")
         if not isinstance(self.context, Context):
             raise TypeError(f"Heartbeat.context must be a Context, got {type(self.context).__name__}")
-        for attr in ("wall_ms", "hlc"):
+        for attr in ("wall_ms", "hlc", "ping"):
             v = getattr(self, attr)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise ValueError(f"Heartbeat.{attr} must be a non-negative int, got {v!r:.40}")
         object.__setattr__(self, "positions", _frozen_map(self.positions, "positions", int))
         object.__setattr__(self, "models", _frozen_map(self.models, "models", str))
+        object.__setattr__(self, "echo", _frozen_map(self.echo, "echo", int))
 
     def encode(self) -> bytes:
         """Deterministic msgpack bytes (see the module docstring)."""
@@ -158,6 +169,8 @@ class Heartbeat:
                     self.context.to_payload(),
                     [[k, v] for k, v in self.positions.items()],
                     [[k, v] for k, v in self.models.items()],
+                    self.ping,
+                    [[k, v] for k, v in self.echo.items()],
                 ],
             ]
         )
@@ -165,10 +178,17 @@ class Heartbeat:
     @classmethod
     def decode(cls, data: bytes) -> Heartbeat:
         """Parse :meth:`encode` output; bad input raises ``CorruptRecord``/``UnsupportedVersion``."""
-        _, body = check_envelope(unpackb(data, what=_TAG), _TAG, HEARTBEAT_VERSION)
-        if not (isinstance(body, list) and len(body) == 9):
-            corrupt(_TAG, "expected a 9-field body")
-        actor, name, region, role, wall_ms, hlc, ctx, positions, models = body
+        version, body = check_envelope(unpackb(data, what=_TAG), _TAG, HEARTBEAT_VERSION)
+        size = 9 if version == 1 else 11
+        if not (isinstance(body, list) and len(body) == size):
+            corrupt(_TAG, f"expected a {size}-field body")
+        ping: Any = 0
+        echo: Any = []
+        if version > 1:
+            ping, echo = body[9], body[10]
+            if type(ping) is not int or ping < 0:
+                corrupt(_TAG, "ping must be a non-negative int")
+        actor, name, region, role, wall_ms, hlc, ctx, positions, models = body[:9]
         for what, v in (("actor", actor), ("name", name), ("region", region)):
             if not isinstance(v, str) or not v:
                 corrupt(_TAG, f"{what} must be a non-empty str")
@@ -188,6 +208,8 @@ class Heartbeat:
             hlc,
             _pairs(positions, "positions", int),
             _pairs(models, "models", str),
+            ping,
+            _pairs(echo, "echo", int),
         )
 
 
@@ -207,6 +229,7 @@ class _Entry:
     latest: Heartbeat
     # (wall_ms, own max seq) of recent heartbeats, oldest first; for lag
     samples: list[tuple[int, int]]
+    received_ms: int = 0  # local time the latest heartbeat arrived
 
 
 def _covers(ctx: Context, origin: str, seq: int) -> bool:
@@ -282,13 +305,14 @@ class Membership:
         entry = self._entries.get(hb.name)
         sample = (hb.wall_ms, hb.context.max_seq(hb.actor))
         if entry is None:
-            self._entries[hb.name] = _Entry(hb, [sample])
+            self._entries[hb.name] = _Entry(hb, [sample], now_ms)
         elif entry.latest.actor != hb.actor:
             self._removed[entry.latest.actor] = f"superseded by incarnation {hb.actor!r}"
             self.stats.superseded += 1
-            self._entries[hb.name] = _Entry(hb, [sample])
+            self._entries[hb.name] = _Entry(hb, [sample], now_ms)
         elif hb.hlc > entry.latest.hlc:
             entry.latest = hb
+            entry.received_ms = now_ms
             entry.samples.append(sample)
             del entry.samples[: -self.history]
         else:
@@ -296,6 +320,13 @@ class Membership:
             return False
         self.stats.accepted += 1
         return True
+
+    def forbid(self, actor: str, reason: str = "removed from the fleet") -> None:
+        """Refuse incarnation ``actor`` from now on (a removal learned from the log)."""
+        self._removed[actor] = reason
+        for name, e in list(self._entries.items()):
+            if e.latest.actor == actor:
+                del self._entries[name]
 
     def remove(self, name: str) -> Heartbeat:
         """Remove replica ``name`` from the fleet (pruning); returns its last heartbeat.
@@ -340,6 +371,46 @@ class Membership:
     def quorum_size(self, group: Group = None) -> int:
         """A majority of ``group``: ``N // 2 + 1`` (1 for an empty group, never met)."""
         return len(self.members(group)) // 2 + 1
+
+    def live(self, group: Group, now_ms: int, within_ms: int) -> frozenset[str]:
+        """Members of ``group`` whose latest heartbeat arrived at most ``within_ms`` ago
+        (the local replica counts when it observes its own heartbeats)."""
+        out = []
+        for name in self.members(group):
+            e = self._entries.get(name)
+            if e is not None and (name == self.local or now_ms - e.received_ms <= within_ms):
+                out.append(name)
+        return frozenset(out)
+
+    def needed(self, level: WriteLevel, group_size: int) -> int:
+        """How many members of a group of ``group_size`` an ack level needs."""
+        if isinstance(level, ACKS):
+            return level.n
+        if isinstance(level, QUORUM):
+            return group_size // 2 + 1
+        if isinstance(level, ALL):
+            return max(group_size, 1)
+        raise TypeError(f"{level!r} is not an ack level (ACKS, QUORUM, ALL)")
+
+    def answered(self, ping: int, group: Group = None) -> frozenset[str]:
+        """Members of ``group`` whose latest heartbeat answers this replica's ``ping``
+        (built after the ping was sent); the local replica always counts."""
+        out = []
+        for name in self.members(group):
+            e = self._entries.get(name)
+            if name == self.local or (e is not None and self.local is not None
+                                      and e.latest.echo.get(self.local, 0) >= ping):
+                out.append(name)
+        return frozenset(out)
+
+    def frontier(self, names: Iterable[str]) -> Context:
+        """The join of the latest contexts of ``names`` (unknown names are skipped)."""
+        out = Context()
+        for name in names:
+            e = self._entries.get(name)
+            if e is not None:
+                out = out.join(e.latest.context)
+        return out
 
     # -- acknowledgements --------------------------------------------------------------
     def acks(self, dot: Dot, group: Group = None) -> frozenset[str]:
@@ -438,3 +509,159 @@ class Membership:
             return self._entries[name]
         except KeyError:
             raise KeyError(f"no replica named {name!r} is known (known: {sorted(self._entries)})") from None
+
+
+# -- control channels ------------------------------------------------------------------
+#
+# A control channel carries heartbeats (encoded bytes) between the replicas of a fleet.
+# ``publish`` sends this replica's latest heartbeat; ``start`` registers the function
+# that receives every peer's heartbeat bytes (the replica decodes and validates them:
+# a channel is untrusted input like a log).
+
+Deliver = Callable[[bytes], None]
+
+
+class ControlChannel(Protocol):
+    """Where heartbeats travel. Implementations: :class:`MemoryControl` (one process),
+    :class:`DirectoryControl` (processes of one host); a Kafka control topic later."""
+
+    def start(self, name: str, deliver: Deliver) -> None:
+        """Begin delivering peers' heartbeats to ``deliver`` (this replica is ``name``)."""
+        ...
+
+    async def publish(self, data: bytes) -> None:
+        """Send this replica's heartbeat (the latest one replaces earlier ones)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class MemoryControl:
+    """An in-process control hub: every endpoint hears every other one.
+
+    ``partition(groups)`` / ``heal()`` cut it like a network (the log may be cut
+    separately); tests use them to starve acknowledgements. A :class:`MemoryLog` has one
+    hub (``log.control``) so replicas sharing a MemoryLog hear each other by default.
+    """
+
+    def __init__(self) -> None:
+        self._endpoints: dict[str, Deliver] = {}
+        self._last: dict[str, bytes] = {}
+        self._groups: list[frozenset[str]] | None = None
+        self.published = 0
+
+    def endpoint(self) -> _MemoryEndpoint:
+        return _MemoryEndpoint(self)
+
+    def partition(self, groups: Iterable[Iterable[str]]) -> None:
+        """Only replicas in the same group hear each other (names not listed: one more group)."""
+        gs = [frozenset(g) for g in groups]
+        rest = frozenset(self._endpoints) - frozenset().union(*gs)
+        self._groups = [*gs, rest] if rest else gs
+
+    def heal(self) -> None:
+        self._groups = None
+        for name, data in self._last.items():
+            self._send(name, data)
+
+    def connected(self, a: str, b: str) -> bool:
+        return self._groups is None or any(a in g and b in g for g in self._groups)
+
+    def _send(self, src: str, data: bytes) -> None:
+        self._last[src] = data
+        self.published += 1
+        for dst, deliver in list(self._endpoints.items()):
+            if dst != src and self.connected(src, dst):
+                deliver(data)
+
+
+class _MemoryEndpoint:
+    def __init__(self, hub: MemoryControl) -> None:
+        self._hub = hub
+        self._name: str | None = None
+
+    def start(self, name: str, deliver: Deliver) -> None:
+        self._name = name
+        self._hub._endpoints[name] = deliver
+        for src, data in list(self._hub._last.items()):  # what peers said before we joined
+            if src != name and self._hub.connected(src, name):
+                deliver(data)
+
+    async def publish(self, data: bytes) -> None:
+        if self._name is None:
+            raise RuntimeError("start() the control endpoint before publishing")
+        self._hub._send(self._name, data)
+
+    async def close(self) -> None:
+        if self._name is not None:
+            self._hub._endpoints.pop(self._name, None)
+
+
+class DirectoryControl:
+    """Heartbeats as files in a directory shared by the processes of one host.
+
+    Each replica atomically replaces ``<dir>/<name>.hb``; every ``poll_interval`` seconds
+    a reader delivers the files that changed. Nothing grows: one small file per replica.
+    The files also persist the last word of every replica across restarts, so a replica
+    that restarts knows the fleet (and quorum sizes) before anyone speaks again.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, poll_interval: float = 0.005) -> None:
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.poll_interval = poll_interval
+        self._name: str | None = None
+        self._seen: dict[str, tuple[int, int]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self.errors = 0
+
+    def start(self, name: str, deliver: Deliver) -> None:
+        self._name = name
+        self.poll(deliver)
+        self._task = asyncio.get_running_loop().create_task(self._run(deliver), name=f"crdtsync-control-{name}")
+
+    def poll(self, deliver: Deliver) -> int:
+        """Deliver every heartbeat file that changed since the last poll; returns how many."""
+        n = 0
+        try:
+            entries = list(os.scandir(self.path))
+        except FileNotFoundError:
+            return 0
+        for entry in entries:
+            if not entry.name.endswith(".hb") or entry.name == f"{self._name}.hb":
+                continue
+            try:
+                st = entry.stat()
+                key = (st.st_mtime_ns, st.st_size)
+                if self._seen.get(entry.name) == key:
+                    continue
+                data = Path(entry.path).read_bytes()
+            except FileNotFoundError:
+                continue  # replaced while we looked; the next poll sees the new one
+            self._seen[entry.name] = key
+            deliver(data)
+            n += 1
+        return n
+
+    async def _run(self, deliver: Deliver) -> None:
+        while True:
+            await asyncio.sleep(self.poll_interval)
+            try:
+                self.poll(deliver)
+            except OSError:
+                self.errors += 1
+                log.exception("reading heartbeats in %s failed; retrying", self.path)
+
+    async def publish(self, data: bytes) -> None:
+        if self._name is None:
+            raise RuntimeError("start() the control channel before publishing")
+        tmp = self.path / f".{self._name}.{os.getpid()}.tmp"
+        tmp.write_bytes(data)
+        os.replace(tmp, self.path / f"{self._name}.hb")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None

@@ -12,6 +12,8 @@ the offending record and keeps going.
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "CrdtSyncError",
     "BadInput",
@@ -27,6 +29,8 @@ __all__ = [
     "InsufficientRights",
     "LogClosed",
     "RecordTooLarge",
+    "PolicyViolation",
+    "ReplicaRemoved",
 ]
 
 
@@ -74,11 +78,31 @@ class StaleRead(CrdtSyncError):
 
 
 class Unavailable(CrdtSyncError):
-    """The coordination a strong or quorum operation needs could not be had in time."""
+    """The coordination a strong or quorum operation needs could not be had in time.
+
+    Attributes:
+        event: for an acknowledged-write level (``ACKS``/``QUORUM``/``ALL``/``LOG``) whose
+            event was already written locally, that event; ``None`` when nothing was
+            written. What happened to it depends on the level: a timed-out ack write is
+            *withdrawn* (see ``Replica.update``); a ``SEQUENCED`` operation whose append
+            timed out has an unknown outcome and may still be applied once, in log order.
+    """
+
+    def __init__(self, message: str, *, event: Any = None) -> None:
+        super().__init__(message)
+        self.event = event
 
 
 class PreconditionFailed(CrdtSyncError):
-    """A conditional operation (compare-and-set, bounded decrement) did not hold."""
+    """A conditional operation (compare-and-set, bounded decrement) did not hold.
+
+    Attributes:
+        current: the value the condition was evaluated against (when known).
+    """
+
+    def __init__(self, message: str, *, current: Any = None) -> None:
+        super().__init__(message)
+        self.current = current
 
 
 class ResidencyViolation(CrdtSyncError):
@@ -102,4 +126,23 @@ class RecordTooLarge(CrdtSyncError, ValueError):
 
     Split the batch into smaller records, or raise ``max_record_bytes`` on every process
     that opens the log (readers reject records above their own limit as corrupt).
+    """
+
+
+class PolicyViolation(CrdtSyncError, ValueError):
+    """A per-call override asked for a weaker (or incomparable) level than the definition's,
+    or an operation the field's policy does not allow (a conditional operation on a field
+    that is not ``SEQUENCED``).
+
+    Overrides may only strengthen a field's policy. Use the definition's level, a stronger
+    one, or change the definition (a new definition version).
+    """
+
+
+class ReplicaRemoved(BadInput):
+    """A replica incarnation that was removed from the fleet tried to take part again.
+
+    Its metadata may already have been pruned, so merging it again could resurrect or
+    lose data. Restart that replica with a fresh data directory: it rejoins as a new
+    incarnation and catches up from the log.
     """

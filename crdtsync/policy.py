@@ -71,7 +71,7 @@ from typing import Any, Literal
 
 from ._encoding import corrupt
 from .clock import Context
-from .errors import CrdtSyncError, UnsupportedVersion
+from .errors import CrdtSyncError, PolicyViolation, UnsupportedVersion
 
 __all__ = [
     "ACKS",
@@ -103,14 +103,6 @@ _POLICY_VERSION = 1
 #: who must acknowledge: ``None`` = the fleet, ``str`` = a region, ``frozenset`` = names
 Group = str | frozenset[str] | None
 OnUnavailable = Literal["raise", "local"]
-
-
-class PolicyViolation(CrdtSyncError, ValueError):
-    """A per-call override asked for a weaker (or incomparable) level than the definition's.
-
-    Overrides may only strengthen a field's policy. Use the definition's level, a stronger
-    one, or change the definition (a new definition version).
-    """
 
 
 def _check_group(group: object) -> Group:
@@ -219,8 +211,11 @@ class ACKS(WriteLevel):
 
 
 @dataclass(frozen=True, repr=False)
-class QUORUM(WriteLevel):
-    """Acknowledged once a majority (``N // 2 + 1``) of ``group`` reports the dot."""
+class QUORUM(WriteLevel, ReadLevel):
+    """Write: acknowledged once a majority (``N // 2 + 1``) of ``group`` reports the dot.
+    Read: returns local state once it includes everything a majority of ``group``
+    reported (in heartbeats answering this read), so it sees every ``QUORUM`` write
+    acknowledged before the read began."""
 
     group: Group = None
 
@@ -232,8 +227,9 @@ class QUORUM(WriteLevel):
 
 
 @dataclass(frozen=True, repr=False)
-class ALL(WriteLevel):
-    """Acknowledged once every known replica of ``group`` reports the dot."""
+class ALL(WriteLevel, ReadLevel):
+    """Write: acknowledged once every known replica of ``group`` reports the dot. Read: local
+    state once it includes everything every member of ``group`` reported to this read."""
 
     group: Group = None
 
@@ -328,6 +324,8 @@ def _ack_at_least(a: _AckLevel, b: _AckLevel) -> bool:
 def _read_at_least(a: ReadLevel, b: ReadLevel) -> bool:
     if isinstance(b, _Local) or a == b:
         return True
+    if isinstance(a, (QUORUM, ALL)) and isinstance(b, (QUORUM, ALL)):
+        return _ack_at_least(a, b)
     if isinstance(a, _Linearizable):
         return isinstance(b, MAX_STALENESS)
     if isinstance(a, MAX_STALENESS) and isinstance(b, MAX_STALENESS):

@@ -35,23 +35,43 @@ from types import TracebackType
 from typing import Any
 
 from ._tables import new_table
-from .clock import HLC, Context
+from .clock import HLC, Context, Dot
+from .control import ControlChannel, DirectoryControl, Heartbeat, Membership
 from .errors import (
     BadInput,
     CorruptRecord,
+    CrdtSyncError,
     FutureTimestamp,
     IncompatibleState,
     PermissionDenied,
+    PolicyViolation,
+    ReplicaRemoved,
     ResidencyViolation,
+    StaleRead,
+    Unavailable,
     UnsupportedVersion,
 )
 from .events import Batch, Codec, Event, codec_for
 from .log._protocol import Log, Opening
+from .policy import (
+    ACKS,
+    ALL,
+    LINEARIZABLE,
+    LOCAL,
+    LOG,
+    MAX_STALENESS,
+    QUORUM,
+    SEQUENCED,
+    SESSION,
+    ReadLevel,
+    WriteLevel,
+)
 from .schema import SCHEMA_FIELD, Definition, Schema
+from .sequenced import FLEET_FIELD, SEQ_FIELD, Outcome, SequencedOp, evaluate_condition
 from .snapshots import FileSnapshotStore, Snapshot, SnapshotStore, encode_snapshot, state_digest
 from .types._base import CRDT
 
-__all__ = ["Replica", "ReplicaIdentity", "Change", "ChangeStream", "View", "ReplicaStats"]
+__all__ = ["Replica", "ReplicaIdentity", "Change", "ChangeStream", "View", "ReplicaStats", "Session", "Leveled"]
 
 log = logging.getLogger("crdtsync.replica")
 
@@ -141,6 +161,8 @@ class ReplicaStats:
     events_rejected: dict[str, int] = field(default_factory=dict)
     subscriber_errors: int = 0
     snapshots_written: int = 0
+    #: sequenced operations whose condition did not hold (same count at every replica)
+    ops_refused: int = 0
 
     def reject(self, reason: str) -> None:
         self.events_rejected[reason] = self.events_rejected.get(reason, 0) + 1
@@ -189,6 +211,9 @@ class Replica:
         hlc: HLC | None = None,
         snapshot_every: int = 100_000,
         owns_log: bool = True,
+        control: ControlChannel | None = None,
+        heartbeat_interval: float = 1.0,
+        liveness: float | None = None,
     ) -> None:
         self.identity = identity
         self.actor = identity.actor
@@ -217,6 +242,24 @@ class Replica:
         self._applied_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._meta = {"region": identity.region, "role": identity.role}
         self._remote_defs: dict[str, Definition] = {}
+        # -- coordination (policy engine) --
+        self.control = control
+        self.heartbeat_interval = heartbeat_interval
+        #: seconds without a heartbeat after which a peer is presumed unreachable
+        self.liveness = liveness if liveness is not None else 3 * heartbeat_interval
+        self.membership = Membership(local=identity.name, max_drift_ms=self.hlc.max_drift_ms)
+        self.seq_actor = f"{self.actor}/s"  # the origin of this replica's sequenced operations
+        self._seq_next = 1
+        self._seq_lock = asyncio.Lock()
+        self._outcomes: dict[int, asyncio.Future[Outcome]] = {}
+        self._echo: dict[str, int] = {}  # latest ping answered, by asking replica
+        self._ping = 0
+        self._ticks: list[asyncio.Future[None]] = []
+        self._hb_wake: asyncio.Event | None = None
+        self._hb_task: asyncio.Task[None] | None = None
+        self._removed: dict[str, int] = {}  # removed incarnation -> last seq still accepted
+        self._pins: dict[str, tuple[str, str]] = {}  # origin -> (region, role) it first claimed
+        self.scope: frozenset[str] | None = getattr(log_, "regions", None)
 
     # -- opening and closing ---------------------------------------------------
     @classmethod
@@ -237,6 +280,9 @@ class Replica:
         hlc: HLC | None = None,
         follow: bool = True,
         progress: Callable[[int, int], None] | None = None,
+        control: ControlChannel | None | bool = True,
+        heartbeat_interval: float = 1.0,
+        liveness: float | None = None,
     ) -> Opening[Replica]:
         """Open (or create) a replica.
 
@@ -253,6 +299,15 @@ class Replica:
             snapshot_every: applied events between automatic snapshots.
             follow: start the background apply loop (``False``: call :meth:`catch_up`).
             progress: called as ``progress(done, total)`` while replaying on open.
+            control: the control channel for heartbeats (acks, staleness, stability).
+                ``True`` (default): the log's own channel (a MemoryLog's hub, a
+                LocalLog's ``control/`` directory); ``None``/``False``: none (ack levels
+                and QUORUM reads then raise ``Unavailable``).
+            heartbeat_interval: seconds between heartbeats (more often while someone
+                waits for an acknowledgement).
+            liveness: seconds of silence after which a peer counts as unreachable
+                (default three heartbeat intervals); ack levels fail fast when too
+                few peers are live.
         """
 
         async def factory() -> Replica:
@@ -276,13 +331,22 @@ class Replica:
             store = snapshots
             if store is None and ddir is not None:
                 store = FileSnapshotStore(ddir / "snapshots" / ident.actor)
+            chan: ControlChannel | None
+            if control is True:
+                chan = default_control(the_log)
+            elif control is False or control is None:
+                chan = None
+            else:
+                chan = control
             r = cls(
                 ident, sch, the_log, data_dir=ddir, snapshots=store,
                 codec=codec if not isinstance(codec, str) else codec_for(codec),
                 hlc=hlc, snapshot_every=snapshot_every, owns_log=owns,
+                control=chan, heartbeat_interval=heartbeat_interval, liveness=liveness,
             )
             await r._recover(progress)
             await r._publish_schema()
+            r.observe_heartbeat(r.heartbeat())
             if follow:
                 r.start()
             return r
@@ -305,9 +369,12 @@ class Replica:
             self.stats.events_applied = snap.events_applied
             for d in snap.schema:
                 self._learn_definition(d)
+            for actor, reg in self._state.get(FLEET_FIELD, {}).items():
+                self._learn_fleet(actor, reg.value())
         await self.catch_up(progress=progress)
         # never reuse a seq of ours that the log already holds
         self._next_seq = max(self._next_seq, self._ctx().max_seq(self.actor) + 1)
+        self._seq_next = max(self._seq_next, self._ctx().max_seq(self.seq_actor) + 1)
 
     async def _publish_schema(self) -> None:
         """Publish definitions the log does not hold yet (definitions are events too)."""
@@ -323,9 +390,14 @@ class Replica:
             await self.flush()
 
     def start(self) -> None:
-        """Start the background apply loop (follows the log)."""
+        """Start the background apply loop (follows the log) and heartbeats."""
         if self._tail_task is None or self._tail_task.done():
             self._tail_task = asyncio.get_running_loop().create_task(self._tail(), name=f"crdtsync-apply-{self.actor}")
+        if self.control is not None and (self._hb_task is None or self._hb_task.done()):
+            self.control.start(self.identity.name, self._receive_heartbeat)
+            self._hb_wake = asyncio.Event()
+            self._hb_task = asyncio.get_running_loop().create_task(
+                self._heartbeats(), name=f"crdtsync-heartbeat-{self.actor}")
 
     async def close(self) -> None:
         """Flush pending writes, write a final snapshot, stop the loop, close the log."""
@@ -338,10 +410,17 @@ class Replica:
                 await self.snapshot()
         finally:
             self._closed = True
-            if self._tail_task is not None:
-                self._tail_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await self._tail_task
+            for task in (self._tail_task, self._hb_task):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
+            if self.control is not None:
+                await self.control.close()
+            for fut in self._outcomes.values():
+                if not fut.done():
+                    fut.set_exception(Unavailable("the replica closed before the operation was applied"))
+            self._outcomes.clear()
             if self.owns_log:
                 await self.log.close()
 
@@ -363,19 +442,42 @@ class Replica:
 
         ``op`` is a mutator of the field's type (``"increment"``, ``"set"``, ``"add"``...);
         ``args`` and ``kwargs`` are its arguments (``actor`` and ``ts`` are filled in).
+        This is the ``LOCAL`` write level without waiting for the append; fields whose
+        policy asks for more (``LOG``, acks, ``SEQUENCED``) must be written with
+        :meth:`update`, which waits for what the policy promises.
         """
+        d = self._check_write(field_name, key)
+        if d.policy.write != LOCAL:
+            raise PolicyViolation(
+                f"{field_name!r} is written at {d.policy.write!r}; write() is LOCAL and would skip "
+                "that. Use `await replica.update(...)` (it waits for what the policy promises)"
+            )
+        return self._write_raw(field_name, key, d.empty, op, args, kwargs, d.version)
+
+    def _check_write(self, field_name: str, key: str) -> Definition:
         d = self._definition(field_name)
+        if self.actor in self._removed:
+            raise ReplicaRemoved(
+                f"this replica's incarnation {self.actor!r} was removed from the fleet; "
+                "restart it with a fresh data directory to rejoin as a new incarnation"
+            )
         if d.writers is not None and self.identity.role not in d.writers:
             raise PermissionDenied(
                 f"role {self.identity.role!r} may not write {field_name!r} (writers: {sorted(d.writers)})"
             )
-        if d.residency is not None and self.identity.region not in d.residency:
-            raise ResidencyViolation(
-                f"{field_name!r} may live only in {sorted(d.residency)}; this replica is in {self.identity.region!r}"
-            )
+        if d.residency is not None:
+            if self.identity.region not in d.residency:
+                raise ResidencyViolation(
+                    f"{field_name!r} may live only in {sorted(d.residency)}; this replica is in {self.identity.region!r}"
+                )
+            if self.scope is not None and not self.scope <= d.residency:
+                raise ResidencyViolation(
+                    f"{field_name!r} may live only in {sorted(d.residency)}, but this replica's log is "
+                    f"scoped to {sorted(self.scope)}; write it through a log scoped to those regions"
+                )
         if not isinstance(key, str):
             raise TypeError(f"entity keys are str, got {type(key).__name__}")
-        return self._write_raw(field_name, key, d.empty, op, args, kwargs, d.version)
+        return d
 
     def _write_raw(
         self, fname: str, key: str, empty: Callable[[], CRDT[Any]], op: str,
@@ -431,10 +533,393 @@ class Replica:
             return first
 
     async def update(self, field_name: str, key: str, op: str, *args: Any, **kwargs: Any) -> Event:
-        """Write and wait until the event is durable in the log (write level LOCAL)."""
-        ev = self.write(field_name, key, op, *args, **kwargs)
+        """Write and wait for what the field's write level promises; returns the event.
+
+        * ``LOCAL``: applied here and appended to the log (fsync per the log's policy);
+        * ``LOG``: also synced (durable) in the log;
+        * ``ACKS(n)`` / ``QUORUM(group)`` / ``ALL(group)``: also reported applied, in
+          heartbeats, by that many replicas. Fails fast with ``Unavailable`` (nothing
+          written) when too few of them are live; after a timeout it raises
+          ``Unavailable`` whose ``event`` is the write, which stays applied here and
+          keeps replicating (it was not *acknowledged*, it is not withdrawn);
+        * ``SEQUENCED``: the operation is ordered by the log and applied in that order
+          at every replica (see :meth:`compare_and_set`).
+
+        Use :meth:`at` to strengthen the level of one call.
+        """
+        return await self._update(field_name, key, op, args, kwargs, None, None)
+
+    def at(self, *, write: WriteLevel | None = None, read: ReadLevel | None = None,
+           timeout: float | None = None) -> Leveled:
+        """This replica with stronger levels for the calls made through the result::
+
+            await replica.at(write=QUORUM()).update("risk", "card-1", "set", 0.9)
+            await replica.at(read=MAX_STALENESS(2)).read("risk", "card-1")
+
+        Overrides may only strengthen a field's policy (``PolicyViolation`` otherwise).
+        """
+        return Leveled(self, write, read, timeout)
+
+    def session(self, token: Context | None = None) -> Session:
+        """A session: reads through it see every write and read made through it before
+        (also across replicas: pass ``session.token`` to another replica's session)."""
+        return Session(self, token if token is not None else Context())
+
+    async def _update(
+        self, field_name: str, key: str, op: str, args: tuple[Any, ...], kwargs: dict[str, Any],
+        write: WriteLevel | None, timeout: float | None,
+    ) -> Event:
+        d = self._check_write(field_name, key)
+        res = d.policy.resolve(write=write)
+        level, wait = res.write, (timeout if timeout is not None else res.timeout)
+        if level == SEQUENCED:
+            outcome, ev = await self._sequenced(d, key, op, args, kwargs, None, wait)
+            if outcome.error is not None:
+                raise ValueError(f"{field_name}/{key}: {op} failed at apply: {outcome.error}")
+            return ev
+        if isinstance(level, (ACKS, QUORUM, ALL)):
+            self._check_reachable(level, res.on_unavailable)
+        ev = self._write_raw(field_name, key, d.empty, op, args, kwargs, d.version)
         await self.flush()
+        if level == LOCAL:
+            return ev
+        if level == LOG:
+            sync = getattr(self.log, "sync", None)
+            if sync is not None:
+                try:
+                    await asyncio.wait_for(sync(), wait)
+                except (TimeoutError, OSError) as exc:
+                    raise Unavailable(f"the log did not confirm {ev.dot} within {wait:g}s: {exc}", event=ev) from exc
+            return ev
+        assert isinstance(level, (ACKS, QUORUM, ALL))
+        self._wake_heartbeat()
+        ok = await self._wait_until(lambda: self.acknowledged(level, ev.dot), wait)
+        if not ok:
+            if res.on_unavailable == "local":
+                self.stats.reject("degraded_write")
+                return ev
+            got = sorted(self._acks(ev.dot, level.group))
+            raise Unavailable(
+                f"{field_name}/{key}: {level!r} not reached within {wait:g}s (acknowledged by {got}); "
+                "the write is applied here and will keep replicating, but it is not acknowledged",
+                event=ev,
+            )
         return ev
+
+    async def compare_and_set(self, field_name: str, key: str, expected: Any, new: Any, *,
+                              timeout: float | None = None) -> bool:
+        """Set a ``SEQUENCED`` register to ``new`` if its value is ``expected``.
+
+        Returns whether it did; every replica reaches the same answer (the condition is
+        evaluated in log order). Raises ``Unavailable`` if the log cannot be reached in
+        time (the operation may then still be applied, once, in log order).
+        """
+        outcome = await self.conditional(field_name, key, "set", (new,), cond=("eq", expected), timeout=timeout)
+        return outcome.applied
+
+    async def decrement_if_enough(self, field_name: str, key: str, n: int = 1, *,
+                                  timeout: float | None = None) -> bool:
+        """Decrement a ``SEQUENCED`` counter by ``n`` if its value is at least ``n``."""
+        outcome = await self.conditional(field_name, key, "decrement", (n,), cond=("ge", n), timeout=timeout)
+        return outcome.applied
+
+    async def conditional(self, field_name: str, key: str, op: str, args: tuple[Any, ...] = (),
+                          kwargs: dict[str, Any] | None = None, *, cond: tuple[str, Any] | None,
+                          timeout: float | None = None) -> Outcome:
+        """Run mutator ``op`` on a ``SEQUENCED`` field if ``cond`` holds in log order.
+
+        ``cond`` is ``("eq", value)`` or ``("ge", n)`` (or ``None``). Returns the
+        :class:`~crdtsync.sequenced.Outcome`, the same at every replica.
+        """
+        d = self._check_write(field_name, key)
+        res = d.policy.resolve()
+        if res.write != SEQUENCED:
+            raise PolicyViolation(
+                f"conditional operations need a SEQUENCED field (Strong() or Tunable(write=SEQUENCED)); "
+                f"{field_name!r} is written at {res.write!r}, where replicas could disagree on the outcome"
+            )
+        outcome, _ = await self._sequenced(d, key, op, args, dict(kwargs or {}), cond,
+                                           timeout if timeout is not None else res.timeout)
+        return outcome
+
+    async def _sequenced(
+        self, d: Definition, key: str, op: str, args: tuple[Any, ...], kwargs: dict[str, Any],
+        cond: tuple[str, Any] | None, timeout: float,
+    ) -> tuple[Outcome, Event]:
+        if self._closed:
+            raise RuntimeError("replica is closed")
+        template = d.empty()
+        if op not in type(template).MUTATORS:
+            raise ValueError(f"{type(template).__name__} has no mutator {op!r}; it has {list(type(template).MUTATORS)}")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        async with self._seq_lock:  # one append at a time keeps this replica's seqs in order
+            ev = Event(self.seq_actor, self._seq_next, self.hlc.now(), d.name, key,
+                       SequencedOp(template.TYPE_TAG, op, args, kwargs, cond), d.version)
+            fut: asyncio.Future[Outcome] = loop.create_future()
+            self._outcomes[ev.seq] = fut
+            record = self.codec.encode(Batch.of([ev], self._meta))
+            try:
+                await asyncio.wait_for(self.log.append([record]), max(0.0, deadline - loop.time()))
+            except (TimeoutError, OSError, CrdtSyncError) as exc:
+                # the append may or may not have landed: the seq stays used
+                self._seq_next += 1
+                self._outcomes.pop(ev.seq, None)
+                raise Unavailable(
+                    f"{d.name}/{key}: the log did not sequence {op} within {timeout:g}s ({type(exc).__name__}: "
+                    f"{exc}); its outcome is unknown: it may still be applied, once, in log order",
+                    event=ev,
+                ) from exc
+            self._seq_next += 1
+        try:
+            if self._tail_task is None:
+                await self.catch_up()
+            return await asyncio.wait_for(asyncio.shield(fut), max(0.0, deadline - loop.time())), ev
+        except TimeoutError:
+            raise Unavailable(
+                f"{d.name}/{key}: {op} was sequenced but not applied here within {timeout:g}s; "
+                "it will be applied, once, in log order",
+                event=ev,
+            ) from None
+        finally:
+            if fut.done():
+                self._outcomes.pop(ev.seq, None)
+
+    # -- acknowledgements, heartbeats -------------------------------------------
+    def now_ms(self) -> int:
+        """This replica's wall clock in ms (the simulated clock in a test Cluster)."""
+        return self.hlc.wall_ms()
+
+    def _acks(self, dot: Dot, group: Any) -> frozenset[str]:
+        acks = self.membership.acks(dot, group)
+        me = self.identity.name
+        if dot in self._ctx() and me in self.membership.members(group):
+            acks = acks | {me}
+        return acks
+
+    def acknowledged(self, level: WriteLevel, dot: Dot) -> bool:
+        """Whether ``dot`` meets ack level ``level`` (``ACKS``/``QUORUM``/``ALL``) now."""
+        assert isinstance(level, (ACKS, QUORUM, ALL))
+        members = self.membership.members(level.group)
+        if not members:
+            return False
+        return len(self._acks(dot, level.group)) >= self.membership.needed(level, len(members))
+
+    def _check_reachable(self, level: WriteLevel, on_unavailable: str) -> None:
+        """Fail fast, before writing anything, when too few replicas are live for ``level``."""
+        assert isinstance(level, (ACKS, QUORUM, ALL))
+        if self.control is None and on_unavailable == "raise":
+            raise Unavailable(
+                f"{level!r} needs heartbeats, and this replica has no control channel "
+                "(open it with control=True or a ControlChannel)"
+            )
+        members = self.membership.members(level.group)
+        needed = self.membership.needed(level, len(members))
+        live = self.membership.live(level.group, self.now_ms(), int(self.liveness * 1000))
+        if len(live) < needed and on_unavailable == "raise":
+            self.stats.reject("unavailable")
+            raise Unavailable(
+                f"{level!r} needs {needed} of {sorted(members)} but only {sorted(live)} were heard from "
+                f"within {self.liveness:g}s; nothing was written"
+            )
+
+    def heartbeat(self) -> Heartbeat:
+        """This replica's heartbeat now (what it publishes on the control channel)."""
+        positions = {"log": self._position} if self._position is not None else {}
+        return Heartbeat(
+            self.actor, self.identity.name, self.identity.region, self.identity.role, self._ctx(),
+            self.now_ms(), self.hlc.now(), positions, {}, self._ping, dict(self._echo),
+        )
+
+    def observe_heartbeat(self, hb: Heartbeat | bytes) -> bool:
+        """Take in a peer's heartbeat (decoded and validated if given as bytes).
+
+        Bad input is counted (``stats.rejected``) and dropped, never raised: the control
+        channel is untrusted like the log. Returns whether it was new.
+        """
+        try:
+            h = Heartbeat.decode(hb) if isinstance(hb, (bytes, bytearray, memoryview)) else hb
+            fresh = self.membership.observe(h, self.now_ms())
+        except ReplicaRemoved:
+            self.stats.reject("removed_replica")
+            return False
+        except BadInput as exc:
+            self.stats.reject("bad_heartbeat")
+            log.warning("%s dropped a heartbeat: %s", self.actor, exc)
+            return False
+        if h.name != self.identity.name and h.ping and h.ping > self._echo.get(h.name, 0):
+            self._echo[h.name] = h.ping
+            self._wake_heartbeat()  # answer the asker now
+        self._tick()
+        return fresh
+
+    def _receive_heartbeat(self, data: bytes) -> None:
+        self.observe_heartbeat(data)
+
+    def _wake_heartbeat(self) -> None:
+        if self._hb_wake is not None:
+            self._hb_wake.set()
+
+    async def publish_heartbeat(self) -> None:
+        """Publish a heartbeat now (the background task does it every interval)."""
+        hb = self.heartbeat()
+        self.observe_heartbeat(hb)
+        if self.control is not None:
+            await self.control.publish(hb.encode())
+
+    async def _heartbeats(self) -> None:
+        assert self._hb_wake is not None
+        while not self._closed:
+            try:
+                await self.publish_heartbeat()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("publishing a heartbeat of %s failed; retrying", self.actor)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._hb_wake.wait(), self.heartbeat_interval)
+            self._hb_wake.clear()
+
+    def _tick(self) -> None:
+        """Something waiters may care about changed (a heartbeat, an applied batch)."""
+        if self._ticks:
+            ticks, self._ticks = self._ticks, []
+            for f in ticks:
+                if not f.done():
+                    f.set_result(None)
+
+    async def _wait_until(self, pred: Callable[[], bool], timeout: float) -> bool:
+        """Wait (real time) until ``pred()`` holds; False after ``timeout`` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not pred():
+            left = deadline - loop.time()
+            if left <= 0:
+                return False
+            fut: asyncio.Future[None] = loop.create_future()
+            self._ticks.append(fut)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(fut, min(left, self.heartbeat_interval))
+            if self._tail_task is None and not self._closed:
+                await self.catch_up()
+        return True
+
+    # -- reads with levels -------------------------------------------------------
+    async def read(self, field_name: str, key: str, *, level: ReadLevel | None = None,
+                   timeout: float | None = None) -> Any:
+        """Read a value at the field's read level (or a stronger ``level``).
+
+        * ``LOCAL``: local state now;
+        * ``MAX_STALENESS(t)``: local state if this replica heard every origin it
+          tracks within ``t`` seconds, else waits (``wait=True``) or raises ``StaleRead``;
+        * ``SESSION(token)``: waits until local state includes ``token``;
+        * ``QUORUM(group)`` / ``ALL(group)``: asks the group for fresh heartbeats and
+          waits until local state includes what that many of them reported;
+        * ``LINEARIZABLE``: waits until this replica applied the log up to its end.
+        """
+        d = self._definition(field_name)
+        res = d.policy.resolve(read=level)
+        await self._await_read_level(res.read, timeout if timeout is not None else res.timeout,
+                                     res.on_unavailable, field_name)
+        return self.value(field_name, key)
+
+    async def _await_read_level(self, level: ReadLevel, wait: float, on_unavailable: str, what: str) -> None:
+        if level == LOCAL:
+            return
+        if isinstance(level, MAX_STALENESS):
+            bound_ms = level.seconds * 1000
+            ok = self.staleness_ms() <= bound_ms
+            if not ok and level.wait:
+                self._wake_heartbeat()
+                ok = await self._wait_until(lambda: self.staleness_ms() <= bound_ms, wait)
+            if not ok and on_unavailable != "local":
+                self.stats.reject("stale_read")
+                raise StaleRead(
+                    f"{what}: this replica may be {self.staleness_ms() / 1000:.3g}s stale "
+                    f"(bound {level.seconds:g}s); some origin has not been heard from recently"
+                )
+            return
+        if isinstance(level, SESSION):
+            token = level.token
+            ok = await self._wait_until(lambda: token <= self._ctx(), wait)
+            if not ok and on_unavailable != "local":
+                self.stats.reject("stale_read")
+                raise StaleRead(f"{what}: this replica has not yet applied the session's earlier writes "
+                                f"within {wait:g}s (missing {token} vs {self._ctx()})")
+            return
+        if level == LINEARIZABLE:
+            await self.sync_to_end(wait)
+            return
+        if isinstance(level, (QUORUM, ALL)):
+            await self._quorum_read(level, wait, on_unavailable, what)
+            return
+        raise TypeError(f"unknown read level {level!r}")
+
+    async def _quorum_read(self, level: QUORUM | ALL, wait: float, on_unavailable: str, what: str) -> None:
+        if self.control is None and on_unavailable != "local":
+            raise Unavailable(f"{what}: {level!r} reads need a control channel")
+        ping = self.begin_quorum_read()
+        await self.publish_heartbeat()
+        ok = await self._wait_until(lambda: self.quorum_read_ready(level, ping), wait)
+        if not ok and on_unavailable != "local":
+            answered = sorted(self.membership.answered(ping, level.group))
+            raise Unavailable(f"{what}: {level!r} read not satisfied within {wait:g}s (answered: {answered})")
+
+    def begin_quorum_read(self) -> int:
+        """Start a ``QUORUM``/``ALL`` read: returns the ping that this replica's next
+        heartbeats carry; peers answer it with their current context."""
+        self._ping = max(self._ping + 1, self.hlc.now())
+        return self._ping
+
+    def quorum_read_ready(self, level: QUORUM | ALL, ping: int) -> bool:
+        """Whether enough of ``level``'s group answered ``ping`` and local state includes
+        everything they reported (then a read sees every write they acknowledged)."""
+        members = self.membership.members(level.group)
+        answered = self.membership.answered(ping, level.group)
+        if not members or len(answered) < self.membership.needed(level, len(members)):
+            return False
+        return self.membership.frontier(answered - {self.identity.name}) <= self._ctx()
+
+    def staleness_ms(self) -> float:
+        """How stale this replica may be (ms): the largest lag behind any live origin it
+        tracks, from heartbeats (0 with no peers: nothing is known to be missing)."""
+        return self.membership.staleness(self.now_ms(), self._ctx())
+
+    async def sync_to_end(self, timeout: float | None = None) -> None:
+        """Wait until every record the log holds now is applied here (``Unavailable``
+        if the log cannot be reached or the apply does not get there in time)."""
+        wait = 5.0 if timeout is None else timeout
+        try:
+            await asyncio.wait_for(self.sync(), wait)
+        except (TimeoutError, OSError) as exc:
+            raise Unavailable(f"could not sync to the log's end within {wait:g}s ({type(exc).__name__}: {exc})") from exc
+
+    # -- fleet -------------------------------------------------------------------
+    async def remove_replica(self, name: str) -> str:
+        """Remove replica ``name`` (its current incarnation) from the fleet.
+
+        The decision replicates (on the reserved ``_fleet`` field): every replica stops
+        counting it in quorums and stability and refuses its later events and
+        heartbeats (``ReplicaRemoved``); events it wrote before are kept. Returns the
+        removed actor id.
+        """
+        hb = self.membership.get(name)
+        if hb is None:
+            raise KeyError(f"no replica named {name!r} is known (known: {sorted(self.membership.members())})")
+        actor = hb.actor
+        upto, upto_s = self._ctx().max_seq(actor), self._ctx().max_seq(f"{actor}/s")
+        from .types.registers import LWWRegister
+
+        self._write_raw(FLEET_FIELD, actor, LWWRegister, "set",
+                        ({"name": name, "upto": upto, "upto_s": upto_s},), {})
+        self._learn_removal(actor, upto, upto_s)
+        await self.flush()
+        return actor
+
+    def _learn_removal(self, actor: str, upto: int, upto_s: int) -> None:
+        self._removed[actor] = max(upto, self._removed.get(actor, 0))
+        self._removed[f"{actor}/s"] = max(upto_s, self._removed.get(f"{actor}/s", 0))
+        self.membership.forbid(actor)
 
     # -- reading ---------------------------------------------------------------
     def state(self, field_name: str, key: str) -> CRDT[Any]:
@@ -648,6 +1133,12 @@ class Replica:
             future_ok = False
         region = batch.meta.get("region", "default")
         role = batch.meta.get("role", "default")
+        batch_reason = self._batch_verdict(origin, region, role, events)
+        if batch_reason is not None:
+            for _ in events:
+                self.stats.reject(batch_reason)
+            self._context = new_ctx
+            return 0
         verdicts: dict[tuple[str, str], str | None] = {}
         tables: dict[str, MutableMapping[str, CRDT[Any]]] = {}
         notify = bool(self._callbacks or self._queues)
@@ -676,31 +1167,108 @@ class Replica:
                     tbl = self._state[fname] = new_table(delta.TYPE_TAG)
                 tables[fname] = tbl
             cur = tbl.get(ev.key)
-            try:
-                tbl[ev.key] = delta if cur is None else cur.join(delta)
-            except IncompatibleState as exc:
-                self.stats.reject("incompatible_type")
-                log.warning("rejected %s: %s", ev.dot, exc)
-                continue
+            if type(delta) is SequencedOp:
+                self._apply_op(ev, delta, tbl, cur)
+            else:
+                try:
+                    tbl[ev.key] = delta if cur is None else cur.join(delta)
+                except IncompatibleState as exc:
+                    self.stats.reject("incompatible_type")
+                    log.warning("rejected %s: %s", ev.dot, exc)
+                    continue
             applied += 1
             if fname == SCHEMA_FIELD:
                 self._learn_definition(tbl[ev.key].value())
                 verdicts.clear()
+            elif fname == FLEET_FIELD:
+                self._learn_fleet(ev.key, tbl[ev.key].value())
             elif notify:
                 self._notify(Change(fname, ev.key, ev, False))
         self._context = new_ctx
         self.stats.events_applied += applied
         self._since_snapshot += applied
+        if applied:
+            self._tick()
+            if origin != self.actor:
+                self._wake_heartbeat()  # report promptly: a writer may wait for this ack
         return applied
+
+    def _batch_verdict(self, origin: str, region: Any, role: Any, events: Sequence[Event]) -> str | None:
+        """Why a whole batch must be rejected, if so: its origin was removed from the fleet,
+        it claims an identity other than the one its origin first claimed, or a region its
+        channel does not carry."""
+        upto = self._removed.get(origin)
+        if upto is not None and events[-1].seq > upto:
+            return "removed_replica"
+        if not isinstance(region, str) or not isinstance(role, str):
+            return "bad_identity"
+        claim = (region, role)
+        pinned = self._pins.setdefault(origin, claim)
+        if pinned != claim:
+            log.warning("%s claims %s but first claimed %s; rejected", origin, claim, pinned)
+            return "identity_mismatch"
+        if self.scope is not None and region not in self.scope:
+            return "residency"
+        return None
+
+    def _apply_op(self, ev: Event, op: SequencedOp, tbl: MutableMapping[str, CRDT[Any]], cur: CRDT[Any] | None) -> None:
+        """Evaluate a sequenced operation against the state it finds, in log order."""
+        d = self._definition(ev.field)
+        state = cur if cur is not None else d.empty()
+        before = state.value()
+        error: str | None = None
+        ok = op.target == state.TYPE_TAG and op.op in type(state).MUTATORS and evaluate_condition(op.cond, before)
+        if op.target != state.TYPE_TAG or op.op not in type(state).MUTATORS:
+            error = f"{state.TYPE_TAG} has no mutator {op.op!r} (operation for {op.target!r})"
+        if ok:
+            stamps = self._state.setdefault(SEQ_FIELD, {})
+            last = stamps.get("stamp")
+            stamp = max(ev.hlc, int(last.value() or 0) + 1 if last is not None else ev.hlc)
+            fn = getattr(state, op.op)
+            kwargs = dict(op.kwargs)
+            kwargs["actor"] = ev.origin
+            if type(state).NEEDS_TIME:
+                kwargs["ts"] = stamp
+            try:
+                new = state.join(fn(*op.args, **kwargs))
+            except (TypeError, ValueError, CrdtSyncError) as exc:  # the same failure at every replica
+                ok, error = False, f"{type(exc).__name__}: {exc}"
+                self.stats.reject("op_failed")
+            else:
+                tbl[ev.key] = new
+                from .types.registers import MaxRegister
+
+                stamps["stamp"] = (last if last is not None else MaxRegister()).join(
+                    MaxRegister().set(stamp, actor=ev.origin))
+        elif error is None:
+            self.stats.ops_refused += 1
+        if ev.origin == self.seq_actor:
+            fut = self._outcomes.pop(ev.seq, None)
+            if fut is not None and not fut.done():
+                after = tbl[ev.key].value() if ev.key in tbl else before
+                fut.set_result(Outcome(ok, before, after, None, error))
+
+    def _learn_fleet(self, actor: str, v: Any) -> None:
+        if isinstance(v, dict) and type(v.get("upto")) is int and type(v.get("upto_s")) is int:
+            self._learn_removal(actor, v["upto"], v["upto_s"])
+        else:
+            self.stats.reject("bad_fleet_record")
 
     def _verdict(self, fname: str, tag: str, region: str, role: str) -> str | None:
         """Why events of ``fname`` with type ``tag`` from (region, role) must be rejected, if so."""
-        if fname == SCHEMA_FIELD:
+        if fname == SCHEMA_FIELD or fname == FLEET_FIELD:
             return None if tag == "lww" else "wrong_type"
+        if fname == SEQ_FIELD:
+            return "reserved_field"
         d = self.schema.get(fname) or self._remote_defs.get(fname)
         if d is None:
-            return None  # learned later; the state is kept under its own type
-        if tag != d.type_tag:
+            # learned later; the state is kept under its own type. An operation needs
+            # its definition now: it is evaluated in log order.
+            return "unknown_field" if tag == SequencedOp.TYPE_TAG else None
+        sequenced = d.policy.write == SEQUENCED
+        if (tag == SequencedOp.TYPE_TAG) != sequenced:
+            return "not_sequenced"
+        if not sequenced and tag != d.type_tag:
             return "wrong_type"
         if d.residency is not None and (self.identity.region not in d.residency or region not in d.residency):
             return "residency"
@@ -787,3 +1355,57 @@ class Replica:
         if self._position is not None:
             await self.log.truncate_before(self._position)
         return self._position
+
+
+def default_control(log_: Log) -> ControlChannel | None:
+    """The control channel that goes with a log: a MemoryLog's in-process hub, a
+    LocalLog's ``control/`` directory; ``None`` for other logs."""
+    hub = getattr(log_, "control", None)
+    if hub is not None and hasattr(hub, "endpoint"):
+        ep: ControlChannel = hub.endpoint()
+        return ep
+    path = getattr(log_, "path", None)
+    if isinstance(path, Path):
+        return DirectoryControl(path / "control")
+    return None
+
+
+class Leveled:
+    """A replica seen through stronger levels (see :meth:`Replica.at`)."""
+
+    def __init__(self, replica: Replica, write: WriteLevel | None, read: ReadLevel | None,
+                 timeout: float | None) -> None:
+        self.replica = replica
+        self.write = write
+        self.read_level = read
+        self.timeout = timeout
+
+    async def update(self, field_name: str, key: str, op: str, *args: Any, **kwargs: Any) -> Event:
+        return await self.replica._update(field_name, key, op, args, kwargs, self.write, self.timeout)
+
+    async def read(self, field_name: str, key: str) -> Any:
+        return await self.replica.read(field_name, key, level=self.read_level, timeout=self.timeout)
+
+
+class Session:
+    """Read-your-writes and monotonic reads across calls (and replicas).
+
+    ``token`` is a :class:`~crdtsync.clock.Context`: everything the session wrote or
+    read so far. Reads through the session wait until the replica includes it
+    (``SESSION(token)``), or raise ``StaleRead`` after the field's timeout. Hand the
+    token to a session on another replica to carry the guarantee over.
+    """
+
+    def __init__(self, replica: Replica, token: Context) -> None:
+        self.replica = replica
+        self.token = token
+
+    async def update(self, field_name: str, key: str, op: str, *args: Any, **kwargs: Any) -> Event:
+        ev = await self.replica.update(field_name, key, op, *args, **kwargs)
+        self.token = self.token.add(ev.dot)
+        return ev
+
+    async def read(self, field_name: str, key: str, *, timeout: float | None = None) -> Any:
+        value = await self.replica.read(field_name, key, level=SESSION(self.token), timeout=timeout)
+        self.token = self.token.join(self.replica.context)
+        return value

@@ -1,8 +1,8 @@
 """Feature and flag definitions: what each field is, who may write it, where it may live.
 
 A :class:`Schema` is a set of definitions. Each definition names a field, its CRDT type
-(with parameters), the roles that may write it, the regions it may live in, a
-description and a version. Definitions replicate like everything else: a replica
+(with parameters), its consistency policy, the roles that may write it, the regions it
+may live in, a description and a version. Definitions replicate like everything else: a replica
 publishes its schema as events on the reserved field ``_schema`` (an LWW register per
 definition name holding :meth:`Definition.to_dict`), so a replica that receives data for
 a field it was not configured with learns the definition from the log.
@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .policy import Eventual, Policy
 from .types._base import CRDT, decode_any, registered_types
 
 __all__ = ["Definition", "Feature", "Flag", "Schema", "SCHEMA_FIELD"]
@@ -46,6 +47,9 @@ class Definition:
         residency: regions the field may live in; ``None`` means anywhere.
         description: free text shown by ``crdtsync inspect`` and the docs.
         version: bump when the meaning changes; events carry it.
+        policy: the field's consistency policy (:class:`~crdtsync.policy.Strong`,
+            :class:`~crdtsync.policy.Eventual` (default) or
+            :class:`~crdtsync.policy.Tunable`).
     """
 
     name: str
@@ -55,6 +59,7 @@ class Definition:
     description: str = ""
     version: int = 1
     kind: str = field(default="feature")
+    policy: Policy = field(default_factory=Eventual)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME.match(self.name):
@@ -69,6 +74,10 @@ class Definition:
                 if isinstance(v, str):
                     v = frozenset([v])
                 object.__setattr__(self, attr, frozenset(v))
+        if not isinstance(self.policy, Policy):
+            raise TypeError(
+                f"policy must be Strong(), Eventual(...) or Tunable(write=..., read=...), got {self.policy!r:.80}"
+            )
         _template(self.type)  # fail early on a bad type
 
     def empty(self) -> CRDT[Any]:
@@ -88,6 +97,7 @@ class Definition:
             "residency": sorted(self.residency) if self.residency is not None else None,
             "description": self.description,
             "version": self.version,
+            "policy": self.policy.to_dict(),
         }
 
     @classmethod
@@ -106,6 +116,7 @@ class Definition:
             description=d.get("description", ""),
             version=d.get("version", 1),
             kind=d.get("kind", "feature"),
+            policy=Policy.from_dict(d["policy"]) if d.get("policy") is not None else Eventual(),
         )
 
     def same_as(self, other: Definition) -> bool:

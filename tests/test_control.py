@@ -44,6 +44,14 @@ SAMPLE = hb(
 
 # Freezes the wire format: a change here is a format version bump.
 GOLDEN = (
+    "93a9686561727462656174029ba8656467652d317e31a6656467652d31a26575a465646765cf"
+    "0000018bcfe56800cf018bcfe5680000009293a7636c6f75647e3900910493a8656467652d31"
+    "7e3102909292a56c6f63616c0c92a6736861726564cd10009192a47269736ba5332e312e3000"
+    "90"
+)
+
+# Format version 1 (no ping, no echo) is still read.
+GOLDEN_V1 = (
     "93a96865617274626561740199a8656467652d317e31a6656467652d31a26575a465646765cf"
     "0000018bcfe56800cf018bcfe5680000009293a7636c6f75647e3900910493a8656467652d31"
     "7e3102909292a56c6f63616c0c92a6736861726564cd10009192a47269736ba5332e312e30"
@@ -56,6 +64,14 @@ def test_encoding_is_deterministic_and_frozen():
     assert a.encode() == b.encode()
     assert a.encode().hex() == GOLDEN
     assert Heartbeat.decode(bytes.fromhex(GOLDEN)) == a
+    assert Heartbeat.decode(bytes.fromhex(GOLDEN_V1)) == a
+
+
+def test_ping_and_echo_round_trip():
+    h = hb("a")
+    h = Heartbeat(h.actor, h.name, h.region, h.role, h.context, h.wall_ms, h.hlc, ping=7, echo={"b": 3, "a": 1})
+    back = Heartbeat.decode(h.encode())
+    assert back.ping == 7 and dict(back.echo) == {"a": 1, "b": 3}
 
 
 def test_heartbeat_is_immutable_and_hashable():
@@ -126,6 +142,9 @@ def test_body_helper_is_valid():
         _body(models=[["m"]]),
         _body()[:-3],
         _body() + b"\x00",
+        packb(["heartbeat", 2, ["a~1", "a", "eu", "edge", T0, 0, [], [], [], -1, []]]),
+        packb(["heartbeat", 2, ["a~1", "a", "eu", "edge", T0, 0, [], [], [], 0, [["b", "x"]]]]),
+        packb(["heartbeat", 2, ["a~1", "a", "eu", "edge", T0, 0, [], [], []]]),
     ],
 )
 def test_garbage_is_a_corrupt_record(data):
@@ -135,7 +154,7 @@ def test_garbage_is_a_corrupt_record(data):
 
 def test_newer_version_is_unsupported():
     with pytest.raises(UnsupportedVersion, match="upgrade"):
-        Heartbeat.decode(packb(["heartbeat", 2, []]))
+        Heartbeat.decode(packb(["heartbeat", 3, []]))
 
 
 names = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=1, max_size=8)
@@ -150,6 +169,8 @@ heartbeats = st.builds(
     hlc=st.integers(0, 2**63 - 1),
     positions=st.dictionaries(names, st.integers(0, 2**63 - 1), max_size=4),
     models=st.dictionaries(names, st.text(max_size=8), max_size=4),
+    ping=st.integers(0, 2**63 - 1),
+    echo=st.dictionaries(names, st.integers(0, 2**63 - 1), max_size=4),
 )
 
 

@@ -653,6 +653,8 @@ class LocalLog:
         self.poll_interval = poll_interval
         self.strict = strict
         self._create = create
+        #: regions this log carries (a residency scope), or None for a private log
+        self.regions: frozenset[str] | None = None
         self.epoch = 0
         self.recovery = RecoveryReport(self._dir)
         self.stats = LogStats()

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING
 
@@ -27,6 +27,8 @@ from ._protocol import LogClosed, LogEntry, Waiters, check_records
 
 if TYPE_CHECKING:
     from typing_extensions import Self
+
+    from ..control import MemoryControl
 
 __all__ = ["MemoryFaults", "MemoryLog"]
 
@@ -98,13 +100,28 @@ class MemoryLog:
     >>> log.faults.drop = 0.1           # readers miss about 10% of records
     """
 
-    def __init__(self, *, max_record_bytes: int = 16 * 1024 * 1024, seed: int | None = 0) -> None:
+    def __init__(
+        self, *, max_record_bytes: int = 16 * 1024 * 1024, seed: int | None = 0,
+        regions: Iterable[str] | None = None,
+    ) -> None:
         self.max_record_bytes = max_record_bytes
+        #: regions this log carries (a residency scope), or None for a private log
+        self.regions: frozenset[str] | None = frozenset(regions) if regions is not None else None
+        self._control: MemoryControl | None = None
         self.faults = MemoryFaults(seed)
         self._records: list[bytes] = []
         self._start = 0  # position of self._records[0]
         self._closed = False
         self._appended = Waiters()
+
+    @property
+    def control(self) -> MemoryControl:
+        """The in-process control hub of the replicas sharing this log (heartbeats)."""
+        if self._control is None:
+            from ..control import MemoryControl
+
+            self._control = MemoryControl()
+        return self._control
 
     # -- Log protocol -------------------------------------------------------------
 

@@ -1,0 +1,122 @@
+"""How much causal metadata a state carries, for tests that check it stays bounded.
+
+Observed-remove types (:class:`~crdtsync.types.collections.ORSet`,
+:class:`~crdtsync.types.collections.ORMap`) keep no tombstones: a state holds one dot
+per live add or update, a version vector with one entry per writer, and a dot cloud
+only while deltas arrive out of order. :func:`metadata_size` measures exactly those
+parts, so a test can assert that they depend on the live elements and the number of
+replicas and not on how many adds and removes happened::
+
+    from crdtsync.testing.metadata import metadata_size
+
+    m = metadata_size(state)
+    assert m.cloud_entries == 0 and m.vv_entries <= replicas
+    assert m.dots <= replicas * m.live
+
+Other types get a generic measure: the encoded size, the context's version vector and
+dot cloud if the state has a ``context`` (flags, registers), and ``len(state)`` as the
+live count if it has one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sized
+from dataclasses import dataclass
+from typing import Any
+
+from ..clock import Context
+from ..types._base import CRDT
+from ..types.collections import ORMap, ORSet
+
+__all__ = ["MetadataSize", "metadata_size"]
+
+
+@dataclass(frozen=True)
+class MetadataSize:
+    """The metadata one state carries (all counts, all non-negative).
+
+    Attributes:
+        live: live elements (ORSet) or keys (ORMap); for other types ``len(state)`` if
+            the state has a length, else 0.
+        dots: dots held by the live elements or keys (one per concurrent adder of an
+            element; one per writer of a key since its last observed remove); 0 for
+            types that are not dot stores.
+        max_dots: the most dots one element or key holds (0 when there is none).
+        vv_entries: entries in the state's version vector (one per writer seen).
+        cloud_entries: dots in the state's dot cloud (seen beyond a gap; 0 once every
+            delta has arrived).
+        encoded_bytes: ``len(state.encode())``, everything included.
+        nested_bytes: ORMap only: the encoded sizes of the nested states held, summed
+            over live dots (each dot holds a whole nested state); 0 otherwise.
+        max_nested_bytes: ORMap only: the largest of those nested states; 0 otherwise.
+    """
+
+    live: int
+    dots: int
+    max_dots: int
+    vv_entries: int
+    cloud_entries: int
+    encoded_bytes: int
+    nested_bytes: int = 0
+    max_nested_bytes: int = 0
+
+    @property
+    def context_entries(self) -> int:
+        """Version-vector entries plus dot-cloud entries."""
+        return self.vv_entries + self.cloud_entries
+
+
+def metadata_size(state: CRDT[Any]) -> MetadataSize:
+    """Measure the causal metadata of ``state`` (see :class:`MetadataSize`).
+
+    Costs one encode of the state plus a pass over its live dots, so call it at
+    checkpoints rather than after every operation of a long run.
+    """
+    if isinstance(state, ORSet):
+        return _orset_size(state)
+    if isinstance(state, ORMap):
+        return _ormap_size(state)
+    if not isinstance(state, CRDT):
+        raise TypeError(f"metadata_size needs a crdtsync state, got {type(state).__name__}")
+    ctx = getattr(state, "context", None)
+    vv, cloud = (len(ctx.vv), len(ctx.cloud)) if isinstance(ctx, Context) else (0, 0)
+    live = len(state) if isinstance(state, Sized) else 0
+    return MetadataSize(
+        live=live, dots=0, max_dots=0, vv_entries=vv, cloud_entries=cloud, encoded_bytes=len(state.encode())
+    )
+
+
+# Both helpers read the dot stores directly: the public queries (dots_of, get) take an
+# element and re-encode it, which would make a checkpoint cost far more than the state.
+
+
+def _orset_size(s: ORSet) -> MetadataSize:
+    counts = [len(ds) for ds in s._dots.values()]
+    ctx = s.context
+    return MetadataSize(
+        live=len(counts),
+        dots=sum(counts),
+        max_dots=max(counts, default=0),
+        vv_entries=len(ctx.vv),
+        cloud_entries=len(ctx.cloud),
+        encoded_bytes=len(s.encode()),
+    )
+
+
+def _ormap_size(m: ORMap) -> MetadataSize:
+    counts: list[int] = []
+    nested: list[int] = []
+    for fun in m._entries.values():
+        counts.append(len(fun))
+        nested.extend(len(e.state.encode()) for e in fun.values())
+    ctx = m.context
+    return MetadataSize(
+        live=len(counts),
+        dots=sum(counts),
+        max_dots=max(counts, default=0),
+        vv_entries=len(ctx.vv),
+        cloud_entries=len(ctx.cloud),
+        encoded_bytes=len(m.encode()),
+        nested_bytes=sum(nested),
+        max_nested_bytes=max(nested, default=0),
+    )
