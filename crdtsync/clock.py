@@ -118,6 +118,14 @@ class Context:
         """The context holding every seq up to ``vv[r]`` for each replica ``r``."""
         return cls(vv)
 
+    def without(self, replicas: Iterable[str]) -> Context:
+        """This context with every dot of ``replicas`` dropped (pruning removed replicas)."""
+        drop = set(replicas)
+        if not drop:
+            return self
+        return Context._raw({r: n for r, n in self._vv.items() if r not in drop},
+                            frozenset(d for d in self._cloud if d[0] not in drop))
+
     # -- queries ---------------------------------------------------------------
     @property
     def vv(self) -> Mapping[str, int]:

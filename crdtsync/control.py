@@ -18,14 +18,17 @@ Heartbeat wire format (format version 2), deterministic msgpack::
                       wall_ms: int >= 0, hlc: int >= 0, context: CONTEXT_ROWS,
                       positions: [[log: str, position: int >= 0], ...],
                       models: [[model: str, version: str], ...],
-                      ping: int >= 0, echo: [[replica name: str, ping: int >= 0], ...]]]
+                      ping: int >= 0, echo: [[replica name: str, ping: int >= 0], ...],
+                      pruned: [actor: str, ...]]]
 
 ``CONTEXT_ROWS`` is :meth:`Context.to_payload` (``[[replica, n, [cloud seqs]], ...]``);
 ``positions``, ``models`` and ``echo`` are sorted by key with unique keys. ``ping`` is
 non-zero when the sender asks every peer to answer at once (a ``QUORUM``/``ALL`` read
 waiting for fresh reports); a peer answers with a heartbeat whose ``echo`` maps the
 asker's name to that ping, so the asker knows the context was taken after it asked.
-Format version 1 (the first nine fields) is still decoded, with no ping and no echo. ``actor``, ``name`` and
+``pruned`` lists, sorted and unique, the removed incarnations the sender has pruned from
+its context (so peers do not mistake a pruned entry for one never seen). Format version 1
+(the first nine fields) is still decoded, with no ping, echo or pruned. ``actor``, ``name`` and
 ``region`` are non-empty. A decoder rejects anything else with
 :class:`~crdtsync.errors.CorruptRecord`, and a newer format version with
 :class:`~crdtsync.errors.UnsupportedVersion`.
@@ -122,6 +125,7 @@ class Heartbeat:
         models: active model versions by model name.
         ping: non-zero asks every peer to answer now (see the module docstring).
         echo: the latest ping this replica answered, by asking replica's name.
+        pruned: removed incarnations this replica pruned from its context.
     """
 
     actor: str
@@ -135,6 +139,7 @@ class Heartbeat:
     models: Mapping[str, str] = field(default_factory=dict, hash=False)
     ping: int = 0
     echo: Mapping[str, int] = field(default_factory=dict, hash=False)
+    pruned: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         for attr in ("actor", "name", "region"):
@@ -152,6 +157,9 @@ class Heartbeat:
         object.__setattr__(self, "positions", _frozen_map(self.positions, "positions", int))
         object.__setattr__(self, "models", _frozen_map(self.models, "models", str))
         object.__setattr__(self, "echo", _frozen_map(self.echo, "echo", int))
+        if isinstance(self.pruned, str) or not all(isinstance(a, str) for a in self.pruned):
+            raise TypeError("Heartbeat.pruned must be a set of actor ids (str)")
+        object.__setattr__(self, "pruned", frozenset(self.pruned))
 
     def encode(self) -> bytes:
         """Deterministic msgpack bytes (see the module docstring)."""
@@ -171,6 +179,7 @@ class Heartbeat:
                     [[k, v] for k, v in self.models.items()],
                     self.ping,
                     [[k, v] for k, v in self.echo.items()],
+                    sorted(self.pruned),
                 ],
             ]
         )
@@ -179,15 +188,19 @@ class Heartbeat:
     def decode(cls, data: bytes) -> Heartbeat:
         """Parse :meth:`encode` output; bad input raises ``CorruptRecord``/``UnsupportedVersion``."""
         version, body = check_envelope(unpackb(data, what=_TAG), _TAG, HEARTBEAT_VERSION)
-        size = 9 if version == 1 else 11
+        size = 9 if version == 1 else 12
         if not (isinstance(body, list) and len(body) == size):
             corrupt(_TAG, f"expected a {size}-field body")
         ping: Any = 0
         echo: Any = []
+        pruned: Any = []
         if version > 1:
-            ping, echo = body[9], body[10]
+            ping, echo, pruned = body[9], body[10], body[11]
             if type(ping) is not int or ping < 0:
                 corrupt(_TAG, "ping must be a non-negative int")
+            if not (isinstance(pruned, list) and all(isinstance(a, str) for a in pruned)
+                    and pruned == sorted(set(pruned))):
+                corrupt(_TAG, "pruned must be a sorted list of unique actor ids")
         actor, name, region, role, wall_ms, hlc, ctx, positions, models = body[:9]
         for what, v in (("actor", actor), ("name", name), ("region", region)):
             if not isinstance(v, str) or not v:
@@ -210,6 +223,7 @@ class Heartbeat:
             _pairs(models, "models", str),
             ping,
             _pairs(echo, "echo", int),
+            frozenset(pruned),
         )
 
 
@@ -503,6 +517,17 @@ class Membership:
         for e in it:
             out = out.meet(e.latest.context)
         return out
+
+    def stable_for(self, actor: str, upto: int) -> bool:
+        """Whether every known replica has applied ``actor``'s events up to ``upto``
+        (or already pruned ``actor``): then ``actor`` may be pruned here too."""
+        if not self._entries:
+            return False
+        for e in self._entries.values():
+            hb = e.latest
+            if actor not in hb.pruned and hb.context.max_seq(actor) < upto:
+                return False
+        return True
 
     def _entry(self, name: str) -> _Entry:
         try:

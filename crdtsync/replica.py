@@ -259,6 +259,7 @@ class Replica:
         self._hb_task: asyncio.Task[None] | None = None
         self._removed: dict[str, int] = {}  # removed incarnation -> last seq still accepted
         self._pins: dict[str, tuple[str, str]] = {}  # origin -> (region, role) it first claimed
+        self._pruned: set[str] = set()  # removed incarnations dropped from the context
         self.scope: frozenset[str] | None = getattr(log_, "regions", None)
 
     # -- opening and closing ---------------------------------------------------
@@ -729,6 +730,7 @@ class Replica:
         return Heartbeat(
             self.actor, self.identity.name, self.identity.region, self.identity.role, self._ctx(),
             self.now_ms(), self.hlc.now(), positions, {}, self._ping, dict(self._echo),
+            frozenset(self._pruned),
         )
 
     def observe_heartbeat(self, hb: Heartbeat | bytes) -> bool:
@@ -762,6 +764,8 @@ class Replica:
 
     async def publish_heartbeat(self) -> None:
         """Publish a heartbeat now (the background task does it every interval)."""
+        if self._removed:
+            self.reclaim()
         hb = self.heartbeat()
         self.observe_heartbeat(hb)
         if self.control is not None:
@@ -916,9 +920,37 @@ class Replica:
         await self.flush()
         return actor
 
+    def stable_context(self) -> Context:
+        """The causally stable context: what every live, known replica has applied
+        (the meet of their latest heartbeats' contexts, this replica's own included)."""
+        return self.membership.stable_context().meet(self._ctx())
+
+    def reclaim(self) -> list[str]:
+        """Prune removed incarnations whose every event is causally stable.
+
+        Their entries leave this replica's context (and so its heartbeats and
+        snapshots), and from then on all their events are refused, whatever their seq.
+        Runs with every heartbeat; returns the actors pruned by this call.
+        """
+        if len(self._pruned) == len(self._removed):
+            return []
+        done = []
+        for actor, upto in self._removed.items():
+            if actor not in self._pruned and self.membership.stable_for(actor, upto):
+                self._pruned.add(actor)
+                done.append(actor)
+        if done:
+            self._context = self._ctx().without(done)
+            for actor in done:
+                self._removed[actor] = 0  # refuse everything from now on
+                self._pins.pop(actor, None)
+            log.info("%s pruned removed replicas %s", self.actor, done)
+        return done
+
     def _learn_removal(self, actor: str, upto: int, upto_s: int) -> None:
-        self._removed[actor] = max(upto, self._removed.get(actor, 0))
-        self._removed[f"{actor}/s"] = max(upto_s, self._removed.get(f"{actor}/s", 0))
+        for a, n in ((actor, upto), (f"{actor}/s", upto_s)):
+            if a not in self._pruned:
+                self._removed[a] = max(n, self._removed.get(a, 0))
         self.membership.forbid(actor)
 
     # -- reading ---------------------------------------------------------------

