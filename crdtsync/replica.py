@@ -214,6 +214,7 @@ class Replica:
         control: ControlChannel | None = None,
         heartbeat_interval: float = 1.0,
         liveness: float | None = None,
+        sequencer: Log | None = None,
     ) -> None:
         self.identity = identity
         self.actor = identity.actor
@@ -249,6 +250,11 @@ class Replica:
         self.liveness = liveness if liveness is not None else 3 * heartbeat_interval
         self.membership = Membership(local=identity.name, max_drift_ms=self.hlc.max_drift_ms)
         self.seq_actor = f"{self.actor}/s"  # the origin of this replica's sequenced operations
+        #: the shared log that orders SEQUENCED operations (this replica's log by default;
+        #: an edge gives the upstream log, its own being a store-and-forward outbox)
+        self.sequencer: Log = sequencer if sequencer is not None else log_
+        self._seq_scanned: int | None = None  # sequencer position scanned by sync_to_end
+        self._seq_need = Context()  # dots seen in the sequencer up to _seq_scanned
         self._seq_next = 1
         self._seq_lock = asyncio.Lock()
         self._outcomes: dict[int, asyncio.Future[Outcome]] = {}
@@ -284,6 +290,7 @@ class Replica:
         control: ControlChannel | None | bool = True,
         heartbeat_interval: float = 1.0,
         liveness: float | None = None,
+        sequencer: Log | None = None,
     ) -> Opening[Replica]:
         """Open (or create) a replica.
 
@@ -309,6 +316,12 @@ class Replica:
             liveness: seconds of silence after which a peer counts as unreachable
                 (default three heartbeat intervals); ack levels fail fast when too
                 few peers are live.
+            sequencer: the shared log that orders ``SEQUENCED`` operations, when this
+                replica's own log is not it (an edge whose LocalLog is a
+                store-and-forward outbox: give the upstream log, and run a
+                :class:`~crdtsync.forwarder.Forwarder` that copies it down). Sequenced
+                operations never wait in an outbox: with the sequencer unreachable they
+                raise ``Unavailable``.
         """
 
         async def factory() -> Replica:
@@ -344,6 +357,7 @@ class Replica:
                 codec=codec if not isinstance(codec, str) else codec_for(codec),
                 hlc=hlc, snapshot_every=snapshot_every, owns_log=owns,
                 control=chan, heartbeat_interval=heartbeat_interval, liveness=liveness,
+                sequencer=sequencer,
             )
             await r._recover(progress)
             await r._publish_schema()
@@ -661,7 +675,7 @@ class Replica:
             self._outcomes[ev.seq] = fut
             record = self.codec.encode(Batch.of([ev], self._meta))
             try:
-                await asyncio.wait_for(self.log.append([record]), max(0.0, deadline - loop.time()))
+                await asyncio.wait_for(self.sequencer.append([record]), max(0.0, deadline - loop.time()))
             except (TimeoutError, OSError, CrdtSyncError) as exc:
                 # the append may or may not have landed: the seq stays used
                 self._seq_next += 1
@@ -890,13 +904,50 @@ class Replica:
         return self.membership.staleness(self.now_ms(), self._ctx())
 
     async def sync_to_end(self, timeout: float | None = None) -> None:
-        """Wait until every record the log holds now is applied here (``Unavailable``
-        if the log cannot be reached or the apply does not get there in time)."""
+        """Wait until everything the sequencing log holds now is applied here
+        (``Unavailable`` if it cannot be reached or the apply does not get there in time).
+
+        With the replica's own log as sequencer this is :meth:`sync`. With a separate
+        sequencer (an edge), the sequencer's new records are scanned for their dots and
+        the call waits until they arrive here (through the forwarder) and are applied.
+        """
         wait = 5.0 if timeout is None else timeout
         try:
-            await asyncio.wait_for(self.sync(), wait)
-        except (TimeoutError, OSError) as exc:
-            raise Unavailable(f"could not sync to the log's end within {wait:g}s ({type(exc).__name__}: {exc})") from exc
+            if self.sequencer is self.log:
+                await asyncio.wait_for(self.sync(), wait)
+                return
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + wait
+            need = await asyncio.wait_for(self._sequencer_dots(), wait)
+        except (TimeoutError, OSError, CrdtSyncError) as exc:
+            raise Unavailable(
+                f"could not sync to the sequencing log's end within {wait:g}s ({type(exc).__name__}: {exc})"
+            ) from exc
+        if not await self._wait_until(lambda: need <= self._ctx(), max(0.0, deadline - loop.time())):
+            raise Unavailable(
+                f"the sequencing log's records did not reach this replica within {wait:g}s "
+                "(is its forwarder running?)"
+            )
+
+    async def _sequencer_dots(self) -> Context:
+        end = await self.sequencer.end()
+        dots: list[Dot] = []
+        start = self._seq_scanned
+        reader = self.sequencer.read(start if start is not None else 0)
+        async with contextlib.aclosing(reader):  # type: ignore[type-var]
+            async for entry in reader:
+                if start is not None and entry.position <= start:
+                    continue
+                if entry.position >= end:
+                    break
+                try:
+                    dots.extend(ev.dot for ev in self.codec.decode(entry.payload).events)
+                except (CorruptRecord, UnsupportedVersion) as exc:
+                    # the apply loop quarantines and counts it when it arrives here
+                    log.debug("skipping an undecodable sequencer record at %s: %s", entry.position, exc)
+                self._seq_scanned = entry.position
+        self._seq_need = self._seq_need.add_all(dots) if dots else self._seq_need
+        return self._seq_need
 
     # -- fleet -------------------------------------------------------------------
     async def remove_replica(self, name: str) -> str:

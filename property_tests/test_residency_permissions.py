@@ -96,10 +96,6 @@ events = st.tuples(
     st.sampled_from(KEYS),
     st.sampled_from(["delta", "delta", "op", "wrong_type"]),
 )
-batches = st.lists(
-    st.tuples(st.sampled_from(ORIGINS), claims, st.lists(events, min_size=1, max_size=4)),
-    min_size=1, max_size=10,
-)
 scopes = st.sampled_from([None, EU, frozenset({"us"}), frozenset({"eu", "us"})])
 
 
@@ -108,13 +104,21 @@ def plans(draw: st.DrawFn) -> dict[str, Any]:
     scope = draw(scopes)
     # the honest peer claims a region its log carries (else every reader drops its batches)
     peer_region = draw(st.sampled_from(sorted(scope) if scope is not None else ["eu", "us", "apac"]))
-    hostile = draw(batches)
+    peer_claim = {"region": peer_region, "role": draw(st.sampled_from(["pricing", "app"]))}
+    # Each origin mostly repeats one claim (a spoof of the peer repeats the peer's), so most
+    # batches reach the per-field checks; one in four claims something else.
+    homes = {o: peer_claim if o.startswith("peer") else draw(claims) for o in ORIGINS}
+    hostile = draw(st.lists(
+        st.tuples(st.sampled_from(ORIGINS), st.none() | st.none() | st.none() | claims,
+                  st.lists(events, min_size=1, max_size=5)),
+        min_size=1, max_size=10,
+    ))
     return {
         "scope": scope,
         "target_region": draw(st.sampled_from(["eu", "us"])),
         "peer_region": peer_region,
-        "peer_role": draw(st.sampled_from(["pricing", "app"])),
-        "hostile": hostile,
+        "peer_role": peer_claim["role"],
+        "hostile": [(o, homes[o] if c is None else c, evs) for o, c, evs in hostile],
         "split": draw(st.integers(min_value=0, max_value=len(hostile))),
     }
 
