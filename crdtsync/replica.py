@@ -163,6 +163,8 @@ class ReplicaStats:
     snapshots_written: int = 0
     #: sequenced operations whose condition did not hold (same count at every replica)
     ops_refused: int = 0
+    #: times a field's freshness SLO (``Eventual(max_lag=...)``) went from met to missed
+    slo_breaches: dict[str, int] = field(default_factory=dict)
 
     def reject(self, reason: str) -> None:
         self.events_rejected[reason] = self.events_rejected.get(reason, 0) + 1
@@ -266,6 +268,7 @@ class Replica:
         self._removed: dict[str, int] = {}  # removed incarnation -> last seq still accepted
         self._pins: dict[str, tuple[str, str]] = {}  # origin -> (region, role) it first claimed
         self._pruned: set[str] = set()  # removed incarnations dropped from the context
+        self._slo_missed: set[str] = set()
         self.scope: frozenset[str] | None = getattr(log_, "regions", None)
 
     # -- opening and closing ---------------------------------------------------
@@ -776,8 +779,33 @@ class Replica:
         if self._hb_wake is not None:
             self._hb_wake.set()
 
+    def freshness(self) -> dict[str, tuple[float, float]]:
+        """Freshness of every field with an SLO: ``{field: (staleness_s, max_lag_s)}``.
+
+        Staleness is replica-wide (the largest lag behind any origin, from heartbeats),
+        an upper bound for each field. The SLO is measured and alarmed, never enforced.
+        """
+        stale = self.staleness_ms() / 1000
+        out = {}
+        for d in (*self.schema, *self._remote_defs.values()):
+            if d.policy.max_lag is not None:
+                out[d.name] = (stale, d.policy.max_lag)
+        return out
+
+    def _check_slo(self) -> None:
+        for name, (stale, max_lag) in self.freshness().items():
+            missed = stale > max_lag
+            if missed and name not in self._slo_missed:
+                self._slo_missed.add(name)
+                self.stats.slo_breaches[name] = self.stats.slo_breaches.get(name, 0) + 1
+                log.warning("%s: freshness SLO of %r missed: %.3gs stale, objective %.3gs",
+                            self.actor, name, stale, max_lag)
+            elif not missed:
+                self._slo_missed.discard(name)
+
     async def publish_heartbeat(self) -> None:
         """Publish a heartbeat now (the background task does it every interval)."""
+        self._check_slo()
         if self._removed:
             self.reclaim()
         hb = self.heartbeat()
@@ -1353,7 +1381,11 @@ class Replica:
             return "not_sequenced"
         if not sequenced and tag != d.type_tag:
             return "wrong_type"
-        if d.residency is not None and (self.identity.region not in d.residency or region not in d.residency):
+        if d.residency is not None and (
+            self.identity.region not in d.residency or region not in d.residency
+            # a log carrying regions outside the residency must not bring the field in
+            or (self.scope is not None and not self.scope <= d.residency)
+        ):
             return "residency"
         if d.writers is not None and role not in d.writers:
             return "permission"

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 from ._loop import new_event_loop as _new_loop
 from .clock import Context
 from .events import Event
+from .policy import ReadLevel
 from .replica import Change, Replica, View
 
 __all__ = ["SyncReplica"]
@@ -107,6 +108,19 @@ class SyncReplica:
             return r.write(field, key, op, *args, **kwargs)
 
         return self._call(run())
+
+    def read(self, field: str, key: str, *, level: ReadLevel | None = None, timeout: float | None = None) -> Any:
+        """Read at the field's read level (or a stronger ``level``); see :meth:`Replica.read`."""
+        r = self._ensure()
+        return self._call(r.read(field, key, level=level, timeout=timeout))
+
+    def compare_and_set(self, field: str, key: str, expected: Any, new: Any, *, timeout: float | None = None) -> bool:
+        r = self._ensure()
+        return self._call(r.compare_and_set(field, key, expected, new, timeout=timeout))
+
+    def decrement_if_enough(self, field: str, key: str, n: int = 1, *, timeout: float | None = None) -> bool:
+        r = self._ensure()
+        return self._call(r.decrement_if_enough(field, key, n, timeout=timeout))
 
     def flush(self) -> None:
         r = self._ensure()

@@ -16,6 +16,7 @@ from crdtsync import (
     LWWRegister,
     MemoryLog,
     ORSet,
+    PNCounter,
     Replica,
     WindowedCounter,
 )
@@ -209,6 +210,22 @@ def test_sync_facade(tmp_path):
         assert r.view("u", ["clicks", "segment"]).values == {"clicks": 3, "segment": "x"}
     with SyncReplica.open(tmp_path / "s", schema=SCHEMA) as r:
         assert r.value("clicks", "u") == 3
+
+
+def test_sync_facade_strong_operations(tmp_path):
+    """A WSGI app gets the same strong operations as async code."""
+    from crdtsync import Strong
+    from crdtsync.sync import SyncReplica
+
+    schema = [Feature("balance", PNCounter, policy=Strong(timeout=2)),
+              Feature("limit", LWWRegister, policy=Strong(timeout=2))]
+    with SyncReplica.open(tmp_path / "s", schema=schema, name="web") as r:
+        r.update("balance", "a", "increment", 100)
+        assert r.decrement_if_enough("balance", "a", 70)
+        assert not r.decrement_if_enough("balance", "a", 70)
+        assert r.read("balance", "a") == 30
+        assert r.compare_and_set("limit", "a", None, 5) and not r.compare_and_set("limit", "a", None, 6)
+        assert r.read("limit", "a") == 5
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")

@@ -18,6 +18,31 @@ link from the start, as replicas do after a reconnect. Everything is driven by o
 seeded ``random.Random`` and one private event loop without background tasks, so a run
 is reproducible from its seed. The API is synchronous (use it from plain or
 hypothesis-stateful tests, not from inside a running event loop).
+
+**Heartbeats and consistency levels, in simulated time.** Every replica's HLC reads the
+cluster's simulated clock (``replica.now_ms()`` is ``cluster.now_ms`` plus the node's
+skew). Unless ``heartbeat_ms=None``, the cluster plays the control channel: at the end of
+every step, each live node whose heartbeat is due (``heartbeat_ms`` of simulated time
+since its last one, every step with ``heartbeat_ms=0``, or at once when its context, its
+pending quorum-read ping or its answers to peers' pings changed, as a real replica
+reports promptly) builds ``replica.heartbeat()``, observes it itself and sends its
+encoded bytes to every connected live node (``replica.observe_heartbeat(bytes)``).
+Heartbeats respect partitions and crashes, are lost with probability
+``faults.heartbeat_drop`` (``None``: the same as ``faults.drop``), never wait (no delay
+or reorder) and draw their losses from a second seeded generator, so turning them on
+does not change which data messages a seed drops. A (re)started node first hears the
+last heartbeat of every connected peer, as with :class:`~crdtsync.control.MemoryControl`.
+A peer is *live* when its heartbeat arrived within ``liveness_ms`` of simulated time
+(default three heartbeat intervals).
+
+:meth:`Cluster.update` and :meth:`Cluster.read` run the policy engine of one field the
+way ``await replica.update(...)`` / ``await replica.read(...)`` do, but wait by stepping
+the cluster (so timeouts are simulated milliseconds): ack levels fail fast with
+``Unavailable(event=None)`` when too few peers are live, else write, then step until the
+level is acknowledged or the timeout passes (``Unavailable(event=ev)``; the write stays
+applied and keeps replicating). ``SEQUENCED`` writes and ``LINEARIZABLE`` reads need one
+shared log, which this mesh of private logs does not have: they raise
+``NotImplementedError`` (test them with replicas sharing one ``MemoryLog``).
 """
 
 from __future__ import annotations
@@ -29,14 +54,31 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..clock import HLC, Context
-from ..errors import CorruptRecord, UnsupportedVersion
+from ..control import Deliver
+from ..errors import CorruptRecord, StaleRead, Unavailable, UnsupportedVersion
 from ..events import Event, MsgpackCodec
 from ..log.memory import MemoryLog
+from ..policy import (
+    ACKS,
+    ALL,
+    LINEARIZABLE,
+    LOCAL,
+    LOG,
+    MAX_STALENESS,
+    QUORUM,
+    SEQUENCED,
+    SESSION,
+    ReadLevel,
+    WriteLevel,
+)
 from ..replica import Replica, ReplicaIdentity
 from ..schema import Definition, Schema
 from ..snapshots import MemorySnapshotStore
 
 __all__ = ["Cluster", "NetworkFaults", "assert_converged"]
+
+#: the most simulated time one step advances (ms); each step draws 0..this
+_STEP_MS = 20
 
 
 @dataclass
@@ -47,6 +89,8 @@ class NetworkFaults:
     duplicate: float = 0.0
     reorder: bool = False
     delay: int = 0  # max steps a message may wait
+    #: loss rate of heartbeats (the control channel); None: the same as ``drop``
+    heartbeat_drop: float | None = None
 
 
 @dataclass
@@ -65,10 +109,35 @@ class _Node:
     snapshots: MemorySnapshotStore = field(default_factory=MemorySnapshotStore)
     replica: Replica | None = None
     skew_ms: int = 0
+    hb_at: int | None = None  # cluster time of this node's last heartbeat
+    hb_mark: tuple[Any, ...] | None = None  # (context, ping, echo) it reported then
+
+
+class _SimulatedControl:
+    """The control channel of a cluster node: present (so ack levels and quorum reads are
+    allowed), but inert. The :class:`Cluster` carries heartbeats itself, in simulated time."""
+
+    def __init__(self) -> None:
+        self.published = 0
+
+    def start(self, name: str, deliver: Deliver) -> None:
+        pass
+
+    async def publish(self, data: bytes) -> None:
+        self.published += 1
+
+    async def close(self) -> None:
+        pass
 
 
 class Cluster:
-    """``n`` simulated replicas of ``schema`` with seeded network and crash faults."""
+    """``n`` simulated replicas of ``schema`` with seeded network and crash faults.
+
+    ``heartbeat_ms``: simulated ms between a node's heartbeats (``0``: every step;
+    ``None``: no heartbeats, and no level-aware operations). ``liveness_ms``: simulated
+    ms of silence after which a peer counts as unreachable (default three heartbeat
+    intervals, at least three steps' worth).
+    """
 
     def __init__(
         self,
@@ -80,15 +149,33 @@ class Cluster:
         regions: Sequence[str] | None = None,
         roles: Sequence[str] | None = None,
         names: Sequence[str] | None = None,
+        heartbeat_ms: int | None = 100,
+        liveness_ms: int | None = None,
     ) -> None:
         if n < 1:
             raise ValueError("a cluster needs at least one node")
+        if heartbeat_ms is not None and heartbeat_ms < 0:
+            raise ValueError(f"heartbeat_ms must be >= 0 (0: every step) or None, got {heartbeat_ms}")
         self.schema = schema if isinstance(schema, Schema) else Schema(schema)
         self.rng = random.Random(seed)
+        # heartbeat losses come from their own stream: enabling heartbeats must not change
+        # which data messages a seed drops
+        self._hb_rng = random.Random(f"crdtsync-heartbeats-{seed}")
         self.faults = NetworkFaults()
         self.now_ms = 1_700_000_000_000
         self.step_count = 0
         self.snapshot_every = snapshot_every
+        self.heartbeat_ms = heartbeat_ms
+        if liveness_ms is None:
+            liveness_ms = 3 * max(heartbeat_ms or 0, _STEP_MS)
+        if liveness_ms <= 0:
+            raise ValueError(f"liveness_ms must be positive, got {liveness_ms}")
+        self.liveness_ms = liveness_ms
+        #: heartbeats built, delivered and lost (drop faults) so far
+        self.heartbeats_sent = 0
+        self.heartbeats_delivered = 0
+        self.heartbeats_dropped = 0
+        self._last_hb: dict[str, bytes] = {}
         self._loop = asyncio.new_event_loop()
         self._codec = MsgpackCodec()
         names = list(names) if names is not None else [f"n{i}" for i in range(n)]
@@ -105,6 +192,7 @@ class Cluster:
         self._in_flight: list[_Message] = []
         for name in self.nodes:
             self._start(name)
+        self._heartbeats(with_faults=False)  # everyone knows the fleet from the start
 
     # -- lifecycle ---------------------------------------------------------------
     def _run(self, coro: Any) -> Any:
@@ -113,10 +201,19 @@ class Cluster:
     def _start(self, name: str) -> None:
         node = self.nodes[name]
         hlc = HLC(clock=self._clock_of(node))
-        node.replica = self._run(Replica.open(
+        beats = self.heartbeat_ms is not None
+        node.replica = r = self._run(Replica.open(
             schema=self.schema, log=node.log, identity=node.identity, snapshots=node.snapshots,
             snapshot_every=self.snapshot_every, hlc=hlc, follow=False,
+            control=_SimulatedControl() if beats else None,
+            heartbeat_interval=max(self.heartbeat_ms or 0, _STEP_MS) / 1000,
+            liveness=self.liveness_ms / 1000,
         ))
+        node.hb_at = node.hb_mark = None  # heartbeat at the next round
+        if beats:
+            for src, data in self._last_hb.items():  # what peers said before we (re)joined
+                if src != name and self.connected(src, name):
+                    r.observe_heartbeat(data)
 
     def _clock_of(self, node: _Node) -> Callable[[], int]:
         def wall_ms() -> int:
@@ -168,6 +265,148 @@ class Cluster:
         """Shift node ``name``'s wall clock by ``ms`` (positive: ahead)."""
         self.nodes[name].skew_ms = ms
 
+    # -- operations at consistency levels (simulated time) ------------------------
+    def update(
+        self, name: str, field_name: str, key: str, op: str, *args: Any,
+        write: WriteLevel | None = None, timeout_ms: int | None = None, **kwargs: Any,
+    ) -> Event:
+        """Write at ``name`` and wait, in simulated time, for what the field's write level
+        (or the stronger ``write`` override) promises; returns the event.
+
+        Like ``await replica.update(...)``: ``LOCAL``/``LOG`` return once the write is in
+        the node's log. Ack levels (``ACKS``/``QUORUM``/``ALL``) raise
+        ``Unavailable(event=None)`` before writing anything when too few members of the
+        group were heard from within ``liveness_ms``; otherwise they write and step the
+        cluster until heartbeats acknowledge the write, or until ``timeout_ms`` (default:
+        the policy's timeout) of simulated time passed: then ``Unavailable(event=ev)``,
+        and the write stays applied and keeps replicating (with
+        ``on_unavailable="local"`` the write is returned instead, and counted).
+        ``SEQUENCED`` raises ``NotImplementedError`` (no shared log in this cluster).
+        """
+        r = self.replica(name)
+        d = r._check_write(field_name, key)
+        res = d.policy.resolve(write=write)
+        level = res.write
+        if level == SEQUENCED:
+            raise NotImplementedError(
+                f"{field_name!r} is written at SEQUENCED, which needs one shared log to order "
+                "operations; this simulated Cluster gives every node a private log. Test "
+                "sequenced fields with replicas sharing one MemoryLog"
+            )
+        acked = isinstance(level, (ACKS, QUORUM, ALL))
+        if acked:
+            self._need_heartbeats(level)
+            r._check_reachable(level, res.on_unavailable)
+        ev = r._write_raw(field_name, key, d.empty, op, args, kwargs, d.version)
+        self._run(r.flush())
+        self._run(r.catch_up())
+        if level == LOCAL or level == LOG:
+            return ev
+        assert isinstance(level, (ACKS, QUORUM, ALL))
+        wait_ms = self._wait_ms(timeout_ms, res.timeout)
+        if self._step_until(lambda: self.replica(name).acknowledged(level, ev.dot), wait_ms):
+            return ev
+        r = self.replica(name)
+        if res.on_unavailable == "local":
+            r.stats.reject("degraded_write")
+            return ev
+        got = sorted(r._acks(ev.dot, level.group))
+        raise Unavailable(
+            f"{field_name}/{key}: {level!r} not reached within {wait_ms} simulated ms "
+            f"(acknowledged by {got}); the write is applied at {name} and will keep "
+            "replicating, but it is not acknowledged",
+            event=ev,
+        )
+
+    def read(
+        self, name: str, field_name: str, key: str, level: ReadLevel | None = None,
+        timeout_ms: int | None = None,
+    ) -> Any:
+        """Read at ``name`` at the field's read level (or the stronger ``level``), waiting
+        in simulated time like ``await replica.read(...)``.
+
+        ``LOCAL``: the value now. ``MAX_STALENESS(t)``: ``StaleRead`` if the node may be
+        more than ``t`` stale (with ``wait=True``, after stepping up to the timeout).
+        ``SESSION(token)``: steps until the node holds ``token``, else ``StaleRead``.
+        ``QUORUM``/``ALL``: pings the group through heartbeats and steps until enough
+        members answered and the node holds what they reported, else ``Unavailable``.
+        ``LINEARIZABLE`` raises ``NotImplementedError`` (no shared log in this cluster).
+        """
+        r = self.replica(name)
+        d = r._definition(field_name)
+        res = d.policy.resolve(read=level)
+        lvl, on = res.read, res.on_unavailable
+        wait_ms = self._wait_ms(timeout_ms, res.timeout)
+        if lvl == LOCAL:
+            pass
+        elif isinstance(lvl, MAX_STALENESS):
+            self._need_heartbeats(lvl)
+            bound_ms = lvl.seconds * 1000
+
+            def fresh() -> bool:
+                return self.replica(name).staleness_ms() <= bound_ms
+
+            ok = fresh() or (lvl.wait and self._step_until(fresh, wait_ms))
+            if not ok and on != "local":
+                r = self.replica(name)
+                r.stats.reject("stale_read")
+                raise StaleRead(
+                    f"{field_name}: {name} may be {r.staleness_ms() / 1000:.3g}s stale "
+                    f"(bound {lvl.seconds:g}s); some origin has not been heard from recently"
+                )
+        elif isinstance(lvl, SESSION):
+            token = lvl.token
+            if not self._step_until(lambda: token <= self.replica(name).context, wait_ms) and on != "local":
+                r = self.replica(name)
+                r.stats.reject("stale_read")
+                raise StaleRead(
+                    f"{field_name}: {name} has not applied the session's earlier writes within "
+                    f"{wait_ms} simulated ms (missing {token} vs {r.context})"
+                )
+        elif isinstance(lvl, (QUORUM, ALL)):
+            self._need_heartbeats(lvl)
+            quorum = lvl
+            ping = r.begin_quorum_read()  # the node's next heartbeat carries it (promptly)
+            if not self._step_until(lambda: self.replica(name).quorum_read_ready(quorum, ping), wait_ms) \
+                    and on != "local":
+                answered = sorted(self.replica(name).membership.answered(ping, quorum.group))
+                raise Unavailable(
+                    f"{field_name}: {quorum!r} read at {name} not satisfied within {wait_ms} "
+                    f"simulated ms (answered: {answered})"
+                )
+        elif lvl == LINEARIZABLE:
+            raise NotImplementedError(
+                f"{field_name!r} is read at LINEARIZABLE, which syncs to one shared log's end; "
+                "this simulated Cluster gives every node a private log. Test it with replicas "
+                "sharing one MemoryLog"
+            )
+        else:
+            raise TypeError(f"unknown read level {lvl!r}")
+        return self.replica(name).value(field_name, key)
+
+    def _wait_ms(self, timeout_ms: int | None, policy_timeout: float) -> int:
+        if timeout_ms is None:
+            return round(policy_timeout * 1000)
+        if timeout_ms < 0:
+            raise ValueError(f"timeout_ms must be >= 0, got {timeout_ms}")
+        return timeout_ms
+
+    def _step_until(self, pred: Callable[[], bool], wait_ms: int) -> bool:
+        """Step until ``pred()`` holds (True) or ``wait_ms`` of simulated time passed (False)."""
+        deadline = self.now_ms + wait_ms
+        while not pred():
+            if self.now_ms >= deadline:
+                return False
+            self.step()
+        return True
+
+    def _need_heartbeats(self, level: WriteLevel | ReadLevel) -> None:
+        if self.heartbeat_ms is None:
+            raise RuntimeError(
+                f"{level!r} is decided by heartbeats, and this Cluster was made with "
+                "heartbeat_ms=None; give it a heartbeat interval"
+            )
+
     # -- faults -----------------------------------------------------------------
     def partition(self, groups: Sequence[Iterable[str]]) -> None:
         """Cut the network into ``groups``; nodes not named form one more group."""
@@ -200,19 +439,28 @@ class Cluster:
 
     # -- the network --------------------------------------------------------------
     def step(self) -> None:
-        """One network step: ship new records, deliver due messages, apply."""
+        """One network step: advance the clock, ship new records, deliver due messages,
+        apply, then exchange the heartbeats that are due."""
         self.step_count += 1
-        self.now_ms += self.rng.randint(0, 20)
+        self.now_ms += self.rng.randint(0, _STEP_MS)
         self._ship(with_faults=True)
         self._deliver(with_faults=True)
+        self._heartbeats(with_faults=True)
 
     def run(self, steps: int) -> None:
         for _ in range(steps):
             self.step()
 
+    def run_for(self, ms: int) -> None:
+        """Step until at least ``ms`` of simulated time passed."""
+        end = self.now_ms + ms
+        while self.now_ms < end:
+            self.step()
+
     def settle(self, max_rounds: int = 100) -> None:
         """Anti-entropy until quiet: re-ship every connected link from the start, deliver
-        everything (no drops), apply; repeats until no node learns anything new."""
+        everything (no drops), apply; repeats until no node learns anything new. Ends with
+        a loss-free heartbeat round, so every node's view of its peers is current."""
         for a, b in list(self._shipped):
             if self.connected(a, b):
                 self._shipped[(a, b)] = 0
@@ -221,6 +469,7 @@ class Cluster:
             self._ship(with_faults=False)
             self._deliver(with_faults=False, all_due=True)
             if self._fingerprint() == before and not self._in_flight:
+                self._heartbeats(with_faults=False)
                 return
         raise AssertionError(f"cluster did not settle within {max_rounds} rounds")
 
@@ -231,7 +480,7 @@ class Cluster:
         up = self.up()
         for src in up:
             src_log = self.nodes[src].log
-            records = list(src_log._records)
+            records = src_log._records  # nothing appends while we ship
             base = src_log._start
             end = base + len(records)
             for dst in up:
@@ -276,6 +525,36 @@ class Cluster:
         ctx = r.context
         return any(ev.dot not in ctx for ev in batch.events)
 
+    def _heartbeats(self, *, with_faults: bool) -> None:
+        """Every live node whose heartbeat is due reports to every connected live node."""
+        if self.heartbeat_ms is None:
+            return
+        up = self.up()
+        sent: list[tuple[str, bytes]] = []
+        for name in up:
+            node = self.nodes[name]
+            r = self.replica(name)
+            mark = (r.context, r._ping, tuple(sorted(r._echo.items())))
+            if node.hb_at is not None and mark == node.hb_mark and self.now_ms - node.hb_at < self.heartbeat_ms:
+                continue
+            hb = r.heartbeat()
+            r.observe_heartbeat(hb)  # a replica counts itself in acks and quorums
+            node.hb_at, node.hb_mark = self.now_ms, mark
+            data = hb.encode()
+            self._last_hb[name] = data
+            self.heartbeats_sent += 1
+            sent.append((name, data))
+        drop = self.faults.heartbeat_drop if self.faults.heartbeat_drop is not None else self.faults.drop
+        for src, data in sent:
+            for dst in up:
+                if dst == src or not self.connected(src, dst):
+                    continue
+                if with_faults and drop and self._hb_rng.random() < drop:
+                    self.heartbeats_dropped += 1
+                    continue
+                self.replica(dst).observe_heartbeat(data)
+                self.heartbeats_delivered += 1
+
     # -- checks ---------------------------------------------------------------
     def rebuild(self, name: str, *, use_snapshot: bool) -> Replica:
         """A fresh replica rebuilt from ``name``'s log (and its latest snapshot if asked)."""
@@ -284,7 +563,7 @@ class Cluster:
         hlc = HLC(clock=self._clock_of(node))
         r: Replica = self._run(Replica.open(
             schema=self.schema, log=node.log, identity=node.identity, snapshots=store,
-            snapshot_every=10**12, hlc=hlc, follow=False,
+            snapshot_every=10**12, hlc=hlc, follow=False, control=None,
         ))
         r._closed = True  # read-only copy: never writes
         return r
