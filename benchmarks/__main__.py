@@ -2,8 +2,11 @@
 
     python -m benchmarks                 # everything (about 10-15 minutes on 2 cores)
     python -m benchmarks --quick         # smaller sizes, for a quick look
-    python -m benchmarks --only types    # one suite: types, replica, log
+    python -m benchmarks --only types    # one suite: types, replica, log, policy
     python -m benchmarks --no-write      # print instead of writing the docs page
+
+With --only, only those suites' sections of docs/benchmarks.md are replaced; the others
+(and the page header, which describes the run that produced them) are kept.
 
 Every number is a median of repeated runs; comparisons are made inside one run.
 """
@@ -11,16 +14,17 @@ Every number is a median of repeated runs; comparisons are made inside one run.
 from __future__ import annotations
 
 import argparse
+import re
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from . import bench_replica, bench_types
+from . import bench_policy, bench_replica, bench_types
 from ._harness import git_rev, machine, progress
 
 ROOT = Path(__file__).resolve().parent.parent
-SUITES = ("types", "replica", "log")
+SUITES = ("types", "replica", "log", "policy")
 
 
 def _log_suite(quick: bool) -> str:
@@ -30,6 +34,21 @@ def _log_suite(quick: bool) -> str:
     out = subprocess.run(args, capture_output=True, text=True, check=True, cwd=ROOT).stdout
     # nest bench_log.py's own headings under this page's "Log layer" section
     return "\n".join("##" + line if line.startswith("#") else line for line in out.splitlines())
+
+
+def _splice(page: str, sections: list[str]) -> str:
+    """``page`` with each ``## Title`` section replaced by the new one of that title
+    (appended if the page has none)."""
+    parts = re.split(r"(?m)^(?=## )", page)
+    for new in sections:
+        title = new.split("\n", 1)[0]
+        hit = [i for i, p in enumerate(parts) if p.split("\n", 1)[0] == title]
+        if hit:
+            parts[hit[0]] = new.rstrip("\n") + "\n\n"
+        else:
+            parts[-1] = parts[-1].rstrip("\n") + "\n\n"
+            parts.append(new.rstrip("\n") + "\n")
+    return "".join(parts).rstrip("\n") + "\n"
 
 
 def main() -> None:
@@ -49,6 +68,8 @@ def main() -> None:
     if "log" in suites:
         progress("log: bench_log.py")
         sections.append("## Log layer\n\n" + _log_suite(args.quick))
+    if "policy" in suites:
+        sections.append("## Consistency levels\n\n" + bench_policy.run(args.quick))
     cmd = "python -m benchmarks" + (" --quick" if args.quick else "") + "".join(f" --only {s}" for s in args.only or [])
     report = "\n".join([
         "# Benchmarks",
@@ -69,6 +90,8 @@ def main() -> None:
         print(report)
     else:
         out = ROOT / "docs" / "benchmarks.md"
+        if args.only and out.exists():
+            report = _splice(out.read_text(), sections)
         out.write_text(report)
         progress(f"wrote {out}")
 

@@ -79,6 +79,8 @@ log = logging.getLogger("crdtsync.replica")
 _YIELD_EVERY = 512
 #: events per log record when flushing
 _MAX_BATCH = 1024
+#: seconds between two prompt heartbeats (bursts of applied batches coalesce)
+_HEARTBEAT_GAP = 0.001
 
 
 @dataclass(frozen=True)
@@ -596,7 +598,11 @@ class Replica:
                 raise ValueError(f"{field_name}/{key}: {op} failed at apply: {outcome.error}")
             return ev
         if isinstance(level, (ACKS, QUORUM, ALL)):
-            self._check_reachable(level, res.on_unavailable)
+            try:
+                self._check_reachable(level, res.on_unavailable)
+            except Unavailable:
+                await asyncio.sleep(0)  # a caller retrying in a loop must not starve the heartbeats
+                raise
         ev = self._write_raw(field_name, key, d.empty, op, args, kwargs, d.version)
         await self.flush()
         if level == LOCAL:
@@ -825,6 +831,8 @@ class Replica:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._hb_wake.wait(), self.heartbeat_interval)
             self._hb_wake.clear()
+            # coalesce bursts of prompt heartbeats (one per applied batch) into one
+            await asyncio.sleep(min(self.heartbeat_interval, _HEARTBEAT_GAP))
 
     def _tick(self) -> None:
         """Something waiters may care about changed (a heartbeat, an applied batch)."""

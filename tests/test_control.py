@@ -363,3 +363,33 @@ def test_stable_context_is_the_meet_of_live_replicas():
     m.remove("b")
     assert m.stable_context() == Context({"a~1": 4, "d~1": 1})
     assert Membership().stable_context() == Context()
+
+
+def test_directory_control_delivers_changes_and_skips_torn_files(tmp_path):
+    import asyncio
+
+    from crdtsync.control import DirectoryControl
+
+    async def main():
+        got_a, got_b = [], []
+        a, b = DirectoryControl(tmp_path), DirectoryControl(tmp_path)
+        a.start("a", got_a.append)
+        b.start("b", got_b.append)
+        await a.publish(b"one")
+        assert b.poll(got_b.append) == 1 and got_b == [b"one"]
+        assert b.poll(got_b.append) == 0                 # unchanged content is not redelivered
+        await a.publish(b"two, longer")
+        await a.publish(b"3")                           # shorter: the file is truncated
+        b.poll(got_b.append)
+        assert got_b[-1] == b"3"
+        (tmp_path / "c.hb").write_bytes(DirectoryControl.frame(b"from c")[:-2])  # a torn write
+        assert b.poll(got_b.append) == 0 and b.torn == 1
+        (tmp_path / "c.hb").write_bytes(DirectoryControl.frame(b"from c"))
+        assert b.poll(got_b.append) == 1 and got_b[-1] == b"from c"
+        assert got_a == []                              # nobody else spoke to a... except c
+        a.poll(got_a.append)
+        assert got_a == [b"from c"]
+        await a.close()
+        await b.close()
+
+    asyncio.run(main())

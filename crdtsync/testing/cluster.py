@@ -31,7 +31,8 @@ Heartbeats respect partitions and crashes, are lost with probability
 ``faults.heartbeat_drop`` (``None``: the same as ``faults.drop``), never wait (no delay
 or reorder) and draw their losses from a second seeded generator, so turning them on
 does not change which data messages a seed drops. A (re)started node first hears the
-last heartbeat of every connected peer, as with :class:`~crdtsync.control.MemoryControl`.
+last heartbeat of every connected peer, as with :class:`~crdtsync.control.MemoryControl`,
+then sends its own at once.
 A peer is *live* when its heartbeat arrived within ``liveness_ms`` of simulated time
 (default three heartbeat intervals).
 
@@ -191,14 +192,13 @@ class Cluster:
         self._shipped: dict[tuple[str, str], int] = {}
         self._in_flight: list[_Message] = []
         for name in self.nodes:
-            self._start(name)
-        self._heartbeats(with_faults=False)  # everyone knows the fleet from the start
+            self._start(name, with_faults=False)  # so everyone knows the fleet from the start
 
     # -- lifecycle ---------------------------------------------------------------
     def _run(self, coro: Any) -> Any:
         return self._loop.run_until_complete(coro)
 
-    def _start(self, name: str) -> None:
+    def _start(self, name: str, *, with_faults: bool = True) -> None:
         node = self.nodes[name]
         hlc = HLC(clock=self._clock_of(node))
         beats = self.heartbeat_ms is not None
@@ -209,11 +209,12 @@ class Cluster:
             heartbeat_interval=max(self.heartbeat_ms or 0, _STEP_MS) / 1000,
             liveness=self.liveness_ms / 1000,
         ))
-        node.hb_at = node.hb_mark = None  # heartbeat at the next round
+        node.hb_at = node.hb_mark = None
         if beats:
             for src, data in self._last_hb.items():  # what peers said before we (re)joined
                 if src != name and self.connected(src, name):
                     r.observe_heartbeat(data)
+            self._heartbeats(with_faults=with_faults, only=name)  # a started replica speaks at once
 
     def _clock_of(self, node: _Node) -> Callable[[], int]:
         def wall_ms() -> int:
@@ -245,6 +246,11 @@ class Cluster:
 
     def up(self) -> list[str]:
         return [n for n, node in self.nodes.items() if node.replica is not None]
+
+    @property
+    def in_flight(self) -> int:
+        """Data messages still on the wire (a partition or crash loses the ones it cuts)."""
+        return len(self._in_flight)
 
     # -- application operations -------------------------------------------------
     def write(self, name: str, field_name: str, key: str, op: str, *args: Any, **kwargs: Any) -> Event:
@@ -525,17 +531,19 @@ class Cluster:
         ctx = r.context
         return any(ev.dot not in ctx for ev in batch.events)
 
-    def _heartbeats(self, *, with_faults: bool) -> None:
-        """Every live node whose heartbeat is due reports to every connected live node."""
+    def _heartbeats(self, *, with_faults: bool, only: str | None = None) -> None:
+        """Every live node whose heartbeat is due (or node ``only``, now) reports to every
+        connected live node."""
         if self.heartbeat_ms is None:
             return
         up = self.up()
         sent: list[tuple[str, bytes]] = []
-        for name in up:
+        for name in up if only is None else [only]:
             node = self.nodes[name]
             r = self.replica(name)
             mark = (r.context, r._ping, tuple(sorted(r._echo.items())))
-            if node.hb_at is not None and mark == node.hb_mark and self.now_ms - node.hb_at < self.heartbeat_ms:
+            if only is None and node.hb_at is not None and mark == node.hb_mark \
+                    and self.now_ms - node.hb_at < self.heartbeat_ms:
                 continue
             hb = r.heartbeat()
             r.observe_heartbeat(hb)  # a replica counts itself in acks and quorums
