@@ -271,6 +271,8 @@ class Replica:
         self._pins: dict[str, tuple[str, str]] = {}  # origin -> (region, role) it first claimed
         self._pruned: set[str] = set()  # removed incarnations dropped from the context
         self._slo_missed: set[str] = set()
+        #: the fleet as recorded in the log: name -> (actor, region, join stamp)
+        self._roster: dict[str, tuple[str, str, int]] = {}
         self.scope: frozenset[str] | None = getattr(log_, "regions", None)
 
     # -- opening and closing ---------------------------------------------------
@@ -389,8 +391,8 @@ class Replica:
             self.stats.events_applied = snap.events_applied
             for d in snap.schema:
                 self._learn_definition(d)
-            for actor, reg in self._state.get(FLEET_FIELD, {}).items():
-                self._learn_fleet(actor, reg.value())
+            for key, reg in self._state.get(FLEET_FIELD, {}).items():
+                self._learn_fleet(key, reg)
         await self.catch_up(progress=progress)
         # never reuse a seq of ours that the log already holds
         self._next_seq = max(self._next_seq, self._ctx().max_seq(self.actor) + 1)
@@ -406,6 +408,11 @@ class Replica:
             if cur is not None and cur.value() == want:
                 continue
             self._write_raw(SCHEMA_FIELD, d.name, LWWRegister, "set", (want,), {})
+        if self._roster.get(self.identity.name, ("",))[0] != self.actor:
+            # join the fleet's roster: quorum sizes survive restarts and partitions
+            join = {"name": self.identity.name, "region": self.identity.region, "role": self.identity.role}
+            self._write_raw(FLEET_FIELD, f"join/{self.actor}", LWWRegister, "set", (join,), {})
+            self._learn_fleet(f"join/{self.actor}", self._state[FLEET_FIELD][f"join/{self.actor}"])
         if self._pending:
             await self.flush()
 
@@ -717,17 +724,17 @@ class Replica:
     def _acks(self, dot: Dot, group: Any) -> frozenset[str]:
         acks = self.membership.acks(dot, group)
         me = self.identity.name
-        if dot in self._ctx() and me in self.membership.members(group):
+        if dot in self._ctx() and me in self.members(group):
             acks = acks | {me}
         return acks
 
     def acknowledged(self, level: WriteLevel, dot: Dot) -> bool:
         """Whether ``dot`` meets ack level ``level`` (``ACKS``/``QUORUM``/``ALL``) now."""
         assert isinstance(level, (ACKS, QUORUM, ALL))
-        members = self.membership.members(level.group)
+        members = self.members(level.group)
         if not members:
             return False
-        return len(self._acks(dot, level.group)) >= self.membership.needed(level, len(members))
+        return len(self._acks(dot, level.group) & members) >= self.membership.needed(level, len(members))
 
     def _check_reachable(self, level: WriteLevel, on_unavailable: str) -> None:
         """Fail fast, before writing anything, when too few replicas are live for ``level``."""
@@ -737,9 +744,9 @@ class Replica:
                 f"{level!r} needs heartbeats, and this replica has no control channel "
                 "(open it with control=True or a ControlChannel)"
             )
-        members = self.membership.members(level.group)
+        members = self.members(level.group)
         needed = self.membership.needed(level, len(members))
-        live = self.membership.live(level.group, self.now_ms(), int(self.liveness * 1000))
+        live = self.membership.live(level.group, self.now_ms(), int(self.liveness * 1000)) & members
         if len(live) < needed and on_unavailable == "raise":
             self.stats.reject("unavailable")
             raise Unavailable(
@@ -928,15 +935,17 @@ class Replica:
     def quorum_read_ready(self, level: QUORUM | ALL, ping: int) -> bool:
         """Whether enough of ``level``'s group answered ``ping`` and local state includes
         everything they reported (then a read sees every write they acknowledged)."""
-        members = self.membership.members(level.group)
-        answered = self.membership.answered(ping, level.group)
+        members = self.members(level.group)
+        answered = self.membership.answered(ping, level.group) & members
         if not members or len(answered) < self.membership.needed(level, len(members)):
             return False
         return self.membership.frontier(answered - {self.identity.name}) <= self._ctx()
 
     def staleness_ms(self) -> float:
-        """How stale this replica may be (ms): the largest lag behind any live origin it
-        tracks, from heartbeats (0 with no peers: nothing is known to be missing)."""
+        """How stale this replica may be (ms): the largest lag behind any origin it tracks
+        (every replica heard from and not removed, live or not: a silent peer may have
+        written; remove dead replicas with :meth:`remove_replica`), from heartbeats (0
+        with no peers: nothing is known to be missing)."""
         return self.membership.staleness(self.now_ms(), self._ctx())
 
     async def sync_to_end(self, timeout: float | None = None) -> None:
@@ -996,12 +1005,12 @@ class Replica:
         """
         hb = self.membership.get(name)
         if hb is None:
-            raise KeyError(f"no replica named {name!r} is known (known: {sorted(self.membership.members())})")
+            raise KeyError(f"no replica named {name!r} is heard from (known: {sorted(self.members())})")
         actor = hb.actor
         upto, upto_s = self._ctx().max_seq(actor), self._ctx().max_seq(f"{actor}/s")
         from .types.registers import LWWRegister
 
-        self._write_raw(FLEET_FIELD, actor, LWWRegister, "set",
+        self._write_raw(FLEET_FIELD, f"remove/{actor}", LWWRegister, "set",
                         ({"name": name, "upto": upto, "upto_s": upto_s},), {})
         self._learn_removal(actor, upto, upto_s)
         await self.flush()
@@ -1300,7 +1309,7 @@ class Replica:
                 self._learn_definition(tbl[ev.key].value())
                 verdicts.clear()
             elif fname == FLEET_FIELD:
-                self._learn_fleet(ev.key, tbl[ev.key].value())
+                self._learn_fleet(ev.key, tbl[ev.key], origin)
             elif notify:
                 self._notify(Change(fname, ev.key, ev, False))
         self._context = new_ctx
@@ -1367,11 +1376,32 @@ class Replica:
                 after = tbl[ev.key].value() if ev.key in tbl else before
                 fut.set_result(Outcome(ok, before, after, None, error))
 
-    def _learn_fleet(self, actor: str, v: Any) -> None:
-        if isinstance(v, dict) and type(v.get("upto")) is int and type(v.get("upto_s")) is int:
+    def _learn_fleet(self, key: str, reg: CRDT[Any], origin: str | None = None) -> None:
+        """Learn a fleet record: ``join/<actor>`` (written by that actor when it first
+        opens) or ``remove/<actor>`` (see :meth:`remove_replica`)."""
+        kind, _, actor = key.partition("/")
+        v = reg.value()
+        ts = getattr(reg, "timestamp", 0)
+        if kind == "remove" and isinstance(v, dict) and type(v.get("upto")) is int and type(v.get("upto_s")) is int:
             self._learn_removal(actor, v["upto"], v["upto_s"])
+        elif (kind == "join" and isinstance(v, dict) and isinstance(v.get("name"), str)
+              and isinstance(v.get("region"), str) and (origin is None or origin == actor)):
+            cur = self._roster.get(v["name"])
+            if cur is None or cur[2] < ts:
+                self._roster[v["name"]] = (actor, v["region"], ts)
         else:
             self.stats.reject("bad_fleet_record")
+
+    def members(self, group: Any = None) -> frozenset[str]:
+        """Names of the replicas of ``group``: those heard from (heartbeats) plus those the
+        log records as having joined and not been removed, so quorum sizes survive a
+        restart or a partition that hides peers."""
+        m = set(self.membership.members(group))
+        if not isinstance(group, frozenset):
+            for name, (actor, region, _) in self._roster.items():
+                if actor not in self._removed and (group is None or region == group):
+                    m.add(name)
+        return frozenset(m)
 
     def _verdict(self, fname: str, tag: str, region: str, role: str) -> str | None:
         """Why events of ``fname`` with type ``tag`` from (region, role) must be rejected, if so."""

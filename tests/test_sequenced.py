@@ -76,6 +76,8 @@ def test_concurrent_cas_has_one_winner_and_the_same_outcome_at_every_replica() -
             late = await Replica.open(log=log, schema=SCHEMA, name="late")
             rs.append(late)
             assert late.value("limit", "k") == f"by-{winner}" and late.stats.ops_refused == 4
+            for r in rs:
+                await r.sync_to_end()
             assert len({r.digest() for r in rs}) == 1
         finally:
             await close_all(rs)
@@ -190,6 +192,7 @@ def test_a_plain_delta_for_a_sequenced_field_is_rejected_and_counted() -> None:
             # a replica opened later rejects them the same way
             late = await Replica.open(log=log, schema=SCHEMA, name="late")
             assert late.stats.events_rejected.get("not_sequenced") == 2
+            await strong.sync_to_end()
             assert late.value("limit", "k") == 6 and late.digest() == strong.digest()
             await late.close()
         finally:
@@ -240,6 +243,7 @@ def test_replay_from_the_log_and_from_snapshot_plus_tail_gives_the_same_state_an
             assert refused == sum(not a for a, _ in outcomes)
 
             # replay from the log: same outcomes, in the same order
+            await writer.sync_to_end()
             await watcher.catch_up()
             assert [v for _, v in seen[1:]] == [v for _, v in outcomes]
             assert watcher.stats.ops_refused == refused
@@ -247,6 +251,7 @@ def test_replay_from_the_log_and_from_snapshot_plus_tail_gives_the_same_state_an
 
             # replay from snapshot + tail: only the tail is evaluated, to the same state
             archive2 = await open_replica("archive")
+            await writer.sync_to_end()
             assert archive2.actor == archive.actor
             assert archive2.stats.ops_refused == refused - refused_at_snapshot
             assert archive2.digest() == writer.digest()

@@ -157,14 +157,23 @@ class Fleet:
             await self.shared.close()
 
 
-async def fault_loop(fleet: Fleet, rng: random.Random, stop: asyncio.Event) -> None:
-    """Every ~0.1 s: cut one or two replicas off the log for a while, or crash one and
-    restart it after a pause, or do nothing."""
+async def fault_loop(fleet: Fleet, rng: random.Random, history: History, stop: asyncio.Event) -> None:
+    """After every 30 to 90 calls the clients start: cut one or two replicas off the log
+    for a while, or crash one and restart it after a pause, or do nothing. The first
+    two faults are a cut and a crash, so every run has both. Faults are paced by the
+    clients' progress, not the clock, so a slow machine sees as many."""
+    kinds = ["cut", "crash"]
+    mark = 0
     while not stop.is_set():
-        await asyncio.sleep(rng.uniform(0.03, 0.12))
+        mark += rng.randint(30, 90)
+        while len(history) < mark and not stop.is_set():
+            await asyncio.sleep(0.005)
+        if stop.is_set():
+            return
         roll = rng.random()
+        kind = kinds.pop(0) if kinds else "cut" if roll < 0.55 else "crash" if roll < 0.8 else "none"
         live = fleet.live()
-        if roll < 0.55 and live:
+        if kind == "cut" and live:
             victims = rng.sample(live, min(len(live), rng.choice((1, 1, 2))))
             for node in victims:
                 assert node.link is not None
@@ -174,7 +183,7 @@ async def fault_loop(fleet: Fleet, rng: random.Random, stop: asyncio.Event) -> N
             for node in victims:
                 if node.link is not None:
                     node.link.restore()
-        elif roll < 0.8 and live:
+        elif kind == "crash" and live:
             node = rng.choice(live)
             await fleet.crash(node)
             await asyncio.sleep(rng.uniform(0.02, 0.15))
@@ -209,14 +218,13 @@ async def drive(fleet: Fleet, seed: int, ops: int, client_op: ClientOp) -> Histo
         rng = random.Random(seed * 100 + i)
         node = fleet.nodes[i]
         for _ in range(ops):
-            await node.up.wait()
-            r = node.replica
-            assert r is not None
-            await client_op(r, rng, history, i)
+            while node.replica is None:  # crashed: wait for the restart
+                await node.up.wait()
+            await client_op(node.replica, rng, history, i)
             await asyncio.sleep(rng.uniform(0, 0.002))  # think time: interleave the clients
 
     await fleet.start()
-    faults = asyncio.ensure_future(fault_loop(fleet, random.Random(seed), stop))
+    faults = asyncio.ensure_future(fault_loop(fleet, random.Random(seed), history, stop))
     try:
         await asyncio.gather(*(client(i) for i in range(CLIENTS)))
     finally:
@@ -230,10 +238,10 @@ async def sequenced_call(history: History, process: int, f: str, arg: Any, call:
     tok = history.invoke(process, f, arg)
     try:
         result = await call
-    except (Unavailable, LogClosed, RuntimeError) as exc:
-        # LogCut: refused before anything was sent. RuntimeError: the replica had
-        # crashed before the call started. Anything else: unknown outcome.
-        if _cut_caused(exc) or isinstance(exc, RuntimeError):
+    except (Unavailable, LogClosed) as exc:
+        # LogCut: refused before anything was sent. Anything else (a timeout, a crash
+        # mid-call): unknown outcome
+        if _cut_caused(exc):
             history.fail(tok)
         else:
             history.info(tok)
@@ -245,7 +253,7 @@ async def linearizable_read(r: Replica, field_name: str, history: History, proce
     tok = history.invoke(process, "read")
     try:
         value = await r.read(field_name, KEY)
-    except (Unavailable, LogClosed, RuntimeError):
+    except (Unavailable, LogClosed):
         history.fail(tok)  # a read that raised returned nothing and changed nothing
     else:
         history.ok(tok, value)
@@ -302,7 +310,7 @@ def assert_strong_register_run(history: History, fleet: Fleet, finals: list[Any]
     assert n["ok"] >= len(history) // 2, n
     assert n["cas_true"] >= 20 and n["cas_false"] >= 20, n
     assert n["fail"] > 0 and fleet.refused() > 0, (n, fleet.refused())
-    assert fleet.faults.cuts >= 3 and fleet.faults.crashes >= 1, fleet.faults
+    assert fleet.faults.cuts >= 1 and fleet.faults.crashes >= 1, fleet.faults
     # every replica ends with the same value: the last successful write in log order
     assert len(set(finals)) == 1, finals
 
@@ -482,7 +490,7 @@ def test_a_link_forwards_what_replica_open_looks_for_so_heartbeats_and_scope_wor
         # LocalLog: one handle per replica; the control channel is found through ``path``
         handles = [CuttableLog(await LocalLog.open(tmp_path / "log"), close_inner=True, name=n) for n in "cd"]
         assert handles[0].path == tmp_path / "log" and handles[0].control is None
-        c, d = [await Replica.open(tmp_path / n, log=link, schema=SCHEMA, heartbeat_interval=0.05)
+        c, d = [await Replica.open(tmp_path / n, log=link, schema=SCHEMA, name=n, heartbeat_interval=0.05)
                 for link, n in zip(handles, "cd")]
         try:
             await until(lambda: {"c", "d"} <= c.membership.members())
