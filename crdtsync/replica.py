@@ -22,6 +22,7 @@ reuses its old dots: it rejoins as a new incarnation.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import gc
 import json
@@ -34,8 +35,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from ._tables import new_table
-from .clock import HLC, Context
+from ._tables import LWWTable, new_table
+from .clock import HLC, Context, Dot, hlc_wall_ms
 from .errors import (
     BadInput,
     CorruptRecord,
@@ -45,11 +46,12 @@ from .errors import (
     ResidencyViolation,
     UnsupportedVersion,
 )
-from .events import Batch, Codec, Event, codec_for
+from .events import Batch, Codec, Columns, Event, codec_for
 from .log._protocol import Log, Opening
 from .schema import SCHEMA_FIELD, Definition, Schema
 from .snapshots import FileSnapshotStore, Snapshot, SnapshotStore, encode_snapshot, state_digest
 from .types._base import CRDT
+from .types.registers import LWWRegister
 
 __all__ = ["Replica", "ReplicaIdentity", "Change", "ChangeStream", "View", "ReplicaStats"]
 
@@ -59,6 +61,9 @@ log = logging.getLogger("crdtsync.replica")
 _YIELD_EVERY = 512
 #: events per log record when flushing
 _MAX_BATCH = 1024
+
+_new_tuple = tuple.__new__
+_BLANK_LWW = LWWRegister()
 
 
 @dataclass(frozen=True)
@@ -142,8 +147,8 @@ class ReplicaStats:
     subscriber_errors: int = 0
     snapshots_written: int = 0
 
-    def reject(self, reason: str) -> None:
-        self.events_rejected[reason] = self.events_rejected.get(reason, 0) + 1
+    def reject(self, reason: str, n: int = 1) -> None:
+        self.events_rejected[reason] = self.events_rejected.get(reason, 0) + n
 
 
 class ChangeStream:
@@ -172,6 +177,21 @@ class ChangeStream:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+def _join_each(tbl: MutableMapping[str, CRDT[Any]], keys: list[str], deltas: list[CRDT[Any]],
+               start: int) -> tuple[int, list[int]]:
+    """Join ``deltas[start:]`` into ``tbl`` one by one (types without a column form)."""
+    refused = []
+    for i in range(start, len(keys)):
+        key = keys[i]
+        delta = deltas[i]
+        cur = tbl.get(key)
+        try:
+            tbl[key] = delta if cur is None else cur.join(delta)
+        except IncompatibleState:
+            refused.append(i)
+    return len(keys) - start - len(refused), refused
 
 
 class Replica:
@@ -217,6 +237,10 @@ class Replica:
         self._applied_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._meta = {"region": identity.region, "role": identity.role}
         self._remote_defs: dict[str, Definition] = {}
+        # fields this replica may write: name -> (empty state factory, version, is LWW), valid
+        # while the schema is at generation _plans_at and no definition was learned
+        self._plans: dict[str, tuple[Callable[[], CRDT[Any]], int, bool]] = {}
+        self._plans_at = -1
 
     # -- opening and closing ---------------------------------------------------
     @classmethod
@@ -311,14 +335,12 @@ class Replica:
 
     async def _publish_schema(self) -> None:
         """Publish definitions the log does not hold yet (definitions are events too)."""
-        from .types.registers import LWWRegister
-
         for d in self.schema:
             cur = self._state.get(SCHEMA_FIELD, {}).get(d.name)
             want = d.to_dict()
             if cur is not None and cur.value() == want:
                 continue
-            self._write_raw(SCHEMA_FIELD, d.name, LWWRegister, "set", (want,), {})
+            self._write_raw(SCHEMA_FIELD, d.name, LWWRegister, "set", (want,), {}, 1, True)
         if self._pending:
             await self.flush()
 
@@ -364,6 +386,18 @@ class Replica:
         ``op`` is a mutator of the field's type (``"increment"``, ``"set"``, ``"add"``...);
         ``args`` and ``kwargs`` are its arguments (``actor`` and ``ts`` are filled in).
         """
+        plan = self._plans.get(field_name)
+        if plan is None or self._plans_at != self.schema._generation:
+            plan = self._plan(field_name)
+        if type(key) is not str and not isinstance(key, str):
+            raise TypeError(f"entity keys are str, got {type(key).__name__}")
+        return self._write_raw(field_name, key, plan[0], op, args, kwargs, plan[1], plan[2])
+
+    def _plan(self, field_name: str) -> tuple[Callable[[], CRDT[Any]], int, bool]:
+        """Check that this replica may write ``field_name``; remember the answer while it holds."""
+        if self._plans_at != self.schema._generation:
+            self._plans.clear()
+            self._plans_at = self.schema._generation
         d = self._definition(field_name)
         if d.writers is not None and self.identity.role not in d.writers:
             raise PermissionDenied(
@@ -373,35 +407,45 @@ class Replica:
             raise ResidencyViolation(
                 f"{field_name!r} may live only in {sorted(d.residency)}; this replica is in {self.identity.region!r}"
             )
-        if not isinstance(key, str):
-            raise TypeError(f"entity keys are str, got {type(key).__name__}")
-        return self._write_raw(field_name, key, d.empty, op, args, kwargs, d.version)
+        plan = self._plans[field_name] = (d.empty, d.version, type(d.empty()) is LWWRegister)
+        return plan
 
     def _write_raw(
         self, fname: str, key: str, empty: Callable[[], CRDT[Any]], op: str,
-        args: tuple[Any, ...], kwargs: dict[str, Any], version: int = 1,
+        args: tuple[Any, ...], kwargs: dict[str, Any], version: int = 1, lww: bool = False,
     ) -> Event:
+        """Mutate, join locally, queue the event. ``lww``: the field's type is LWWRegister."""
         if self._closed:
             raise RuntimeError("replica is closed")
         tbl = self._state.get(fname)
-        state = tbl.get(key) if tbl is not None else None
-        if state is None:
-            state = empty()
-        if op not in type(state).MUTATORS:
-            raise ValueError(f"{type(state).__name__} has no mutator {op!r}; it has {list(type(state).MUTATORS)}")
+        blind = lww and type(tbl) is LWWTable and op in LWWTable.BLIND_MUTATORS
+        state: CRDT[Any] | None
+        if blind:
+            state = _BLANK_LWW  # the delta of ``set`` ignores the current register
+        else:
+            state = tbl.get(key) if tbl is not None else None
+            if state is None:
+                state = empty()
+        cls = type(state)
+        if op not in cls.MUTATORS:
+            raise ValueError(f"{cls.__name__} has no mutator {op!r}; it has {list(cls.MUTATORS)}")
         ts = self.hlc.now()
         fn = getattr(state, op)
-        if type(state).NEEDS_TIME:
-            delta = fn(*args, actor=self.actor, ts=ts, **kwargs)
+        if cls.NEEDS_TIME:
+            delta = fn(*args, actor=self.actor, ts=ts, **kwargs) if kwargs else fn(*args, actor=self.actor, ts=ts)
         else:
-            delta = fn(*args, actor=self.actor, **kwargs)
-        ev = Event(self.actor, self._next_seq, ts, fname, key, delta, version)
-        self._next_seq += 1
-        new = state.join(delta)
-        if tbl is None:
-            tbl = self._state[fname] = new_table(new.TYPE_TAG)
-        tbl[key] = new
-        self._own_top = ev.seq  # folded into the context on the next read of it (_ctx)
+            delta = fn(*args, actor=self.actor, **kwargs) if kwargs else fn(*args, actor=self.actor)
+        if blind:
+            tbl.join_in(key, delta)  # type: ignore[union-attr]
+        else:
+            new = state.join(delta)
+            if tbl is None:
+                tbl = self._state[fname] = new_table(new.TYPE_TAG)
+            tbl[key] = new
+        seq = self._next_seq
+        ev = _new_tuple(Event, (self.actor, seq, ts, fname, key, delta, version))
+        self._next_seq = seq + 1
+        self._own_top = seq  # folded into the context on the next read of it (_ctx)
         self.stats.events_local += 1
         self._since_snapshot += 1
         self._pending.append(ev)
@@ -419,8 +463,9 @@ class Replica:
             if not self._pending:
                 return self._position
             events, self._pending = self._pending, []
+            # own events have contiguous seqs by construction: no need to check them again
             records = [
-                self.codec.encode(Batch.of(events[i:i + _MAX_BATCH], self._meta))
+                self.codec.encode(Batch._trusted(self.actor, events[i].seq, tuple(events[i:i + _MAX_BATCH]), self._meta))
                 for i in range(0, len(events), _MAX_BATCH)
             ]
             try:
@@ -588,12 +633,14 @@ class Replica:
 
     def _apply_record(self, position: int, payload: bytes) -> int:
         try:
-            batch = self.codec.decode(payload)
+            # a codec that can hands over batch-format-2 records column by column
+            decode = getattr(self.codec, "decode_record", None)
+            rec = decode(payload) if decode is not None else self.codec.decode(payload)
         except (CorruptRecord, UnsupportedVersion) as exc:
             self._quarantine(position, payload, exc)
             self._advance(position)
             return 0
-        applied = self._apply_batch(batch)
+        applied = self._apply_columns(rec) if type(rec) is Columns else self._apply_batch(rec)
         self._advance(position)
         self.stats.records_applied += 1
         return applied
@@ -693,6 +740,80 @@ class Replica:
         self._since_snapshot += applied
         return applied
 
+    def _apply_columns(self, cols: Columns) -> int:
+        """:meth:`_apply_batch` for a columnar record, without an Event per event.
+
+        The same verdicts, counts and context as :meth:`_apply_batch`, which it hands the
+        record to whenever the shortcut would not be exact: subscribers to notify, a
+        definition in the record (it changes the verdicts of the events after it), one
+        field under two entries (the first event's type decides for a key), a record
+        that does not extend the origin's contiguous prefix, or a timestamp from the
+        future.
+        """
+        groups = cols.groups
+        if (self._callbacks or self._queues or len({g.field for g in groups}) != len(groups)
+                or any(g.field == SCHEMA_FIELD for g in groups)):
+            return self._apply_batch(cols.batch())
+        ctx = self._ctx()
+        origin = cols.origin
+        first = cols.first_seq
+        hlcs = cols.hlcs
+        n = len(hlcs)
+        last = first + n - 1
+        have = ctx._vv.get(origin, 0)
+        if have >= last:
+            if origin != self.actor:
+                self.stats.events_duplicate += n
+            return 0
+        cloud = ctx._cloud
+        if first > have + 1 or (cloud and any(d[0] == origin for d in cloud)):
+            return self._apply_batch(cols.batch())
+        skip = max(have - first + 1, 0)
+        top = max(hlcs[skip:]) if skip else max(hlcs)
+        clock = self.hlc
+        if hlc_wall_ms(top) - clock._clock() > clock.max_drift_ms:
+            return self._apply_batch(cols.batch())  # per-event timestamp verdicts
+        try:
+            clock.observe(top)
+        except FutureTimestamp:  # the wall clock stepped back just now
+            return self._apply_batch(cols.batch())
+        if skip and origin != self.actor:
+            self.stats.events_duplicate += skip
+        vv = dict(ctx._vv)
+        vv[origin] = last
+        region = cols.meta.get("region", "default")
+        role = cols.meta.get("role", "default")
+        applied = 0
+        for g in groups:
+            pos = g.positions
+            start = skip if pos is None else bisect.bisect_left(pos, skip)
+            count = len(g.keys) - start
+            if count <= 0:
+                continue
+            fname = g.field
+            tag = g.cls.TYPE_TAG
+            reason = self._verdict(fname, tag, region, role)
+            if reason is not None:
+                self.stats.reject(reason, count)
+                continue
+            tbl = self._state.get(fname)
+            if tbl is None:
+                tbl = self._state[fname] = new_table(tag)
+            if g.cols is not None:
+                done, refused = g.cls._join_columns(tbl, g.keys, g.cols, start)
+            else:
+                done, refused = _join_each(tbl, g.keys, g.deltas, start)  # type: ignore[arg-type]
+            applied += done
+            for i in refused:
+                self.stats.reject("incompatible_type")
+                seq = first + (i if pos is None else pos[i])
+                log.warning("rejected %s: cannot join %s into the state held at %s/%s",
+                            Dot(origin, seq), g.cls.__name__, fname, g.keys[i])
+        self._context = Context._raw(vv, cloud)
+        self.stats.events_applied += applied
+        self._since_snapshot += applied
+        return applied
+
     def _verdict(self, fname: str, tag: str, region: str, role: str) -> str | None:
         """Why events of ``fname`` with type ``tag`` from (region, role) must be rejected, if so."""
         if fname == SCHEMA_FIELD:
@@ -719,6 +840,7 @@ class Replica:
             return
         if definition.name not in self.schema:
             self._remote_defs[definition.name] = definition
+            self._plans.clear()
 
     def _quarantine(self, position: int, payload: bytes, exc: Exception) -> None:
         self.stats.records_quarantined += 1
