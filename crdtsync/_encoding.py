@@ -11,13 +11,14 @@ the buffer (msgpack's default), so hostile length prefixes cannot allocate memor
 from __future__ import annotations
 
 import math
+import threading
 from typing import Any, NoReturn
 
 import msgpack
 
 from .errors import CorruptRecord, UnsupportedVersion
 
-__all__ = ["packb", "unpackb", "canonical", "value_key", "check_envelope", "corrupt"]
+__all__ = ["packb", "pack_small", "unpackb", "canonical", "value_key", "check_envelope", "corrupt"]
 
 #: JSON-like values a register or document may hold.
 Value = Any
@@ -58,6 +59,28 @@ def canonical(value: Value, _depth: int = 0) -> Value:
 def packb(obj: Any) -> bytes:
     """Pack ``obj`` deterministically (callers pass canonical values and sorted pairs)."""
     return msgpack.packb(obj, use_bin_type=True, use_single_float=False)  # type: ignore[no-any-return]
+
+
+_packers = threading.local()
+#: a packer whose buffer grew past this is dropped rather than kept for the thread
+_KEEP_PACKER_BYTES = 64 * 1024
+
+
+def pack_small(obj: Any) -> bytes:
+    """:func:`packb` for the hot path: the same bytes, from a packer kept per thread.
+
+    ``msgpack.packb`` builds a packer (and its 1 MiB buffer) per call, which costs ten
+    times the packing of a small value. A packer is not safe to share between threads,
+    hence one per thread; one that packed something large is dropped with its buffer.
+    """
+    try:
+        pack = _packers.pack
+    except AttributeError:
+        pack = _packers.pack = msgpack.Packer(use_bin_type=True, use_single_float=False).pack
+    out: bytes = pack(obj)
+    if len(out) > _KEEP_PACKER_BYTES:
+        del _packers.pack
+    return out
 
 
 def unpackb(data: bytes | bytearray | memoryview, *, what: str = "record") -> Any:

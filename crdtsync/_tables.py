@@ -25,7 +25,7 @@ from typing import Any
 
 import msgpack
 
-from ._encoding import packb
+from ._encoding import pack_small
 from .types._base import CRDT
 from .types.registers import LWWRegister, _Packed
 
@@ -85,10 +85,88 @@ class LWWTable(MutableMapping[str, CRDT[Any]]):
         if type(v) is _Packed:
             row = _HDR.pack(state._ts, ai, 1) + bytes(v)
         else:
-            row = _HDR.pack(state._ts, ai, 0) + packb(v)
+            row = _HDR.pack(state._ts, ai, 0) + pack_small(v)
         self._rows[key] = row
         if self._objects is not None:
             self._objects.pop(key, None)
+
+    #: LWWRegister mutators whose delta does not depend on the state they are called on,
+    #: so a writer need not rebuild the current register (see :meth:`join_in`)
+    BLIND_MUTATORS = frozenset({"set"})
+
+    def join_in(self, key: str, state: CRDT[Any]) -> None:
+        """``self[key] = state if key not in self else self[key].join(state)``, comparing the
+        packed stamp in place instead of rebuilding the current register."""
+        if type(state) is LWWRegister and state._ts >= 0:
+            row = self._rows.get(key)
+            if row is None and (self._objects is None or key not in self._objects):
+                self[key] = state
+                return
+            if row is not None:
+                ts, ai, _ = _HDR.unpack_from(row)
+                if state._ts < ts:
+                    return
+                if state._ts == ts:
+                    actor = self._actors[ai]
+                    if state._actor < actor:
+                        return
+                    if state._actor == actor:  # same stamp twice: tie-break on the value
+                        self[key] = self[key].join(state)
+                        return
+                self[key] = state
+                return
+        cur = self.get(key)
+        self[key] = state if cur is None else cur.join(state)
+
+    def _join_lww(self, keys: list[str], cols: Any, start: int) -> tuple[int, list[int]]:
+        """``LWWRegister._join_columns`` for this table: compare stamps in the packed rows.
+
+        Same result as ``self[k] = self[k].join(d)`` per delta (an unchanged row is left
+        as it is), without building a register per delta or per current row.
+        """
+        ts, actors, values = cols
+        rows = self._rows
+        names = self._actors
+        actor_ix = self._actor_ix
+        unpack = _HDR.unpack_from
+        pack = _HDR.pack
+        raw = LWWRegister._raw
+        refused: list[int] = []
+        for i in range(start, len(keys)):
+            key = keys[i]
+            t = ts[i]
+            a = actors[i]
+            row = rows.get(key)
+            if row is not None:
+                cur_t, cur_ai, _ = unpack(row)
+                if t < cur_t:
+                    continue
+                if t == cur_t:
+                    cur_a = names[cur_ai]
+                    if a < cur_a:
+                        continue
+                    if a == cur_a:  # same stamp twice: the rare tie-break on the value
+                        self[key] = self[key].join(raw(t, a, values[i]))
+                        continue
+            elif self._objects is not None and key in self._objects:
+                cur = self._objects[key]
+                if type(cur) is not LWWRegister:
+                    refused.append(i)
+                else:
+                    self[key] = cur.join(raw(t, a, values[i]))
+                continue
+            ai = actor_ix.get(a)
+            if ai is None:
+                ai = self._ix(a)
+                if ai is None:
+                    self._store_object(key, raw(t, a, values[i]))
+                    continue
+            v = values[i]
+            if type(v) is _Packed:
+                rows[key] = pack(t, ai, 1) + v
+            else:
+                rows[key] = pack(t, ai, 0) + pack_small(v)
+        return len(keys) - start - len(refused), refused
 
     def _store_object(self, key: str, state: CRDT[Any]) -> None:
         if self._objects is None:

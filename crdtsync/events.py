@@ -13,7 +13,27 @@ msgpack record layout (format version 1), deterministic::
                   type_tag: str, delta_version: int, delta_payload], ...]]
 
 Event ``i`` of the batch has ``seq = first_seq + i``. ``meta`` holds ``region`` and
-``role``. The Avro codec (``crdtsync[avro]``) carries the same fields with the schema in
+``role``.
+
+msgpack record layout (format version 2, columnar: one row of columns per record)::
+
+    [2, origin: str, first_seq: int, meta: [[str, str], ...] sorted,
+        fields: [[field: str, field_version: int, type_tag: str, delta_version: int], ...],
+        hlc0: int, hlc_steps: [int, ...], field_ix: [int, ...], keys: [str, ...],
+        payloads: [delta_payload, ...]]
+
+``keys`` and ``payloads`` have one entry per event (``n``, 1..100,000). ``fields`` lists
+each distinct (field, field version, type tag, delta version) once, in order of first
+use; ``field_ix[i]`` is event ``i``'s entry, and ``field_ix`` is ``[]`` when there is one
+entry. HLCs (u64) are delta-encoded: event 0 has ``hlc0`` and event ``i`` has
+``(hlc[i-1] + hlc_steps[i-1]) mod 2**64``, with ``n - 1`` steps each in ``0..2**64-1``
+(a step back in time wraps around; one writer's stamps only go forward, so its steps
+are small). Any other shape (a non-canonical ``field_ix``, an unused or repeated
+``fields`` entry) is corrupt. Validation is the same as version 1, done a column at a
+time; types with a column form (:meth:`~crdtsync.types._base.CRDT._columns`) validate
+their payloads in bulk without building a delta object per event.
+:class:`MsgpackCodec` reads both versions and writes the one it was made with
+(``write_version``, default 1; replicas write version 2, see :func:`codec_for`). The Avro codec (``crdtsync[avro]``) carries the same fields with the schema in
 ``crdtsync/schemas/batch-v1.avsc``; each delta payload travels as msgpack bytes inside
 it. With ``registry_id`` set, Avro records use Confluent Schema-Registry framing: byte 0,
 then the 4-byte big-endian schema id, then the Avro body.
@@ -27,10 +47,12 @@ from __future__ import annotations
 
 import io
 import json
+import operator
 import struct
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
+from itertools import accumulate
 from typing import Any, NamedTuple, Protocol
 
 from ._encoding import check_envelope, corrupt, packb, unpackb
@@ -40,7 +62,12 @@ from .types._base import CRDT, type_for_tag
 
 __all__ = ["Event", "Batch", "Codec", "MsgpackCodec", "AvroCodec", "codec_for"]
 
-BATCH_VERSION = 1
+#: the newest msgpack batch format this build reads (and can write)
+BATCH_VERSION = 2
+#: the format Avro records carry (the schema in batch-v1.avsc)
+AVRO_BATCH_VERSION = 1
+_HLC_LIMIT = 2**64
+_HLC_MASK = _HLC_LIMIT - 1
 #: refuse batches larger than this many events (hostile sizes)
 MAX_EVENTS_PER_BATCH = 100_000
 
@@ -155,43 +182,217 @@ def _build(origin: Any, first_seq: Any, meta: Any, rows: Sequence[Any], delta_of
     return Batch._trusted(origin, first_seq, tuple(events), meta)
 
 
+def _meta_of(meta_rows: Any) -> dict[str, str]:
+    _want(isinstance(meta_rows, list), "bad meta")
+    meta: dict[str, str] = {}
+    for m in meta_rows:
+        _want(isinstance(m, list) and len(m) == 2 and all(isinstance(x, str) for x in m), "bad meta entry")
+        meta[m[0]] = m[1]
+    return meta
+
+
+class _Group:
+    """The events of one record that share a ``fields`` entry (batch format 2)."""
+
+    __slots__ = ("field", "field_version", "cls", "positions", "keys", "cols", "deltas")
+
+    def __init__(self, fname: str, fversion: int, cls: type[CRDT[Any]], positions: list[int] | None,
+                 keys: list[str], cols: Any, deltas: list[CRDT[Any]] | None) -> None:
+        self.field = fname
+        self.field_version = fversion
+        self.cls = cls
+        #: record positions of these events (``None``: every event of the record)
+        self.positions = positions
+        self.keys = keys
+        #: the type's validated column form (``CRDT._columns``), or ``None``
+        self.cols = cols
+        #: the decoded deltas when the type has no column form for these payloads
+        self.deltas = deltas
+
+    def delta_list(self) -> list[CRDT[Any]]:
+        if self.deltas is None:
+            self.deltas = self.cls._from_columns(self.cols)
+        return self.deltas
+
+
+class Columns:
+    """A validated batch-format-2 record, column by column (internal).
+
+    The replica's apply loop reads the columns directly; :meth:`batch` builds the
+    :class:`Batch` (one :class:`Event` per event) only when something needs it.
+    """
+
+    __slots__ = ("origin", "first_seq", "meta", "hlcs", "groups", "_batch")
+
+    def __init__(self, origin: str, first_seq: int, meta: dict[str, str], hlcs: list[int],
+                 groups: list[_Group]) -> None:
+        self.origin = origin
+        self.first_seq = first_seq
+        self.meta = meta
+        self.hlcs = hlcs
+        self.groups = groups
+        self._batch: Batch | None = None
+
+    def __len__(self) -> int:
+        return len(self.hlcs)
+
+    def batch(self) -> Batch:
+        if self._batch is None:
+            origin, first, hlcs = self.origin, self.first_seq, self.hlcs
+            n = len(hlcs)
+            events: list[Any] = [None] * n
+            new = tuple.__new__
+            for g in self.groups:
+                fname, fversion = g.field, g.field_version
+                positions = g.positions if g.positions is not None else range(n)
+                for i, key, delta in zip(positions, g.keys, g.delta_list()):
+                    events[i] = new(Event, (origin, first + i, hlcs[i], fname, key, delta, fversion))
+            self._batch = Batch._trusted(origin, first, tuple(events), self.meta)
+        return self._batch
+
+
+def _encode_v1(batch: Batch) -> bytes:
+    rows = [
+        [e.hlc, e.field, e.field_version, e.key, e.delta.TYPE_TAG, e.delta.VERSION, e.delta._payload()]
+        for e in batch.events
+    ]
+    meta = [[k, batch.meta[k]] for k in sorted(batch.meta)]
+    return packb([1, batch.origin, batch.first_seq, meta, rows])
+
+
+def _encode_v2(batch: Batch) -> bytes:
+    events = batch.events
+    meta = [[k, batch.meta[k]] for k in sorted(batch.meta)]
+    _, _, hlcs, fnames, keys, deltas, fversions = zip(*events)
+    steps = list(map(operator.sub, hlcs[1:], hlcs))
+    if steps and min(steps) < 0:
+        steps = [x & _HLC_MASK for x in steps]
+    classes: set[type[CRDT[Any]]] = set(map(type, deltas))
+    if len(classes) == 1 and len(set(fnames)) == 1 and len(set(fversions)) == 1:
+        (cls,) = classes
+        fields: list[list[Any]] = [[fnames[0], fversions[0], cls.TYPE_TAG, cls.VERSION]]
+        fix: list[int] = []
+        payloads = cls._payloads(deltas)
+    else:
+        entries: dict[tuple[str, int, type[Any]], int] = {}
+        fix = []
+        for e in events:
+            k = (e.field, e.field_version, type(e.delta))
+            j = entries.get(k)
+            if j is None:
+                j = entries[k] = len(entries)
+            fix.append(j)
+        fields = [[f, v, c.TYPE_TAG, c.VERSION] for f, v, c in entries]
+        payloads = [d._payload() for d in deltas]
+    return packb([2, batch.origin, batch.first_seq, meta, fields, hlcs[0], steps, fix, keys, payloads])
+
+
+def _decode_v2(obj: list[Any]) -> Columns:
+    _want(len(obj) == 10, "expected 10 fields in a format-2 batch")
+    _, origin, first_seq, meta_rows, fields, hlc0, steps, fix, keys, payloads = obj
+    _want(type(origin) is str and 0 < len(origin) <= 256, "bad origin")
+    _want(type(first_seq) is int and first_seq >= 1, "bad first_seq")
+    meta = _meta_of(meta_rows)
+    _want(type(keys) is list and 0 < len(keys) <= MAX_EVENTS_PER_BATCH, "bad event list")
+    n = len(keys)
+    _want(set(map(type, keys)) == {str} and max(map(len, keys)) <= 4096, "bad entity key")
+    _want(type(payloads) is list and len(payloads) == n, "payload column does not match the keys")
+    # HLCs: a start and n - 1 steps, all u64, added modulo 2**64
+    _want(type(hlc0) is int and 0 <= hlc0 < _HLC_LIMIT, "bad hlc")
+    _want(type(steps) is list and len(steps) == n - 1, "hlc column does not match the keys")
+    if steps:
+        _want(set(map(type, steps)) == {int} and min(steps) >= 0, "bad hlc step")
+        hlcs = list(accumulate(steps, initial=hlc0))
+        if hlcs[-1] >= _HLC_LIMIT:  # steps are >= 0: the last is the largest
+            hlcs = [h & _HLC_MASK for h in hlcs]
+    else:
+        hlcs = [hlc0]
+    # the fields table: distinct entries, each used, in order of first use
+    _want(type(fields) is list and 0 < len(fields) <= n, "bad fields table")
+    table: list[tuple[str, int, type[CRDT[Any]], int]] = []
+    for entry in fields:
+        _want(type(entry) is list and len(entry) == 4, "fields entry is not 4 fields")
+        fname, fversion, tag, dversion = entry
+        _want(type(fname) is str and 0 < len(fname) <= 256, "bad field name")
+        _want(type(fversion) is int and fversion >= 1, "bad field version")
+        _want(type(tag) is str, "bad type tag")
+        _want(type(dversion) is int and dversion >= 1, "bad delta version")
+        cls = type_for_tag(tag)
+        if dversion > cls.VERSION:
+            check_envelope([tag, dversion, None], tag, cls.VERSION)  # raises UnsupportedVersion
+        table.append((fname, fversion, cls, dversion))
+    _want(len({(f, v, c) for f, v, c, _ in table}) == len(table), "repeated fields entry")
+    _want(type(fix) is list, "bad field index column")
+    if len(table) == 1:
+        _want(not fix, "field index column must be empty for one fields entry")
+        parts: list[tuple[list[int] | None, list[str], list[Any]]] = [(None, keys, payloads)]
+    else:
+        _want(len(fix) == n and set(map(type, fix)) == {int}, "bad field index column")
+        _want(list(dict.fromkeys(fix)) == list(range(len(table))), "field index column is not canonical")
+        where: list[list[int]] = [[] for _ in table]
+        for i, j in enumerate(fix):
+            where[j].append(i)
+        parts = [(pos, [keys[i] for i in pos], [payloads[i] for i in pos]) for pos in where]
+    groups = []
+    for (fname, fversion, cls, dversion), (pos, gkeys, gpayloads) in zip(table, parts):
+        cols = cls._columns(gpayloads, dversion)
+        deltas = None
+        if cols is None:
+            decode = cls._decode_payload
+            deltas = [decode(p, dversion) for p in gpayloads]
+        groups.append(_Group(fname, fversion, cls, pos, gkeys, cols, deltas))
+    return Columns(origin, first_seq, meta, hlcs, groups)
+
+
 class MsgpackCodec:
-    """The default codec: compact, fast, deterministic msgpack (see module docstring)."""
+    """The default codec: compact, fast, deterministic msgpack (see module docstring).
+
+    ``write_version``: the batch format :meth:`encode` writes, 1 (default; every
+    crdtsync release reads it) or 2 (columnar and faster to decode; needs a reader of
+    this release or newer). Decoding accepts both.
+    """
 
     name = "msgpack"
 
+    def __init__(self, write_version: int = 1) -> None:
+        if write_version not in (1, 2):
+            raise ValueError(f"batch format version {write_version} does not exist; use 1 or 2")
+        self.write_version = write_version
+
     def encode(self, batch: Batch) -> bytes:
-        rows = [
-            [e.hlc, e.field, e.field_version, e.key, e.delta.TYPE_TAG, e.delta.VERSION, e.delta._payload()]
-            for e in batch.events
-        ]
-        meta = [[k, batch.meta[k]] for k in sorted(batch.meta)]
-        return packb([BATCH_VERSION, batch.origin, batch.first_seq, meta, rows])
+        if self.write_version == 2:
+            return _encode_v2(batch)
+        return _encode_v1(batch)
 
     def decode(self, data: bytes) -> Batch:
+        rec = self.decode_record(data)
+        return rec.batch() if type(rec) is Columns else rec  # type: ignore[return-value]
+
+    def decode_record(self, data: bytes) -> Batch | Columns:
+        """Decode and validate a record: a :class:`Batch` (format 1) or :class:`Columns` (format 2)."""
         obj = unpackb(data, what="batch")
-        _want(isinstance(obj, list) and len(obj) == 5, "expected [version, origin, first_seq, meta, events]")
-        version, origin, first_seq, meta_rows, rows = obj
+        _want(type(obj) is list and len(obj) >= 1, "expected [version, origin, first_seq, meta, ...]")
+        version = obj[0]
         _want(_is_int(version) and version >= 1, "bad batch version")
         if version > BATCH_VERSION:
             raise UnsupportedVersion(
                 f"batch format version {version} is newer than this build understands ({BATCH_VERSION}); "
                 "upgrade crdtsync on this replica"
             )
-        _want(isinstance(meta_rows, list), "bad meta")
-        meta: dict[str, str] = {}
-        for m in meta_rows:
-            _want(isinstance(m, list) and len(m) == 2 and all(isinstance(x, str) for x in m), "bad meta entry")
-            meta[m[0]] = m[1]
+        if version == 2:
+            return _guard(lambda: _decode_v2(obj))  # type: ignore[no-any-return]
+        _want(len(obj) == 5, "expected [version, origin, first_seq, meta, events]")
+        _, origin, first_seq, meta_rows, rows = obj
+        meta = _meta_of(meta_rows)
         _want(isinstance(rows, list), "bad event list")
         for row in rows:
             _want(isinstance(row, list) and len(row) == 7, "event row is not 7 fields")
-        return _guard(lambda: _build(origin, first_seq, meta, rows, lambda p: p))
+        return _guard(lambda: _build(origin, first_seq, meta, rows, lambda p: p))  # type: ignore[no-any-return]
 
 
-def _guard(fn: Any) -> Batch:
+def _guard(fn: Any) -> Any:
     try:
-        return fn()  # type: ignore[no-any-return]
+        return fn()
     except BadInput:
         raise
     except (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError, RecursionError) as exc:
@@ -227,7 +428,7 @@ class AvroCodec:
 
     def encode(self, batch: Batch) -> bytes:
         rec = {
-            "version": BATCH_VERSION,
+            "version": AVRO_BATCH_VERSION,
             "origin": batch.origin,
             "first_seq": batch.first_seq,
             "meta": dict(sorted(batch.meta.items())),
@@ -267,21 +468,26 @@ class AvroCodec:
         _want(buf.tell() == len(data), "trailing bytes after the Avro record")
         _want(isinstance(rec, dict), "bad Avro record")
         version = rec["version"]
-        if version > BATCH_VERSION:
+        if version > AVRO_BATCH_VERSION:
             raise UnsupportedVersion(f"batch format version {version} is newer than this build understands")
         _want(version >= 1, "bad batch version")
         rows = [
             [e["hlc"], e["field"], e["field_version"], e["key"], e["type_tag"], e["delta_version"], e["delta"]]
             for e in rec["events"]
         ]
-        return _guard(lambda: _build(rec["origin"], rec["first_seq"], dict(rec["meta"]), rows,
+        return _guard(lambda: _build(rec["origin"], rec["first_seq"], dict(rec["meta"]), rows,  # type: ignore[no-any-return]
                                      lambda p: unpackb(p, what="delta")))
 
 
 def codec_for(name: str) -> Codec:
-    """The codec called ``name`` ("msgpack" or "avro")."""
+    """The codec called ``name`` ("msgpack" or "avro").
+
+    ``"msgpack"`` is what replicas write by default: batch format 2 (see the module
+    docstring). A fleet with replicas older than format 2 passes ``MsgpackCodec()``
+    (format 1) to :meth:`~crdtsync.replica.Replica.open` until every reader is upgraded.
+    """
     if name == "msgpack":
-        return MsgpackCodec()
+        return MsgpackCodec(write_version=2)
     if name == "avro":
         return AvroCodec()
     raise ValueError(f"unknown codec {name!r}; use 'msgpack' or 'avro'")

@@ -80,7 +80,9 @@ class Forwarder:
 
     def _origin_of(self, payload: bytes) -> str | None:
         try:
-            return self.codec.decode(payload).origin
+            decode = getattr(self.codec, "decode_record", None)  # no Event objects for format 2
+            rec = decode(payload) if decode is not None else self.codec.decode(payload)
+            return rec.origin  # type: ignore[no-any-return]
         except (CorruptRecord, UnsupportedVersion):
             return None  # not ours to judge: replicas quarantine it
 

@@ -22,6 +22,7 @@ reuses its old dots: it rejoins as a new incarnation.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import gc
 import json
@@ -34,8 +35,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from ._tables import new_table
-from .clock import HLC, Context, Dot
+from ._tables import LWWTable, new_table
+from .clock import HLC, Context, Dot, hlc_wall_ms
 from .control import ControlChannel, DirectoryControl, Heartbeat, Membership
 from .errors import (
     BadInput,
@@ -51,7 +52,7 @@ from .errors import (
     Unavailable,
     UnsupportedVersion,
 )
-from .events import Batch, Codec, Event, codec_for
+from .events import Batch, Codec, Columns, Event, codec_for
 from .log._protocol import Log, Opening
 from .policy import (
     ACKS,
@@ -67,9 +68,10 @@ from .policy import (
     WriteLevel,
 )
 from .schema import SCHEMA_FIELD, Definition, Schema
-from .sequenced import FLEET_FIELD, SEQ_FIELD, Outcome, SequencedOp, evaluate_condition
+from .sequenced import CANCEL, FLEET_FIELD, SEQ_FIELD, Outcome, SequencedOp, evaluate_condition
 from .snapshots import FileSnapshotStore, Snapshot, SnapshotStore, encode_snapshot, state_digest
 from .types._base import CRDT
+from .types.registers import LWWRegister
 
 __all__ = ["Replica", "ReplicaIdentity", "Change", "ChangeStream", "View", "ReplicaStats", "Session", "Leveled"]
 
@@ -81,6 +83,9 @@ _YIELD_EVERY = 512
 _MAX_BATCH = 1024
 #: seconds between two prompt heartbeats (bursts of applied batches coalesce)
 _HEARTBEAT_GAP = 0.001
+
+_new_tuple = tuple.__new__
+_BLANK_LWW = LWWRegister()
 
 
 @dataclass(frozen=True)
@@ -165,11 +170,13 @@ class ReplicaStats:
     snapshots_written: int = 0
     #: sequenced operations whose condition did not hold (same count at every replica)
     ops_refused: int = 0
+    #: sequenced operations cancelled by their writer before the log ordered them
+    ops_cancelled: int = 0
     #: times a field's freshness SLO (``Eventual(max_lag=...)``) went from met to missed
     slo_breaches: dict[str, int] = field(default_factory=dict)
 
-    def reject(self, reason: str) -> None:
-        self.events_rejected[reason] = self.events_rejected.get(reason, 0) + 1
+    def reject(self, reason: str, n: int = 1) -> None:
+        self.events_rejected[reason] = self.events_rejected.get(reason, 0) + n
 
 
 class ChangeStream:
@@ -198,6 +205,21 @@ class ChangeStream:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+def _join_each(tbl: MutableMapping[str, CRDT[Any]], keys: list[str], deltas: list[CRDT[Any]],
+               start: int) -> tuple[int, list[int]]:
+    """Join ``deltas[start:]`` into ``tbl`` one by one (types without a column form)."""
+    refused = []
+    for i in range(start, len(keys)):
+        key = keys[i]
+        delta = deltas[i]
+        cur = tbl.get(key)
+        try:
+            tbl[key] = delta if cur is None else cur.join(delta)
+        except IncompatibleState:
+            refused.append(i)
+    return len(keys) - start - len(refused), refused
 
 
 class Replica:
@@ -260,6 +282,7 @@ class Replica:
         self._seq_scanned: int | None = None  # sequencer position scanned by sync_to_end
         self._seq_need = Context()  # dots seen in the sequencer up to _seq_scanned
         self._seq_next = 1
+        self._seq_unsettled: list[Event] = []  # sequenced ops whose append failed
         self._seq_lock = asyncio.Lock()
         self._outcomes: dict[int, asyncio.Future[Outcome]] = {}
         self._echo: dict[str, int] = {}  # latest ping answered, by asking replica
@@ -274,6 +297,10 @@ class Replica:
         #: the fleet as recorded in the log: name -> (actor, region, join stamp)
         self._roster: dict[str, tuple[str, str, int]] = {}
         self.scope: frozenset[str] | None = getattr(log_, "regions", None)
+        # fields this replica may write: name -> (empty state factory, version, is LWW), valid
+        # while the schema is at generation _plans_at and no definition was learned
+        self._plans: dict[str, tuple[Callable[[], CRDT[Any]], int, bool]] = {}
+        self._plans_at = -1
 
     # -- opening and closing ---------------------------------------------------
     @classmethod
@@ -400,14 +427,12 @@ class Replica:
 
     async def _publish_schema(self) -> None:
         """Publish definitions the log does not hold yet (definitions are events too)."""
-        from .types.registers import LWWRegister
-
         for d in self.schema:
             cur = self._state.get(SCHEMA_FIELD, {}).get(d.name)
             want = d.to_dict()
             if cur is not None and cur.value() == want:
                 continue
-            self._write_raw(SCHEMA_FIELD, d.name, LWWRegister, "set", (want,), {})
+            self._write_raw(SCHEMA_FIELD, d.name, LWWRegister, "set", (want,), {}, 1, True)
         if self._roster.get(self.identity.name, ("",))[0] != self.actor:
             # join the fleet's roster: quorum sizes survive restarts and partitions
             join = {"name": self.identity.name, "region": self.identity.region, "role": self.identity.role}
@@ -473,15 +498,30 @@ class Replica:
         policy asks for more (``LOG``, acks, ``SEQUENCED``) must be written with
         :meth:`update`, which waits for what the policy promises.
         """
-        d = self._check_write(field_name, key)
+        plan = self._plans.get(field_name)
+        if plan is None or self._plans_at != self.schema._generation:
+            plan = self._plan(field_name)
+        if type(key) is not str and not isinstance(key, str):
+            raise TypeError(f"entity keys are str, got {type(key).__name__}")
+        return self._write_raw(field_name, key, plan[0], op, args, kwargs, plan[1], plan[2])
+
+    def _plan(self, field_name: str) -> tuple[Callable[[], CRDT[Any]], int, bool]:
+        """Check that this replica may write ``field_name`` at LOCAL; remember the answer
+        while it holds (the cache is cleared when the schema, a learned definition or
+        the fleet changes)."""
+        if self._plans_at != self.schema._generation:
+            self._plans.clear()
+            self._plans_at = self.schema._generation
+        d = self._check_write(field_name)
         if d.policy.write != LOCAL:
             raise PolicyViolation(
                 f"{field_name!r} is written at {d.policy.write!r}; write() is LOCAL and would skip "
                 "that. Use `await replica.update(...)` (it waits for what the policy promises)"
             )
-        return self._write_raw(field_name, key, d.empty, op, args, kwargs, d.version)
+        plan = self._plans[field_name] = (d.empty, d.version, type(d.empty()) is LWWRegister)
+        return plan
 
-    def _check_write(self, field_name: str, key: str) -> Definition:
+    def _check_write(self, field_name: str, key: str | None = None) -> Definition:
         d = self._definition(field_name)
         if self.actor in self._removed:
             raise ReplicaRemoved(
@@ -502,35 +542,46 @@ class Replica:
                     f"{field_name!r} may live only in {sorted(d.residency)}, but this replica's log is "
                     f"scoped to {sorted(self.scope)}; write it through a log scoped to those regions"
                 )
-        if not isinstance(key, str):
+        if key is not None and not isinstance(key, str):
             raise TypeError(f"entity keys are str, got {type(key).__name__}")
         return d
 
     def _write_raw(
         self, fname: str, key: str, empty: Callable[[], CRDT[Any]], op: str,
-        args: tuple[Any, ...], kwargs: dict[str, Any], version: int = 1,
+        args: tuple[Any, ...], kwargs: dict[str, Any], version: int = 1, lww: bool = False,
     ) -> Event:
+        """Mutate, join locally, queue the event. ``lww``: the field's type is LWWRegister."""
         if self._closed:
             raise RuntimeError("replica is closed")
         tbl = self._state.get(fname)
-        state = tbl.get(key) if tbl is not None else None
-        if state is None:
-            state = empty()
-        if op not in type(state).MUTATORS:
-            raise ValueError(f"{type(state).__name__} has no mutator {op!r}; it has {list(type(state).MUTATORS)}")
+        blind = lww and type(tbl) is LWWTable and op in LWWTable.BLIND_MUTATORS
+        state: CRDT[Any] | None
+        if blind:
+            state = _BLANK_LWW  # the delta of ``set`` ignores the current register
+        else:
+            state = tbl.get(key) if tbl is not None else None
+            if state is None:
+                state = empty()
+        cls = type(state)
+        if op not in cls.MUTATORS:
+            raise ValueError(f"{cls.__name__} has no mutator {op!r}; it has {list(cls.MUTATORS)}")
         ts = self.hlc.now()
         fn = getattr(state, op)
-        if type(state).NEEDS_TIME:
-            delta = fn(*args, actor=self.actor, ts=ts, **kwargs)
+        if cls.NEEDS_TIME:
+            delta = fn(*args, actor=self.actor, ts=ts, **kwargs) if kwargs else fn(*args, actor=self.actor, ts=ts)
         else:
-            delta = fn(*args, actor=self.actor, **kwargs)
-        ev = Event(self.actor, self._next_seq, ts, fname, key, delta, version)
-        self._next_seq += 1
-        new = state.join(delta)
-        if tbl is None:
-            tbl = self._state[fname] = new_table(new.TYPE_TAG)
-        tbl[key] = new
-        self._own_top = ev.seq  # folded into the context on the next read of it (_ctx)
+            delta = fn(*args, actor=self.actor, **kwargs) if kwargs else fn(*args, actor=self.actor)
+        if blind:
+            tbl.join_in(key, delta)  # type: ignore[union-attr]
+        else:
+            new = state.join(delta)
+            if tbl is None:
+                tbl = self._state[fname] = new_table(new.TYPE_TAG)
+            tbl[key] = new
+        seq = self._next_seq
+        ev = _new_tuple(Event, (self.actor, seq, ts, fname, key, delta, version))
+        self._next_seq = seq + 1
+        self._own_top = seq  # folded into the context on the next read of it (_ctx)
         self.stats.events_local += 1
         self._since_snapshot += 1
         self._pending.append(ev)
@@ -548,8 +599,9 @@ class Replica:
             if not self._pending:
                 return self._position
             events, self._pending = self._pending, []
+            # own events have contiguous seqs by construction: no need to check them again
             records = [
-                self.codec.encode(Batch.of(events[i:i + _MAX_BATCH], self._meta))
+                self.codec.encode(Batch._trusted(self.actor, events[i].seq, tuple(events[i:i + _MAX_BATCH]), self._meta))
                 for i in range(0, len(events), _MAX_BATCH)
             ]
             try:
@@ -685,23 +737,34 @@ class Replica:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         async with self._seq_lock:  # one append at a time keeps this replica's seqs in order
+            # operations whose append failed come first, as cancellations with the same
+            # dots: in log order either the original or its cancellation comes first, and
+            # the other is a duplicate, so no seq is left as a gap in anyone's context
+            events = [
+                Event(u.origin, u.seq, self.hlc.now(), u.field, u.key,
+                      SequencedOp(u.delta.target if isinstance(u.delta, SequencedOp) else "", CANCEL),
+                      u.field_version)
+                for u in self._seq_unsettled
+            ]
             ev = Event(self.seq_actor, self._seq_next, self.hlc.now(), d.name, key,
                        SequencedOp(template.TYPE_TAG, op, args, kwargs, cond), d.version)
+            events.append(ev)
             fut: asyncio.Future[Outcome] = loop.create_future()
             self._outcomes[ev.seq] = fut
-            record = self.codec.encode(Batch.of([ev], self._meta))
+            record = self.codec.encode(Batch.of(events, self._meta))
+            self._seq_next += 1
             try:
                 await asyncio.wait_for(self.sequencer.append([record]), max(0.0, deadline - loop.time()))
             except (TimeoutError, OSError, CrdtSyncError) as exc:
-                # the append may or may not have landed: the seq stays used
-                self._seq_next += 1
+                self._seq_unsettled.append(ev)
                 self._outcomes.pop(ev.seq, None)
                 raise Unavailable(
                     f"{d.name}/{key}: the log did not sequence {op} within {timeout:g}s ({type(exc).__name__}: "
-                    f"{exc}); its outcome is unknown: it may still be applied, once, in log order",
+                    f"{exc}); its outcome is unknown until this replica's next sequenced operation, "
+                    "which either finds it applied (once, in log order) or cancels it",
                     event=ev,
                 ) from exc
-            self._seq_next += 1
+            self._seq_unsettled.clear()
         try:
             if self._tail_task is None:
                 await self.catch_up()
@@ -1048,6 +1111,7 @@ class Replica:
             if a not in self._pruned:
                 self._removed[a] = max(n, self._removed.get(a, 0))
         self.membership.forbid(actor)
+        self._plans.clear()
 
     # -- reading ---------------------------------------------------------------
     def state(self, field_name: str, key: str) -> CRDT[Any]:
@@ -1201,12 +1265,14 @@ class Replica:
 
     def _apply_record(self, position: int, payload: bytes) -> int:
         try:
-            batch = self.codec.decode(payload)
+            # a codec that can hands over batch-format-2 records column by column
+            decode = getattr(self.codec, "decode_record", None)
+            rec = decode(payload) if decode is not None else self.codec.decode(payload)
         except (CorruptRecord, UnsupportedVersion) as exc:
             self._quarantine(position, payload, exc)
             self._advance(position)
             return 0
-        applied = self._apply_batch(batch)
+        applied = self._apply_columns(rec) if type(rec) is Columns else self._apply_batch(rec)
         self._advance(position)
         self.stats.records_applied += 1
         return applied
@@ -1261,7 +1327,7 @@ class Replica:
             future_ok = False
         region = batch.meta.get("region", "default")
         role = batch.meta.get("role", "default")
-        batch_reason = self._batch_verdict(origin, region, role, events)
+        batch_reason = self._batch_verdict(origin, region, role, events[-1].seq)
         if batch_reason is not None:
             for _ in events:
                 self.stats.reject(batch_reason)
@@ -1321,12 +1387,12 @@ class Replica:
                 self._wake_heartbeat()  # report promptly: a writer may wait for this ack
         return applied
 
-    def _batch_verdict(self, origin: str, region: Any, role: Any, events: Sequence[Event]) -> str | None:
+    def _batch_verdict(self, origin: str, region: Any, role: Any, last_seq: int) -> str | None:
         """Why a whole batch must be rejected, if so: its origin was removed from the fleet,
         it claims an identity other than the one its origin first claimed, or a region its
         channel does not carry."""
         upto = self._removed.get(origin)
-        if upto is not None and events[-1].seq > upto:
+        if upto is not None and last_seq > upto:
             return "removed_replica"
         if not isinstance(region, str) or not isinstance(role, str):
             return "bad_identity"
@@ -1344,6 +1410,9 @@ class Replica:
         d = self._definition(ev.field)
         state = cur if cur is not None else d.empty()
         before = state.value()
+        if op.op == CANCEL:  # the writer gave up on this seq before the log ordered it
+            self.stats.ops_cancelled += 1
+            return
         error: str | None = None
         ok = op.target == state.TYPE_TAG and op.op in type(state).MUTATORS and evaluate_condition(op.cond, before)
         if op.target != state.TYPE_TAG or op.op not in type(state).MUTATORS:
@@ -1403,6 +1472,86 @@ class Replica:
                     m.add(name)
         return frozenset(m)
 
+    def _apply_columns(self, cols: Columns) -> int:
+        """:meth:`_apply_batch` for a columnar record, without an Event per event.
+
+        The same verdicts, counts and context as :meth:`_apply_batch`, which it hands the
+        record to whenever the shortcut would not be exact: subscribers to notify, a
+        definition in the record (it changes the verdicts of the events after it), one
+        field under two entries (the first event's type decides for a key), a record
+        that does not extend the origin's contiguous prefix, or a timestamp from the
+        future.
+        """
+        groups = cols.groups
+        if (self._callbacks or self._queues or len({g.field for g in groups}) != len(groups)
+                or any(g.field in (SCHEMA_FIELD, FLEET_FIELD) or g.cls is SequencedOp for g in groups)):
+            return self._apply_batch(cols.batch())
+        ctx = self._ctx()
+        origin = cols.origin
+        first = cols.first_seq
+        hlcs = cols.hlcs
+        n = len(hlcs)
+        last = first + n - 1
+        have = ctx._vv.get(origin, 0)
+        if have >= last:
+            if origin != self.actor:
+                self.stats.events_duplicate += n
+            return 0
+        cloud = ctx._cloud
+        if first > have + 1 or (cloud and any(d[0] == origin for d in cloud)):
+            return self._apply_batch(cols.batch())
+        skip = max(have - first + 1, 0)
+        region = cols.meta.get("region", "default")
+        role = cols.meta.get("role", "default")
+        if self._batch_verdict(origin, region, role, last) is not None:
+            return self._apply_batch(cols.batch())  # counts the rejection per event
+        top = max(hlcs[skip:]) if skip else max(hlcs)
+        clock = self.hlc
+        if hlc_wall_ms(top) - clock._clock() > clock.max_drift_ms:
+            return self._apply_batch(cols.batch())  # per-event timestamp verdicts
+        try:
+            clock.observe(top)
+        except FutureTimestamp:  # the wall clock stepped back just now
+            return self._apply_batch(cols.batch())
+        if skip and origin != self.actor:
+            self.stats.events_duplicate += skip
+        vv = dict(ctx._vv)
+        vv[origin] = last
+        applied = 0
+        for g in groups:
+            pos = g.positions
+            start = skip if pos is None else bisect.bisect_left(pos, skip)
+            count = len(g.keys) - start
+            if count <= 0:
+                continue
+            fname = g.field
+            tag = g.cls.TYPE_TAG
+            reason = self._verdict(fname, tag, region, role)
+            if reason is not None:
+                self.stats.reject(reason, count)
+                continue
+            tbl = self._state.get(fname)
+            if tbl is None:
+                tbl = self._state[fname] = new_table(tag)
+            if g.cols is not None:
+                done, refused = g.cls._join_columns(tbl, g.keys, g.cols, start)
+            else:
+                done, refused = _join_each(tbl, g.keys, g.deltas, start)  # type: ignore[arg-type]
+            applied += done
+            for i in refused:
+                self.stats.reject("incompatible_type")
+                seq = first + (i if pos is None else pos[i])
+                log.warning("rejected %s: cannot join %s into the state held at %s/%s",
+                            Dot(origin, seq), g.cls.__name__, fname, g.keys[i])
+        self._context = Context._raw(vv, cloud)
+        self.stats.events_applied += applied
+        self._since_snapshot += applied
+        if applied:
+            self._tick()
+            if origin != self.actor:
+                self._wake_heartbeat()  # report promptly: a writer may wait for this ack
+        return applied
+
     def _verdict(self, fname: str, tag: str, region: str, role: str) -> str | None:
         """Why events of ``fname`` with type ``tag`` from (region, role) must be rejected, if so."""
         if fname == SCHEMA_FIELD or fname == FLEET_FIELD:
@@ -1440,6 +1589,7 @@ class Replica:
             return
         if definition.name not in self.schema:
             self._remote_defs[definition.name] = definition
+            self._plans.clear()
 
     def _quarantine(self, position: int, payload: bytes, exc: Exception) -> None:
         self.stats.records_quarantined += 1

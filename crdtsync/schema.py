@@ -143,6 +143,8 @@ class Schema:
 
     def __init__(self, definitions: Iterable[Definition] = ()) -> None:
         self._defs: dict[str, Definition] = {}
+        #: bumped by every add, so that users of a definition know to look it up again
+        self._generation = 0
         for d in definitions:
             self.add(d)
 
@@ -156,6 +158,7 @@ class Schema:
                 "bump the version to change a definition"
             )
         self._defs[d.name] = d
+        self._generation += 1
 
     def __getitem__(self, name: str) -> Definition:
         try:

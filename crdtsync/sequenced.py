@@ -18,6 +18,13 @@ Determinism rules (what makes the fold identical everywhere):
   it): a later operation in log order always wins an LWW comparison, whatever the
   writers' clocks say.
 
+Failed appends: when appending an operation fails (or times out), its outcome is unknown:
+it may have been written. The writer's next sequenced operation is appended in one record
+after a *cancellation* of each such operation (same dot, mutator ``""``). In log order
+either the original comes first (it is applied; the cancellation is a duplicate) or the
+cancellation does (the original, if it ever lands, is a duplicate): the same at every
+replica, and no dot is left missing from anyone's context.
+
 Conditions (``cond``): ``None``, ``["eq", value]`` (the field's current value equals
 ``value``: compare-and-set) or ``["ge", n]`` (the current value is at least ``n``:
 decrement-if-enough). Payload::
@@ -34,7 +41,11 @@ from ._encoding import corrupt, is_finite_number
 from .errors import IncompatibleState
 from .types._base import CRDT, register
 
-__all__ = ["SequencedOp", "Outcome", "evaluate_condition", "SEQ_FIELD", "FLEET_FIELD"]
+__all__ = ["SequencedOp", "Outcome", "evaluate_condition", "SEQ_FIELD", "FLEET_FIELD", "CANCEL"]
+
+#: the mutator name of a cancellation: a writer whose append failed re-sends the same dot
+#: with this op before its next operation; whichever copy the log orders first wins
+CANCEL = ""
 
 #: reserved field holding the sequencing stamp (a MaxRegister under key ``"stamp"``)
 SEQ_FIELD = "_seq"

@@ -345,7 +345,8 @@ def test_removal_survives_a_restart_from_snapshot(tmp_path):
             await log.truncate_before(await log.end())
             a = await Replica.open(tmp_path / "a", schema=SCHEMA, log=log, name="a",
                                    heartbeat_interval=HB, liveness=LIVE)
-            await log.append([_raw_record(actor, 2, 50, meta)])
+            # the next seq c would use (its join record and its write came before)
+            await log.append([_raw_record(actor, c.context.max_seq(actor) + 1, 50, meta)])
             await a.sync(timeout=10)
             assert a.value("free", "k") == 1
             assert a.stats.events_rejected.get("removed_replica") == 1

@@ -323,3 +323,35 @@ def test_a_replica_cut_off_the_log_refuses_strong_calls_and_serves_only_local_st
             await link.close()
 
     run(scenario())
+
+
+def test_a_failed_append_is_cancelled_by_the_next_op_and_leaves_no_gap() -> None:
+    """An op whose append failed has an unknown outcome until the writer's next sequenced
+    op, which carries a cancellation of it: no replica keeps a hole in its context."""
+
+    async def main() -> None:
+        log = MemoryLog()
+        a, b = await open_many(log, 2)
+        try:
+            log.faults.fail_appends(1)
+            with pytest.raises(Unavailable, match="cancels it") as info:
+                await a.compare_and_set("limit", "k", None, 1)
+            lost = info.value.event
+            assert lost is not None and lost.origin == a.seq_actor
+            assert await a.compare_and_set("limit", "k", None, 2)   # the lost op never applied
+            await b.sync()
+            for r in (a, b):
+                assert await r.read("limit", "k") == 2
+                assert r.context.max_seq(a.seq_actor) == lost.seq + 1
+                assert not [d for d in r.context.cloud if d[0] == a.seq_actor]  # no gap
+                assert r.stats.ops_cancelled == 1
+            # the original arriving late (a retried append) is a duplicate: not applied
+            from crdtsync.events import Batch, MsgpackCodec
+
+            await log.append([MsgpackCodec().encode(Batch.of([lost], {"region": "default", "role": "default"}))])
+            await b.sync()
+            assert await b.read("limit", "k") == 2
+        finally:
+            await close_all([a, b])
+
+    run(main())

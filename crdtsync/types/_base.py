@@ -25,7 +25,7 @@ A new type is one module plus ``@register`` on its class; the shared law suite i
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping, Sequence
 from typing import Any, ClassVar, Generic, TypeVar
 
 from .._encoding import check_envelope, corrupt, packb, unpackb
@@ -109,6 +109,40 @@ class CRDT(abc.ABC, Generic[V]):
             raise
         except (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError) as exc:
             raise CorruptRecord(f"{cls.TYPE_TAG}: malformed payload ({type(exc).__name__}: {exc})") from None
+
+    # -- column forms (batch format 2; optional fast paths for hot types) ---------
+    @classmethod
+    def _payloads(cls, states: Sequence[CRDT[Any]]) -> list[Any]:
+        """The payloads of many states of this type (a type may override it to be faster)."""
+        return [s._payload() for s in states]
+
+    @classmethod
+    def _columns(cls, payloads: list[Any], version: int) -> Any:
+        """Validate many delta payloads at once into a column form, or return ``None``.
+
+        ``None`` (the default, and the answer for payloads not in the type's common delta
+        shape) makes the caller decode each payload with :meth:`_decode_payload`. A type
+        that returns a column form must accept exactly what :meth:`_decode_payload`
+        accepts for those payloads, and implement :meth:`_from_columns` and
+        :meth:`_join_columns`.
+        """
+        return None
+
+    @classmethod
+    def _from_columns(cls, cols: Any) -> list[Any]:
+        """The delta states of a column form, in order."""
+        raise NotImplementedError
+
+    @classmethod
+    def _join_columns(cls, table: MutableMapping[str, CRDT[Any]], keys: list[str], cols: Any,
+                      start: int) -> tuple[int, list[int]]:
+        """Join deltas ``start..`` of a column form into ``table`` at ``keys``.
+
+        Exactly ``table[k] = d if table.get(k) is None else table[k].join(d)`` per delta,
+        without building the delta objects. Returns how many were joined and the indices
+        of those refused because the table holds a state of another type there.
+        """
+        raise NotImplementedError
 
     def __eq__(self, other: object) -> bool:
         if type(other) is not type(self):

@@ -8,7 +8,9 @@ replica, never by the type itself.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import sys
+from collections.abc import Mapping, MutableMapping, Sequence
+from operator import attrgetter, itemgetter
 from types import MappingProxyType
 from typing import Any, ClassVar, TypeVar
 
@@ -20,6 +22,8 @@ K = TypeVar("K")
 
 
 _MAX_TOTAL = 2**63 - 1
+_first, _second = itemgetter(0), itemgetter(1)
+_counts_of = attrgetter("_counts")
 
 
 def _check_amount(n: Any) -> int:
@@ -60,6 +64,20 @@ def _counts_from_payload(rows: Any, what: str) -> dict[str, int]:
         out[want_str(pair[0], what)] = want_int(pair[1], what, minimum=1)
     check_sorted_unique([r[0] for r in rows], what)
     return out
+
+
+def _delta_columns(payloads: list[Any]) -> tuple[list[str], list[int]] | None:
+    """Payloads all of the delta shape ``[[actor, total]]``, validated in bulk, or None."""
+    if not payloads or set(map(type, payloads)) != {list} or set(map(len, payloads)) != {1}:
+        return None
+    rows = list(map(_first, payloads))
+    if set(map(type, rows)) != {list} or set(map(len, rows)) != {2}:
+        return None
+    actors = list(map(_first, rows))
+    totals = list(map(_second, rows))
+    if set(map(type, actors)) != {str} or set(map(type, totals)) != {int} or min(totals) < 1:
+        return None
+    return list(map(sys.intern, actors)), totals
 
 
 @register
@@ -124,6 +142,48 @@ class GCounter(CRDT[int]):
     @classmethod
     def _from_payload(cls, payload: Any, version: int) -> GCounter:
         return cls._of(_counts_from_payload(payload, "gcounter"))
+
+    # column form: the common delta shape [[actor, total]], as (actors, totals)
+    @classmethod
+    def _payloads(cls, states: Sequence[CRDT[Any]]) -> list[Any]:
+        # a one-entry map is sorted already; (actor, total) packs like [actor, total]
+        return [list(c.items()) if len(c) == 1 else _counts_payload(c) for c in map(_counts_of, states)]
+
+    @classmethod
+    def _columns(cls, payloads: list[Any], version: int) -> Any:
+        return _delta_columns(payloads)
+
+    @classmethod
+    def _from_columns(cls, cols: Any) -> list[Any]:
+        return [GCounter._of({a: n}) for a, n in zip(*cols)]
+
+    @classmethod
+    def _join_columns(cls, table: MutableMapping[str, CRDT[Any]], keys: list[str], cols: Any,
+                      start: int) -> tuple[int, list[int]]:
+        actors, totals = cols
+        get = table.get
+        new = object.__new__
+        refused: list[int] = []
+        for i in range(start, len(keys)):
+            key = keys[i]
+            a = actors[i]
+            n = totals[i]
+            cur = get(key)
+            if cur is None:
+                g = new(GCounter)
+                g._counts = {a: n}
+                table[key] = g
+            elif type(cur) is GCounter:
+                c = cur._counts
+                if n > c.get(a, 0):  # join(delta) spelled out: this is the replay hot loop
+                    m = c.copy()
+                    m[a] = n
+                    g = new(GCounter)
+                    g._counts = m
+                    table[key] = g
+            else:
+                refused.append(i)
+        return len(keys) - start - len(refused), refused
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, GCounter):

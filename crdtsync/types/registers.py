@@ -29,7 +29,8 @@ import math
 import operator
 import struct
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from operator import itemgetter
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
@@ -49,6 +50,8 @@ _F64 = struct.Struct(">d")
 _TS_LIMIT = 2**64
 _INT_MIN, _INT_LIMIT = -(2**63), 2**64
 _KEY_TYPES = (str, bytes, int, type(None))  # bool is an int
+_SCALAR_TYPES = frozenset({type(None), bool, int, float, str, bytes})
+_first, _second, _third = itemgetter(0), itemgetter(1), itemgetter(2)
 
 
 # -- shared helpers (also used by crdtsync.types.vectors) --------------------------
@@ -316,6 +319,61 @@ class LWWRegister(StampReads, CRDT[Any]):
             want_actor(rows[1], "lww.actor"),
             stored_from_wire(rows[2], "lww.value"),
         )
+
+    # column form: the set shape [ts, actor, value], as (timestamps, actors, stored values)
+    @classmethod
+    def _payloads(cls, states: Sequence[CRDT[Any]]) -> list[Any]:
+        regs: Sequence[LWWRegister] = states  # type: ignore[assignment]
+        return [
+            [s._ts, s._actor, s._value] if type(s._value) is not _Packed and s._ts >= 0 else s._payload()
+            for s in regs
+        ]
+
+    @classmethod
+    def _columns(cls, payloads: list[Any], version: int) -> Any:
+        if not payloads or set(map(type, payloads)) != {list} or set(map(len, payloads)) != {3}:
+            return None
+        ts = list(map(_first, payloads))
+        actors = list(map(_second, payloads))
+        values = list(map(_third, payloads))
+        if set(map(type, ts)) != {int} or min(ts) < 0 or max(ts) >= _TS_LIMIT:
+            return None
+        if set(map(type, actors)) != {str} or min(map(len, actors)) < 1:
+            return None
+        kinds = set(map(type, values))
+        if not kinds <= _SCALAR_TYPES:
+            values = [stored_from_wire(v, "lww.value") for v in values]
+        elif int in kinds:
+            ints = [v for v in values if type(v) is int]
+            if min(ints) < _INT_MIN or max(ints) >= _INT_LIMIT:
+                return None
+        return ts, list(map(sys.intern, actors)), values
+
+    @classmethod
+    def _from_columns(cls, cols: Any) -> list[Any]:
+        raw = LWWRegister._raw
+        return [raw(t, a, v) for t, a, v in zip(*cols)]
+
+    @classmethod
+    def _join_columns(cls, table: MutableMapping[str, CRDT[Any]], keys: list[str], cols: Any,
+                      start: int) -> tuple[int, list[int]]:
+        fast = getattr(table, "_join_lww", None)
+        if fast is not None:  # the packed table of crdtsync._tables compares stamps in place
+            return fast(keys, cols, start)  # type: ignore[no-any-return]
+        ts, actors, values = cols
+        raw = LWWRegister._raw
+        refused: list[int] = []
+        for i in range(start, len(keys)):
+            key = keys[i]
+            d = raw(ts[i], actors[i], values[i])
+            cur = table.get(key)
+            if cur is None:
+                table[key] = d
+            elif type(cur) is LWWRegister:
+                table[key] = cur.join(d)
+            else:
+                refused.append(i)
+        return len(keys) - start - len(refused), refused
 
     def __eq__(self, other: object) -> bool:
         if other is self:
