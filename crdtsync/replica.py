@@ -241,8 +241,11 @@ class Replica:
         heartbeat_interval: float = 1.0,
         liveness: float | None = None,
         sequencer: Log | None = None,
+        admins: Iterable[str] | None = None,
     ) -> None:
         self.identity = identity
+        #: roles that may publish definitions and remove replicas (None: any role)
+        self.admins: frozenset[str] | None = frozenset(admins) if admins is not None else None
         self.actor = identity.actor
         self.schema = schema
         self.log = log_
@@ -325,6 +328,7 @@ class Replica:
         heartbeat_interval: float = 1.0,
         liveness: float | None = None,
         sequencer: Log | None = None,
+        admins: Iterable[str] | None = None,
     ) -> Opening[Replica]:
         """Open (or create) a replica.
 
@@ -356,6 +360,10 @@ class Replica:
                 :class:`~crdtsync.forwarder.Forwarder` that copies it down). Sequenced
                 operations never wait in an outbox: with the sequencer unreachable they
                 raise ``Unavailable``.
+            admins: roles allowed to publish definitions (``_schema``) and remove
+                replicas (``_fleet``); events of other roles there are rejected and
+                counted (``permission``). ``None`` (default): any role. Configure every
+                replica of a fleet alike.
         """
 
         async def factory() -> Replica:
@@ -391,7 +399,7 @@ class Replica:
                 codec=codec if not isinstance(codec, str) else codec_for(codec),
                 hlc=hlc, snapshot_every=snapshot_every, owns_log=owns,
                 control=chan, heartbeat_interval=heartbeat_interval, liveness=liveness,
-                sequencer=sequencer,
+                sequencer=sequencer, admins=admins,
             )
             await r._recover(progress)
             await r._publish_schema()
@@ -1058,6 +1066,15 @@ class Replica:
         return self._seq_need
 
     # -- fleet -------------------------------------------------------------------
+    def _is_admin(self, role: str | None = None) -> bool:
+        return self.admins is None or (role if role is not None else self.identity.role) in self.admins
+
+    def _fleet_allowed(self, key: str, origin: str, role: str) -> bool:
+        """A replica records only its own join; removals need an admin role."""
+        if key.startswith("join/"):
+            return key == f"join/{origin}"
+        return key.startswith("remove/") and self._is_admin(role)
+
     async def remove_replica(self, name: str) -> str:
         """Remove replica ``name`` (its current incarnation) from the fleet.
 
@@ -1066,6 +1083,10 @@ class Replica:
         heartbeats (``ReplicaRemoved``); events it wrote before are kept. Returns the
         removed actor id.
         """
+        if not self._is_admin():
+            raise PermissionDenied(
+                f"role {self.identity.role!r} may not remove replicas (admins: {sorted(self.admins or ())})"
+            )
         hb = self.membership.get(name)
         if hb is None:
             raise KeyError(f"no replica named {name!r} is heard from (known: {sorted(self.members())})")
@@ -1354,6 +1375,9 @@ class Replica:
             if reason is not None:
                 self.stats.reject(reason)
                 continue
+            if fname == FLEET_FIELD and not self._fleet_allowed(ev.key, origin, role):
+                self.stats.reject("permission")
+                continue
             tbl = tables.get(fname)
             if tbl is None:
                 tbl = self._state.get(fname)
@@ -1555,7 +1579,11 @@ class Replica:
     def _verdict(self, fname: str, tag: str, region: str, role: str) -> str | None:
         """Why events of ``fname`` with type ``tag`` from (region, role) must be rejected, if so."""
         if fname == SCHEMA_FIELD or fname == FLEET_FIELD:
-            return None if tag == "lww" else "wrong_type"
+            if tag != "lww":
+                return "wrong_type"
+            if fname == SCHEMA_FIELD and not self._is_admin(role):
+                return "permission"
+            return None
         if fname == SEQ_FIELD:
             return "reserved_field"
         d = self.schema.get(fname) or self._remote_defs.get(fname)

@@ -4,6 +4,7 @@ refused, and once its events are causally stable it is pruned from every context
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -80,5 +81,52 @@ def test_new_incarnation_of_a_removed_replica_is_accepted():
         finally:
             for r in (a, b, x2):
                 await r.close()
+
+    asyncio.run(main())
+
+
+def test_only_admin_roles_remove_replicas_or_publish_definitions():
+    from crdtsync import Feature as F
+    from crdtsync import GCounter
+    from crdtsync.clock import make_hlc
+    from crdtsync.errors import PermissionDenied
+    from crdtsync.events import Event
+    from crdtsync.schema import SCHEMA_FIELD
+    from crdtsync.sequenced import FLEET_FIELD
+    from crdtsync.types.registers import LWWRegister
+
+    async def main():
+        log = MemoryLog()
+        kw = dict(log=log, schema=SCHEMA, heartbeat_interval=0.02, admins={"ops"})
+        a = await Replica.open(name="a", role="ops", **kw)
+        b = await Replica.open(name="b", role="edge", **kw)
+        try:
+            await _until(lambda: b.membership.get("a") is not None)
+            with pytest.raises(PermissionDenied, match="may not remove"):
+                await b.remove_replica("a")
+            codec, meta = MsgpackCodec(), {"region": "default", "role": "edge"}
+            now = make_hlc(int(time.time() * 1000))
+            forged = [
+                # an edge removing the admin, joining on behalf of someone else,
+                # and redefining a field: all refused
+                Event("m~1", 1, now, FLEET_FIELD, f"remove/{a.actor}",
+                      LWWRegister().set({"name": "a", "upto": 1, "upto_s": 0}, actor="m~1", ts=now)),
+                Event("m~1", 2, now, FLEET_FIELD, "join/ghost~1",
+                      LWWRegister().set({"name": "ghost", "region": "default", "role": "x"}, actor="m~1", ts=now)),
+                Event("m~1", 3, now, SCHEMA_FIELD, "tags",
+                      LWWRegister().set(F("tags", GCounter).to_dict(), actor="m~1", ts=now)),
+            ]
+            await log.append([codec.encode(Batch.of(forged, meta))])
+            await a.sync()
+            assert a.stats.events_rejected.get("permission") == 3
+            assert a.actor not in a._removed and "ghost" not in a.members()
+            await a.update("tags", "k", "add", "still-an-orset")
+            assert a.value("tags", "k") == {"still-an-orset"}
+            # the admin's own removal goes through
+            await a.remove_replica("b")
+            await _until(lambda: b.actor in b._removed)
+        finally:
+            await a.close()
+            await b.close()
 
     asyncio.run(main())
