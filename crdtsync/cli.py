@@ -199,9 +199,22 @@ def _cli() -> Any:
             t = Table(title="fields")
             t.add_column("field")
             t.add_column("keys")
+            t.add_column("policy")
             for f in r.fields():
-                t.add_row(f, str(len(r.keys(f))))
+                d = r.schema.get(f) or r._remote_defs.get(f)
+                t.add_row(f, str(len(r.keys(f))), d.policy.describe() if d is not None else "(not defined yet)")
             console.print(t)
+            members = r.members()
+            if members:
+                m = Table(title="fleet (from the log and the last heartbeats)")
+                m.add_column("replica")
+                m.add_column("region")
+                m.add_column("last heartbeat")
+                for name in sorted(members):
+                    hb = r.membership.get(name)
+                    age = f"{(r.now_ms() - hb.wall_ms) / 1000:.1f} s ago" if hb is not None else "never heard"
+                    m.add_row(name, hb.region if hb is not None else r._roster.get(name, ("", "?"))[1], age)
+                console.print(m)
             console.print(r.stats)
 
         run_loop(_open(_replica_dir(directory))(show))

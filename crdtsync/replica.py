@@ -426,6 +426,11 @@ class Replica:
             self.stats.events_applied = snap.events_applied
             for d in snap.schema:
                 self._learn_definition(d)
+            # definitions this replica had in code when it saved the snapshot are in
+            # the replicated _schema field: a replica reopened without them keeps
+            # enforcing them (residency, writers, policy)
+            for reg in self._state.get(SCHEMA_FIELD, {}).values():
+                self._learn_definition(reg.value())
             for key, reg in self._state.get(FLEET_FIELD, {}).items():
                 self._learn_fleet(key, reg)
         await self.catch_up(progress=progress)

@@ -257,3 +257,18 @@ def test_forked_worker_gets_a_working_replica_with_a_new_incarnation(tmp_path):
     r.sync()
     assert r.value("clicks", "u") == 11, "the parent sees the worker's write through the shared log"
     r.close()
+
+
+def test_reopened_without_schema_after_a_snapshot_still_enforces_definitions(tmp_path):
+    """Definitions live in the log and the snapshot, not only in code."""
+
+    async def scenario():
+        async with Replica.open(tmp_path / "r", schema=SCHEMA, name="eu-1", region="eu") as r:
+            r.write("eu_income", "u", "set", 1)
+            await r.flush()
+            await r.snapshot()
+        async with Replica.open(tmp_path / "r") as r:
+            assert r._definition("eu_income").residency == {"eu"}
+            assert r._definition("limits").writers == {"risk"}
+
+    run(scenario())
