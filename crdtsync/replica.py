@@ -53,7 +53,7 @@ from .errors import (
     UnsupportedVersion,
 )
 from .events import Batch, Codec, Columns, Event, codec_for
-from .log._protocol import Log, Opening
+from .log._protocol import Log, Opening, read_range
 from .policy import (
     ACKS,
     ALL,
@@ -1053,20 +1053,13 @@ class Replica:
     async def _sequencer_dots(self) -> Context:
         end = await self.sequencer.end()
         dots: list[Dot] = []
-        start = self._seq_scanned
-        reader = self.sequencer.read(start if start is not None else 0)
-        async with contextlib.aclosing(reader):  # type: ignore[type-var]
-            async for entry in reader:
-                if start is not None and entry.position <= start:
-                    continue
-                if entry.position >= end:
-                    break
-                try:
-                    dots.extend(ev.dot for ev in self.codec.decode(entry.payload).events)
-                except (CorruptRecord, UnsupportedVersion) as exc:
-                    # the apply loop quarantines and counts it when it arrives here
-                    log.debug("skipping an undecodable sequencer record at %s: %s", entry.position, exc)
-                self._seq_scanned = entry.position
+        async for entry in read_range(self.sequencer, self._seq_scanned, end):
+            try:
+                dots.extend(ev.dot for ev in self.codec.decode(entry.payload).events)
+            except (CorruptRecord, UnsupportedVersion) as exc:
+                # the apply loop quarantines and counts it when it arrives here
+                log.debug("skipping an undecodable sequencer record at %s: %s", entry.position, exc)
+            self._seq_scanned = entry.position
         self._seq_need = self._seq_need.add_all(dots) if dots else self._seq_need
         return self._seq_need
 
@@ -1246,22 +1239,15 @@ class Replica:
 
     async def _catch_up(self, progress: Callable[[int, int], None] | None) -> int:
         end = await self.log.end()
-        start = self._position
         applied = 0
-        reader = self.log.read(start if start is not None else 0)
-        async with contextlib.aclosing(reader):  # type: ignore[type-var]
-            async for entry in reader:
-                if start is not None and entry.position <= start:
-                    continue
-                if entry.position >= end:
-                    break
-                applied += self._apply_record(entry.position, entry.payload)
-                if self._snapshot_due:
-                    await self.snapshot()
-                if progress is not None:
-                    progress(entry.position, end)
-                if applied and applied % _YIELD_EVERY == 0:
-                    await asyncio.sleep(0)
+        async for entry in read_range(self.log, self._position, end):
+            applied += self._apply_record(entry.position, entry.payload)
+            if self._snapshot_due:
+                await self.snapshot()
+            if progress is not None:
+                progress(entry.position, end)
+            if applied and applied % _YIELD_EVERY == 0:
+                await asyncio.sleep(0)
         return applied
 
     async def _tail(self) -> None:
@@ -1649,13 +1635,9 @@ class Replica:
             await self.catch_up()
             return
         # ``end`` is the next position; wait for the record just below it, if any
-        reader = self.log.read(self._position if self._position is not None else 0)
         last = None
-        async with contextlib.aclosing(reader):  # type: ignore[type-var]
-            async for entry in reader:
-                if entry.position >= end:
-                    break
-                last = entry.position
+        async for entry in read_range(self.log, self._position, end):
+            last = entry.position
         if last is not None:
             await self.wait_applied(last, timeout)
 

@@ -14,6 +14,7 @@ offsets, Kafka uses offsets. Consumers store positions; they never do arithmetic
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Sequence
 from types import TracebackType
 from typing import Any, Generic, NamedTuple, Protocol, TypeVar, runtime_checkable
@@ -61,6 +62,19 @@ class Log(Protocol):
     async def close(self) -> None: ...
 
     async def truncate_before(self, position: int) -> None: ...
+
+
+async def read_range(log: Log, after: int | None, end: int) -> AsyncIterator[LogEntry]:
+    """The records of ``log`` after position ``after`` (all if None) and before ``end``
+    (a value of :meth:`Log.end`); the reader is closed however the caller stops."""
+    reader = log.read(after if after is not None else 0)
+    async with contextlib.aclosing(reader):  # type: ignore[type-var]
+        async for entry in reader:
+            if after is not None and entry.position <= after:
+                continue
+            if entry.position >= end:
+                return
+            yield entry
 
 
 def check_records(records: Sequence[bytes], max_record_bytes: int) -> list[bytes]:
