@@ -42,6 +42,7 @@ from .checkers import (
     check_set_full,
 )
 from .cluster import Cluster, assert_converged
+from .faults import CuttableLog, LogCut, crash
 from .laws import (
     CRDTLaws,
     check_convergence,
@@ -52,9 +53,15 @@ from .laws import (
     check_roundtrip,
     random_network,
 )
+from .metadata import MetadataSize, metadata_size
 from .strategies import operations, states
 
 __all__ = [
+    "CuttableLog",
+    "LogCut",
+    "MetadataSize",
+    "crash",
+    "metadata_size",
     "CRDTLaws",
     "Cluster",
     "CounterBoundsResult",
