@@ -262,7 +262,9 @@ class Replica:
         self._position: int | None = None  # position of the last record applied
         self._next_seq = 1
         self._pending: list[Event] = []
-        self._flush_lock = asyncio.Lock()
+        self._queued = 0  # events ever queued for the log (own writes)
+        self._flushed = 0  # of those, events appended
+        self._flushing: asyncio.Future[int | None] | None = None  # the append in flight
         self._callbacks: list[tuple[Callable[[Change], Any], frozenset[str] | None]] = []
         self._queues: list[tuple[asyncio.Queue[Change], frozenset[str] | None]] = []
         self._tail_task: asyncio.Task[None] | None = None
@@ -469,7 +471,7 @@ class Replica:
         if self._closed:
             return
         try:
-            if self._pending:
+            if self._pending or self._flushing is not None:
                 await self.flush()
             if self._snapshots is not None and self._since_snapshot:
                 await self.snapshot()
@@ -598,31 +600,52 @@ class Replica:
         self.stats.events_local += 1
         self._since_snapshot += 1
         self._pending.append(ev)
+        self._queued += 1
         if self._callbacks or self._queues:
             self._notify(Change(fname, key, ev, True))
         return ev
 
     async def flush(self) -> int | None:
-        """Append every queued event to the log; returns the position of the last record.
+        """Append every queued event to the log; returns the position of the first record
+        of the append that carried the last of them (or the last applied position when
+        nothing was queued).
 
-        Concurrent callers share one append (group commit). If the append fails the
-        events stay queued and the error propagates; call ``flush`` again to retry.
+        Group commit: while an append is in flight, callers wait for it, and the next
+        append carries everything queued meanwhile, so concurrent writers share appends
+        (and fsyncs) instead of queueing behind each other one event at a time. If an
+        append fails its events go back to the queue and every caller waiting on it gets
+        the error; call ``flush`` again to retry.
         """
-        async with self._flush_lock:
+        target = self._queued
+        position = self._position
+        while self._flushed < target:
+            inflight = self._flushing
+            if inflight is not None:
+                position = await asyncio.shield(inflight)
+                continue
             if not self._pending:
-                return self._position
+                break  # dropped (a simulated crash) rather than appended
             events, self._pending = self._pending, []
-            # own events have contiguous seqs by construction: no need to check them again
-            records = [
-                self.codec.encode(Batch._trusted(self.actor, events[i].seq, tuple(events[i:i + _MAX_BATCH]), self._meta))
-                for i in range(0, len(events), _MAX_BATCH)
-            ]
+            fut: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+            self._flushing = fut
             try:
-                first = await self.log.append(records)
-            except BaseException:
+                # own events have contiguous seqs by construction: no need to check them again
+                records = [
+                    self.codec.encode(Batch._trusted(self.actor, events[i].seq, tuple(events[i:i + _MAX_BATCH]), self._meta))
+                    for i in range(0, len(events), _MAX_BATCH)
+                ]
+                position = await self.log.append(records)
+            except BaseException as exc:
                 self._pending[:0] = events
+                fut.set_exception(exc)
+                fut.exception()  # retrieved: the callers waiting on it re-raise it themselves
                 raise
-            return first
+            else:
+                self._flushed += len(events)
+                fut.set_result(position)
+            finally:
+                self._flushing = None
+        return position
 
     async def update(self, field_name: str, key: str, op: str, *args: Any, **kwargs: Any) -> Event:
         """Write and wait for what the field's write level promises; returns the event.
@@ -1651,7 +1674,7 @@ class Replica:
         if self._snapshots is None:
             return
         self._snapshot_due = False
-        if self._pending:  # the snapshot must not hold events the log does not
+        if self._pending or self._flushing is not None:  # the snapshot must not hold events the log does not
             await self.flush()
         sync = getattr(self.log, "sync", None)
         if sync is not None:
