@@ -290,7 +290,7 @@ def test_concurrent_writers_share_appends(tmp_path):
             r.log.append = counting
 
             async def client(c):
-                for i in range(50):
+                for _ in range(50):
                     await r.update("clicks", f"u{c}", "increment")
 
             await asyncio.gather(*[client(c) for c in range(8)])
