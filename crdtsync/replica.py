@@ -441,8 +441,9 @@ class Replica:
         self._seq_next = max(self._seq_next, self._ctx().max_seq(self.seq_actor) + 1)
 
     async def _publish_schema(self) -> None:
-        """Publish definitions the log does not hold yet (definitions are events too)."""
-        for d in self.schema:
+        """Publish definitions the log does not hold yet (definitions are events too).
+        Only an admin role publishes: other replicas would reject the events anyway."""
+        for d in (self.schema if self._is_admin() else ()):
             cur = self._state.get(SCHEMA_FIELD, {}).get(d.name)
             want = d.to_dict()
             if cur is not None and cur.value() == want:

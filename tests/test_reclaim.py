@@ -122,6 +122,13 @@ def test_only_admin_roles_remove_replicas_or_publish_definitions():
             assert a.actor not in a._removed and "ghost" not in a.members()
             await a.update("tags", "k", "add", "still-an-orset")
             assert a.value("tags", "k") == {"still-an-orset"}
+            # a non-admin replica keeps its definitions to itself instead of publishing
+            # events everyone would reject
+            c = await Replica.open(name="c", role="edge", **{**kw, "schema": [*SCHEMA, F("extra", GCounter)]})
+            await c.close()
+            await a.sync()
+            assert a.stats.events_rejected.get("permission") == 3
+            assert a.schema.get("extra") is None and "extra" not in a._remote_defs
             # the admin's own removal goes through
             await a.remove_replica("b")
             await _until(lambda: b.actor in b._removed)
