@@ -71,7 +71,7 @@ from .schema import SCHEMA_FIELD, Definition, Schema
 from .sequenced import CANCEL, FLEET_FIELD, SEQ_FIELD, Outcome, SequencedOp, evaluate_condition
 from .snapshots import FileSnapshotStore, Snapshot, SnapshotStore, encode_snapshot, state_digest
 from .types._base import CRDT
-from .types.registers import LWWRegister
+from .types.registers import LWWRegister, MaxRegister
 
 __all__ = ["Replica", "ReplicaIdentity", "Change", "ChangeStream", "View", "ReplicaStats", "Session", "Leveled"]
 
@@ -1114,8 +1114,6 @@ class Replica:
             raise KeyError(f"no replica named {name!r} is heard from (known: {sorted(self.members())})")
         actor = hb.actor
         upto, upto_s = self._ctx().max_seq(actor), self._ctx().max_seq(f"{actor}/s")
-        from .types.registers import LWWRegister
-
         self._write_raw(FLEET_FIELD, f"remove/{actor}", LWWRegister, "set",
                         ({"name": name, "upto": upto, "upto_s": upto_s},), {})
         self._learn_removal(actor, upto, upto_s)
@@ -1418,6 +1416,10 @@ class Replica:
             elif notify:
                 self._notify(Change(fname, ev.key, ev, False))
         self._context = new_ctx
+        return self._applied(origin, applied)
+
+    def _applied(self, origin: str, applied: int) -> int:
+        """Book ``applied`` events of ``origin`` just applied; wake whoever waits on them."""
         self.stats.events_applied += applied
         self._since_snapshot += applied
         if applied:
@@ -1472,8 +1474,6 @@ class Replica:
                 self.stats.reject("op_failed")
             else:
                 tbl[ev.key] = new
-                from .types.registers import MaxRegister
-
                 stamps["stamp"] = (last if last is not None else MaxRegister()).join(
                     MaxRegister().set(stamp, actor=ev.origin))
         elif error is None:
@@ -1583,13 +1583,7 @@ class Replica:
                 log.warning("rejected %s: cannot join %s into the state held at %s/%s",
                             Dot(origin, seq), g.cls.__name__, fname, g.keys[i])
         self._context = Context._raw(vv, cloud)
-        self.stats.events_applied += applied
-        self._since_snapshot += applied
-        if applied:
-            self._tick()
-            if origin != self.actor:
-                self._wake_heartbeat()  # report promptly: a writer may wait for this ack
-        return applied
+        return self._applied(origin, applied)
 
     def _verdict(self, fname: str, tag: str, region: str, role: str) -> str | None:
         """Why events of ``fname`` with type ``tag`` from (region, role) must be rejected, if so."""

@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 
 from crdtsync import Eventual, Feature, GCounter, MemoryLog, Replica
+from tests._wait import until
 
-
-async def _until(pred, timeout=5.0):
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not pred():
-        assert loop.time() < end, "condition not reached in time"
-        await asyncio.sleep(0.01)
+_until = functools.partial(until, timeout=5.0)
 
 
 def test_slo_breach_is_counted_when_a_peer_goes_quiet_and_clears_after():

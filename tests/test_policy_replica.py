@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -20,6 +20,7 @@ from crdtsync.clock import make_hlc
 from crdtsync.errors import PolicyViolation, ReplicaRemoved, StaleRead, Unavailable
 from crdtsync.events import Batch, Event, MsgpackCodec
 from crdtsync.policy import ACKS, ALL, LOCAL, LOG, MAX_STALENESS, QUORUM, SESSION, Eventual, Tunable
+from tests._wait import until
 
 HB = 0.02  # heartbeat interval (s)
 LIVE = 1.0  # liveness window (s): generous, so a busy machine does not look partitioned
@@ -39,16 +40,6 @@ SCHEMA = [
 
 def run(coro):
     return asyncio.run(coro)
-
-
-async def until(pred: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
-    """Poll ``pred`` until it holds (a wait, not a timing assertion)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not pred():
-        if loop.time() > deadline:
-            raise AssertionError(f"{what} did not hold within {timeout}s")
-        await asyncio.sleep(0.01)
 
 
 async def open_replica(log, name: str, schema=SCHEMA, **kw) -> Replica:

@@ -4,6 +4,7 @@ refused, and once its events are causally stable it is pruned from every context
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 
 import pytest
@@ -12,16 +13,11 @@ from crdtsync import Feature, MemoryLog, ORSet, Replica
 from crdtsync.errors import ReplicaRemoved
 from crdtsync.events import Batch, MsgpackCodec
 from crdtsync.types.collections import ORSet as _ORSet
+from tests._wait import until
 
 SCHEMA = [Feature("tags", ORSet)]
+_until = functools.partial(until, timeout=5.0)
 
-
-async def _until(pred, timeout=5.0):
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not pred():
-        assert loop.time() < end, "condition not reached in time"
-        await asyncio.sleep(0.01)
 
 
 async def _fleet(log):

@@ -44,6 +44,7 @@ from crdtsync.testing.checkers import (
     check_linearizable,
 )
 from crdtsync.testing.faults import CuttableLog, LogCut, crash
+from tests._wait import until
 
 CLIENTS = 5
 TIMEOUT = 1.0  # the strong fields' timeout: an op stuck behind a cut gives up after this
@@ -425,14 +426,6 @@ def test_strong_counter_decrement_if_enough_never_overdraws_under_faults() -> No
 # ---------------------------------------------------------------------------------------
 # The fault tools these tests rely on
 # ---------------------------------------------------------------------------------------
-async def until(pred: Callable[[], bool], timeout: float = 10.0) -> None:
-    async def poll() -> None:
-        while not pred():
-            await asyncio.sleep(0.005)
-
-    await asyncio.wait_for(poll(), timeout)
-
-
 def test_a_cut_link_refuses_calls_sends_nothing_and_holds_readers_without_losing_records() -> None:
     async def scenario() -> None:
         shared = MemoryLog()

@@ -90,17 +90,21 @@ def metadata_size(state: CRDT[Any]) -> MetadataSize:
 # element and re-encode it, which would make a checkpoint cost far more than the state.
 
 
-def _orset_size(s: ORSet) -> MetadataSize:
-    counts = [len(ds) for ds in s._dots.values()]
-    ctx = s.context
+def _dot_store_size(counts: list[int], ctx: Context, encoded: bytes, **extra: int) -> MetadataSize:
+    """Sizes shared by the dot stores: ``counts`` is the number of dots per live entry."""
     return MetadataSize(
         live=len(counts),
         dots=sum(counts),
         max_dots=max(counts, default=0),
         vv_entries=len(ctx.vv),
         cloud_entries=len(ctx.cloud),
-        encoded_bytes=len(s.encode()),
+        encoded_bytes=len(encoded),
+        **extra,
     )
+
+
+def _orset_size(s: ORSet) -> MetadataSize:
+    return _dot_store_size([len(ds) for ds in s._dots.values()], s.context, s.encode())
 
 
 def _ormap_size(m: ORMap) -> MetadataSize:
@@ -109,14 +113,8 @@ def _ormap_size(m: ORMap) -> MetadataSize:
     for fun in m._entries.values():
         counts.append(len(fun))
         nested.extend(len(e.state.encode()) for e in fun.values())
-    ctx = m.context
-    return MetadataSize(
-        live=len(counts),
-        dots=sum(counts),
-        max_dots=max(counts, default=0),
-        vv_entries=len(ctx.vv),
-        cloud_entries=len(ctx.cloud),
-        encoded_bytes=len(m.encode()),
+    return _dot_store_size(
+        counts, m.context, m.encode(),
         nested_bytes=sum(nested),
         max_nested_bytes=max(nested, default=0),
     )
