@@ -204,17 +204,33 @@ def _cli() -> Any:
                 d = r.schema.get(f) or r._remote_defs.get(f)
                 t.add_row(f, str(len(r.keys(f))), d.policy.describe() if d is not None else "(not defined yet)")
             console.print(t)
+            poll = getattr(r.control, "poll", None)
+            if poll is not None:  # a directory of heartbeat files: hear every peer's latest
+                poll(r.observe_heartbeat)
             members = r.members()
+            offsets = r.skew.offsets_ms(r.now_ms())
             if members:
                 m = Table(title="fleet (from the log and the last heartbeats)")
                 m.add_column("replica")
                 m.add_column("region")
                 m.add_column("last heartbeat")
+                m.add_column("clock vs this host")
                 for name in sorted(members):
                     hb = r.membership.get(name)
                     age = f"{(r.now_ms() - hb.wall_ms) / 1000:.1f} s ago" if hb is not None else "never heard"
-                    m.add_row(name, hb.region if hb is not None else r._roster.get(name, ("", "?"))[1], age)
+                    off = offsets.get(name)
+                    clock = "" if off is None else f"{off / 1000:+.1f} s"
+                    if off is not None and abs(off) > r.hlc.max_drift_ms:
+                        clock = f"[red]{clock} (beyond the {r.hlc.max_drift_ms / 1000:g} s drift bound)[/red]"
+                    m.add_row(name, hb.region if hb is not None else r._roster.get(name, ("", "?"))[1], age, clock)
                 console.print(m)
+            skew = r.clock_skew_ms()
+            if skew is not None and skew > r.hlc.max_drift_ms:
+                console.print(f"[red]this host's clock is {skew / 1000:.1f} s ahead of the fleet's: "
+                              "writes are refused (ClockSkew) until it is corrected[/red]")
+            held = r.stats.events_held
+            if held:
+                console.print(f"[yellow]{held} events held back: stamped ahead of this host's clock[/yellow]")
             console.print(r.stats)
 
         run_loop(_open(_replica_dir(directory))(show))

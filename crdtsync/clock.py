@@ -25,6 +25,7 @@ import enum
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from threading import get_ident as _get_ident
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
@@ -366,18 +367,34 @@ def _wall_ms() -> int:
 
 
 class HLC:
-    """A thread-safe hybrid logical clock.
+    """A hybrid logical clock; lock-free while one thread uses it, locked once several do.
 
     ``now()`` stamps a local event; ``update(remote)`` merges a received timestamp and
     returns a stamp after both. Timestamps never go backwards, even if the wall clock does.
+
+    Threads: the first thread to stamp owns the clock and stamps without a lock (a
+    replica's event loop). When another thread stamps, the clock switches to a lock for
+    good; a stamp the owner was issuing during the switch is re-issued under the lock,
+    so no two stamps are ever equal (CPython's GIL orders the plain reads and writes).
+
+    Fence: :attr:`fence`, when set, is called as ``fence(stamp_wall_ms)`` before a stamp
+    whose wall part is new (at most once per millisecond) or is far ahead of this host's
+    wall clock; it raises (e.g. :class:`~crdtsync.errors.ClockSkew`) to refuse the stamp,
+    and the clock is left unchanged. A replica uses it to stop writing when its clock is
+    ahead of its peers' (their apply would hold such events back).
     """
 
-    __slots__ = ("_clock", "_last", "_lock", "max_drift_ms", "rejected")
+    __slots__ = ("_clock", "_last", "_lock", "_owner", "_peak", "_shared", "fence", "max_drift_ms", "rejected")
 
     def __init__(self, *, max_drift_ms: int = 60_000, clock: Callable[[], int] = _wall_ms) -> None:
         self._clock = clock
         self._last = 0
         self._lock = threading.Lock()
+        self._owner: int | None = None
+        self._shared = False
+        self._peak = 0  # _last as every locked call left it (the owner's plain write may lag it)
+        #: called before a stamp with a new wall part; raises to refuse it (see the class doc)
+        self.fence: Callable[[int], None] | None = None
         self.max_drift_ms = max_drift_ms
         #: how many remote timestamps were rejected as too far in the future
         self.rejected = 0
@@ -397,14 +414,55 @@ class HLC:
 
     def now(self) -> int:
         """A timestamp for a local event, greater than every earlier one."""
+        if self._shared or _get_ident() != self._owner:
+            return self._now_shared()
+        wall = self._clock()
+        ts = wall << _LOGICAL_BITS
+        last = self._last
+        if ts <= last:
+            if (last - ts) >> _LOGICAL_BITS > self.max_drift_ms and self.fence is not None:
+                self.fence((last + 1) >> _LOGICAL_BITS)
+            ts = last + 1
+        elif self.fence is not None:
+            self.fence(wall)
+        self._last = ts
+        if self._shared:  # another thread appeared while we stamped: re-issue under the lock
+            ts = self._reissue(ts)
+        return ts
+
+    def _reissue(self, ts: int) -> int:
         with self._lock:
-            # _advance(self._last) spelled out: one call per local write
-            ts = self._clock() << _LOGICAL_BITS
+            ts = self._last = self._peak = max(self._last, self._peak, ts) + 1
+            return ts
+
+    def _claim(self) -> None:
+        """Under the lock: note which thread owns the clock, or that several use it."""
+        if self._owner is None:
+            self._owner = _get_ident()
+        elif not self._shared and _get_ident() != self._owner:
+            self._shared = True
+
+    def _now_shared(self) -> int:
+        with self._lock:
+            self._claim()
+            wall = self._clock()
+            ts = wall << _LOGICAL_BITS
             last = self._last
             if ts <= last:
+                if (last - ts) >> _LOGICAL_BITS > self.max_drift_ms and self.fence is not None:
+                    self.fence((last + 1) >> _LOGICAL_BITS)
                 ts = last + 1
-            self._last = ts
-            return ts
+            elif self.fence is not None:
+                self.fence(wall)
+            self._last = self._peak = max(ts, self._peak + 1)
+            return self._last
+
+    def peek(self) -> int:
+        """A time after every stamp issued so far, without issuing one: the clock does not
+        move and the fence is not asked. For this replica's control messages (heartbeats),
+        which must flow while writes are fenced and must not carry a wall clock that
+        jumped ahead into later stamps."""
+        return max(self._clock() << _LOGICAL_BITS, self._last + 1, self._peak + 1)
 
     def check(self, remote: int) -> None:
         """Raise :class:`FutureTimestamp` if ``remote`` is too far ahead of the wall clock."""
@@ -422,20 +480,25 @@ class HLC:
         """Merge a received timestamp; returns a local stamp after both."""
         self.check(remote)
         with self._lock:
-            return self._advance(max(self._last, remote))
+            self._claim()
+            ts = self._peak = self._advance(max(self._last, self._peak, remote))
+            return ts
 
     def restore(self, ts: int) -> None:
         """Continue after a stamp this clock issued before a restart (no drift check)."""
-        with self._lock:
-            if ts > self._last:
-                self._last = ts
+        self._raise_to(ts)
 
     def observe(self, remote: int) -> None:
         """Like :meth:`update` but without producing a new stamp."""
         self.check(remote)
+        self._raise_to(remote)
+
+    def _raise_to(self, ts: int) -> None:
         with self._lock:
-            if remote > self._last:
-                self._last = remote
+            self._claim()
+            self._peak = max(self._peak, ts)
+            if ts > self._last:
+                self._last = ts
 
 
 _DEFAULT_HLC = HLC()

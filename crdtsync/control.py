@@ -326,7 +326,9 @@ class Membership:
             self._removed[entry.latest.actor] = f"superseded by incarnation {hb.actor!r}"
             self.stats.superseded += 1
             self._entries[hb.name] = _Entry(hb, [sample], now_ms)
-        elif hb.hlc > entry.latest.hlc:
+        elif hb.hlc > entry.latest.hlc or hb.name == self.local:
+            # (this replica's own heartbeats are built here in order: the latest is the
+            # newest even when its clock was corrected back after a jump)
             entry.latest = hb
             entry.received_ms = now_ms
             entry.samples.append(sample)

@@ -23,6 +23,7 @@ __all__ = [
     "IncompatibleState",
     "StaleRead",
     "Unavailable",
+    "ClockSkew",
     "PreconditionFailed",
     "ResidencyViolation",
     "PermissionDenied",
@@ -84,13 +85,30 @@ class Unavailable(CrdtSyncError):
         event: for an acknowledged-write level (``ACKS``/``QUORUM``/``ALL``/``LOG``) whose
             event was already written locally, that event; ``None`` when nothing was
             written. What happened to it depends on the level: a timed-out ack write is
-            *withdrawn* (see ``Replica.update``); a ``SEQUENCED`` operation whose append
-            timed out has an unknown outcome and may still be applied once, in log order.
+            *not* withdrawn: it stays applied and keeps replicating (see
+            ``Replica.update``); a ``SEQUENCED`` operation whose append timed out has an
+            unknown outcome and may still be applied once, in log order.
     """
 
     def __init__(self, message: str, *, event: Any = None) -> None:
         super().__init__(message)
         self.event = event
+
+
+class ClockSkew(Unavailable):
+    """This replica's clock is ahead of its peers' by more than the drift bound.
+
+    Peers would hold back anything it stamps now (until their clocks catch up), so the
+    write was refused before anything was written (``event`` is ``None``). Fix the host's
+    clock; writes resume by themselves once it agrees with the fleet's.
+
+    Attributes:
+        ahead_ms: how far ahead of the fleet's clock (the median of its peers') it is.
+    """
+
+    def __init__(self, message: str, *, ahead_ms: int) -> None:
+        super().__init__(message)
+        self.ahead_ms = ahead_ms
 
 
 class PreconditionFailed(CrdtSyncError):

@@ -40,6 +40,7 @@ from .clock import HLC, Context, Dot, hlc_wall_ms
 from .control import ControlChannel, DirectoryControl, Heartbeat, Membership
 from .errors import (
     BadInput,
+    ClockSkew,
     CorruptRecord,
     CrdtSyncError,
     FutureTimestamp,
@@ -69,6 +70,7 @@ from .policy import (
 )
 from .schema import SCHEMA_FIELD, Definition, Schema
 from .sequenced import CANCEL, FLEET_FIELD, SEQ_FIELD, Outcome, SequencedOp, evaluate_condition
+from .skew import ClockSkewMonitor
 from .snapshots import FileSnapshotStore, Snapshot, SnapshotStore, encode_snapshot, state_digest
 from .types._base import CRDT
 from .types.registers import LWWRegister, MaxRegister
@@ -83,9 +85,19 @@ _YIELD_EVERY = 512
 _MAX_BATCH = 1024
 #: seconds between two prompt heartbeats (bursts of applied batches coalesce)
 _HEARTBEAT_GAP = 0.001
+#: events held back for a future timestamp, at most (beyond, they are re-read on restart)
+_MAX_HELD = 1_000_000
 
 _new_tuple = tuple.__new__
 _BLANK_LWW = LWWRegister()
+
+
+class _Here:
+    """The type of :data:`HERE`."""
+
+
+#: ``before=`` default of ``Replica._apply_batch``: the replica's position now
+HERE = _Here()
 
 
 @dataclass(frozen=True)
@@ -174,6 +186,11 @@ class ReplicaStats:
     ops_cancelled: int = 0
     #: times a field's freshness SLO (``Eventual(max_lag=...)``) went from met to missed
     slo_breaches: dict[str, int] = field(default_factory=dict)
+    #: local writes refused (``ClockSkew``) because this replica's clock was ahead of its peers'
+    clock_skew: int = 0
+    #: remote events held back now because their timestamp is ahead of this clock (they are
+    #: applied once it catches up; ``events_rejected["future_timestamp"]`` counts arrivals)
+    events_held: int = 0
 
     def reject(self, reason: str, n: int = 1) -> None:
         self.events_rejected[reason] = self.events_rejected.get(reason, 0) + n
@@ -262,6 +279,7 @@ class Replica:
         self._position: int | None = None  # position of the last record applied
         self._next_seq = 1
         self._pending: list[Event] = []
+        self._inflight: list[Event] = []  # events of the append in flight
         self._queued = 0  # events ever queued for the log (own writes)
         self._flushed = 0  # of those, events appended
         self._flushing: asyncio.Future[int | None] | None = None  # the append in flight
@@ -280,6 +298,15 @@ class Replica:
         #: seconds without a heartbeat after which a peer is presumed unreachable
         self.liveness = liveness if liveness is not None else 3 * heartbeat_interval
         self.membership = Membership(local=identity.name, max_drift_ms=self.hlc.max_drift_ms)
+        #: peers' clocks from their heartbeats; fences local stamps too far ahead of them
+        self.skew = ClockSkewMonitor(max_drift_ms=self.hlc.max_drift_ms)
+        self.hlc.fence = self._fence
+        # remote events held back for a timestamp ahead of this clock:
+        # (wall ms from which they may apply, event, batch meta, position applied before them)
+        self._held: list[tuple[int, Event, Mapping[str, Any], int | None]] = []
+        self._held_due = 0  # earliest wall ms at which a held event may apply
+        self._overflowed = False  # more were held than _MAX_HELD (those wait for a restart)
+        self._overflow_before: int | None = None
         self.seq_actor = f"{self.actor}/s"  # the origin of this replica's sequenced operations
         #: the shared log that orders SEQUENCED operations (this replica's log by default;
         #: an edge gives the upstream log, its own being a store-and-forward outbox)
@@ -435,6 +462,8 @@ class Replica:
                 self._learn_definition(reg.value())
             for key, reg in self._state.get(FLEET_FIELD, {}).items():
                 self._learn_fleet(key, reg)
+            if snap.unlogged:  # own writes the log may lack (see snapshot())
+                await self.log.append(list(snap.unlogged))
         await self.catch_up(progress=progress)
         # never reuse a seq of ours that the log already holds
         self._next_seq = max(self._next_seq, self._ctx().max_seq(self.actor) + 1)
@@ -629,13 +658,9 @@ class Replica:
             events, self._pending = self._pending, []
             fut: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
             self._flushing = fut
+            self._inflight = events
             try:
-                # own events have contiguous seqs by construction: no need to check them again
-                records = [
-                    self.codec.encode(Batch._trusted(self.actor, events[i].seq, tuple(events[i:i + _MAX_BATCH]), self._meta))
-                    for i in range(0, len(events), _MAX_BATCH)
-                ]
-                position = await self.log.append(records)
+                position = await self.log.append(self._encode_own(events))
             except BaseException as exc:
                 self._pending[:0] = events
                 fut.set_exception(exc)
@@ -646,7 +671,15 @@ class Replica:
                 fut.set_result(position)
             finally:
                 self._flushing = None
+                self._inflight = []
         return position
+
+    def _encode_own(self, events: Sequence[Event]) -> list[bytes]:
+        """Log records for own events (contiguous seqs by construction: not checked again)."""
+        return [
+            self.codec.encode(Batch._trusted(self.actor, events[i].seq, tuple(events[i:i + _MAX_BATCH]), self._meta))
+            for i in range(0, len(events), _MAX_BATCH)
+        ]
 
     async def update(self, field_name: str, key: str, op: str, *args: Any, **kwargs: Any) -> Event:
         """Write and wait for what the field's write level promises; returns the event.
@@ -821,6 +854,23 @@ class Replica:
         """This replica's wall clock in ms (the simulated clock in a test Cluster)."""
         return self.hlc.wall_ms()
 
+    def _fence(self, stamp_wall_ms: int) -> None:
+        """The HLC's fence: refuse a local stamp the fleet would hold back (see
+        :mod:`crdtsync.skew`), counting it, before anything is written."""
+        try:
+            self.skew.check(stamp_wall_ms)
+        except ClockSkew:
+            self.stats.clock_skew += 1
+            if self.stats.clock_skew == 1 or self.stats.clock_skew % 1000 == 0:
+                log.error("%s refused a write: clock %+.1f s off the fleet's (%d refused so far)",
+                          self.actor, (self.skew.skew_ms(stamp_wall_ms) or 0) / 1000, self.stats.clock_skew)
+            raise
+
+    def clock_skew_ms(self) -> int | None:
+        """How far this replica's clock is ahead of its peers' (median; negative: behind),
+        from their heartbeats; ``None`` before any peer was heard."""
+        return self.skew.skew_ms(self.now_ms())
+
     def _acks(self, dot: Dot, group: Any) -> frozenset[str]:
         acks = self.membership.acks(dot, group)
         me = self.identity.name
@@ -859,7 +909,7 @@ class Replica:
         positions = {"log": self._position} if self._position is not None else {}
         return Heartbeat(
             self.actor, self.identity.name, self.identity.region, self.identity.role, self._ctx(),
-            self.now_ms(), self.hlc.now(), positions, {}, self._ping, dict(self._echo),
+            self.now_ms(), self.hlc.peek(), positions, {}, self._ping, dict(self._echo),
             frozenset(self._pruned),
         )
 
@@ -871,6 +921,10 @@ class Replica:
         """
         try:
             h = Heartbeat.decode(hb) if isinstance(hb, (bytes, bytearray, memoryview)) else hb
+            if h.name != self.identity.name and not self.membership.is_removed(h.actor):
+                # before the drift check: a peer whose heartbeats are refused as too far
+                # ahead still tells this replica where the fleet's clocks are
+                self.skew.observe(h.name, h.wall_ms)
             fresh = self.membership.observe(h, self.now_ms())
         except ReplicaRemoved:
             self.stats.reject("removed_replica")
@@ -921,6 +975,8 @@ class Replica:
         self._check_slo()
         if self._removed:
             self.reclaim()
+        if self._held:
+            self.retry_held()
         hb = self.heartbeat()
         self.observe_heartbeat(hb)
         if self.control is not None:
@@ -1029,7 +1085,7 @@ class Replica:
     def begin_quorum_read(self) -> int:
         """Start a ``QUORUM``/``ALL`` read: returns the ping that this replica's next
         heartbeats carry; peers answer it with their current context."""
-        self._ping = max(self._ping + 1, self.hlc.now())
+        self._ping = max(self._ping + 1, self.hlc.peek())
         return self._ping
 
     def quorum_read_ready(self, level: QUORUM | ALL, ping: int) -> bool:
@@ -1152,6 +1208,7 @@ class Replica:
             if a not in self._pruned:
                 self._removed[a] = max(n, self._removed.get(a, 0))
         self.membership.forbid(actor)
+        self.skew.forget(actor.split("~", 1)[0])
         self._plans.clear()
 
     # -- reading ---------------------------------------------------------------
@@ -1298,6 +1355,8 @@ class Replica:
                 await asyncio.sleep(0.5)
 
     def _apply_record(self, position: int, payload: bytes) -> int:
+        if self._held and self.hlc.wall_ms() >= self._held_due:
+            self.retry_held()
         try:
             # a codec that can hands over batch-format-2 records column by column
             decode = getattr(self.codec, "decode_record", None)
@@ -1325,7 +1384,17 @@ class Replica:
         if self._snapshots is not None and self._since_snapshot >= self.snapshot_every:
             self._snapshot_due = True
 
-    def _apply_batch(self, batch: Batch) -> int:
+    def _apply_batch(self, batch: Batch, before: int | None | _Here = HERE) -> int:
+        """Apply the events of ``batch`` this replica has not seen; returns how many applied.
+
+        A dot enters the context only when its event is applied. A refused event (its
+        batch claims another identity than its origin's first, a type or field it may not
+        carry, ...) leaves its dot out, so the genuine event with that dot, should a
+        forged one have come first, is still applied when it arrives; an event stamped
+        too far ahead of this clock is *held* and applied once the clock catches up
+        (:meth:`retry_held`), never refused for good. ``before``: the position applied
+        before the record carrying ``batch`` (default: this replica's position now).
+        """
         ctx = self._ctx()
         origin = batch.origin
         have = ctx._vv.get(origin, 0)
@@ -1336,22 +1405,32 @@ class Replica:
             return 0
         events: Sequence[Event] = batch.events
         cloud = ctx._cloud
-        if batch.first_seq <= have + 1 and not (cloud and any(d[0] == origin for d in cloud)):
+        prefix = batch.first_seq <= have + 1 and not (cloud and any(d[0] == origin for d in cloud))
+        if prefix:
             # the common case: the batch extends the origin's contiguous prefix
             skip = have - batch.first_seq + 1
             if skip > 0:
                 events = events[skip:]
-            vv = dict(ctx._vv)
-            vv[origin] = last
-            new_ctx = Context._raw(vv, cloud)
         else:
             events = [ev for ev in events if ev.dot not in ctx]
-            new_ctx = ctx.add_all(ev.dot for ev in events)
         dups = len(batch) - len(events)
         if dups and origin != self.actor:
             self.stats.events_duplicate += dups
         if not events:
-            self._context = new_ctx
+            return 0
+        region = batch.meta.get("region", "default")
+        role = batch.meta.get("role", "default")
+        upto = self._removed.get(origin)
+        if upto is not None and events[-1].seq > upto:
+            late = sum(1 for ev in events if ev.seq > upto)
+            self.stats.reject("removed_replica", late)
+            events = [ev for ev in events if ev.seq <= upto]
+            prefix = False
+            if not events:
+                return 0
+        batch_reason = self._batch_verdict(origin, region, role)
+        if batch_reason is not None:
+            self.stats.reject(batch_reason, len(events))
             return 0
         # one clock check for the batch; per event only if something is from the future
         try:
@@ -1359,37 +1438,34 @@ class Replica:
             future_ok = True
         except FutureTimestamp:
             future_ok = False
-        region = batch.meta.get("region", "default")
-        role = batch.meta.get("role", "default")
-        batch_reason = self._batch_verdict(origin, region, role, events[-1].seq)
-        if batch_reason is not None:
-            for _ in events:
-                self.stats.reject(batch_reason)
-            self._context = new_ctx
-            return 0
         verdicts: dict[tuple[str, str], str | None] = {}
         tables: dict[str, MutableMapping[str, CRDT[Any]]] = {}
         notify = bool(self._callbacks or self._queues)
         applied = 0
+        left_out: list[Event] = []  # refused or held: their dots stay out of the context
         for ev in events:
-            if not future_ok:
+            delta = ev.delta
+            if not future_ok and type(delta) is not SequencedOp:
+                # (a sequenced operation is evaluated in log order whatever its stamp: holding
+                # it would reorder it; its stamp is not taken into this clock)
                 try:
                     self.hlc.observe(ev.hlc)
                 except FutureTimestamp:
                     self.stats.reject("future_timestamp")
+                    self._hold(ev, batch.meta, self._position if isinstance(before, _Here) else before)
+                    left_out.append(ev)
                     continue
             fname = ev.field
-            delta = ev.delta
             vkey = (fname, delta.TYPE_TAG)
             if vkey in verdicts:
                 reason = verdicts[vkey]
             else:
                 reason = verdicts[vkey] = self._verdict(fname, delta.TYPE_TAG, region, role)
+            if reason is None and fname == FLEET_FIELD and not self._fleet_allowed(ev.key, origin, role):
+                reason = "permission"
             if reason is not None:
                 self.stats.reject(reason)
-                continue
-            if fname == FLEET_FIELD and not self._fleet_allowed(ev.key, origin, role):
-                self.stats.reject("permission")
+                left_out.append(ev)
                 continue
             tbl = tables.get(fname)
             if tbl is None:
@@ -1406,6 +1482,7 @@ class Replica:
                 except IncompatibleState as exc:
                     self.stats.reject("incompatible_type")
                     log.warning("rejected %s: %s", ev.dot, exc)
+                    left_out.append(ev)
                     continue
             applied += 1
             if fname == SCHEMA_FIELD:
@@ -1415,8 +1492,63 @@ class Replica:
                 self._learn_fleet(ev.key, tbl[ev.key], origin)
             elif notify:
                 self._notify(Change(fname, ev.key, ev, False))
-        self._context = new_ctx
+        if left_out:
+            out = {ev.seq for ev in left_out}
+            self._context = ctx.add_all(ev.dot for ev in events if ev.seq not in out)
+        elif prefix:
+            vv = dict(ctx._vv)
+            vv[origin] = last
+            self._context = Context._raw(vv, cloud)
+        else:
+            self._context = ctx.add_all(ev.dot for ev in events)
         return self._applied(origin, applied)
+
+    def _hold(self, ev: Event, meta: Mapping[str, Any], before: int | None) -> None:
+        """Hold back ``ev`` (stamped ahead of this clock) until the clock catches up;
+        ``before`` is the position applied before its record (snapshots do not pass it)."""
+        if len(self._held) >= _MAX_HELD:
+            # still not lost: snapshots do not pass the first held record, so a restart re-reads it
+            log.error("%s holds %d future-stamped events already; %s waits for a restart",
+                      self.actor, len(self._held), ev.dot)
+            if not self._overflowed or (self._overflow_before is not None
+                                        and (before is None or before < self._overflow_before)):
+                self._overflowed, self._overflow_before = True, before
+            return
+        due = hlc_wall_ms(ev.hlc) - self.hlc.max_drift_ms
+        self._held_due = min(self._held_due, due) if self._held else due
+        self._held.append((due, ev, meta, before))
+        self.stats.events_held = len(self._held)
+
+    def _snapshot_position(self) -> int | None:
+        """The position a snapshot may name: the last applied, or, while events are held
+        back, the record applied before the first record that holds one (a restart
+        re-reads from there and holds them again)."""
+        if not self._held and not self._overflowed:
+            return self._position
+        befores = [b for _, _, _, b in self._held]
+        if self._overflowed:
+            befores.append(self._overflow_before)
+        if any(b is None for b in befores):
+            return None
+        return min(b for b in befores if b is not None)
+
+    def retry_held(self) -> int:
+        """Apply held events whose timestamps this clock now accepts; returns how many.
+
+        Runs with every heartbeat and before applying a new record (the simulated
+        cluster calls it every step).
+        """
+        if not self._held or self.hlc.wall_ms() < self._held_due:
+            return 0
+        ready = [h for h in self._held if h[0] <= self.hlc.wall_ms()]
+        self._held = [h for h in self._held if h[0] > self.hlc.wall_ms()]
+        self._held_due = min((h[0] for h in self._held), default=0)
+        self.stats.events_held = len(self._held)
+        applied = 0
+        for _, ev, meta, before in ready:
+            # one event a batch: held events of one origin need not be contiguous
+            applied += self._apply_batch(Batch._trusted(ev.origin, ev.seq, (ev,), meta), before)
+        return applied
 
     def _applied(self, origin: str, applied: int) -> int:
         """Book ``applied`` events of ``origin`` just applied; wake whoever waits on them."""
@@ -1428,13 +1560,10 @@ class Replica:
                 self._wake_heartbeat()  # report promptly: a writer may wait for this ack
         return applied
 
-    def _batch_verdict(self, origin: str, region: Any, role: Any, last_seq: int) -> str | None:
-        """Why a whole batch must be rejected, if so: its origin was removed from the fleet,
-        it claims an identity other than the one its origin first claimed, or a region its
-        channel does not carry."""
-        upto = self._removed.get(origin)
-        if upto is not None and last_seq > upto:
-            return "removed_replica"
+    def _batch_verdict(self, origin: str, region: Any, role: Any) -> str | None:
+        """Why a whole batch must be refused, if so: it claims an identity other than the one
+        its origin first claimed, or a region its channel does not carry. (Events of a
+        removed origin beyond its last accepted seq are refused by the caller.)"""
         if not isinstance(region, str) or not isinstance(role, str):
             return "bad_identity"
         claim = (region, role)
@@ -1542,8 +1671,10 @@ class Replica:
         skip = max(have - first + 1, 0)
         region = cols.meta.get("region", "default")
         role = cols.meta.get("role", "default")
-        if self._batch_verdict(origin, region, role, last) is not None:
-            return self._apply_batch(cols.batch())  # counts the rejection per event
+        if (self._batch_verdict(origin, region, role) is not None
+                or (origin in self._removed and last > self._removed[origin])
+                or any(self._verdict(g.field, g.cls.TYPE_TAG, region, role) is not None for g in groups)):
+            return self._apply_batch(cols.batch())  # refusals leave dots out, event by event
         top = max(hlcs[skip:]) if skip else max(hlcs)
         clock = self.hlc
         if hlc_wall_ms(top) - clock._clock() > clock.max_drift_ms:
@@ -1557,6 +1688,7 @@ class Replica:
         vv = dict(ctx._vv)
         vv[origin] = last
         applied = 0
+        refused_seqs: set[int] = set()
         for g in groups:
             pos = g.positions
             start = skip if pos is None else bisect.bisect_left(pos, skip)
@@ -1565,10 +1697,6 @@ class Replica:
                 continue
             fname = g.field
             tag = g.cls.TYPE_TAG
-            reason = self._verdict(fname, tag, region, role)
-            if reason is not None:
-                self.stats.reject(reason, count)
-                continue
             tbl = self._state.get(fname)
             if tbl is None:
                 tbl = self._state[fname] = new_table(tag)
@@ -1580,9 +1708,13 @@ class Replica:
             for i in refused:
                 self.stats.reject("incompatible_type")
                 seq = first + (i if pos is None else pos[i])
+                refused_seqs.add(seq)
                 log.warning("rejected %s: cannot join %s into the state held at %s/%s",
                             Dot(origin, seq), g.cls.__name__, fname, g.keys[i])
-        self._context = Context._raw(vv, cloud)
+        if refused_seqs:  # refused dots stay out of the context (see _apply_batch)
+            self._context = ctx.add_all(Dot(origin, q) for q in range(first + skip, last + 1) if q not in refused_seqs)
+        else:
+            self._context = Context._raw(vv, cloud)
         return self._applied(origin, applied)
 
     def _verdict(self, fname: str, tag: str, region: str, role: str) -> str | None:
@@ -1675,8 +1807,12 @@ class Replica:
         if sync is not None:
             await sync()
         schema = [d.to_dict() for d in self._remote_defs.values()]
-        snap = Snapshot(self.actor, self._ctx(), self._position, self._next_seq, self.hlc.last,
-                        self._state, schema, self.stats.events_applied)
+        # writes made during the awaits above are in the state but maybe not in the log
+        # yet: the snapshot carries them, and a replica recovering from it appends them
+        # again (a duplicate is harmless), so no seq of ours is ever only in a snapshot
+        unlogged = self._encode_own([*self._inflight, *self._pending])
+        snap = Snapshot(self.actor, self._ctx(), self._snapshot_position(), self._next_seq, self.hlc.last,
+                        self._state, schema, self.stats.events_applied, unlogged)
         self._snapshots.save(encode_snapshot(snap))
         self._since_snapshot = 0
         self.stats.snapshots_written += 1
@@ -1688,8 +1824,9 @@ class Replica:
         await self.snapshot()
         if not self.owns_log:
             raise ValueError("this replica does not own its log; other readers may still need it")
-        if self._position is not None:
-            await self.log.truncate_before(self._position)
+        keep = self._snapshot_position()  # held-back events must stay readable
+        if keep is not None:
+            await self.log.truncate_before(keep)
         return self._position
 
 

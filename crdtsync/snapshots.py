@@ -5,9 +5,13 @@ and replays only the log tail after its position.
 
 File format (``snapshot-<16 hex digits of a counter>.snap`` in the snapshot directory)::
 
-    magic "CSNP" | format version u8 (1) | crc32c u32 BE of body | body length u64 BE | body
+    magic "CSNP" | format version u8 (2) | crc32c u32 BE of body | body length u64 BE | body
 
-``body`` is msgpack (see :func:`encode_snapshot`). A file is valid when the magic,
+``body`` is msgpack: ``[version, actor, context, position, next_seq, hlc, fields, schema,
+events_applied, unlogged]``, where ``fields`` is ``[[field, [[key, nested state], ...]], ...]``
+sorted, and ``unlogged`` (version 2) lists log records of the replica's own writes that
+were not yet appended when the snapshot was taken (recovery appends them again, so no seq
+exists only in a snapshot). Version 1 bodies (without ``unlogged``) are still read. A file is valid when the magic,
 version, length and CRC all check; an invalid file is skipped (and reported) and the
 next older one is tried. Writes go to a temporary file, are fsynced, renamed into place
 and the directory is fsynced, so a crash leaves either the old or the new snapshot,
@@ -35,7 +39,7 @@ __all__ = ["Snapshot", "SnapshotStore", "FileSnapshotStore", "MemorySnapshotStor
 log = logging.getLogger("crdtsync.snapshots")
 
 _MAGIC = b"CSNP"
-_VERSION = 1
+_VERSION = 2
 _HEADER = struct.Struct(">4sBIQ")
 
 
@@ -51,6 +55,8 @@ class Snapshot:
     state: Mapping[str, Mapping[str, CRDT[Any]]]
     schema: list[dict[str, Any]] = field(default_factory=list)
     events_applied: int = 0
+    #: log records of own writes not yet in the log when the snapshot was taken
+    unlogged: list[bytes] = field(default_factory=list)
 
 
 def encode_snapshot(s: Snapshot) -> bytes:
@@ -60,7 +66,7 @@ def encode_snapshot(s: Snapshot) -> bytes:
         fields.append([fname, [[k, encode_nested(tbl[k])] for k in sorted(tbl)]])
     body = packb([
         _VERSION, s.actor, s.context.to_payload(), s.position, s.next_seq, s.hlc, fields,
-        s.schema, s.events_applied,
+        s.schema, s.events_applied, list(s.unlogged),
     ])
     return _HEADER.pack(_MAGIC, _VERSION, crc32c(body), len(body)) + body
 
@@ -78,11 +84,16 @@ def decode_snapshot(blob: bytes) -> Snapshot:
         corrupt("snapshot", "length or checksum mismatch (torn or damaged file)")
     obj = unpackb(body, what="snapshot")
     try:
-        _, actor, ctx, position, next_seq, hlc, fields, schema, applied = obj
+        _, actor, ctx, position, next_seq, hlc, fields, schema, applied, *rest = obj
+        if len(rest) != (0 if version == 1 else 1):
+            raise ValueError(f"{len(obj)} fields for version {version}")
+        unlogged = rest[0] if rest else []
+        if not (isinstance(unlogged, list) and all(isinstance(r, bytes) for r in unlogged)):
+            raise TypeError("unlogged must be a list of records")
         state: dict[str, dict[str, CRDT[Any]]] = {}
         for fname, rows in fields:
             state[fname] = {k: decode_nested(enc) for k, enc in rows}
-        return Snapshot(actor, Context.from_payload(ctx), position, next_seq, hlc, state, schema, applied)
+        return Snapshot(actor, Context.from_payload(ctx), position, next_seq, hlc, state, schema, applied, unlogged)
     except (ValueError, TypeError, KeyError) as exc:
         raise CorruptRecord(f"snapshot: malformed body ({exc})") from None
 

@@ -108,3 +108,58 @@ def test_hlc_update_moves_past_remote_and_rejects_future():
     assert hlc_wall_ms(clock.now()) == 10_400
     with pytest.raises(FutureTimestamp):
         clock.update(-1)
+
+
+def test_hlc_stamps_stay_unique_when_threads_share_it():
+    """One thread stamps lock-free; once others join, the clock locks and no stamp repeats."""
+    import threading
+
+    h = HLC(clock=lambda: 1_000)  # a frozen wall clock: every stamp is a logical increment
+    per_thread: list[list[int]] = [[] for _ in range(4)]
+    h.now()  # the main thread owns it first
+    barrier = threading.Barrier(4)
+
+    def stamp(out: list[int]) -> None:
+        barrier.wait()
+        for _ in range(20_000):
+            out.append(h.now())
+
+    threads = [threading.Thread(target=stamp, args=(out,)) for out in per_thread]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    every = [ts for out in per_thread for ts in out]
+    assert len(set(every)) == len(every), "two threads got the same stamp"
+    for out in per_thread:
+        assert out == sorted(out) and len(set(out)) == len(out)
+
+
+def test_hlc_fence_refuses_a_stamp_and_leaves_the_clock_unchanged():
+    wall = [10_000]
+    h = HLC(clock=lambda: wall[0], max_drift_ms=1_000)
+    before = h.now()
+    seen: list[int] = []
+
+    def fence(stamp_wall: int) -> None:
+        seen.append(stamp_wall)
+        if stamp_wall > 50_000:
+            raise FutureTimestamp("ahead of the fleet")
+
+    h.fence = fence
+    wall[0] = 3_600_000  # the wall clock jumps an hour ahead
+    with pytest.raises(FutureTimestamp):
+        h.now()
+    assert h.last == before, "a refused stamp must not move the clock"
+    wall[0] = 10_001  # corrected
+    ts = h.now()
+    assert hlc_wall_ms(ts) == 10_001 and seen[-1] == 10_001
+    # a clock already far ahead of its own wall (it absorbed a jump before any fence) is fenced too
+    h2 = HLC(clock=lambda: wall[0], max_drift_ms=1_000)
+    h2.restore(make_hlc(3_600_000))
+    h2.fence = fence
+    with pytest.raises(FutureTimestamp):
+        h2.now()
+    assert h2.peek() > make_hlc(3_600_000), "peek() is not fenced: heartbeats keep flowing"
+    wall[0] = 3_600_000
+    assert h.peek() >= make_hlc(3_600_000) and h.last == ts, "peek() never moves the clock"

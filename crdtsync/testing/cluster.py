@@ -209,6 +209,7 @@ class Cluster:
             heartbeat_interval=max(self.heartbeat_ms or 0, _STEP_MS) / 1000,
             liveness=self.liveness_ms / 1000,
         ))
+        r.skew.mono_ms = lambda: self.now_ms  # peers' clocks carried forward in simulated time
         node.hb_at = node.hb_mark = None
         if beats:
             for src, data in self._last_hb.items():  # what peers said before we (re)joined
@@ -451,6 +452,8 @@ class Cluster:
         self.now_ms += self.rng.randint(0, _STEP_MS)
         self._ship(with_faults=True)
         self._deliver(with_faults=True)
+        for name in self.up():  # events held for a future timestamp apply once clocks agree
+            self.replica(name).retry_held()
         self._heartbeats(with_faults=True)
 
     def run(self, steps: int) -> None:
