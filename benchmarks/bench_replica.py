@@ -72,7 +72,8 @@ async def _replicated(n: int, workload: str, backend: str, tmp: Path) -> None:
     await a.flush()
     await b.catch_up()
     assert b.stats.events_applied >= n, (b.stats, n)
-    a._closed = b._closed = True
+    a._mark_closed()
+    b._mark_closed()
     await log.close()
 
 
@@ -145,7 +146,7 @@ async def _build_log(path: Path, n: int) -> None:
             await a.flush()
     await a.flush()
     await log.sync()
-    a._closed = True
+    a._mark_closed()
     await log.close()
 
 
@@ -164,7 +165,7 @@ async def _replay(path: Path, data: Path | None) -> tuple[int, float, float]:
         await r.snapshot()
         snap_s = time.perf_counter() - t
     applied = r.stats.events_applied
-    r._closed = True
+    r._mark_closed()
     await log.close()
     return applied, elapsed, snap_s
 

@@ -201,7 +201,7 @@ def _cli() -> Any:
             t.add_column("keys")
             t.add_column("policy")
             for f in r.fields():
-                d = r.schema.get(f) or r._remote_defs.get(f)
+                d = r.schema.get(f) or r.definitions.find(f)
                 t.add_row(f, str(len(r.keys(f))), d.policy.describe() if d is not None else "(not defined yet)")
             console.print(t)
             poll = getattr(r.control, "poll", None)
@@ -222,7 +222,7 @@ def _cli() -> Any:
                     clock = "" if off is None else f"{off / 1000:+.1f} s"
                     if off is not None and abs(off) > r.hlc.max_drift_ms:
                         clock = f"[red]{clock} (beyond the {r.hlc.max_drift_ms / 1000:g} s drift bound)[/red]"
-                    m.add_row(name, hb.region if hb is not None else r._roster.get(name, ("", "?"))[1], age, clock)
+                    m.add_row(name, hb.region if hb is not None else r.fleet.roster.get(name, ("", "?"))[1], age, clock)
                 console.print(m)
             skew = r.clock_skew_ms()
             if skew is not None and skew > r.hlc.max_drift_ms:

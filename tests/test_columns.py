@@ -96,10 +96,10 @@ async def _apply(batches, codec, subscribe=False):
         r.subscribe(lambda ch: seen.append((ch.field, ch.key, ch.event.dot)))
     await log.append([codec.encode(b) for b in batches])
     await r.catch_up()
-    state = {f: {k: t[k] for k in t} for f, t in r._state.items() if f != "_schema"}
+    state = {f: {k: t[k] for k in t} for f, t in r.store.tables.items() if f != "_schema"}
     out = (state, r.context, r.stats.events_applied, r.stats.events_duplicate,
            dict(r.stats.events_rejected), r.stats.records_quarantined, r.hlc.last, seen)
-    r._closed = True
+    r._mark_closed()
     return out
 
 

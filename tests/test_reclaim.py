@@ -35,19 +35,19 @@ def test_removed_replica_is_pruned_once_stable_and_refused_after():
             removed = await a.remove_replica("x")
             assert removed == x.actor
             # every remaining replica prunes x once all of x's events are stable
-            await _until(lambda: all(x.actor in r._pruned for r in (a, b)))
+            await _until(lambda: all(x.actor in r.fleet.pruned for r in (a, b)))
             for r in (a, b):
                 assert x.actor not in r.context.vv
                 assert r.value("tags", "k") == {f"x{i}" for i in range(5)}  # its past writes stay
                 assert "x" not in r.membership.members()
             # x learns it was removed and refuses to write
-            await _until(lambda: x.actor in x._removed)
+            await _until(lambda: x.actor in x.admission.removed)
             with pytest.raises(ReplicaRemoved, match="fresh data directory"):
                 await x.update("tags", "k", "add", "late")
             # a forged event under x's old identity (any seq) is refused and counted
             codec = MsgpackCodec()
-            forged = x._write_raw("tags", "k", _ORSet, "add", ("forged",), {})
-            x._pending.clear()
+            forged = x.writer.write_raw("tags", "k", _ORSet, "add", ("forged",), {})
+            x.writer.drop_pending()
             await log.append([codec.encode(Batch.of([forged], {"region": "default", "role": "default"}))])
             await _until(lambda: all(r.stats.events_rejected.get("removed_replica", 0) >= 1 for r in (a, b)))
             for r in (a, b):
@@ -115,7 +115,7 @@ def test_only_admin_roles_remove_replicas_or_publish_definitions():
             await log.append([codec.encode(Batch.of(forged, meta))])
             await a.sync()
             assert a.stats.events_rejected.get("permission") == 3
-            assert a.actor not in a._removed and "ghost" not in a.members()
+            assert a.actor not in a.admission.removed and "ghost" not in a.members()
             await a.update("tags", "k", "add", "still-an-orset")
             assert a.value("tags", "k") == {"still-an-orset"}
             # a non-admin replica keeps its definitions to itself instead of publishing
@@ -124,10 +124,10 @@ def test_only_admin_roles_remove_replicas_or_publish_definitions():
             await c.close()
             await a.sync()
             assert a.stats.events_rejected.get("permission") == 3
-            assert a.schema.get("extra") is None and "extra" not in a._remote_defs
+            assert a.schema.get("extra") is None and "extra" not in a.definitions.remote
             # the admin's own removal goes through
             await a.remove_replica("b")
-            await _until(lambda: b.actor in b._removed)
+            await _until(lambda: b.actor in b.admission.removed)
         finally:
             await a.close()
             await b.close()

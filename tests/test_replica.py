@@ -268,8 +268,8 @@ def test_reopened_without_schema_after_a_snapshot_still_enforces_definitions(tmp
             await r.flush()
             await r.snapshot()
         async with Replica.open(tmp_path / "r") as r:
-            assert r._definition("eu_income").residency == {"eu"}
-            assert r._definition("limits").writers == {"risk"}
+            assert r.definitions.get("eu_income").residency == {"eu"}
+            assert r.definitions.get("limits").writers == {"risk"}
 
     run(scenario())
 

@@ -56,7 +56,7 @@ from typing import Any
 
 from ..clock import HLC, Context
 from ..control import Deliver
-from ..errors import CorruptRecord, StaleRead, Unavailable, UnsupportedVersion
+from ..errors import CorruptRecord, UnsupportedVersion
 from ..events import Event, MsgpackCodec
 from ..log.memory import MemoryLog
 from ..policy import (
@@ -64,15 +64,13 @@ from ..policy import (
     ALL,
     LINEARIZABLE,
     LOCAL,
-    LOG,
-    MAX_STALENESS,
     QUORUM,
     SEQUENCED,
-    SESSION,
     ReadLevel,
     WriteLevel,
 )
 from ..replica import Replica, ReplicaIdentity
+from ..replica.coordination import Wait
 from ..schema import Definition, Schema
 from ..snapshots import MemorySnapshotStore
 
@@ -226,7 +224,7 @@ class Cluster:
     def close(self) -> None:
         for node in self.nodes.values():
             if node.replica is not None:
-                node.replica._closed = True
+                node.replica._mark_closed()
         self._loop.close()
 
     def __enter__(self) -> Cluster:
@@ -291,7 +289,7 @@ class Cluster:
         ``SEQUENCED`` raises ``NotImplementedError`` (no shared log in this cluster).
         """
         r = self.replica(name)
-        d = r._check_write(field_name, key)
+        d = r.admission.check_write(field_name, key)
         res = d.policy.resolve(write=write)
         level = res.write
         if level == SEQUENCED:
@@ -303,27 +301,15 @@ class Cluster:
         acked = isinstance(level, (ACKS, QUORUM, ALL))
         if acked:
             self._need_heartbeats(level)
-            r._check_reachable(level, res.on_unavailable)
-        ev = r._write_raw(field_name, key, d.empty, op, args, kwargs, d.version)
+            r.coordinator.check_reachable(level, res.on_unavailable)
+        ev = r.writer.write_raw(field_name, key, d.empty, op, args, kwargs, d.version)
         self._run(r.flush())
         self._run(r.catch_up())
-        if level == LOCAL or level == LOG:
+        if not acked:
             return ev
-        assert isinstance(level, (ACKS, QUORUM, ALL))
-        wait_ms = self._wait_ms(timeout_ms, res.timeout)
-        if self._step_until(lambda: self.replica(name).acknowledged(level, ev.dot), wait_ms):
-            return ev
-        r = self.replica(name)
-        if res.on_unavailable == "local":
-            r.stats.reject("degraded_write")
-            return ev
-        got = sorted(r._acks(ev.dot, level.group))
-        raise Unavailable(
-            f"{field_name}/{key}: {level!r} not reached within {wait_ms} simulated ms "
-            f"(acknowledged by {got}); the write is applied at {name} and will keep "
-            "replicating, but it is not acknowledged",
-            event=ev,
-        )
+        self._wait(r.coordinator.ack_wait(level, res.on_unavailable, ev, f"{field_name}/{key}", f"at {name}"),
+                   self._wait_ms(timeout_ms, res.timeout))
+        return ev
 
     def read(
         self, name: str, field_name: str, key: str, level: ReadLevel | None = None,
@@ -340,56 +326,27 @@ class Cluster:
         ``LINEARIZABLE`` raises ``NotImplementedError`` (no shared log in this cluster).
         """
         r = self.replica(name)
-        d = r._definition(field_name)
-        res = d.policy.resolve(read=level)
-        lvl, on = res.read, res.on_unavailable
-        wait_ms = self._wait_ms(timeout_ms, res.timeout)
-        if lvl == LOCAL:
-            pass
-        elif isinstance(lvl, MAX_STALENESS):
-            self._need_heartbeats(lvl)
-            bound_ms = lvl.seconds * 1000
-
-            def fresh() -> bool:
-                return self.replica(name).staleness_ms() <= bound_ms
-
-            ok = fresh() or (lvl.wait and self._step_until(fresh, wait_ms))
-            if not ok and on != "local":
-                r = self.replica(name)
-                r.stats.reject("stale_read")
-                raise StaleRead(
-                    f"{field_name}: {name} may be {r.staleness_ms() / 1000:.3g}s stale "
-                    f"(bound {lvl.seconds:g}s); some origin has not been heard from recently"
-                )
-        elif isinstance(lvl, SESSION):
-            token = lvl.token
-            if not self._step_until(lambda: token <= self.replica(name).context, wait_ms) and on != "local":
-                r = self.replica(name)
-                r.stats.reject("stale_read")
-                raise StaleRead(
-                    f"{field_name}: {name} has not applied the session's earlier writes within "
-                    f"{wait_ms} simulated ms (missing {token} vs {r.context})"
-                )
-        elif isinstance(lvl, (QUORUM, ALL)):
-            self._need_heartbeats(lvl)
-            quorum = lvl
-            ping = r.begin_quorum_read()  # the node's next heartbeat carries it (promptly)
-            if not self._step_until(lambda: self.replica(name).quorum_read_ready(quorum, ping), wait_ms) \
-                    and on != "local":
-                answered = sorted(self.replica(name).membership.answered(ping, quorum.group))
-                raise Unavailable(
-                    f"{field_name}: {quorum!r} read at {name} not satisfied within {wait_ms} "
-                    f"simulated ms (answered: {answered})"
-                )
-        elif lvl == LINEARIZABLE:
+        res = r.definitions.get(field_name).policy.resolve(read=level)
+        if res.read == LINEARIZABLE:
             raise NotImplementedError(
                 f"{field_name!r} is read at LINEARIZABLE, which syncs to one shared log's end; "
                 "this simulated Cluster gives every node a private log. Test it with replicas "
                 "sharing one MemoryLog"
             )
-        else:
-            raise TypeError(f"unknown read level {lvl!r}")
-        return self.replica(name).value(field_name, key)
+        if res.read != LOCAL:
+            self._need_heartbeats(res.read)
+        w = r.coordinator.read_wait(res.read, res.on_unavailable, field_name, name)
+        if w is not None:
+            self._wait(w, self._wait_ms(timeout_ms, res.timeout))
+        return r.value(field_name, key)
+
+    def _wait(self, w: Wait, wait_ms: int) -> None:
+        """Run a level's wait in simulated time (the prompt heartbeat is the next step's)."""
+        ok = w.ready() or (w.patient and self._step_until(w.ready, wait_ms))
+        if not ok:
+            exc = w.failure(f"{wait_ms} simulated ms")
+            if exc is not None:
+                raise exc
 
     def _wait_ms(self, timeout_ms: int | None, policy_timeout: float) -> int:
         if timeout_ms is None:
@@ -435,7 +392,7 @@ class Cluster:
         """Kill node ``name``: its memory and the messages to and from it are lost."""
         node = self.nodes[name]
         if node.replica is not None:
-            node.replica._closed = True
+            node.replica._mark_closed()
             node.replica = None
         self._in_flight = [m for m in self._in_flight if name not in (m.src, m.dst)]
 
@@ -544,7 +501,7 @@ class Cluster:
         for name in up if only is None else [only]:
             node = self.nodes[name]
             r = self.replica(name)
-            mark = (r.context, r._ping, tuple(sorted(r._echo.items())))
+            mark = (r.context, r.heartbeats.ping, tuple(sorted(r.heartbeats.echo.items())))
             if only is None and node.hb_at is not None and mark == node.hb_mark \
                     and self.now_ms - node.hb_at < self.heartbeat_ms:
                 continue
@@ -576,7 +533,7 @@ class Cluster:
             schema=self.schema, log=node.log, identity=node.identity, snapshots=store,
             snapshot_every=10**12, hlc=hlc, follow=False, control=None,
         ))
-        r._closed = True  # read-only copy: never writes
+        r._mark_closed()  # read-only copy: never writes
         return r
 
     def contexts(self) -> dict[str, Context]:

@@ -271,33 +271,18 @@ async def crash(replica: Replica) -> None:
     so that appends it forwarded have landed first). Restart by opening the replica
     again with the same data directory (or ``identity=`` for an in-memory replica).
     """
-    if replica._closed:
+    if replica.closed:
         return
-    replica._closed = True
-    replica._pending.clear()
-    tasks = [t for t in (replica._tail_task, replica._hb_task) if t is not None]
-    for task in tasks:
-        task.cancel()
-    for task in tasks:
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
-    if replica.control is not None:
-        await replica.control.close()
+    replica._mark_closed()
+    replica.writer.drop_pending()
+    await replica.follower.stop()
+    await replica.heartbeats.stop()
 
     def dead() -> Unavailable:
         return Unavailable(f"replica {replica.actor} crashed; the outcome of this call is unknown")
 
-    for fut in replica._outcomes.values():
-        if not fut.done():
-            fut.set_exception(dead())
-    replica._outcomes.clear()
-    for _, waiter in replica._applied_waiters:
-        if not waiter.done():
-            waiter.set_exception(dead())
-    replica._applied_waiters.clear()
-    ticks, replica._ticks = replica._ticks, []
-    for tick in ticks:
-        if not tick.done():
-            tick.set_result(None)
+    replica.sequencer_client.fail_waiting(dead())
+    replica.follower.fail_waiters(dead())
+    replica.waiter.tick()
     if replica.owns_log:
         await replica.log.close()

@@ -19,12 +19,16 @@ seconds to minutes. Peers not heard from within ``horizon_ms`` no longer count.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 
-from .errors import ClockSkew
+from ..errors import ClockSkew
+from .stats import ReplicaStats
 
 __all__ = ["ClockSkewMonitor", "monotonic_ms"]
+
+log = logging.getLogger("crdtsync.replica")
 
 
 def monotonic_ms() -> int:
@@ -35,13 +39,13 @@ def monotonic_ms() -> int:
 class ClockSkewMonitor:
     """Peers' clocks as heartbeats report them, and this replica's skew against them."""
 
-    def __init__(self, *, max_drift_ms: int, mono_ms: Callable[[], int] = monotonic_ms,
-                 horizon_ms: int = 600_000) -> None:
+    def __init__(self, *, max_drift_ms: int, stats: ReplicaStats, actor: str,
+                 mono_ms: Callable[[], int] = monotonic_ms, horizon_ms: int = 600_000) -> None:
         self.max_drift_ms = max_drift_ms
+        self._stats = stats
+        self.actor = actor
         self.mono_ms = mono_ms
         self.horizon_ms = horizon_ms
-        #: writes refused because this replica's clock was ahead of the fleet's
-        self.refused = 0
         self._peers: dict[str, tuple[int, int]] = {}  # name -> (wall - mono at arrival, mono at arrival)
         self._fleet: int | None = None  # the fleet's offset from this host's monotonic clock
 
@@ -79,12 +83,16 @@ class ClockSkewMonitor:
 
     def check(self, stamp_wall_ms: int) -> None:
         """Raise :class:`ClockSkew` if a stamp at ``stamp_wall_ms`` would be held back by
-        the fleet (more than ``max_drift_ms`` ahead of its clock). The HLC's fence."""
+        the fleet (more than ``max_drift_ms`` ahead of its clock), counting it in
+        ``stats.clock_skew``. The replica's HLC fence."""
         if self._fleet is None:
             return
         ahead = stamp_wall_ms - (self.mono_ms() + self._fleet)
         if ahead > self.max_drift_ms:
-            self.refused += 1
+            n = self._stats.clock_skew = self._stats.clock_skew + 1
+            if n == 1 or n % 1000 == 0:
+                log.error("%s refused a write: clock %+.1f s off the fleet's (%d refused so far)",
+                          self.actor, ahead / 1000, n)
             raise ClockSkew(
                 f"this replica's clock is {ahead / 1000:.1f} s ahead of its peers' (median of "
                 f"{len(self._peers)}; limit {self.max_drift_ms / 1000:g} s): peers would hold back "
