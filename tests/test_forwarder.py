@@ -28,8 +28,6 @@ from crdtsync.clock import make_hlc
 from crdtsync.errors import CorruptRecord
 from crdtsync.events import Batch, Event, MsgpackCodec
 
-from ._wait import until
-
 EDGE = "edge~1"
 CODEC = MsgpackCodec()
 ROOT = Path(__file__).resolve().parent.parent
