@@ -3,8 +3,10 @@
 A :class:`Dot` names one event: ``(replica, seq)`` with ``seq`` counting from 1 per
 origin. A :class:`Context` is the set of dots a replica (or a state, or a read) has
 seen, stored as a version vector (every seq up to ``vv[r]`` seen) plus a *dot cloud*
-of dots seen beyond the contiguous prefix. Contexts are immutable: every change returns
-a new object, so capturing the context of a read costs a reference, not a copy.
+of dots seen beyond the contiguous prefix, kept in memory as sorted, merged seq ranges
+per replica (so a gap that never fills costs one range, not one entry per later seq).
+Contexts are immutable: every change returns a new object, so capturing the context of
+a read costs a reference, not a copy.
 
 Wire format of a context (``Context.encode``), deterministic::
 
@@ -124,7 +126,7 @@ def _intersection(a: Sequence[int], b: Sequence[int]) -> list[int]:
 
 def _fold(n: int, ranges: Sequence[int]) -> tuple[int, _Ranges]:
     """Prefix ``n`` and canonical ``ranges`` as (new prefix, ranges above it): ranges
-    covered by the prefix are dropped, one touching it is folded in."""
+    the prefix covers are dropped, and one that overlaps or touches it extends it."""
     i = 0
     while i < len(ranges) and ranges[i] <= n + 1:
         if ranges[i + 1] - 1 > n:
