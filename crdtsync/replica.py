@@ -1247,9 +1247,7 @@ class Replica:
         if top:
             c = self._context
             if c._vv.get(self.actor, 0) < top:
-                vv = dict(c._vv)
-                vv[self.actor] = top
-                c = Context(vv, c._cloud) if c._cloud else Context._raw(vv, c._cloud)
+                c = c.add_range(self.actor, 1, top)
                 self._context = c
             self._own_top = 0
         return self._context
@@ -1404,11 +1402,13 @@ class Replica:
                 self.stats.events_duplicate += len(batch)
             return 0
         events: Sequence[Event] = batch.events
-        cloud = ctx._cloud
-        prefix = batch.first_seq <= have + 1 and not (cloud and any(d[0] == origin for d in cloud))
+        first = batch.first_seq
+        missing = ctx.missing(origin, first, last)
+        prefix = len(missing) == 1 and missing[0][1] == last
         if prefix:
-            # the common case: the batch extends the origin's contiguous prefix
-            skip = have - batch.first_seq + 1
+            # the common case: what the context lacks is a tail of the batch (it extends
+            # the origin's contiguous prefix, or a run of seqs after a gap)
+            skip = missing[0][0] - first
             if skip > 0:
                 events = events[skip:]
         else:
@@ -1496,9 +1496,7 @@ class Replica:
             out = {ev.seq for ev in left_out}
             self._context = ctx.add_all(ev.dot for ev in events if ev.seq not in out)
         elif prefix:
-            vv = dict(ctx._vv)
-            vv[origin] = last
-            self._context = Context._raw(vv, cloud)
+            self._context = ctx.add_range(origin, first, last)
         else:
             self._context = ctx.add_all(ev.dot for ev in events)
         return self._applied(origin, applied)
@@ -1647,8 +1645,8 @@ class Replica:
         record to whenever the shortcut would not be exact: subscribers to notify, a
         definition in the record (it changes the verdicts of the events after it), one
         field under two entries (the first event's type decides for a key), a record
-        that does not extend the origin's contiguous prefix, or a timestamp from the
-        future.
+        of which the context lacks more than a tail (new seqs after a gap in the origin's
+        seqs are such a tail), or a timestamp from the future.
         """
         groups = cols.groups
         if (self._callbacks or self._queues or len({g.field for g in groups}) != len(groups)
@@ -1665,10 +1663,10 @@ class Replica:
             if origin != self.actor:
                 self.stats.events_duplicate += n
             return 0
-        cloud = ctx._cloud
-        if first > have + 1 or (cloud and any(d[0] == origin for d in cloud)):
+        missing = ctx.missing(origin, first, last)
+        if len(missing) != 1 or missing[0][1] != last:  # not just a tail of the record is new
             return self._apply_batch(cols.batch())
-        skip = max(have - first + 1, 0)
+        skip = missing[0][0] - first
         region = cols.meta.get("region", "default")
         role = cols.meta.get("role", "default")
         if (self._batch_verdict(origin, region, role) is not None
@@ -1685,8 +1683,6 @@ class Replica:
             return self._apply_batch(cols.batch())
         if skip and origin != self.actor:
             self.stats.events_duplicate += skip
-        vv = dict(ctx._vv)
-        vv[origin] = last
         applied = 0
         refused_seqs: set[int] = set()
         for g in groups:
@@ -1714,7 +1710,7 @@ class Replica:
         if refused_seqs:  # refused dots stay out of the context (see _apply_batch)
             self._context = ctx.add_all(Dot(origin, q) for q in range(first + skip, last + 1) if q not in refused_seqs)
         else:
-            self._context = Context._raw(vv, cloud)
+            self._context = ctx.add_range(origin, first, last)
         return self._applied(origin, applied)
 
     def _verdict(self, fname: str, tag: str, region: str, role: str) -> str | None:
