@@ -155,6 +155,17 @@ Rolling a segment fsyncs the new segment and the directory unless the policy is
 ``never``. Readers see a record as soon as it is written, which can be before it is
 durable; call :meth:`LocalLog.sync` before persisting a position elsewhere.
 
+Storage errors
+--------------
+
+A write the filesystem refuses raises :class:`~crdtsync.errors.StorageFull` (``ENOSPC``,
+``EDQUOT``) or :class:`~crdtsync.errors.StorageUnavailable` (``EROFS``, ``EACCES``,
+``EPERM``, ``EIO``) from ``open``, ``append``, ``sync`` and ``truncate_before``; both are
+also ``OSError`` with the original errno, and each is counted in
+:attr:`LogStats.storage_errors`. A failed append leaves nothing behind (a partly written
+batch is cut at once, a segment that could not be created is removed) and the log
+stays usable; only a failed fsync poisons it (above). ``close`` does not raise.
+
 Locking
 -------
 
@@ -186,7 +197,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Literal, TypeVar
 
 from .._crc32c import crc32c
-from ..errors import CorruptRecord, UnsupportedVersion
+from .._storage import remove_if_present, typed_storage_errors
+from ..errors import CorruptRecord, StorageError, UnsupportedVersion
 from ._protocol import LogClosed, LogEntry, Opening, Waiters, check_records
 
 try:
@@ -308,6 +320,9 @@ class LogStats:
     corrupt_bytes: int = 0
     truncated_bytes: int = 0
     """Bytes of torn tails cut after open (left by another process that died mid-write)."""
+    storage_errors: int = 0
+    """Writes the filesystem refused (full, read-only, ...), raised as
+    :class:`~crdtsync.errors.StorageFull` / :class:`~crdtsync.errors.StorageUnavailable`."""
     recent: deque[CorruptRange] = field(default_factory=lambda: deque(maxlen=_RECENT_CORRUPTION))
 
 
@@ -775,7 +790,8 @@ class LocalLog:
                 strict=strict,
                 create=create,
             )
-            await asyncio.to_thread(log._open_sync)
+            with log._storage("Opening the LocalLog", "The log was not opened."):
+                await asyncio.to_thread(log._open_sync)
             return log
 
         return Opening(factory, LocalLog.close)
@@ -891,17 +907,18 @@ class LocalLog:
         if not batch:
             return await self.end()
         data = encode_batch(batch)
-        if self.fsync == "group":
-            position, ticket = await self._write(data)
-            await self._durable(ticket)
-        elif self.fsync == "always":
-            if self._always_lock is None:
-                self._always_lock = asyncio.Lock()
-            async with self._always_lock:
+        with self._storage("Appending to the LocalLog", "Nothing was appended (a partial write is cut)."):
+            if self.fsync == "group":
                 position, ticket = await self._write(data)
-                await self._sync_round()
-        else:
-            position, _ = await self._write(data)
+                await self._durable(ticket)
+            elif self.fsync == "always":
+                if self._always_lock is None:
+                    self._always_lock = asyncio.Lock()
+                async with self._always_lock:
+                    position, ticket = await self._write(data)
+                    await self._sync_round()
+            else:
+                position, _ = await self._write(data)
         self._appended.wake()
         return position
 
@@ -951,7 +968,11 @@ class LocalLog:
         return await self._run_locked(self._end_locked)
 
     async def close(self) -> None:
-        """Wait for pending group commits, then release files. Idempotent."""
+        """Wait for pending group commits, then release files. Idempotent.
+
+        Never raises for storage trouble: an append waiting for the final fsync gets
+        the error itself, and a checkpoint that cannot be written is only logged (the
+        next open then scans the active segment)."""
         if self._closing:
             return
         self._closing = True
@@ -972,17 +993,22 @@ class LocalLog:
         deleted segment open finish reading it (POSIX unlink semantics).
         """
         self._check_writable()
-        await self._run_locked(self._truncate_before_locked, position, inline=False)
+        with self._storage(
+            "Deleting old segments of the LocalLog",
+            "Every record at or after the position is kept, and so are the segments not deleted yet.",
+        ):
+            await self._run_locked(self._truncate_before_locked, position, inline=False)
 
     # -- extras -------------------------------------------------------------------
 
     async def sync(self) -> None:
         """Make every record this instance wrote durable now (whatever the policy)."""
         self._check_open()
-        if self.fsync == "never":
-            await asyncio.to_thread(self._fsync_active_now)
-        else:
-            await self._durable(self._written)
+        with self._storage("Syncing the LocalLog", "Appends since the last successful sync may not be durable."):
+            if self.fsync == "never":
+                await asyncio.to_thread(self._fsync_active_now)
+            else:
+                await self._durable(self._written)
 
     async def start(self) -> int:
         """The lowest position still kept (the base of the oldest segment)."""
@@ -1100,16 +1126,23 @@ class LocalLog:
                 errno.EEXIST, f"LocalLog {self._dir}: segment {name} already exists; was the directory edited by hand?"
             )
         tmp = path + ".tmp"
-        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            os.pwrite(fd, _pack_header(self.epoch, base), 0)
+            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                os.pwrite(fd, _pack_header(self.epoch, base), 0)
+                if self.fsync != "never":
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.rename(tmp, path)
             if self.fsync != "never":
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.rename(tmp, path)
-        if self.fsync != "never":
-            _fsync_dir(self._dir)
+                _fsync_dir(self._dir)
+        except BaseException:
+            # A full disk, say: leave no half-made segment behind (nothing was in it yet,
+            # and the caller holds the lock, so no other process appended to it).
+            remove_if_present(tmp)
+            remove_if_present(path)
+            raise
 
     def _open_active(self, base: int) -> None:
         fd = os.open(os.path.join(self._dir, _segment_name(base)), os.O_RDWR)
@@ -1228,16 +1261,19 @@ class LocalLog:
         doomed = [bases[i] for i in range(len(bases) - 1) if bases[i + 1] <= position]
         if not doomed:
             return
-        for base in doomed:
-            try:
-                os.unlink(os.path.join(self._dir, _segment_name(base)))
-            except FileNotFoundError:
-                pass
-        if self.fsync != "never":
-            _fsync_dir(self._dir)
-        self._bump_gen()
-        self._bases = [b for b in bases if b not in doomed]
-        self._bad_headers.difference_update(doomed)
+        gone: list[int] = []
+        try:
+            for base in doomed:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(self._dir, _segment_name(base)))
+                gone.append(base)
+            if self.fsync != "never":
+                _fsync_dir(self._dir)
+        finally:
+            if gone:  # also after a failure half-way: others must re-list what is left
+                self._bump_gen()
+                self._bases = [b for b in bases if b not in gone]
+                self._bad_headers.difference_update(gone)
 
     # -- writing and durability ----------------------------------------------------
 
@@ -1291,7 +1327,12 @@ class LocalLog:
         self._unsynced.clear()
         self._inflight.update(fds)
         try:
-            await asyncio.to_thread(_fsync_all, fds)
+            with self._storage(
+                "Syncing (fsync) the LocalLog",
+                "Appends since the last successful fsync may not be durable, so the log refuses appends until "
+                "it is reopened (reopening runs recovery).",
+            ):
+                await asyncio.to_thread(_fsync_all, fds)
         except OSError as exc:
             # After a failed fsync the kernel may have dropped the dirty pages: nothing
             # written since the last good fsync can be trusted. Refuse further appends.
@@ -1355,6 +1396,14 @@ class LocalLog:
             raise LogClosed(f"LocalLog {self._dir} is closed; open it again")
         if self._lock_fd < 0:
             raise LogClosed(f"LocalLog {self._dir} is not open: use `await LocalLog.open(path)`")
+
+    def _storage(self, doing: str, outcome: str) -> contextlib.AbstractContextManager[None]:
+        """Storage ``OSError`` escaping the block become typed errors, counted in stats."""
+        return typed_storage_errors(self._dir, doing, outcome, self._count_storage_error)
+
+    def _count_storage_error(self, exc: StorageError) -> None:
+        self.stats.storage_errors += 1
+        logger.error("%s", exc)
 
     def _check_writable(self) -> None:
         self._check_open()
