@@ -72,7 +72,7 @@ def test_close_on_a_full_disk_without_room_for_the_snapshot(small_disk: SmallDis
     async def scenario() -> None:
         r = await Replica.open(data, schema=SCHEMA, name="edge")
         for i in range(50):
-            r.write("segment", f"k{i}", "set", "v%d" % i * 100)
+            r.write("segment", f"k{i}", "set", f"v{i}" * 100)
         await r.flush()
         small_disk.fill()
         with pytest.raises(StorageFull) as info:
