@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,44 +19,11 @@ from crdtsync.log import CorruptRange, LocalLog, LogEntry
 from crdtsync.log import local as local_mod
 from crdtsync.log.local import FRAME_OVERHEAD, HEADER_SIZE
 
+from ._bitflip import RATES, Damage, Frame, frames_of
 from ._util import arun
 
-RATES = [1e-3, 1e-4, 1e-5]
 SEGMENT_BYTES = 16 * 1024
 AFTER = b"after the damage"
-
-
-def flip_bits(seg: Path, rate: float, rng: random.Random) -> list[int]:
-    """Flip each bit with probability ``rate``; return the damaged byte offsets."""
-    data = bytearray(seg.read_bytes())
-    nbits = len(data) * 8
-    flips = []
-    # Geometric gaps between flips: the same distribution as a coin per bit, in O(flips).
-    bit = int(rng.expovariate(rate))
-    while bit < nbits:
-        data[bit // 8] ^= 1 << (bit % 8)
-        flips.append(bit // 8)
-        bit += 1 + int(rng.expovariate(rate))
-    seg.write_bytes(bytes(data))
-    return sorted(set(flips))
-
-
-@dataclass(frozen=True)
-class Frame:
-    """One record as written: where its frame lies, and which append carried it."""
-
-    position: int
-    payload: bytes
-    batch: int
-    base: int  # the segment holding it
-
-    @property
-    def offset(self) -> int:
-        return self.position - self.base + HEADER_SIZE
-
-    @property
-    def stop(self) -> int:
-        return self.offset + FRAME_OVERHEAD + len(self.payload)
 
 
 class Campaign:
@@ -68,6 +35,7 @@ class Campaign:
         self.frames: list[Frame] = []
         self.flips: dict[int, list[int]] = {}  # segment base -> damaged file offsets
         self.bad_headers: set[int] = set()
+        self.touched: Callable[[Frame], bool] = lambda f: False
 
     async def write(self) -> None:
         rng = self.rng
@@ -80,20 +48,14 @@ class Campaign:
                     positions.append((p, payload, b))
                     p += FRAME_OVERHEAD + len(payload)
         bases = self.bases()
-        self.frames = [Frame(p, pl, b, max(x for x in bases if x <= p)) for p, pl, b in positions]
+        self.frames = frames_of(positions, bases)
 
     def bases(self) -> list[int]:
         return sorted(int(s.stem) for s in self.path.glob("*.seg"))
 
     def damage(self, rate: float) -> None:
-        for seg in sorted(self.path.glob("*.seg")):
-            base = int(seg.stem)
-            self.flips[base] = flips = flip_bits(seg, rate, self.rng)
-            if flips and flips[0] < HEADER_SIZE:
-                self.bad_headers.add(base)
-
-    def touched(self, f: Frame) -> bool:
-        return f.base in self.bad_headers or any(f.offset <= o < f.stop for o in self.flips.get(f.base, ()))
+        hits = Damage(self.path, rate, self.rng)
+        self.flips, self.bad_headers, self.touched = hits.flips, hits.bad_headers, hits.touched
 
     def torn_tail(self) -> list[Frame]:
         """Without a checkpoint, the active segment's trailing damaged frames and the
