@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from crdtsync import Feature, GCounter, LocalLog, LWWRegister, MemoryLog, ORSet, Replica
-from crdtsync.events import Batch, codec_for
+from crdtsync.clock import Dot
+from crdtsync.events import Batch, MsgpackCodec
+from crdtsync.log import LogEntry
 
-from .log._bitflip import RATES, Damage, frames_of
+from .log._bitflip import RATES, Damage, Frame, frames_of
 
 SCHEMA = [Feature("clicks", GCounter), Feature("segment", LWWRegister), Feature("tags", ORSet)]
 
@@ -38,7 +41,7 @@ async def write(logdir: Path, rng: random.Random) -> list[tuple[int, bytes, int]
         await log.close()
 
 
-async def _numbered(log: LocalLog):  # type: ignore[no-untyped-def]
+async def _numbered(log: LocalLog) -> AsyncIterator[tuple[int, LogEntry]]:
     i = 0
     async for e in log.read(0):
         yield i, e
@@ -67,10 +70,10 @@ def test_replica_applies_every_undamaged_record(tmp_path: Path, rate: float, see
         frames = frames_of(records, sorted(int(s.stem) for s in logdir.glob("*.seg")))
         hits = Damage(logdir, rate, rng)
         good = [f for f in frames if not hits.touched(f)]
-        codec = codec_for("msgpack")
+        codec = MsgpackCodec()
 
-        def dots(fs: list) -> set:  # type: ignore[type-arg]
-            out = set()
+        def dots(fs: list[Frame]) -> set[Dot]:
+            out: set[Dot] = set()
             for f in fs:
                 rec = codec.decode_record(f.payload)
                 batch = rec if isinstance(rec, Batch) else rec.batch()

@@ -7,7 +7,9 @@ in the queue and are appended once space is back, errors are typed and counted
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,8 +24,8 @@ SCHEMA = [Feature("segment", LWWRegister)]
 BIG = "x" * (3 * 4096)  # an event whose record needs pages of its own
 
 
-def run(coro):  # type: ignore[no-untyped-def]
-    return asyncio.run(asyncio.wait_for(coro, 60))
+def run(coro: Coroutine[Any, Any, None]) -> None:
+    asyncio.run(asyncio.wait_for(coro, 60))
 
 
 def test_a_full_disk_refuses_writes_typed_reads_go_on_and_writing_resumes(small_disk: SmallDisk, tmp_path: Path) -> None:
