@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 
 from .errors import StorageError, StorageFull, StorageUnavailable
 
-__all__ = ["remove_if_present", "storage_error", "typed_storage_errors"]
+__all__ = ["raise_typed", "remove_if_present", "storage_error", "typed_storage_errors"]
 
 log = logging.getLogger("crdtsync.storage")
 
@@ -77,19 +77,30 @@ def remove_if_present(path: str | os.PathLike[str]) -> None:
         log.warning("could not remove the temporary file %s: %s", os.fspath(path), exc)
 
 
+def raise_typed(
+    exc: OSError, path: str | os.PathLike[str], doing: str, outcome: str,
+    counted: Callable[[StorageError], None] | None = None,
+) -> None:
+    """Raise the typed error for ``exc`` (from it) if it has one; return otherwise, so
+    the caller re-raises ``exc`` itself. ``counted`` is called with each error typed here
+    (not with one that was typed already). For hot paths: ``except OSError`` costs
+    nothing until it fires, a context manager costs microseconds per call."""
+    typed = storage_error(exc, path, doing, outcome)
+    if typed is None or typed is exc:
+        return
+    if counted is not None:
+        counted(typed)
+    raise typed from exc
+
+
 @contextlib.contextmanager
 def typed_storage_errors(
     path: str | os.PathLike[str], doing: str, outcome: str, counted: Callable[[StorageError], None] | None = None
 ) -> Iterator[None]:
     """Raise a storage ``OSError`` escaping the block as its typed error (see
-    :func:`storage_error`), from the original; ``counted`` is called with each error it
-    typed. Other exceptions, and errors already typed, pass through unchanged."""
+    :func:`raise_typed`). Other exceptions, and errors already typed, pass through."""
     try:
         yield
     except OSError as exc:
-        typed = storage_error(exc, path, doing, outcome)
-        if typed is None or typed is exc:
-            raise
-        if counted is not None:
-            counted(typed)
-        raise typed from exc
+        raise_typed(exc, path, doing, outcome, counted)
+        raise

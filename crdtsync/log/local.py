@@ -197,7 +197,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Literal, TypeVar
 
 from .._crc32c import crc32c
-from .._storage import remove_if_present, typed_storage_errors
+from .._storage import raise_typed, remove_if_present, typed_storage_errors
 from ..errors import CorruptRecord, StorageError, UnsupportedVersion
 from ._protocol import LogClosed, LogEntry, Opening, Waiters, check_records
 
@@ -236,6 +236,7 @@ _CHUNK = 1 << 20  # bytes read per pread while scanning
 _READ_BUDGET = 1 << 20  # bytes a reader parses per step before yielding entries
 _INLINE_BYTES = 128 * 1024  # smaller reads and writes run on the event loop thread
 _RECENT_CORRUPTION = 100
+_APPEND_FAILED = ("Appending to the LocalLog", "Nothing was appended (a partial write is cut).")
 
 
 class _NeedThread(Exception):
@@ -907,7 +908,7 @@ class LocalLog:
         if not batch:
             return await self.end()
         data = encode_batch(batch)
-        with self._storage("Appending to the LocalLog", "Nothing was appended (a partial write is cut)."):
+        try:  # not `with self._storage(...)`: this is the hot path
             if self.fsync == "group":
                 position, ticket = await self._write(data)
                 await self._durable(ticket)
@@ -919,6 +920,9 @@ class LocalLog:
                     await self._sync_round()
             else:
                 position, _ = await self._write(data)
+        except OSError as exc:
+            raise_typed(exc, self._dir, *_APPEND_FAILED, self._count_storage_error)
+            raise
         self._appended.wake()
         return position
 
