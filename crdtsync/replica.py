@@ -50,6 +50,7 @@ from .errors import (
     ReplicaRemoved,
     ResidencyViolation,
     StaleRead,
+    StorageError,
     Unavailable,
     UnsupportedVersion,
 )
@@ -191,6 +192,8 @@ class ReplicaStats:
     #: remote events held back now because their timestamp is ahead of this clock (they are
     #: applied once it catches up; ``events_rejected["future_timestamp"]`` counts arrivals)
     events_held: int = 0
+    #: flushes and snapshots the disk refused (``StorageFull``/``StorageUnavailable``)
+    storage_errors: int = 0
 
     def reject(self, reason: str, n: int = 1) -> None:
         self.events_rejected[reason] = self.events_rejected.get(reason, 0) + n
@@ -288,6 +291,7 @@ class Replica:
         self._tail_task: asyncio.Task[None] | None = None
         self._since_snapshot = 0
         self._snapshot_due = False
+        self._snapshot_refused_at: int | None = None  # _since_snapshot when the disk refused one
         self._closed = False
         self._applied_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._meta = {"region": identity.region, "role": identity.role}
@@ -505,6 +509,11 @@ class Replica:
                 await self.flush()
             if self._snapshots is not None and self._since_snapshot:
                 await self.snapshot()
+        except StorageError as exc:
+            # Closing anyway (files and tasks are released): say what that cost.
+            lost = len(self._pending)
+            cost = f"{lost} queued events were not written and are lost" if lost else "no final snapshot was written"
+            raise type(exc)(exc.errno, f"closing replica {self.actor}: {cost}. {exc}", exc.filename) from exc
         finally:
             self._closed = True
             for task in (self._tail_task, self._hb_task):
@@ -663,6 +672,8 @@ class Replica:
                 position = await self.log.append(self._encode_own(events))
             except BaseException as exc:
                 self._pending[:0] = events
+                if isinstance(exc, StorageError):  # the events wait in the queue for space
+                    self.stats.storage_errors += 1
                 fut.set_exception(exc)
                 fut.exception()  # retrieved: the callers waiting on it re-raise it themselves
                 raise
@@ -1320,7 +1331,7 @@ class Replica:
         async for entry in read_range(self.log, self._position, end):
             applied += self._apply_record(entry.position, entry.payload)
             if self._snapshot_due:
-                await self.snapshot()
+                await self._due_snapshot()
             if progress is not None:
                 progress(entry.position, end)
             if applied and applied % _YIELD_EVERY == 0:
@@ -1339,7 +1350,7 @@ class Replica:
                             continue
                         n += self._apply_record(entry.position, entry.payload)
                         if self._snapshot_due:
-                            await self.snapshot()
+                            await self._due_snapshot()
                         if n >= _YIELD_EVERY:
                             n = 0
                             await asyncio.sleep(0)
@@ -1809,9 +1820,28 @@ class Replica:
         unlogged = self._encode_own([*self._inflight, *self._pending])
         snap = Snapshot(self.actor, self._ctx(), self._snapshot_position(), self._next_seq, self.hlc.last,
                         self._state, schema, self.stats.events_applied, unlogged)
-        self._snapshots.save(encode_snapshot(snap))
+        try:
+            self._snapshots.save(encode_snapshot(snap))
+        except StorageError:
+            self.stats.storage_errors += 1
+            raise
         self._since_snapshot = 0
+        self._snapshot_refused_at = None
         self.stats.snapshots_written += 1
+
+    async def _due_snapshot(self) -> None:
+        """The snapshot applying takes every ``snapshot_every`` events. A disk that refuses
+        it (full, read-only) must not stop applying: the error is logged and counted, and
+        the next attempt waits for another ``snapshot_every`` events."""
+        refused = self._snapshot_refused_at
+        if refused is not None and self._since_snapshot < refused + self.snapshot_every:
+            self._snapshot_due = False
+            return
+        try:
+            await self.snapshot()
+        except StorageError as exc:
+            self._snapshot_refused_at = self._since_snapshot
+            log.warning("%s: no snapshot written (retrying after %d more events): %s", self.actor, self.snapshot_every, exc)
 
     async def compact(self) -> int | None:
         """Snapshot, then drop log records the snapshot covers (only for a log this replica owns)."""
