@@ -3,8 +3,10 @@
 A :class:`Dot` names one event: ``(replica, seq)`` with ``seq`` counting from 1 per
 origin. A :class:`Context` is the set of dots a replica (or a state, or a read) has
 seen, stored as a version vector (every seq up to ``vv[r]`` seen) plus a *dot cloud*
-of dots seen beyond the contiguous prefix. Contexts are immutable: every change returns
-a new object, so capturing the context of a read costs a reference, not a copy.
+of dots seen beyond the contiguous prefix, kept in memory as sorted, merged seq ranges
+per replica (so a gap that never fills costs one range, not one entry per later seq).
+Contexts are immutable: every change returns a new object, so capturing the context of
+a read costs a reference, not a copy.
 
 Wire format of a context (``Context.encode``), deterministic::
 
@@ -24,7 +26,8 @@ from __future__ import annotations
 import enum
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from threading import get_ident as _get_ident
 from types import MappingProxyType
 from typing import Any, NamedTuple
@@ -62,57 +65,123 @@ class Ordering(enum.Enum):
     CONCURRENT = "concurrent"
 
 
-def _normalize(vv: dict[str, int], cloud: Iterable[Dot]) -> tuple[dict[str, int], frozenset[Dot]]:
-    """Fold cloud dots contiguous with the version vector into it; drop covered dots."""
-    by_replica: dict[str, set[int]] = {}
-    for r, s in cloud:
-        if s > vv.get(r, 0):
-            by_replica.setdefault(r, set()).add(s)
-    if not by_replica:
-        return vv, frozenset()
-    rest: list[Dot] = []
-    for r, seqs in by_replica.items():
-        n = vv.get(r, 0)
-        while n + 1 in seqs:
-            n += 1
-            seqs.discard(n)
-        if n:
-            vv[r] = n
-        rest.extend(Dot(r, s) for s in seqs)
-    return vv, frozenset(rest)
+# A replica's dot cloud in memory: a flat tuple ``(s0, e0, s1, e1, ...)`` of half-open
+# seq ranges ``[s, e)``, ascending, with at least one missing seq between two ranges
+# (``e_i < s_{i+1}``) and the first starting above the contiguous prefix plus one
+# (``s0 > vv[r] + 1``). This canonical form makes equality, hashing and encoding exact;
+# a permanent gap followed by a million seqs is one range, not a million dots.
+_Ranges = tuple[int, ...]
+
+
+def _runs(seqs: Iterable[int]) -> list[int]:
+    """The ranges (flat, half-open, canonical) covering exactly the positive ``seqs``."""
+    out: list[int] = []
+    for s in sorted(seqs):
+        if s < 1:
+            continue
+        if out:
+            if s < out[-1]:  # a duplicate
+                continue
+            if s == out[-1]:
+                out[-1] = s + 1
+                continue
+        out += (s, s + 1)
+    return out
+
+
+def _union(a: Sequence[int], b: Sequence[int]) -> list[int]:
+    """The union of two canonical range lists, canonical (adjacent ranges merged)."""
+    if not a:
+        return list(b)
+    if not b:
+        return list(a)
+    pairs = sorted([*zip(a[::2], a[1::2]), *zip(b[::2], b[1::2])])
+    out: list[int] = []
+    for s, e in pairs:
+        if out and s <= out[-1]:
+            if e > out[-1]:
+                out[-1] = e
+        else:
+            out += (s, e)
+    return out
+
+
+def _intersection(a: Sequence[int], b: Sequence[int]) -> list[int]:
+    """The intersection of two canonical range lists, canonical."""
+    out: list[int] = []
+    i = j = 0
+    while i < len(a) and j < len(b):
+        s = max(a[i], b[j])
+        e = min(a[i + 1], b[j + 1])
+        if s < e:
+            if out and out[-1] == s:
+                out[-1] = e
+            else:
+                out += (s, e)
+        if a[i + 1] < b[j + 1]:
+            i += 2
+        else:
+            j += 2
+    return out
+
+
+def _fold(n: int, ranges: Sequence[int]) -> tuple[int, _Ranges]:
+    """Prefix ``n`` and canonical ``ranges`` as (new prefix, ranges above it): ranges
+    the prefix covers are dropped, and one that overlaps or touches it extends it."""
+    i = 0
+    while i < len(ranges) and ranges[i] <= n + 1:
+        if ranges[i + 1] - 1 > n:
+            n = ranges[i + 1] - 1
+        i += 2
+    return n, tuple(ranges[i:])
+
+
+def _set(d: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
+    """Set ``key`` in ``d`` to ``value``, or drop it if ``value`` is falsy; returns ``d``."""
+    if value:
+        d[key] = value
+    else:
+        d.pop(key, None)
+    return d
 
 
 class Context:
     """An immutable set of dots: version vector plus dot cloud.
 
     ``Context()`` is empty. Build one with :meth:`from_dots` or :meth:`from_vv`, grow it
-    with :meth:`add` and :meth:`join` (each returns a new context), and compare with
-    ``<=``, ``<``, ``==`` or :meth:`compare`.
+    with :meth:`add`, :meth:`add_range` and :meth:`join` (each returns a new context), and
+    compare with ``<=``, ``<``, ``==`` or :meth:`compare`.
+
+    The cloud is kept per replica as sorted, merged seq ranges, so its cost grows with the
+    number of gaps, not the number of dots beyond them: adding a run of seqs after a
+    permanent gap extends one range (a bisect and a copy of that replica's ranges).
     """
 
-    __slots__ = ("_vv", "_cloud", "_hash")
+    __slots__ = ("_vv", "_ranges", "_hash")
 
     _vv: dict[str, int]
-    _cloud: frozenset[Dot]
+    _ranges: dict[str, _Ranges]
 
     def __init__(self, vv: Mapping[str, int] | None = None, cloud: Iterable[Dot] = ()) -> None:
         v = {r: int(n) for r, n in (vv or {}).items() if n > 0}
-        self._vv, self._cloud = _normalize(v, (Dot(r, s) for r, s in cloud))
+        self._vv, self._ranges = v, {}
         self._hash: int | None = None
+        if cloud:
+            built = self.add_all(cloud)
+            self._vv, self._ranges = built._vv, built._ranges
 
     @classmethod
-    def _raw(cls, vv: dict[str, int], cloud: frozenset[Dot]) -> Context:
+    def _raw(cls, vv: dict[str, int], ranges: dict[str, _Ranges]) -> Context:
         ctx = cls.__new__(cls)
         ctx._vv = vv
-        ctx._cloud = cloud
+        ctx._ranges = ranges
         ctx._hash = None
         return ctx
 
     @classmethod
     def from_dots(cls, dots: Iterable[Dot]) -> Context:
         """The context holding exactly ``dots``."""
-        vv, cloud = _normalize({}, dots)
-        return cls._raw(vv, cloud)
+        return _EMPTY.add_all(dots)
 
     @classmethod
     def from_vv(cls, vv: Mapping[str, int]) -> Context:
@@ -125,7 +194,7 @@ class Context:
         if not drop:
             return self
         return Context._raw({r: n for r, n in self._vv.items() if r not in drop},
-                            frozenset(d for d in self._cloud if d[0] not in drop))
+                            {r: c for r, c in self._ranges.items() if r not in drop})
 
     # -- queries ---------------------------------------------------------------
     @property
@@ -135,69 +204,144 @@ class Context:
 
     @property
     def cloud(self) -> frozenset[Dot]:
-        """Dots seen beyond the contiguous prefix."""
-        return self._cloud
+        """Dots seen beyond the contiguous prefix (built on each call: one object per
+        dot; :meth:`cloud_size`, :meth:`cloud_ranges` and :meth:`missing` do not)."""
+        return frozenset(Dot(r, s) for r, c in self._ranges.items()
+                         for i in range(0, len(c), 2) for s in range(c[i], c[i + 1]))
+
+    def cloud_size(self) -> int:
+        """How many dots the cloud holds."""
+        return sum(c[i + 1] - c[i] for c in self._ranges.values() for i in range(0, len(c), 2))
+
+    def cloud_ranges(self, replica: str) -> tuple[tuple[int, int], ...]:
+        """The cloud of ``replica`` as inclusive ``(first, last)`` seq ranges, ascending."""
+        c = self._ranges.get(replica, ())
+        return tuple((c[i], c[i + 1] - 1) for i in range(0, len(c), 2))
 
     def __contains__(self, dot: object) -> bool:
         if not isinstance(dot, tuple) or len(dot) != 2:
             return False
         r, s = dot
-        return s <= self._vv.get(r, 0) or dot in self._cloud
+        if s <= self._vv.get(r, 0):
+            return True
+        c = self._ranges.get(r)
+        if c is None:
+            return False
+        if len(c) == 2:
+            return bool(c[0] <= s < c[1])
+        return bisect_right(c, s) & 1 == 1
 
     def contains(self, dot: Dot) -> bool:
         return dot in self
 
+    def missing(self, replica: str, first: int, last: int) -> list[tuple[int, int]]:
+        """The seqs of ``replica`` in ``first..last`` this context lacks, as inclusive
+        ``(first, last)`` ranges, ascending (empty when it has them all)."""
+        cur = max(first, self._vv.get(replica, 0) + 1, 1)
+        if cur > last:
+            return []
+        c = self._ranges.get(replica, ())
+        i = bisect_right(c, cur)
+        if i & 1:  # cur is inside the range ending at c[i]
+            cur = c[i]
+            i += 1
+        out: list[tuple[int, int]] = []
+        while cur <= last:
+            if i < len(c) and c[i] <= last:
+                out.append((cur, c[i] - 1))
+                cur = c[i + 1]
+                i += 2
+            else:
+                out.append((cur, last))
+                break
+        return out
+
     def max_seq(self, replica: str) -> int:
         """The highest seq of ``replica`` in this context (0 if none)."""
-        n = self._vv.get(replica, 0)
-        for r, s in self._cloud:
-            if r == replica and s > n:
-                n = s
-        return n
+        c = self._ranges.get(replica)
+        return c[-1] - 1 if c else self._vv.get(replica, 0)
 
     def next_dot(self, replica: str) -> Dot:
         """The dot ``replica`` should use for its next event given this context."""
         return Dot(replica, self.max_seq(replica) + 1)
 
     def replicas(self) -> frozenset[str]:
-        return frozenset(self._vv) | frozenset(r for r, _ in self._cloud)
+        return frozenset(self._vv) | frozenset(self._ranges)
 
     def dots(self) -> Iterator[Dot]:
         """Every dot in the context (beware: as many as the sum of the vector)."""
         for r, n in sorted(self._vv.items()):
             for s in range(1, n + 1):
                 yield Dot(r, s)
-        yield from sorted(self._cloud)
+        for r, c in sorted(self._ranges.items()):
+            for i in range(0, len(c), 2):
+                for s in range(c[i], c[i + 1]):
+                    yield Dot(r, s)
 
     def __len__(self) -> int:
-        return sum(self._vv.values()) + len(self._cloud)
+        return sum(self._vv.values()) + self.cloud_size()
 
     def __bool__(self) -> bool:
-        return bool(self._vv) or bool(self._cloud)
+        return bool(self._vv) or bool(self._ranges)
 
     def is_compact(self) -> bool:
         """True when there is no dot cloud (the context is a plain version vector)."""
-        return not self._cloud
+        return not self._ranges
 
     # -- growth ----------------------------------------------------------------
     def add(self, dot: Dot) -> Context:
         """This context plus ``dot``."""
-        r, s = dot
-        n = self._vv.get(r, 0)
-        if s <= n or dot in self._cloud:
+        return self.add_range(dot[0], dot[1], dot[1])
+
+    def add_range(self, replica: str, first: int, last: int) -> Context:
+        """This context plus the seqs ``first..last`` of ``replica`` (returns ``self`` when
+        it holds them all already)."""
+        first = max(first, 1)
+        n = self._vv.get(replica, 0)
+        if last < first or last <= n:
             return self
-        if s == n + 1:
-            vv = dict(self._vv)
-            vv[r] = s
-            if any(d[0] == r for d in self._cloud):
-                vv, cloud = _normalize(vv, self._cloud)
-                return Context._raw(vv, cloud)
-            return Context._raw(vv, self._cloud)
-        return Context._raw(self._vv, self._cloud | {Dot(r, s)})
+        c = self._ranges.get(replica, ())
+        if first <= n + 1:  # extends the prefix, and may reach ranges of the cloud
+            if c and c[0] <= last + 1:
+                n, rest = _fold(last, c)
+                return Context._raw(_set(dict(self._vv), replica, n), _set(dict(self._ranges), replica, rest))
+            return Context._raw(_set(dict(self._vv), replica, last), self._ranges)
+        end = last + 1
+        lo = bisect_left(c, first) >> 1  # first range ending at or after ``first``
+        hi = (bisect_right(c, end) + 1) >> 1  # ranges starting at or before ``end``
+        if hi > lo:
+            if hi == lo + 1 and c[2 * lo] <= first and c[2 * hi - 1] >= end:
+                return self  # inside one range already
+            first, end = min(first, c[2 * lo]), max(end, c[2 * hi - 1])
+        merged = (*c[:2 * lo], first, end, *c[2 * hi:])
+        return Context._raw(self._vv, _set(dict(self._ranges), replica, merged))
 
     def add_all(self, dots: Iterable[Dot]) -> Context:
-        vv, cloud = _normalize(dict(self._vv), [*self._cloud, *dots])
-        return Context._raw(vv, cloud)
+        """This context plus ``dots``."""
+        by: dict[str, list[int]] = {}
+        for r, s in dots:
+            if r in by:
+                by[r].append(s)
+            else:
+                by[r] = [s]
+        if not by:
+            return self
+        vv, ranges = self._vv, self._ranges
+        copied = False
+        for r, seqs in by.items():
+            n = vv.get(r, 0)
+            old = ranges.get(r, ())
+            if old:
+                n2, rest = _fold(n, _union(old, _runs(seqs)))
+            else:
+                n2, rest = _fold(n, _runs(seqs))
+            if n2 == n and rest == old:
+                continue
+            if not copied:
+                vv, ranges, copied = dict(vv), dict(ranges), True
+            _set(vv, r, n2)
+            _set(ranges, r, rest)
+        return Context._raw(vv, ranges) if copied else self
 
     def join(self, other: Context) -> Context:
         """The union of two contexts."""
@@ -209,16 +353,33 @@ class Context:
         for r, n in other._vv.items():
             if n > vv.get(r, 0):
                 vv[r] = n
-        vv, cloud = _normalize(vv, self._cloud | other._cloud)
-        return Context._raw(vv, cloud)
+        if not self._ranges and not other._ranges:
+            return Context._raw(vv, {})
+        ranges: dict[str, _Ranges] = {}
+        for r in self._ranges.keys() | other._ranges.keys():
+            n, rest = _fold(vv.get(r, 0), _union(self._ranges.get(r, ()), other._ranges.get(r, ())))
+            _set(vv, r, n)
+            _set(ranges, r, rest)
+        return Context._raw(vv, ranges)
 
     __or__ = join
 
     def meet(self, other: Context) -> Context:
         """The intersection of two contexts (used for causal stability)."""
-        vv = {r: min(n, other._vv.get(r, 0)) for r, n in self._vv.items()}
-        cloud = {d for d in self._cloud if d in other} | {d for d in other._cloud if d in self}
-        return Context(vv, cloud)
+        vv: dict[str, int] = {}
+        ranges: dict[str, _Ranges] = {}
+        for r in self.replicas() & other.replicas():
+            both = _intersection(self._all(r), other._all(r))
+            n, rest = _fold(0, both)
+            _set(vv, r, n)
+            _set(ranges, r, rest)
+        return Context._raw(vv, ranges)
+
+    def _all(self, replica: str) -> list[int]:
+        """Every seq of ``replica`` here, as canonical ranges (prefix included)."""
+        n = self._vv.get(replica, 0)
+        c = self._ranges.get(replica, ())
+        return [1, n + 1, *c] if n else list(c)
 
     def subtract_dots(self, dots: Iterable[Dot]) -> frozenset[Dot]:
         """The dots of ``dots`` that this context does not contain."""
@@ -230,12 +391,20 @@ class Context:
             return NotImplemented
         ovv = other._vv
         for r, n in self._vv.items():
+            # canonical form: seq ovv[r] + 1 is never in other, so the prefix must fit
             if n > ovv.get(r, 0):
-                # the prefix may still be covered by other's cloud
-                m = ovv.get(r, 0)
-                if any(Dot(r, s) not in other._cloud for s in range(m + 1, n + 1)):
+                return False
+        for r, c in self._ranges.items():
+            m = ovv.get(r, 0)
+            oc = other._ranges.get(r, ())
+            for i in range(0, len(c), 2):
+                s, e = c[i], c[i + 1]
+                if e <= m + 1:
+                    continue
+                j = bisect_right(oc, s)
+                if not (j & 1) or oc[j] < e:
                     return False
-        return all(d in other for d in self._cloud)
+        return True
 
     def __ge__(self, other: object) -> bool:
         if not isinstance(other, Context):
@@ -255,11 +424,11 @@ class Context:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Context):
             return NotImplemented
-        return self._vv == other._vv and self._cloud == other._cloud
+        return self._vv == other._vv and self._ranges == other._ranges
 
     def __hash__(self) -> int:
         if self._hash is None:
-            self._hash = hash((frozenset(self._vv.items()), self._cloud))
+            self._hash = hash((frozenset(self._vv.items()), frozenset(self._ranges.items())))
         return self._hash
 
     def compare(self, other: Context) -> Ordering:
@@ -277,12 +446,13 @@ class Context:
 
     # -- encoding --------------------------------------------------------------
     def to_payload(self) -> list[Any]:
-        per: dict[str, list[int]] = {}
-        for r, s in self._cloud:
-            per.setdefault(r, []).append(s)
+        if not self._ranges:
+            return [[r, n, []] for r, n in sorted(self._vv.items())]
         rows = []
-        for r in sorted(set(self._vv) | set(per)):
-            rows.append([r, self._vv.get(r, 0), sorted(per.get(r, ()))])
+        for r in sorted(self._vv.keys() | self._ranges.keys()):
+            c = self._ranges.get(r, ())
+            seqs = [*range(c[0], c[1])] if len(c) == 2 else [s for i in range(0, len(c), 2) for s in range(c[i], c[i + 1])]
+            rows.append([r, self._vv.get(r, 0), seqs])
         return rows
 
     @classmethod
@@ -290,7 +460,7 @@ class Context:
         if not isinstance(rows, list):
             corrupt(what, "expected a list of [replica, n, cloud] rows")
         vv: dict[str, int] = {}
-        cloud: list[Dot] = []
+        ranges: dict[str, _Ranges] = {}
         last = None
         for row in rows:
             if not (isinstance(row, list) and len(row) == 3):
@@ -308,15 +478,13 @@ class Context:
                 if not isinstance(s, int) or isinstance(s, bool) or s <= prev:
                     corrupt(what, "cloud seqs must ascend, starting above the contiguous prefix plus one")
                 prev = s
-                cloud.append(Dot(r, s))
             if n:
                 vv[r] = n
             elif not seqs:
                 corrupt(what, "empty row")
-        vv2, cloud2 = _normalize(vv, cloud)
-        if len(cloud2) != len(cloud):
-            corrupt(what, "cloud is not normalized")
-        return cls._raw(vv2, cloud2)
+            if seqs:
+                ranges[r] = tuple(_runs(seqs))
+        return cls._raw(vv, ranges)
 
     def encode(self) -> bytes:
         return packb([_CONTEXT_VERSION, self.to_payload()])
@@ -334,9 +502,14 @@ class Context:
 
     def __repr__(self) -> str:
         parts = [f"{r}:{n}" for r, n in sorted(self._vv.items())]
-        if self._cloud:
-            parts.append("cloud=" + ",".join(f"{r}:{s}" for r, s in sorted(self._cloud)))
+        if self._ranges:
+            parts.append("cloud=" + ",".join(
+                f"{r}:{s}" if s == e else f"{r}:{s}-{e}"
+                for r in sorted(self._ranges) for s, e in self.cloud_ranges(r)))
         return f"Context({' '.join(parts)})"
+
+
+_EMPTY = Context()
 
 
 # -- hybrid logical clock ---------------------------------------------------------

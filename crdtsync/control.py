@@ -250,11 +250,7 @@ class _Entry:
 
 def _covers(ctx: Context, origin: str, seq: int) -> bool:
     """True when ``ctx`` holds every dot of ``origin`` up to ``seq``."""
-    n = ctx.vv.get(origin, 0)
-    if n >= seq:
-        return True
-    cloud = ctx.cloud
-    return all(Dot(origin, s) in cloud for s in range(n + 1, seq + 1))
+    return not ctx.missing(origin, 1, seq)
 
 
 class Membership:

@@ -8,6 +8,10 @@ purpose (a bug still surfaces as a plain Python exception).
 Bad input (a corrupt record, an unknown format version, a timestamp from the future)
 raises one of the *input* errors below; the replica's apply loop quarantines and counts
 the offending record and keeps going.
+
+A filesystem that refuses a write (full, read-only, permission denied, failing) raises a
+*storage* error: :class:`StorageFull` or :class:`StorageUnavailable`. They are also
+``OSError`` (see :class:`StorageError`).
 """
 
 from __future__ import annotations
@@ -32,6 +36,9 @@ __all__ = [
     "RecordTooLarge",
     "PolicyViolation",
     "ReplicaRemoved",
+    "StorageError",
+    "StorageFull",
+    "StorageUnavailable",
 ]
 
 
@@ -163,4 +170,35 @@ class ReplicaRemoved(BadInput):
     Its metadata may already have been pruned, so merging it again could resurrect or
     lose data. Restart that replica with a fresh data directory: it rejoins as a new
     incarnation and catches up from the log.
+    """
+
+
+class StorageError(CrdtSyncError, OSError):
+    """The filesystem refused a write crdtsync needed; base of the two classes below.
+
+    Also an :class:`OSError` carrying the original ``errno`` and ``filename`` (the original
+    error is ``__cause__``): code that caught ``OSError`` before these classes existed,
+    or that switches on ``errno``, keeps working, while ``except CrdtSyncError`` now
+    catches storage trouble as well. ``str()`` is the message alone: what failed, what
+    happened to the data, and what to do. Nothing half-written is left behind: a failed
+    append appends nothing, a failed snapshot removes its temporary file.
+    """
+
+    def __str__(self) -> str:
+        return self.strerror if isinstance(self.strerror, str) else super().__str__()
+
+
+class StorageFull(StorageError):
+    """No space (``ENOSPC``) or no quota (``EDQUOT``) left on the filesystem.
+
+    Free space (or raise the quota) and retry. A replica keeps serving reads meanwhile
+    and keeps writes that could not be appended queued: its next ``flush`` (every
+    ``update`` flushes) appends them once there is space.
+    """
+
+
+class StorageUnavailable(StorageError):
+    """The filesystem refuses writes for another reason: it is read-only (``EROFS``,
+    often the kernel's reaction to I/O errors), permission is denied (``EACCES``,
+    ``EPERM``) or the device fails (``EIO``). The message says which, and what to do.
     """

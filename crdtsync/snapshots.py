@@ -13,9 +13,14 @@ sorted, and ``unlogged`` (version 2) lists log records of the replica's own writ
 were not yet appended when the snapshot was taken (recovery appends them again, so no seq
 exists only in a snapshot). Version 1 bodies (without ``unlogged``) are still read. A file is valid when the magic,
 version, length and CRC all check; an invalid file is skipped (and reported) and the
-next older one is tried. Writes go to a temporary file, are fsynced, renamed into place
-and the directory is fsynced, so a crash leaves either the old or the new snapshot,
-never a torn one. The newest ``keep`` snapshots are kept.
+next older one is tried. Writes go to a temporary file (``snapshot-<counter>.tmp``), are
+fsynced, renamed into place and the directory is fsynced, so a crash leaves either the
+old or the new snapshot, never a torn one. The newest ``keep`` snapshots are kept.
+
+A write the filesystem refuses raises :class:`~crdtsync.errors.StorageFull` or
+:class:`~crdtsync.errors.StorageUnavailable` and removes its temporary file; the earlier
+snapshots stay. A temporary file left by a crash during a save is removed when the
+store is opened.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from typing import Any, Protocol
 
 from ._crc32c import crc32c
 from ._encoding import corrupt, packb, unpackb
+from ._storage import remove_if_present, typed_storage_errors
 from .clock import Context
 from .errors import CorruptRecord, UnsupportedVersion
 from .types._base import CRDT, decode_nested, encode_nested
@@ -109,7 +115,10 @@ class FileSnapshotStore:
 
     def __init__(self, directory: str | os.PathLike[str], *, keep: int = 2) -> None:
         self.dir = Path(directory)
-        self.dir.mkdir(parents=True, exist_ok=True)
+        with typed_storage_errors(self.dir, "Creating the snapshot directory", "No snapshot store was opened."):
+            self.dir.mkdir(parents=True, exist_ok=True)
+        for stale in self.dir.glob("snapshot-*.tmp"):  # a crash during save() left it
+            remove_if_present(stale)
         self.keep = keep
         #: snapshot files found damaged and skipped
         self.skipped: list[str] = []
@@ -122,14 +131,24 @@ class FileSnapshotStore:
         n = int(files[-1].stem.split("-")[1], 16) + 1 if files else 1
         final = self.dir / f"snapshot-{n:016x}.snap"
         tmp = final.with_suffix(".tmp")
-        with open(tmp, "wb") as f:
-            f.write(blob)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
-        _fsync_dir(self.dir)
-        for old in self._files()[: -self.keep]:
-            old.unlink(missing_ok=True)
+        with typed_storage_errors(
+            self.dir, "Writing a snapshot", "No snapshot was written; the earlier ones are kept (recovery replays the log from them)."
+        ):
+            try:
+                with open(tmp, "wb") as f:
+                    f.write(blob)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, final)
+            except BaseException:
+                remove_if_present(tmp)
+                raise
+        with typed_storage_errors(
+            self.dir, "Finishing a snapshot", "The new snapshot is in place but may not survive a power loss yet."
+        ):
+            _fsync_dir(self.dir)
+            for old in self._files()[: -self.keep]:
+                old.unlink(missing_ok=True)
 
     def load_latest(self) -> Snapshot | None:
         for path in reversed(self._files()):

@@ -55,8 +55,9 @@ inside the file, and the CRC matches. Covering the length word with the CRC mean
 damaged length is detected like a damaged payload, and a frame is self-checking, which
 is what lets a reader find the next frame after damage. A *batch* is a run of valid
 frames whose last frame has CONTINUE clear; every earlier frame has it set. A record is
-visible to readers only as part of a complete batch, which is how an append of several
-records is all-or-nothing across crashes. A batch never spans two segments.
+visible to readers only as part of a complete batch (or of a damaged one, below), which
+is how an append of several records is all-or-nothing across crashes. A batch never
+spans two segments.
 
 A segment header is valid when the magic, the CRC and the base match. A header with a
 newer format version raises :class:`~crdtsync.errors.UnsupportedVersion`; a valid
@@ -66,23 +67,54 @@ another log).
 Damage and resynchronisation
 ----------------------------
 
-When a reader meets a frame that is not valid at offset ``X``, it looks for the next
-offset ``Y > X`` where a valid frame starts *and* is followed either by the end of the
-file or by a frame whose length is plausible and which is valid or runs past the end of
-the file. Bytes from the start of the batch that contained ``X`` up to ``Y`` are
-*quarantined*: skipped, counted in :attr:`LocalLog.stats` and logged as a
-:class:`CorruptRange`. Records before and after survive. With ``strict=True`` readers
-raise :class:`~crdtsync.errors.CorruptRecord` instead. If no such ``Y`` exists, the
-bytes from the start of the batch to the end of the file are the segment's *tail*:
+When a reader meets a frame that is not valid at offset ``X``, it *resynchronises*: it
+looks for the first offset ``Y > X`` where a valid frame starts, trying every offset,
+so no valid frame is skipped whatever a damaged length word said. The bytes from ``X``
+to ``Y`` are *quarantined*: skipped, counted in :attr:`LocalLog.stats` and logged as a
+:class:`CorruptRange`. Every valid frame before and after them is delivered. With
+``strict=True`` readers raise :class:`~crdtsync.errors.CorruptRecord` instead.
 
-* in a sealed segment (one with a successor) the tail is quarantined;
-* in the active segment a frame that runs past the end of the file may be a write in
-  progress, so readers wait at it; under the lock (nobody is writing) it is a *torn
-  tail* and is cut.
+Damage costs exactly the damaged frames, also inside a batch. A multi-record append is
+all-or-nothing against crashes (an append that did not finish is never visible), not
+against damage to a completed one: a reader cannot tell where a damaged batch ends (the
+CONTINUE bit of the damaged frame is as unreliable as the rest of it), so dropping the
+batch whole would risk dropping the next, undamaged one too. So the records of a
+damaged batch that check out are delivered, and the CorruptRange says where the lost
+ones were. (crdtsync's own records are independent event batches; a consumer whose
+records only make sense together must check that itself.) Under ``fsync="never"`` a
+power loss can also leave an unfinished batch inside the file; its complete frames are
+then delivered the same way.
 
-A payload that itself contains a valid frame could mislead a resync into starting
-inside it; this needs damage and such a payload together, and the fake record still
-has to pass the event codec above.
+The one place where an invalid frame need not be damage is the end of the data in the
+active segment: a frame running past the end of the file may be a write in progress,
+and a torn write can leave any bytes. When no valid frame follows ``X`` there, the
+bytes from the start of the batch containing ``X`` to the end of the file are the
+segment's *tail*. Readers wait at it; under the lock (no append in progress) it is a
+*torn tail*, which recovery and the next append cut, with the complete frames of its
+unfinished batch. Except before the checkpoint (below): bytes there were complete
+batches at a clean close or when a tail was cut, so an invalid frame there is damage,
+quarantined up to the checkpoint at the latest. A sealed segment (one with a
+successor) always ends at a batch boundary, because tails are cut before a segment
+rolls: an invalid frame there is damage, quarantined up to the next valid frame or the
+end of the file. Only a batch whose last frame is missing at the very end of a sealed
+segment (all of its frames valid: a torn write, never a bit flip) is quarantined whole.
+
+*False frames.* A resynchronisation candidate is accepted on its CRC alone. Only offsets
+whose length word fits ``max_record_bytes`` and the file are candidates (for random
+bytes and the default limit, about 1 offset in 128), and a random candidate passes
+the CRC-32C with probability 2**-32: about one false frame per 2**39 bytes (512 GiB) of
+garbage scanned, and far fewer with smaller segments or limits. A payload that itself
+contains a complete valid frame can mislead a resync that starts inside it; this needs
+damage to the frame holding such a payload, and the fake record still has to pass the
+event codec above.
+
+*Cost.* A resync reads the rest of the segment in 1 MiB windows; a regex on the high
+bytes of the length word finds the candidates (in C) and only those are checked in
+Python. A candidate longer than 64 KiB has its CRC computed only when it is followed by
+the end of the file or by a length word that fits ``max_record_bytes``, so the CRC work
+stays within a few times the bytes scanned even for a segment of random garbage. The
+price: a frame longer than 64 KiB that directly follows damage and is itself directly
+followed by a length word damaged to an impossible value is quarantined with the damage.
 
 Recovery (on open, and before every append)
 -------------------------------------------
@@ -102,8 +134,9 @@ The *checkpoint* in ``LOCK`` is written by ``close()``: "the active segment with
 B was valid up to file offset E". If it names the active segment, its CRC matches and
 ``E`` is not past the end of the file, the scan starts at ``E``, so reopening after a
 clean close costs nothing however large the active segment is. Damage before ``E`` is
-then found by readers, as in sealed segments. Cutting a tail pulls a checkpoint that
-lies beyond the cut back to it, so a checkpoint never points into rewritten bytes.
+then found by readers, as in sealed segments. Cutting a tail sets the checkpoint to the
+cut (everything before it is complete batches or reported damage), so a checkpoint never
+points into rewritten bytes.
 
 Every append takes the lock, re-reads the generation (another process may have rolled
 or deleted segments), checks the size of the active segment, and validates any bytes
@@ -122,6 +155,17 @@ Rolling a segment fsyncs the new segment and the directory unless the policy is
 ``never``. Readers see a record as soon as it is written, which can be before it is
 durable; call :meth:`LocalLog.sync` before persisting a position elsewhere.
 
+Storage errors
+--------------
+
+A write the filesystem refuses raises :class:`~crdtsync.errors.StorageFull` (``ENOSPC``,
+``EDQUOT``) or :class:`~crdtsync.errors.StorageUnavailable` (``EROFS``, ``EACCES``,
+``EPERM``, ``EIO``) from ``open``, ``append``, ``sync`` and ``truncate_before``; both are
+also ``OSError`` with the original errno, and each is counted in
+:attr:`LogStats.storage_errors`. A failed append leaves nothing behind (a partly written
+batch is cut at once, a segment that could not be created is removed) and the log
+stays usable; only a failed fsync poisons it (above). ``close`` does not raise.
+
 Locking
 -------
 
@@ -136,6 +180,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import logging
 import os
 import re
@@ -145,14 +190,15 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Literal, TypeVar
 
 from .._crc32c import crc32c
-from ..errors import CorruptRecord, UnsupportedVersion
+from .._storage import raise_typed, remove_if_present, typed_storage_errors
+from ..errors import CorruptRecord, StorageError, UnsupportedVersion
 from ._protocol import LogClosed, LogEntry, Opening, Waiters, check_records
 
 try:
@@ -190,6 +236,7 @@ _CHUNK = 1 << 20  # bytes read per pread while scanning
 _READ_BUDGET = 1 << 20  # bytes a reader parses per step before yielding entries
 _INLINE_BYTES = 128 * 1024  # smaller reads and writes run on the event loop thread
 _RECENT_CORRUPTION = 100
+_APPEND_FAILED = ("Appending to the LocalLog", "Nothing was appended (a partial write is cut).")
 
 
 class _NeedThread(Exception):
@@ -208,7 +255,8 @@ class CorruptRange:
     segment: str
     """File name of the segment."""
     position: int
-    """Position of the first skipped byte (the start of the batch the damage hit)."""
+    """Position of the first skipped byte: the first damaged frame, or the start of an
+    unfinished batch (a torn write at the end of a sealed segment, an invalid header)."""
     length: int
     """Bytes skipped."""
     reason: str
@@ -273,6 +321,9 @@ class LogStats:
     corrupt_bytes: int = 0
     truncated_bytes: int = 0
     """Bytes of torn tails cut after open (left by another process that died mid-write)."""
+    storage_errors: int = 0
+    """Writes the filesystem refused (full, read-only, ...), raised as
+    :class:`~crdtsync.errors.StorageFull` / :class:`~crdtsync.errors.StorageUnavailable`."""
     recent: deque[CorruptRange] = field(default_factory=lambda: deque(maxlen=_RECENT_CORRUPTION))
 
 
@@ -424,44 +475,62 @@ def _check_frame(fd: int, off: int, size: int, max_record: int, win: bytes, win_
     return (_OK, nxt) if ok else (_BAD, 0)
 
 
+_CHEAP_CANDIDATE = 64 * 1024
+"""Resync checks the CRC of a candidate frame up to this size at once; a larger one only
+when what follows it is the end of the file or a plausible length word."""
+
+
+@functools.lru_cache(maxsize=256)
+def _length_filter(high: int, mid: int) -> tuple[re.Pattern[bytes], int] | None:
+    """A regex finding the offsets whose length word may be ``<= limit``, where ``high``
+    and ``mid`` are bits 24..30 and 16..23 of ``limit`` (``mid`` only when ``high`` is 0),
+    and how far the match lies past the word's start. None: every offset may be one."""
+    if high >= 0x7F:
+        return None
+    if high == 0:  # byte 3 is 0x00 or 0x80 (CONTINUE), byte 2 at most `mid`
+        return re.compile(rb"(?=[\x00-\x%02x][\x00\x80])" % mid), 2
+    return re.compile(rb"(?=[\x00-\x%02x\x80-\x%02x])" % (high, 0x80 | high)), 3
+
+
 def _resync(fd: int, start: int, size: int, max_record: int) -> int | None:
-    """The first offset >= ``start`` where a valid frame starts and is followed by the end
-    of the file, a valid frame, or a plausible frame running past the end."""
+    """The first file offset ``>= start`` where a valid frame starts, or None.
+
+    See "Damage and resynchronisation" in the module docstring: every offset is a
+    candidate, so no valid frame is ever skipped. The scan reads 1 MiB windows and finds
+    the offsets with a plausible length word with a regex (in C); only those are checked
+    in Python, and a candidate longer than ``_CHEAP_CANDIDATE`` has its CRC computed only
+    when it is followed by the end of the file or a plausible length word, which bounds
+    the CRC work per scanned byte of garbage.
+    """
     unpack = _U32.unpack_from
     pos = start
-    while pos < size:
+    while pos + FRAME_OVERHEAD <= size:
         win = os.pread(fd, min(_CHUNK, size - pos), pos)
-        if not win:
+        last = len(win) - FRAME_OVERHEAD  # the last offset of `win` where a frame header fits
+        if last < 0:
             return None
-        last = len(win) - FRAME_OVERHEAD
-        for j in range(max(0, last + 1)):
+        limit = min(max_record, size - pos - FRAME_OVERHEAD)
+        filt = _length_filter(limit >> 24, (limit >> 16) & 0xFF if limit >> 24 == 0 else 0)
+        if filt is None:
+            offsets: Iterable[int] = range(last + 1)
+        else:
+            pattern, shift = filt
+            # a match at offset j + shift needs the bytes up to j + 4: endpos is last + 4
+            offsets = (m.start() - shift for m in pattern.finditer(win, shift, last + 4))
+        for j in offsets:
             n = unpack(win, j)[0] & _LEN_MASK
-            if n > max_record:
-                continue
             y = pos + j
             nxt = y + FRAME_OVERHEAD + n
-            if nxt > size:
+            if n > max_record or nxt > size:
                 continue
-            # Cheap plausibility of what follows before paying for a CRC.
-            if nxt < size:
+            if n > _CHEAP_CANDIDATE and nxt + 4 <= size:
                 k = nxt - pos
-                if k + 4 <= len(win):
-                    n2 = unpack(win, k)[0] & _LEN_MASK
-                elif nxt + 4 <= size:
-                    n2 = _U32.unpack(os.pread(fd, 4, nxt))[0] & _LEN_MASK
-                else:
-                    n2 = 0
-                if n2 > max_record:
+                following = unpack(win, k)[0] if k + 4 <= len(win) else _U32.unpack(os.pread(fd, 4, nxt))[0]
+                if following & _LEN_MASK > max_record:
                     continue
-            status, _ = _check_frame(fd, y, size, max_record, win, pos)
-            if status != _OK:
-                continue
-            if nxt == size:
+            if _check_frame(fd, y, size, max_record, win, pos)[0] == _OK:
                 return y
-            status, _ = _check_frame(fd, nxt, size, max_record, win, pos)
-            if status != _BAD:
-                return y
-        pos += max(1, last + 1)
+        pos += last + 1
     return None
 
 
@@ -489,6 +558,7 @@ def _scan(
     min_pos: int = 0,
     budget: int = 1 << 62,
     check_start: bool = False,
+    certified: int = 0,
     chunk: int = _CHUNK,
 ) -> _Scan:
     """Walk frames from file offset ``off`` to ``size`` (see the module docstring).
@@ -496,7 +566,10 @@ def _scan(
     ``resolve_incomplete``: treat a frame running past the end as damage (only safe
     when no write can be in progress, or the segment is sealed). ``check_start``: ``off``
     is not known to be a frame boundary; if the first frame is not valid, stop and set
-    ``start_invalid`` instead of quarantining.
+    ``start_invalid`` instead of quarantining. ``certified``: a file offset known to end
+    a complete batch, with only complete batches before it (the end of a sealed
+    segment, or the checkpoint of the active one; 0 for none): an invalid frame before
+    it is damage even at the end of the data, and the scan resumes at it at the latest.
     """
     res = _Scan()
     entries = res.entries
@@ -564,20 +637,25 @@ def _scan(
                         continue
                     kind, reason = _BAD, "checksum mismatch"
         # The frame at `cur` is not valid.
-        del entries[kept:]
         if check_start and cur == off and (kind == _BAD or resolve_incomplete):
+            del entries[kept:]
             res.start_invalid = True
             start = off
             break
-        if kind == _INCOMPLETE and not resolve_incomplete:
+        damaged = kind == _BAD or resolve_incomplete or cur < certified
+        y = _resync(fd, cur + 1, size, max_record) if damaged else None
+        if cur < certified and (y is None or y > certified):
+            y = certified
+        if y is None:  # the end of the data: maybe a write in progress, or a torn one
+            del entries[kept:]
             res.tail = (start, reason, frames)
             break
-        y = _resync(fd, cur + 1, size, max_record)
-        if y is None:
-            res.tail = (start, reason, frames)
-            break
-        res.corrupt.append((start, y, reason))
+        # Damage with valid data after it costs only the damaged bytes: the frames of
+        # this batch before `cur` are delivered too (module docstring).
+        kept = len(entries)
+        records += frames
         frames = 0
+        res.corrupt.append((cur, y, reason))
         start = cur = y
         buf = b""
         mv = memoryview(buf)
@@ -713,7 +791,8 @@ class LocalLog:
                 strict=strict,
                 create=create,
             )
-            await asyncio.to_thread(log._open_sync)
+            with log._storage("Opening the LocalLog", "The log was not opened."):
+                await asyncio.to_thread(log._open_sync)
             return log
 
         return Opening(factory, LocalLog.close)
@@ -829,17 +908,21 @@ class LocalLog:
         if not batch:
             return await self.end()
         data = encode_batch(batch)
-        if self.fsync == "group":
-            position, ticket = await self._write(data)
-            await self._durable(ticket)
-        elif self.fsync == "always":
-            if self._always_lock is None:
-                self._always_lock = asyncio.Lock()
-            async with self._always_lock:
+        try:  # not `with self._storage(...)`: this is the hot path
+            if self.fsync == "group":
                 position, ticket = await self._write(data)
-                await self._sync_round()
-        else:
-            position, _ = await self._write(data)
+                await self._durable(ticket)
+            elif self.fsync == "always":
+                if self._always_lock is None:
+                    self._always_lock = asyncio.Lock()
+                async with self._always_lock:
+                    position, ticket = await self._write(data)
+                    await self._sync_round()
+            else:
+                position, _ = await self._write(data)
+        except OSError as exc:
+            raise_typed(exc, self._dir, *_APPEND_FAILED, self._count_storage_error)
+            raise
         self._appended.wake()
         return position
 
@@ -889,7 +972,11 @@ class LocalLog:
         return await self._run_locked(self._end_locked)
 
     async def close(self) -> None:
-        """Wait for pending group commits, then release files. Idempotent."""
+        """Wait for pending group commits, then release files. Idempotent.
+
+        Never raises for storage trouble: an append waiting for the final fsync gets
+        the error itself, and a checkpoint that cannot be written is only logged (the
+        next open then scans the active segment)."""
         if self._closing:
             return
         self._closing = True
@@ -910,17 +997,22 @@ class LocalLog:
         deleted segment open finish reading it (POSIX unlink semantics).
         """
         self._check_writable()
-        await self._run_locked(self._truncate_before_locked, position, inline=False)
+        with self._storage(
+            "Deleting old segments of the LocalLog",
+            "Every record at or after the position is kept, and so are the segments not deleted yet.",
+        ):
+            await self._run_locked(self._truncate_before_locked, position, inline=False)
 
     # -- extras -------------------------------------------------------------------
 
     async def sync(self) -> None:
         """Make every record this instance wrote durable now (whatever the policy)."""
         self._check_open()
-        if self.fsync == "never":
-            await asyncio.to_thread(self._fsync_active_now)
-        else:
-            await self._durable(self._written)
+        with self._storage("Syncing the LocalLog", "Appends since the last successful sync may not be durable."):
+            if self.fsync == "never":
+                await asyncio.to_thread(self._fsync_active_now)
+            else:
+                await self._durable(self._written)
 
     async def start(self) -> int:
         """The lowest position still kept (the base of the oldest segment)."""
@@ -1038,16 +1130,23 @@ class LocalLog:
                 errno.EEXIST, f"LocalLog {self._dir}: segment {name} already exists; was the directory edited by hand?"
             )
         tmp = path + ".tmp"
-        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            os.pwrite(fd, _pack_header(self.epoch, base), 0)
+            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                os.pwrite(fd, _pack_header(self.epoch, base), 0)
+                if self.fsync != "never":
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.rename(tmp, path)
             if self.fsync != "never":
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.rename(tmp, path)
-        if self.fsync != "never":
-            _fsync_dir(self._dir)
+                _fsync_dir(self._dir)
+        except BaseException:
+            # A full disk, say: leave no half-made segment behind (nothing was in it yet,
+            # and the caller holds the lock, so no other process appended to it).
+            remove_if_present(tmp)
+            remove_if_present(path)
+            raise
 
     def _open_active(self, base: int) -> None:
         fd = os.open(os.path.join(self._dir, _segment_name(base)), os.O_RDWR)
@@ -1105,9 +1204,9 @@ class LocalLog:
         if scan.tail is not None:
             start, reason, frames = scan.tail
             os.ftruncate(self._active_fd, start)
-            checkpoint = _read_checkpoint(self._lock_fd)
-            if checkpoint is not None and checkpoint[0] == self._active_base and checkpoint[1] > start:
-                _write_checkpoint(self._lock_fd, self._active_base, start)  # never past the end
+            # Everything before the cut is complete batches or reported damage: certify
+            # it, so readers treat damage just before the cut as damage, not as a write.
+            _write_checkpoint(self._lock_fd, self._active_base, start)
             if report is not None:
                 report.truncated_bytes += size - start
                 report.truncated_records += frames
@@ -1166,16 +1265,19 @@ class LocalLog:
         doomed = [bases[i] for i in range(len(bases) - 1) if bases[i + 1] <= position]
         if not doomed:
             return
-        for base in doomed:
-            try:
-                os.unlink(os.path.join(self._dir, _segment_name(base)))
-            except FileNotFoundError:
-                pass
-        if self.fsync != "never":
-            _fsync_dir(self._dir)
-        self._bump_gen()
-        self._bases = [b for b in bases if b not in doomed]
-        self._bad_headers.difference_update(doomed)
+        gone: list[int] = []
+        try:
+            for base in doomed:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(self._dir, _segment_name(base)))
+                gone.append(base)
+            if self.fsync != "never":
+                _fsync_dir(self._dir)
+        finally:
+            if gone:  # also after a failure half-way: others must re-list what is left
+                self._bump_gen()
+                self._bases = [b for b in bases if b not in gone]
+                self._bad_headers.difference_update(gone)
 
     # -- writing and durability ----------------------------------------------------
 
@@ -1229,7 +1331,12 @@ class LocalLog:
         self._unsynced.clear()
         self._inflight.update(fds)
         try:
-            await asyncio.to_thread(_fsync_all, fds)
+            with self._storage(
+                "Syncing (fsync) the LocalLog",
+                "Appends since the last successful fsync may not be durable, so the log refuses appends until "
+                "it is reopened (reopening runs recovery).",
+            ):
+                await asyncio.to_thread(_fsync_all, fds)
         except OSError as exc:
             # After a failed fsync the kernel may have dropped the dirty pages: nothing
             # written since the last good fsync can be trusted. Refuse further appends.
@@ -1293,6 +1400,14 @@ class LocalLog:
             raise LogClosed(f"LocalLog {self._dir} is closed; open it again")
         if self._lock_fd < 0:
             raise LogClosed(f"LocalLog {self._dir} is not open: use `await LocalLog.open(path)`")
+
+    def _storage(self, doing: str, outcome: str) -> contextlib.AbstractContextManager[None]:
+        """Storage ``OSError`` escaping the block become typed errors, counted in stats."""
+        return typed_storage_errors(self._dir, doing, outcome, self._count_storage_error)
+
+    def _count_storage_error(self, exc: StorageError) -> None:
+        self.stats.storage_errors += 1
+        logger.error("%s", exc)
 
     def _check_writable(self) -> None:
         self._check_open()
@@ -1416,42 +1531,23 @@ class _Reader:
             return [], False
         self.size = os.fstat(self.fd).st_size
         if self.off < self.size:
-            scan = _scan(
-                self.fd,
-                self.off,
-                self.size,
-                max_record=self.max_record,
-                resolve_incomplete=self.sealed,
-                collect=True,
-                base_pos=self.base,
-                min_pos=self.min_pos,
-                budget=budget,
-                check_start=self.unverified,
-                chunk=budget + FRAME_OVERHEAD,
-            )
-            if scan.start_invalid:
-                # min_pos was not a frame boundary: walk from the segment's start.
-                self.off, self.unverified = HEADER_SIZE, False
+            # A sealed segment ends at a batch boundary: damage there is never a write.
+            scan = self._scan_here(budget, self.sealed, self.size if self.sealed else 0)
+            if scan is None:
                 return [], True
-            if scan.end > self.off:
-                self.unverified = False
-            name = _segment_name(self.base)
-            for start, stop, reason in scan.corrupt:
-                self.log._report_corrupt(name, self.base, start, stop, reason)
-            self.off = scan.end
             if scan.entries or (scan.tail is None and self.off < self.size):
                 return scan.entries, True
             if scan.tail is not None:
                 if self.sealed:
                     start, reason, _ = scan.tail
-                    self.log._report_corrupt(name, self.base, start, self.size, f"damaged tail: {reason}")
+                    self.log._report_corrupt(_segment_name(self.base), self.base, start, self.size, reason)
                     self.off = self.size
                 else:
                     self._refresh_bases()
                     if any(b > self.base for b in self.bases):
                         self.sealed = True  # rescan with tails resolved: all writes to it ended
                         return [], True
-                    return [], self._resolve_stuck_tail()
+                    return self._resolve_stuck_tail(budget)
         # At the end of this segment's data: is there a successor?
         self._refresh_bases()
         if any(b > self.base for b in self.bases):
@@ -1463,44 +1559,67 @@ class _Reader:
                 return [], True
         return [], False
 
-    def _resolve_stuck_tail(self) -> bool:
+    def _scan_here(self, budget: int, resolve: bool, certified: int) -> _Scan | None:
+        """Scan from ``self.off``, report the damage found and move past what was read.
+
+        None when ``self.off`` turned out not to be a frame boundary (the next step walks
+        from the segment's start instead)."""
+        scan = _scan(
+            self.fd,
+            self.off,
+            self.size,
+            max_record=self.max_record,
+            resolve_incomplete=resolve,
+            collect=True,
+            base_pos=self.base,
+            min_pos=self.min_pos,
+            budget=budget,
+            check_start=self.unverified,
+            certified=certified,
+            chunk=budget + FRAME_OVERHEAD,
+        )
+        if scan.start_invalid:
+            self.off, self.unverified = HEADER_SIZE, False
+            return None
+        if scan.end > self.off:
+            self.unverified = False
+        name = _segment_name(self.base)
+        for start, stop, reason in scan.corrupt:
+            self.log._report_corrupt(name, self.base, start, stop, reason)
+        self.off = scan.end
+        return scan
+
+    def _resolve_stuck_tail(self, budget: int) -> tuple[list[LogEntry], bool]:
         """At an invalid or incomplete frame in the active segment, decide what it is.
 
         A write in progress looks like a frame running past the end of the file, and so
         do a torn write and a damaged length word. Under a shared lock no append is in
         progress: if valid frames follow, the damage is quarantined and the reader moves
-        past it (True). A torn tail stays in place (False) until the next append cuts it.
-        Checked at most every 50 ms per reader.
+        past it; so it does when the damage lies before the checkpoint (bytes certified
+        complete at the last clean close). A torn tail stays in place (``more`` False)
+        until the next append cuts it. Checked at most every 50 ms per reader.
         """
         now = time.monotonic()
         where = (self.base, self.off)
         if where == self.stuck_at and now - self.stuck_since < 0.05:
-            return False
+            return [], False
         self.stuck_at, self.stuck_since = where, now
         if self.lock_fd < 0:
             self._gen_now()
         try:
             fcntl.flock(self.lock_fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
-            return False  # an append is in progress
+            return [], False  # an append is in progress
+        before = self.off
         try:
-            scan = _scan(
-                self.fd,
-                self.off,
-                os.fstat(self.fd).st_size,
-                max_record=self.max_record,
-                resolve_incomplete=True,
-                check_start=self.unverified,
-                budget=0,
-            )
+            self.size = os.fstat(self.fd).st_size
+            checkpoint = _read_checkpoint(self.lock_fd)
+            certified = 0
+            if checkpoint is not None and checkpoint[0] == self.base and checkpoint[1] <= self.size:
+                certified = checkpoint[1]
+            scan = self._scan_here(budget, True, certified)
         finally:
             fcntl.flock(self.lock_fd, fcntl.LOCK_UN)
-        if scan.start_invalid:
-            self.off, self.unverified = HEADER_SIZE, False
-            return True
-        if scan.corrupt and scan.corrupt[0][0] == self.off:
-            start, stop, reason = scan.corrupt[0]
-            self.log._report_corrupt(_segment_name(self.base), self.base, start, stop, reason)
-            self.off = stop
-            return True
-        return scan.end > self.off  # the write finished meanwhile
+        if scan is None:
+            return [], True
+        return scan.entries, self.off > before  # damage passed, or the write finished meanwhile

@@ -63,6 +63,8 @@ class Admission:
         #: removed incarnations -> the last seq still accepted from them (0: none)
         self.removed: dict[str, int] = {}
         self.pins: dict[str, tuple[str, str]] = {}  # origin -> (region, role) it first claimed
+        #: set once recovery applied this replica's own log: own events new after that are forged
+        self.recovered = False
 
     # -- local writes ------------------------------------------------------------
     def check_write(self, fname: str, key: str | None = None) -> Definition:
@@ -99,6 +101,11 @@ class Admission:
         if not isinstance(region, str) or not isinstance(role, str):
             return "bad_identity"
         claim = (region, role)
+        if origin == self.actor and self.recovered and claim != (self.identity.region, self.identity.role):
+            # this replica's own events are never new to it unless forged (its own
+            # records read back are duplicates, so its claim is never pinned)
+            log.warning("a record claims to be this replica's (%s) with %s; rejected", origin, claim)
+            return "identity_mismatch"
         pinned = self.pins.setdefault(origin, claim)
         if pinned != claim:
             log.warning("%s claims %s but first claimed %s; rejected", origin, claim, pinned)
@@ -154,9 +161,13 @@ class Admission:
         log.warning("quarantined record at position %s: %s", position, exc)
         if self.data_dir is not None:
             qdir = self.data_dir / "quarantine"
-            qdir.mkdir(exist_ok=True)
-            (qdir / f"{position:020d}.bin").write_bytes(payload)
-            (qdir / f"{position:020d}.txt").write_text(f"{type(exc).__name__}: {exc}\n")
+            try:
+                qdir.mkdir(exist_ok=True)
+                (qdir / f"{position:020d}.bin").write_bytes(payload)
+                (qdir / f"{position:020d}.txt").write_text(f"{type(exc).__name__}: {exc}\n")
+            except OSError as err:  # a full disk must not stop the apply loop on this record
+                self.stats.storage_errors += 1
+                log.error("could not keep the quarantined record at position %s in %s: %s", position, qdir, err)
 
 
 class HeldEvents:

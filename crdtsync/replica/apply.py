@@ -17,7 +17,7 @@ import logging
 from collections.abc import Callable, MutableMapping, Sequence
 from typing import Any
 
-from ..clock import HLC, Context, Dot, hlc_wall_ms
+from ..clock import HLC, Dot, hlc_wall_ms
 from ..errors import CorruptRecord, FutureTimestamp, IncompatibleState, UnsupportedVersion
 from ..events import Batch, Codec, Columns, Event
 from ..schema import SCHEMA_FIELD
@@ -115,11 +115,13 @@ class Applier:
                 self._stats.events_duplicate += len(batch)
             return 0
         events: Sequence[Event] = batch.events
-        cloud = ctx._cloud
-        prefix = batch.first_seq <= have + 1 and not (cloud and any(d[0] == origin for d in cloud))
+        first = batch.first_seq
+        missing = ctx.missing(origin, first, last)
+        prefix = len(missing) == 1 and missing[0][1] == last
         if prefix:
-            # the common case: the batch extends the origin's contiguous prefix
-            skip = have - batch.first_seq + 1
+            # the common case: what the context lacks is a tail of the batch (it extends
+            # the origin's contiguous prefix, or a run of seqs after a gap)
+            skip = missing[0][0] - first
             if skip > 0:
                 events = events[skip:]
         else:
@@ -205,9 +207,7 @@ class Applier:
             out = {ev.seq for ev in left_out}
             self._store.set_context(ctx.add_all(ev.dot for ev in events if ev.seq not in out))
         elif prefix:
-            vv = dict(ctx._vv)
-            vv[origin] = last
-            self._store.set_context(Context._raw(vv, cloud))
+            self._store.set_context(ctx.add_range(origin, first, last))
         else:
             self._store.set_context(ctx.add_all(ev.dot for ev in events))
         return self._applied(origin, applied)
@@ -258,10 +258,10 @@ class Applier:
             if origin != self._actor:
                 self._stats.events_duplicate += n
             return 0
-        cloud = ctx._cloud
-        if first > have + 1 or (cloud and any(d[0] == origin for d in cloud)):
+        missing = ctx.missing(origin, first, last)
+        if len(missing) != 1 or missing[0][1] != last:  # not just a tail of the record is new
             return self.apply_batch(cols.batch())
-        skip = max(have - first + 1, 0)
+        skip = missing[0][0] - first
         region = cols.meta.get("region", "default")
         role = cols.meta.get("role", "default")
         if (self._admission.batch_verdict(origin, region, role) is not None
@@ -278,8 +278,6 @@ class Applier:
             return self.apply_batch(cols.batch())
         if skip and origin != self._actor:
             self._stats.events_duplicate += skip
-        vv = dict(ctx._vv)
-        vv[origin] = last
         applied = 0
         refused_seqs: set[int] = set()
         for g in groups:
@@ -305,5 +303,5 @@ class Applier:
         if refused_seqs:  # refused dots stay out of the context (see _apply_batch)
             self._store.set_context(ctx.add_all(Dot(origin, q) for q in range(first + skip, last + 1) if q not in refused_seqs))
         else:
-            self._store.set_context(Context._raw(vv, cloud))
+            self._store.set_context(ctx.add_range(origin, first, last))
         return self._applied(origin, applied)

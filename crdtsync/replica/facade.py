@@ -24,6 +24,7 @@ from typing import Any
 
 from ..clock import HLC, Context
 from ..control import ControlChannel, Heartbeat, Membership
+from ..errors import StorageError
 from ..events import Codec, Event, codec_for
 from ..log._protocol import Log, Opening
 from ..policy import ReadLevel, WriteLevel
@@ -196,6 +197,11 @@ class Replica:
                 await self.writer.flush()
             if self.persistence.snapshots is not None and self.store.changed:
                 await self.persistence.snapshot()
+        except StorageError as exc:
+            # Closing anyway (files and tasks are released): say what that cost.
+            lost = self.writer.pending
+            cost = f"{lost} queued events were not written and are lost" if lost else "no final snapshot was written"
+            raise type(exc)(exc.errno, f"closing replica {self.actor}: {cost}. {exc}", exc.filename) from exc
         finally:
             self._mark_closed()
             await self.follower.stop()

@@ -81,7 +81,7 @@ def assemble(r: Replica, snapshots: SnapshotStore | None, snapshot_every: int,
                         r.subscriptions, stats, hlc, r.codec, applied)
     r.persistence = Persistence(actor, snapshots, snapshot_every, r.store, r.writer, r.sequencer_client, r.held,
                                 r.definitions, r.fleet, stats, hlc, log_)
-    r.follower = Follower(actor, log_, r.store, r.applier, r.persistence.due, r.persistence.snapshot)
+    r.follower = Follower(actor, log_, r.store, r.applier, r.persistence.due, r.persistence.due_snapshot)
     r.coordinator = Coordinator(identity, r.store, r.membership, r.fleet, r.heartbeats, r.definitions, stats,
                                 r.liveness)
     r.levels = LevelDriver(r.admission, r.definitions, r.coordinator, r.writer, r.sequencer_client,
@@ -150,6 +150,7 @@ def open_replica(
             sequencer=sequencer, admins=admins,
         )
         await r.persistence.recover(lambda: r.catch_up(progress=progress))
+        r.admission.recovered = True
         await r.persistence.publish(r.definitions.is_admin(ident.role))
         r.observe_heartbeat(r.heartbeat())
         if follow:

@@ -13,9 +13,11 @@ covers (only for a log the replica owns).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 
 from ..clock import HLC
+from ..errors import StorageError
 from ..log._protocol import Log
 from ..schema import SCHEMA_FIELD
 from ..sequenced import FLEET_FIELD
@@ -30,6 +32,8 @@ from .store import Store
 from .writer import Writer
 
 __all__ = ["Persistence"]
+
+log = logging.getLogger("crdtsync.replica")
 
 
 class Persistence:
@@ -50,10 +54,26 @@ class Persistence:
         self._stats = stats
         self._hlc = hlc
         self.log = log_
+        self._refused_at: int | None = None  # store.changed when the disk refused a snapshot
 
     def due(self) -> bool:
-        """Whether enough changed since the last snapshot to write the next one."""
-        return self.snapshots is not None and self._store.changed >= self.snapshot_every
+        """Whether enough changed since the last snapshot to write the next one (after a
+        snapshot the disk refused: another ``snapshot_every`` events later)."""
+        if self.snapshots is None:
+            return False
+        refused = self._refused_at
+        return self._store.changed >= self.snapshot_every + (refused or 0)
+
+    async def due_snapshot(self) -> None:
+        """The snapshot applying takes every ``snapshot_every`` events. A disk that refuses
+        it (full, read-only) must not stop applying: the error is logged and counted, and
+        the next attempt waits for another ``snapshot_every`` events."""
+        try:
+            await self.snapshot()
+        except StorageError as exc:
+            self._refused_at = self._store.changed
+            log.warning("%s: no snapshot written (retrying after %d more events): %s",
+                        self.actor, self.snapshot_every, exc)
 
     # -- opening -------------------------------------------------------------------
     async def recover(self, catch_up: Callable[[], Awaitable[object]]) -> None:
@@ -121,8 +141,13 @@ class Persistence:
         # again (a duplicate is harmless), so no seq of ours is ever only in a snapshot
         snap = Snapshot(self.actor, store.ctx(), self._held.floor(store.position), writer.next_seq, self._hlc.last,
                         store.tables, schema, self._stats.events_applied, writer.unlogged())
-        self.snapshots.save(encode_snapshot(snap))
+        try:
+            self.snapshots.save(encode_snapshot(snap))
+        except StorageError:
+            self._stats.storage_errors += 1
+            raise
         store.changed = 0
+        self._refused_at = None
         self._stats.snapshots_written += 1
 
     async def compact(self, catch_up: Callable[[], Awaitable[object]], owns_log: bool) -> int | None:

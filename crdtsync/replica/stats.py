@@ -30,6 +30,8 @@ class ReplicaStats:
     #: remote events held back now because their timestamp is ahead of this clock (they are
     #: applied once it catches up; ``events_rejected["future_timestamp"]`` counts arrivals)
     events_held: int = 0
+    #: flushes and snapshots the disk refused (``StorageFull``/``StorageUnavailable``)
+    storage_errors: int = 0
 
     def reject(self, reason: str, n: int = 1) -> None:
         self.events_rejected[reason] = self.events_rejected.get(reason, 0) + n

@@ -55,9 +55,7 @@ class Store:
         if top:
             c = self._context
             if c._vv.get(self.actor, 0) < top:
-                vv = dict(c._vv)
-                vv[self.actor] = top
-                c = Context(vv, c._cloud) if c._cloud else Context._raw(vv, c._cloud)
+                c = c.add_range(self.actor, 1, top)
                 self._context = c
             self.own_top = 0
         return self._context

@@ -16,7 +16,7 @@ from typing import Any
 
 from .._tables import LWWTable
 from ..clock import HLC
-from ..errors import PolicyViolation
+from ..errors import PolicyViolation, StorageError
 from ..events import Batch, Codec, Event
 from ..log._protocol import Log
 from ..policy import LOCAL
@@ -173,6 +173,8 @@ class Writer:
                 position = await self.log.append(self.encode(events))
             except BaseException as exc:
                 self._pending[:0] = events
+                if isinstance(exc, StorageError):  # the events wait in the queue for space
+                    self._stats.storage_errors += 1
                 fut.set_exception(exc)
                 fut.exception()  # retrieved: the callers waiting on it re-raise it themselves
                 raise

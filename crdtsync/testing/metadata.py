@@ -79,7 +79,7 @@ def metadata_size(state: CRDT[Any]) -> MetadataSize:
     if not isinstance(state, CRDT):
         raise TypeError(f"metadata_size needs a crdtsync state, got {type(state).__name__}")
     ctx = getattr(state, "context", None)
-    vv, cloud = (len(ctx.vv), len(ctx.cloud)) if isinstance(ctx, Context) else (0, 0)
+    vv, cloud = (len(ctx.vv), ctx.cloud_size()) if isinstance(ctx, Context) else (0, 0)
     live = len(state) if isinstance(state, Sized) else 0
     return MetadataSize(
         live=live, dots=0, max_dots=0, vv_entries=vv, cloud_entries=cloud, encoded_bytes=len(state.encode())
@@ -97,7 +97,7 @@ def _dot_store_size(counts: list[int], ctx: Context, encoded: bytes, **extra: in
         dots=sum(counts),
         max_dots=max(counts, default=0),
         vv_entries=len(ctx.vv),
-        cloud_entries=len(ctx.cloud),
+        cloud_entries=ctx.cloud_size(),
         encoded_bytes=len(encoded),
         **extra,
     )

@@ -281,6 +281,134 @@ def test_damage_in_sealed_segment_is_skipped_by_readers(tmp_path: Path, caplog: 
     arun(body())
 
 
+RECS = [b"rec-%02d" % i * 10 for i in range(10)]
+
+
+def test_good_frame_between_two_damaged_ones_is_delivered(tmp_path: Path) -> None:
+    """Resynchronisation accepts the next valid frame even when the one after it is
+    damaged too: a lone survivor between two damaged frames is not swallowed."""
+
+    async def body() -> None:
+        positions = await build(tmp_path, [[r] for r in RECS])
+        seg = segments(tmp_path)[0]
+        for victim in (3, 5, 6):
+            flip(seg, HEADER_SIZE + positions[victim] + FRAME_OVERHEAD + 2)
+        (tmp_path / "LOCK").write_bytes(b"")
+        async with LocalLog.open(tmp_path, fsync="never") as log:
+            assert [(c.position, c.length) for c in log.recovery.corrupt] == [
+                (positions[3], positions[4] - positions[3]),
+                (positions[5], positions[7] - positions[5]),
+            ]
+            assert payloads(await read_all(log)) == [r for i, r in enumerate(RECS) if i not in (3, 5, 6)]
+
+    arun(body())
+
+
+def test_damaged_length_pointing_at_a_later_frame_skips_nothing(tmp_path: Path) -> None:
+    """A length word damaged so that it ends exactly at a later frame boundary: the
+    frames it would have covered are still found (resync scans from the damage on)."""
+
+    async def body() -> None:
+        positions = await build(tmp_path, [[r] for r in RECS])
+        seg = segments(tmp_path)[0]
+        data = bytearray(seg.read_bytes())
+        struct.pack_into("<I", data, HEADER_SIZE + positions[3], positions[7] - positions[3] - FRAME_OVERHEAD)
+        seg.write_bytes(bytes(data))
+        (tmp_path / "LOCK").write_bytes(b"")
+        async with LocalLog.open(tmp_path, fsync="never") as log:
+            assert [(c.position, c.length) for c in log.recovery.corrupt] == [(positions[3], positions[4] - positions[3])]
+            assert payloads(await read_all(log)) == [r for i, r in enumerate(RECS) if i != 3]
+
+    arun(body())
+
+
+def test_damaged_batch_delivers_its_undamaged_records(tmp_path: Path) -> None:
+    """The documented choice: damage inside a completed batch costs only the damaged
+    frame; the batch's other records are delivered and the range names the lost one."""
+
+    async def body() -> None:
+        batch = [b"first" * 5, b"second" * 5, b"third" * 5]
+        p0, p1, p2 = await build(tmp_path, [[b"before"], batch, [b"after"]])
+        middle = p1 + FRAME_OVERHEAD + len(batch[0])
+        flip(segments(tmp_path)[0], HEADER_SIZE + middle + FRAME_OVERHEAD + 1)
+        async with LocalLog.open(tmp_path, fsync="never") as log:
+            assert payloads(await read_all(log)) == [b"before", batch[0], batch[2], b"after"]
+            (rng,) = log.stats.recent
+            assert (rng.position, rng.length) == (middle, FRAME_OVERHEAD + len(batch[1]))
+
+    arun(body())
+
+
+def test_damage_at_the_end_of_the_active_segment_before_the_checkpoint(tmp_path: Path) -> None:
+    """Bytes before the clean-close checkpoint were complete: damage in the last batch
+    there is damage, not a write in progress. Readers report it and deliver the rest of
+    that batch, and appends go after it."""
+
+    async def body() -> None:
+        batch = [b"x" * 30, b"y" * 30]
+        _, p = await build(tmp_path, [[b"a"], batch])
+        last = p + FRAME_OVERHEAD + len(batch[0])
+        flip(segments(tmp_path)[0], HEADER_SIZE + last + FRAME_OVERHEAD + 4)
+        async with LocalLog.open(tmp_path, fsync="never") as log:
+            assert log.recovery.clean
+            assert payloads(await read_all(log)) == [b"a", b"x" * 30]
+            assert [(c.position, c.length) for c in log.stats.recent] == [(last, FRAME_OVERHEAD + 30)]
+            q = await log.append([b"b"])
+            assert q == last + FRAME_OVERHEAD + 30
+            assert payloads(await read_all(log)) == [b"a", b"x" * 30, b"b"]
+
+    arun(body())
+
+
+def test_damage_just_before_a_cut_torn_tail(tmp_path: Path) -> None:
+    """Recovery cuts a torn tail right after damage it reported: the cut certifies what
+    lies before it, so readers deliver the frames before the damage at once."""
+
+    async def body() -> None:
+        await build(tmp_path, [[b"a"], [b"b" * 20, b"c" * 20]])
+        seg = segments(tmp_path)[0]
+        c_frame = seg.stat().st_size - FRAME_OVERHEAD - 20
+        flip(seg, c_frame + FRAME_OVERHEAD + 3)  # c is damaged
+        torn = encode_batch([b"d" * 20, b"e" * 20])[:-5]  # d is valid, so c is damage, not tail
+        with seg.open("ab") as f:
+            f.write(torn)
+        (tmp_path / "LOCK").write_bytes(b"")
+        async with LocalLog.open(tmp_path, fsync="never") as log:
+            assert log.recovery.truncated_bytes == len(torn)
+            assert len(log.recovery.corrupt) == 1
+            assert payloads(await read_all(log)) == [b"a", b"b" * 20]
+
+    arun(body())
+
+
+def test_resync_through_garbage_bounds_its_checksum_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Scanning a MiB of random garbage (default 16 MiB max_record_bytes) computes CRCs
+    over a few times the scanned bytes, not over every plausible-looking huge frame."""
+    import random
+
+    async def body() -> None:
+        await build(tmp_path, [[b"before"]])
+        seg = segments(tmp_path)[0]
+        garbage = random.Random(7).randbytes(1 << 20)
+        with seg.open("ab") as f:
+            f.write(garbage + encode_batch([b"after"]))
+        crc_bytes = 0
+        real = local_mod.crc32c
+
+        def counting(data: bytes | memoryview, value: int = 0) -> int:
+            nonlocal crc_bytes
+            crc_bytes += len(data)
+            return real(data, value)
+
+        monkeypatch.setattr(local_mod, "crc32c", counting)
+        async with LocalLog.open(tmp_path, fsync="never") as log:
+            assert payloads(await read_all(log)) == [b"before", b"after"]
+            assert log.stats.corrupt_ranges == 1
+        assert crc_bytes < 8 * len(garbage), crc_bytes
+
+    arun(body())
+
+
 def test_damaged_tail_of_sealed_segment(tmp_path: Path) -> None:
     async def body() -> None:
         recs = [[b"r%03d" % i * 8] for i in range(40)]
