@@ -19,6 +19,7 @@ import pytest
 from crdtsync import Feature, GCounter, LocalLog, LWWRegister, Replica
 from crdtsync.clock import Context, Dot
 from crdtsync.events import MsgpackCodec
+from crdtsync.replica.apply import Applier
 
 SCHEMA = [Feature("count", GCounter), Feature("score", LWWRegister)]
 BATCH = 64
@@ -67,19 +68,19 @@ def test_replay_with_a_permanent_gap_ends_with_the_exact_state_and_context(tmp_p
         # the slow way of old: filter by dot, then Context.add_all over the cloud
         calls: dict[str, int] = {"add_all": 0, "apply_batch_after_gap": 0}
         real_add_all = Context.add_all
-        real_apply_batch = Replica._apply_batch
+        real_apply_batch = Applier.apply_batch
 
         def add_all(self: Context, dots: Any) -> Context:
             calls["add_all"] += 1
             return real_add_all(self, dots)
 
-        def apply_batch(self: Replica, batch: Any) -> int:
+        def apply_batch(self: Applier, batch: Any, *rest: Any) -> int:
             if batch.first_seq > hole:
                 calls["apply_batch_after_gap"] += 1
-            return real_apply_batch(self, batch)
+            return real_apply_batch(self, batch, *rest)
 
         monkeypatch.setattr(Context, "add_all", add_all)
-        monkeypatch.setattr(Replica, "_apply_batch", apply_batch)
+        monkeypatch.setattr(Applier, "apply_batch", apply_batch)
         log = await LocalLog.open(tmp_path / "gap")
         r = await Replica.open(schema=SCHEMA, log=log, name="reader", follow=False, control=False, codec=codec)
         monkeypatch.undo()
@@ -100,7 +101,7 @@ def test_replay_with_a_permanent_gap_ends_with_the_exact_state_and_context(tmp_p
         # replaying the same records again (a second pass) finds every event a duplicate
         before = r.stats.events_applied
         async for entry in log.read(0):
-            r._apply_record(entry.position, entry.payload)
+            r.applier.apply_record(entry.position, entry.payload)
         assert r.stats.events_applied == before and r.context == expected and r.digest() == digest
 
         # and the context survives a snapshot round trip exactly (wire format 1 unchanged)

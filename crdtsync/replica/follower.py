@@ -94,7 +94,7 @@ class Follower:
 
     async def _catch_up(self, progress: Callable[[int, int], None] | None) -> int:
         end = await self.log.end()
-        applied = 0
+        applied = self._applier.retry_held()  # held events the clock now accepts come first
         async for entry in read_range(self.log, self._store.position, end):
             applied += self._apply(entry.position, entry.payload)
             if self._snapshot_due():
