@@ -35,6 +35,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from ._dirlock import DirLock
 from ._tables import LWWTable, new_table
 from .clock import HLC, Context, Dot, hlc_wall_ms
 from .control import ControlChannel, DirectoryControl, Heartbeat, Membership
@@ -306,6 +307,7 @@ class Replica:
         # while the schema is at generation _plans_at and no definition was learned
         self._plans: dict[str, tuple[Callable[[], CRDT[Any]], int, bool]] = {}
         self._plans_at = -1
+        self._dirlock: DirLock | None = None  # the data directory's lock (held while open)
 
     # -- opening and closing ---------------------------------------------------
     @classmethod
@@ -410,7 +412,21 @@ class Replica:
                 r.start()
             return r
 
-        return Opening(factory, Replica.close)
+        async def locked() -> Replica:
+            # one process per data directory: a second one would reuse this actor's seqs
+            lock = DirLock.acquire(Path(data_dir), name) if data_dir is not None else None
+            try:
+                r = await factory()
+            except BaseException:
+                if lock is not None:
+                    lock.release()
+                raise
+            if lock is not None:
+                lock.describe(r.identity.name)
+            r._dirlock = lock
+            return r
+
+        return Opening(locked, Replica.close)
 
     async def _recover(self, progress: Callable[[int, int], None] | None) -> None:
         snap = self._snapshots.load_latest() if self._snapshots is not None else None
@@ -489,8 +505,12 @@ class Replica:
                 if not fut.done():
                     fut.set_exception(Unavailable("the replica closed before the operation was applied"))
             self._outcomes.clear()
-            if self.owns_log:
-                await self.log.close()
+            try:
+                if self.owns_log:
+                    await self.log.close()
+            finally:
+                if self._dirlock is not None:
+                    self._dirlock.release()
 
     async def __aenter__(self) -> Replica:
         return self
