@@ -151,8 +151,8 @@ def _locked_error(data_dir: Path, info: dict[str, Any] | None) -> DataDirLocked:
         when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(since)) if since is not None else "?"
         who = f"replica {replica!r} (pid {pid} on {host}, since {when})"
     return DataDirLocked(
-        f"{data_dir} is in use by {who}. Two processes on one data directory would be one "
-        "actor twice and lose writes: stop that process first, or give this one a data "
+        f"{data_dir} is in use by {who}. Two replicas on one data directory would be one "
+        "actor twice and lose writes: close or stop the holder first, or give this one a data "
         "directory of its own (read-only tools such as `crdtsync status` work meanwhile)",
         path=str(data_dir), pid=pid, host=host, replica=replica, since=since,
     )
