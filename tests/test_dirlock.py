@@ -174,7 +174,7 @@ def test_a_forked_child_does_not_keep_the_parents_lock(tmp_path: Path) -> None:
             pass
 
 
-def test_status_shows_a_running_replica_and_compact_names_its_holder(tmp_path: Path) -> None:
+def test_status_and_inspect_show_a_running_replica_and_compact_names_its_holder(tmp_path: Path) -> None:
     pytest.importorskip("click")
     data = tmp_path / "replica"
     env = {**os.environ, "COLUMNS": "160"}
@@ -186,6 +186,10 @@ def test_status_shows_a_running_replica_and_compact_names_its_holder(tmp_path: P
         assert res.returncode == 0, res.stderr
         assert info["actor"] in res.stdout and f"running: yes, pid {holder.pid}" in res.stdout
         assert sorted(p.relative_to(data) for p in data.rglob("*")) == before, "status wrote into the directory"
+        res = subprocess.run([*cli, "inspect", str(data), "--json", "--field", "count"], capture_output=True,
+                             text=True, timeout=60, env=env)
+        assert res.returncode == 0, res.stderr
+        assert len(res.stdout.splitlines()) == 3, "inspect shows the running replica's three writes"
         res = subprocess.run([*cli, "compact", str(data)], capture_output=True, text=True, timeout=60, env=env)
         assert res.returncode != 0 and f"pid {holder.pid}" in res.stderr and "in use by" in res.stderr
     finally:
