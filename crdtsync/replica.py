@@ -35,6 +35,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from ._dirlock import DirLock
 from ._tables import LWWTable, new_table
 from .clock import HLC, Context, Dot, hlc_wall_ms
 from .control import ControlChannel, DirectoryControl, Heartbeat, Membership
@@ -328,6 +329,7 @@ class Replica:
         self._hb_task: asyncio.Task[None] | None = None
         self._removed: dict[str, int] = {}  # removed incarnation -> last seq still accepted
         self._pins: dict[str, tuple[str, str]] = {}  # origin -> (region, role) it first claimed
+        self._recovered = False  # own events new after recovery are forged
         self._pruned: set[str] = set()  # removed incarnations dropped from the context
         self._slo_missed: set[str] = set()
         #: the fleet as recorded in the log: name -> (actor, region, join stamp)
@@ -337,6 +339,7 @@ class Replica:
         # while the schema is at generation _plans_at and no definition was learned
         self._plans: dict[str, tuple[Callable[[], CRDT[Any]], int, bool]] = {}
         self._plans_at = -1
+        self._dirlock: DirLock | None = None  # the data directory's lock (held while open)
 
     # -- opening and closing ---------------------------------------------------
     @classmethod
@@ -435,13 +438,28 @@ class Replica:
                 sequencer=sequencer, admins=admins,
             )
             await r._recover(progress)
+            r._recovered = True
             await r._publish_schema()
             r.observe_heartbeat(r.heartbeat())
             if follow:
                 r.start()
             return r
 
-        return Opening(factory, Replica.close)
+        async def locked() -> Replica:
+            # one process per data directory: a second one would reuse this actor's seqs
+            lock = DirLock.acquire(Path(data_dir), name) if data_dir is not None else None
+            try:
+                r = await factory()
+            except BaseException:
+                if lock is not None:
+                    lock.release()
+                raise
+            if lock is not None:
+                lock.describe(r.identity.name)
+            r._dirlock = lock
+            return r
+
+        return Opening(locked, Replica.close)
 
     async def _recover(self, progress: Callable[[int, int], None] | None) -> None:
         snap = self._snapshots.load_latest() if self._snapshots is not None else None
@@ -527,8 +545,12 @@ class Replica:
                 if not fut.done():
                     fut.set_exception(Unavailable("the replica closed before the operation was applied"))
             self._outcomes.clear()
-            if self.owns_log:
-                await self.log.close()
+            try:
+                if self.owns_log:
+                    await self.log.close()
+            finally:
+                if self._dirlock is not None:
+                    self._dirlock.release()
 
     async def __aenter__(self) -> Replica:
         return self
@@ -1327,7 +1349,7 @@ class Replica:
 
     async def _catch_up(self, progress: Callable[[int, int], None] | None) -> int:
         end = await self.log.end()
-        applied = 0
+        applied = self.retry_held()  # held events the clock now accepts come first
         async for entry in read_range(self.log, self._position, end):
             applied += self._apply_record(entry.position, entry.payload)
             if self._snapshot_due:
@@ -1576,6 +1598,9 @@ class Replica:
         if not isinstance(region, str) or not isinstance(role, str):
             return "bad_identity"
         claim = (region, role)
+        if origin == self.actor and self._recovered and claim != (self.identity.region, self.identity.role):
+            # this replica's own events are never new to it unless forged
+            return "identity_mismatch"
         pinned = self._pins.setdefault(origin, claim)
         if pinned != claim:
             log.warning("%s claims %s but first claimed %s; rejected", origin, claim, pinned)
