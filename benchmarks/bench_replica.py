@@ -160,6 +160,7 @@ async def _build_log(path: Path, n: int, gap: bool = False) -> None:
 async def _replay(path: Path, data: Path | None) -> tuple[int, float, float]:
     """Returns (events applied, seconds to open+replay, seconds to snapshot)."""
     from crdtsync import LocalLog, Replica
+    from crdtsync.testing.faults import crash
 
     log = await LocalLog.open(path)
     t = time.perf_counter()
@@ -172,7 +173,7 @@ async def _replay(path: Path, data: Path | None) -> tuple[int, float, float]:
         await r.snapshot()
         snap_s = time.perf_counter() - t
     applied = r.stats.events_applied
-    r._mark_closed()
+    await crash(r)  # abandon it without close's snapshot (and give its directory back)
     await log.close()
     return applied, elapsed, snap_s
 

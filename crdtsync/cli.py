@@ -175,13 +175,18 @@ def _cli() -> Any:
             console.print(table)
 
     def _open(directory: str) -> Any:
+        """Open the replica of ``directory`` (locked: it must not be running elsewhere)."""
+        from .errors import DataDirLocked
         from .replica import Replica
 
         prog, update = _progress()
 
         async def run(fn: Callable[[Any], Any]) -> Any:
-            with prog:
-                r = await Replica.open(directory, follow=False, progress=update)
+            try:
+                with prog:
+                    r = await Replica.open(directory, follow=False, progress=update)
+            except DataDirLocked as exc:
+                raise click.ClickException(str(exc)) from None
             try:
                 return await fn(r)
             finally:
@@ -189,11 +194,50 @@ def _cli() -> Any:
 
         return run
 
+    def _view(directory: str) -> Any:
+        """A read-only view of the replica of ``directory``, also while it runs: its
+        snapshot and log replayed in memory, peers' last heartbeats from the log's
+        ``control/`` directory. Writes nothing (no lock, no snapshot, no events)."""
+        from .control import DirectoryControl
+        from .log.local import LocalLog
+        from .replica import Replica, ReplicaIdentity
+        from .schema import Schema
+        from .snapshots import FileSnapshotStore
+
+        ddir = Path(directory)
+        prog, update = _progress()
+
+        async def run(fn: Callable[[Any], Any]) -> Any:
+            ident = ReplicaIdentity.load_or_create(ddir, None, None, None)
+            snaps = ddir / "snapshots" / ident.actor
+            log = await LocalLog.open(_log_dir(ddir), fsync="never", create=False)
+            try:
+                r = Replica(ident, Schema(()), log, snapshots=FileSnapshotStore(snaps) if snaps.is_dir() else None,
+                            snapshot_every=2**62, owns_log=False, control=None)
+                with prog:
+                    await r.persistence.recover(lambda: r.catch_up(progress=update))
+                r.observe_heartbeat(r.heartbeat())
+                if (log.path / "control").is_dir():
+                    DirectoryControl(log.path / "control").poll(r.heartbeats.receive)
+                return await fn(r)
+            finally:
+                await log.close()
+
+        return run
+
     @cli.command(help="Show a replica's identity, context, fields and counters.")
     @click.argument("directory", type=click.Path(exists=True, file_okay=False))
     def status(directory: str) -> None:
+        from ._dirlock import is_locked, read_holder
+
         async def show(r: Any) -> None:
             console.print(f"[bold]{r.actor}[/bold]  region={r.identity.region} role={r.identity.role}")
+            if is_locked(Path(directory)):
+                holder = read_holder(Path(directory)) or {}
+                console.print(f"running: yes, pid {holder.get('pid', '?')} on {holder.get('host', '?')} "
+                              "(shown: its snapshot and log, replayed read-only)")
+            else:
+                console.print("running: no")
             console.print(f"context: {r.context}")
             console.print(f"log position: {r.position}")
             t = Table(title="fields")
@@ -204,9 +248,6 @@ def _cli() -> Any:
                 d = r.schema.get(f) or r.definitions.find(f)
                 t.add_row(f, str(len(r.keys(f))), d.policy.describe() if d is not None else "(not defined yet)")
             console.print(t)
-            poll = getattr(r.control, "poll", None)
-            if poll is not None:  # a directory of heartbeat files: hear every peer's latest
-                poll(r.observe_heartbeat)
             members = r.members()
             offsets = r.skew.offsets_ms(r.now_ms())
             if members:
@@ -233,7 +274,7 @@ def _cli() -> Any:
                 console.print(f"[yellow]{held} events held back: stamped ahead of this host's clock[/yellow]")
             console.print(r.stats)
 
-        run_loop(_open(_replica_dir(directory))(show))
+        run_loop(_view(_replica_dir(directory))(show))
 
     @cli.command(help="Snapshot a replica, then drop the log segments the snapshot covers.")
     @click.argument("directory", type=click.Path(exists=True, file_okay=False))

@@ -39,6 +39,7 @@ __all__ = [
     "StorageError",
     "StorageFull",
     "StorageUnavailable",
+    "DataDirLocked",
 ]
 
 
@@ -202,3 +203,27 @@ class StorageUnavailable(StorageError):
     often the kernel's reaction to I/O errors), permission is denied (``EACCES``,
     ``EPERM``) or the device fails (``EIO``). The message says which, and what to do.
     """
+
+
+class DataDirLocked(CrdtSyncError):
+    """Another replica holds this data directory (an OS lock taken by ``Replica.open``).
+
+    Two processes on one data directory would be one actor twice: their events would
+    share seqs and replicas would drop one of each pair. Stop the holder first, or give
+    this process a data directory of its own. The lock is released on ``close`` and when
+    the holding process dies, so this error never outlives its holder.
+
+    Attributes:
+        path: the data directory.
+        pid, host, replica, since: the holder (process id, host name, replica name, Unix
+            time it took the lock), as it described itself; ``None`` where unknown.
+    """
+
+    def __init__(self, message: str, *, path: str, pid: int | None = None, host: str | None = None,
+                 replica: str | None = None, since: float | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.pid = pid
+        self.host = host
+        self.replica = replica
+        self.since = since

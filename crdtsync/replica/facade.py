@@ -22,6 +22,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from .._dirlock import DirLock
 from ..clock import HLC, Context
 from ..control import ControlChannel, Heartbeat, Membership
 from ..errors import StorageError
@@ -113,6 +114,7 @@ class Replica:
         self.sequencer: Log = sequencer if sequencer is not None else log_
         self.scope: frozenset[str] | None = getattr(log_, "regions", None)
         self._closed = False
+        self._dirlock: DirLock | None = None  # the data directory's lock (held while open)
         assemble(self, snapshots, snapshot_every, admins)
 
 
@@ -207,8 +209,12 @@ class Replica:
             await self.follower.stop()
             await self.heartbeats.stop()
             self.sequencer_client.fail_waiting()
-            if self.owns_log:
-                await self.log.close()
+            try:
+                if self.owns_log:
+                    await self.log.close()
+            finally:
+                if self._dirlock is not None:
+                    self._dirlock.release()
 
     def _mark_closed(self) -> None:
         self._closed = self.writer.closed = self.follower.closed = True

@@ -74,7 +74,7 @@ class Heartbeats:
 
     def start(self) -> None:
         if self.control is not None and (self._task is None or self._task.done()):
-            self.control.start(self.identity.name, self._receive)
+            self.control.start(self.identity.name, self.receive)
             self._wake = asyncio.Event()
             self._task = asyncio.get_running_loop().create_task(
                 self._beat(), name=f"crdtsync-heartbeat-{self.identity.actor}")
@@ -87,7 +87,8 @@ class Heartbeats:
         if self.control is not None:
             await self.control.close()
 
-    def _receive(self, data: bytes) -> None:
+    def receive(self, data: bytes) -> None:
+        """A control channel's delivery: :meth:`observe` the heartbeat's bytes."""
         self.observe(data)
 
     def wake(self) -> None:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .._dirlock import DirLock
 from ..clock import HLC
 from ..control import ControlChannel, Membership
 from ..events import Codec, codec_for
@@ -157,4 +158,18 @@ def open_replica(
             r.start()
         return r
 
-    return Opening(factory, cls.close)
+    async def locked() -> Replica:
+        # one process per data directory: a second one would reuse this actor's seqs
+        lock = DirLock.acquire(Path(data_dir), name) if data_dir is not None else None
+        try:
+            r = await factory()
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            raise
+        if lock is not None:
+            lock.describe(r.identity.name)
+        r._dirlock = lock
+        return r
+
+    return Opening(locked, cls.close)

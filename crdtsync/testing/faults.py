@@ -266,7 +266,8 @@ async def crash(replica: Replica) -> None:
     LINEARIZABLE read) fails with :class:`~crdtsync.errors.Unavailable`: its outcome is
     unknown to the caller, as it would be to a client of a crashed process.
 
-    The replica's log is closed only if the replica owns it. A log given with ``log=``
+    The replica's log is closed only if the replica owns it; the lock on its data
+    directory is released, as the OS releases a dead process's locks. A log given with ``log=``
     is the test's to close (close a :class:`CuttableLog` before reopening the replica,
     so that appends it forwarded have landed first). Restart by opening the replica
     again with the same data directory (or ``identity=`` for an in-memory replica).
@@ -286,3 +287,5 @@ async def crash(replica: Replica) -> None:
     replica.waiter.tick()
     if replica.owns_log:
         await replica.log.close()
+    if replica._dirlock is not None:  # the OS drops a dead process's lock on its data directory
+        replica._dirlock.release()
