@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from .._encoding import corrupt, value_key
 from ..clock import Context, Dot
 from ._base import CRDT, actor_of, register, want_int, want_list, want_str
-from ._dots import check_dots_in_context, join_dotfun
+from ._dots import Removals, check_dots_in_context, join_dotfun
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -143,6 +143,18 @@ class _CausalFlag(CRDT[bool]):
         if ctx == other._ctx and fun == other._fun:
             return other
         return self._make(fun, ctx, self._default)
+
+    # -- removal records (for ORMap) ----------------------------------------------
+    def _removals(self) -> Removals:
+        return Removals(self._ctx, frozenset(self._fun))
+
+    def _forget(self, removals: Removals) -> Self:
+        fun = {d: v for d, v in self._fun.items() if not removals.removed(d)}
+        return self if len(fun) == len(self._fun) else self._make(fun, self._ctx, self._default)
+
+    def _seen(self, record: Removals, actor: str) -> Self:
+        joined = self._ctx.join(Context.from_vv({actor: record.ctx.max_seq(actor)}))
+        return self if joined == self._ctx else self._make(self._fun, joined, self._default)
 
     # -- encoding --------------------------------------------------------------
     def _payload(self) -> Any:
@@ -549,6 +561,8 @@ class VariantFlag(CRDT[dict[str, Any]]):
     VERSION: ClassVar[int] = 1
     MUTATORS: ClassVar[tuple[str, ...]] = ("configure", "kill", "revive")
     NEEDS_TIME: ClassVar[bool] = True
+    #: the kill switch is causal: an ORMap keeps its removal records (the config is LWW)
+    RECORDS_REMOVALS: ClassVar[bool] = True
 
     _stamp: tuple[int, str] | None
     _config: VariantConfig | None
@@ -566,6 +580,18 @@ class VariantFlag(CRDT[dict[str, Any]]):
         state._config = config
         state._switch = switch
         return state
+
+    # -- removal records (for ORMap): the kill switch's ---------------------------
+    def _removals(self) -> Removals:
+        return self._switch._removals()
+
+    def _forget(self, removals: Removals) -> VariantFlag:
+        switch = self._switch._forget(removals)
+        return self if switch is self._switch else VariantFlag._make(self._stamp, self._config, switch)
+
+    def _seen(self, record: Removals, actor: str) -> VariantFlag:
+        switch = self._switch._seen(record, actor)
+        return self if switch is self._switch else VariantFlag._make(self._stamp, self._config, switch)
 
     # -- reading ---------------------------------------------------------------
     @property

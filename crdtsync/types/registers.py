@@ -39,7 +39,7 @@ import msgpack
 from .._encoding import canonical, corrupt, is_finite_number, packb
 from ..clock import Context, Dot, default_hlc
 from ._base import CRDT, actor_of, register, want_int, want_list, want_str
-from ._dots import check_dots_in_context, join_dotfun
+from ._dots import Removals, check_dots_in_context, join_dotfun
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -505,6 +505,18 @@ class MVRegister(CRDT[tuple[Any, ...]]):
         if ctx == cb and _same_entries(entries, other._entries):
             return other
         return MVRegister._raw(entries, ctx)
+
+    # -- removal records (for ORMap) ----------------------------------------------------
+    def _removals(self) -> Removals:
+        return Removals(self._ctx, frozenset(self._entries))
+
+    def _forget(self, removals: Removals) -> MVRegister:
+        entries = {d: v for d, v in self._entries.items() if not removals.removed(d)}
+        return self if len(entries) == len(self._entries) else MVRegister._raw(entries, self._ctx)
+
+    def _seen(self, record: Removals, actor: str) -> MVRegister:
+        joined = self._ctx.join(Context.from_vv({actor: record.ctx.max_seq(actor)}))
+        return self if joined == self._ctx else MVRegister._raw(self._entries, joined)
 
     # -- encoding ----------------------------------------------------------------------
     def _payload(self) -> Any:
