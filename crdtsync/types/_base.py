@@ -54,6 +54,8 @@ class CRDT(abc.ABC, Generic[V]):
     MUTATORS: ClassVar[tuple[str, ...]] = ()
     #: whether mutators take a ``ts`` (HLC timestamp) keyword
     NEEDS_TIME: ClassVar[bool] = False
+    #: whether :meth:`_removals` returns a record (causal types: dot store plus context)
+    RECORDS_REMOVALS: ClassVar[bool] = False
 
     @abc.abstractmethod
     def join(self: S, other: S) -> S:

@@ -15,9 +15,21 @@ from typing import Any, TypeVar
 
 from .._encoding import corrupt
 from ..clock import Context, Dot
+from ..errors import DotReuse
 
 K = TypeVar("K")
 V = TypeVar("V")
+
+
+def reused(what: str, dot: Dot, detail: str) -> DotReuse:
+    """The error for one dot naming two different writes (issue 8, defect 9)."""
+    return DotReuse(
+        f"{what}: dot ({dot[0]!r}, {dot[1]}) names two different writes ({detail}), so joining "
+        "would silently lose one. Each mutator takes its writer's next dot from the state it "
+        "is called on: apply each delta to the state before making the next one "
+        "(s = s.join(delta)), or use the Replica, which does",
+        dot=dot,
+    )
 
 
 def join_dotfun(
@@ -25,13 +37,17 @@ def join_dotfun(
     ca: Context,
     b: Mapping[Dot, V],
     cb: Context,
-    merge: Callable[[V, V], V] | None = None,
+    merge: Callable[[Dot, V, V], V] | None = None,
 ) -> dict[Dot, V]:
-    """Join two dot functions (dot -> value) under their contexts."""
+    """Join two dot functions (dot -> value) under their contexts.
+
+    ``merge(dot, mine, theirs)`` combines the two values of a dot both sides hold; it
+    raises :class:`~crdtsync.errors.DotReuse` when they are two different writes.
+    """
     out: dict[Dot, V] = {}
     for d, v in a.items():
         if d in b:
-            out[d] = merge(v, b[d]) if merge is not None else v
+            out[d] = merge(d, v, b[d]) if merge is not None else v
         elif d not in cb:
             out[d] = v
     for d, v in b.items():

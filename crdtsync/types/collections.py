@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from typing import Any, ClassVar, TypeAlias
 
 from .._encoding import check_envelope, corrupt, unpackb, value_key
 from ..clock import Context, Dot, default_hlc
+from ..errors import DotReuse
 from ._base import CRDT, actor_of, register, type_for_tag, want_int, want_list, want_str
 from ._dots import (
     Removals,
@@ -36,6 +37,7 @@ from ._dots import (
     join_dotfun,
     join_dotmap,
     join_dotsets,
+    reused,
 )
 from .counters import PNCounter
 
@@ -129,6 +131,24 @@ def _observed(observed: Iterable[Dot]) -> frozenset[Dot]:
     return frozenset(_check_dot(d) for d in observed)
 
 
+def _no_moved_dot(mine: Mapping[bytes, Collection[Dot]], joined: Mapping[bytes, Collection[Dot]],
+                  index: Callable[[], Mapping[Dot, bytes]], what: str) -> None:
+    """Raise :class:`~crdtsync.errors.DotReuse` if a dot of ``mine`` that the join dropped
+    is live on the other side (whose ``index`` maps live dots to elements or keys): there
+    it names a write of another element or key, so two writes share the dot."""
+    other: Mapping[Dot, bytes] | None = None
+    for k, ds in mine.items():
+        kept = joined.get(k)
+        if kept is ds:
+            continue
+        for d in ds:
+            if kept is None or d not in kept:
+                if other is None:
+                    other = index()
+                if d in other:
+                    raise reused(what, d, "writes of two different elements or keys")
+
+
 def _no_dot_twice(seen: set[Dot], dots: Iterable[Dot], what: str) -> None:
     for d in dots:
         if d in seen:
@@ -166,6 +186,14 @@ class ORSet(CRDT[ElementSet]):
     by the canonical bytes of the element, each with its live dots sorted and non-empty;
     tuples are encoded as lists; context rows as in :meth:`Context.to_payload`. Every
     live dot lies inside the context and belongs to one element only.
+
+    Same-dot rule: a mutator takes the writer's next dot from the state it is called on,
+    so call it on the writer's current state (join each delta before making the next
+    one; the Replica does). Joining two states that use one dot for two different writes
+    raises :class:`~crdtsync.errors.DotReuse` (two elements under one dot); a
+    re-delivered identical delta is a no-op. Not detectable: a stale delta whose dot the
+    other side has already seen removed looks exactly like an observed remove and is
+    dropped.
     """
 
     __slots__ = ("_ctx", "_dots", "_elems", "_index")
@@ -173,6 +201,7 @@ class ORSet(CRDT[ElementSet]):
     VERSION: ClassVar[int] = 1
     MUTATORS: ClassVar[tuple[str, ...]] = ("add", "remove")
     NEEDS_TIME: ClassVar[bool] = False
+    RECORDS_REMOVALS: ClassVar[bool] = True
 
     _dots: dict[bytes, frozenset[Dot]]
     _elems: dict[bytes, Element]
@@ -273,6 +302,8 @@ class ORSet(CRDT[ElementSet]):
     def _join_full(self, other: ORSet) -> ORSet:
         ctx = self._ctx.join(other._ctx)
         dots = join_dotmap(self._dots, self._ctx, other._dots, other._ctx)
+        _no_moved_dot(self._dots, dots, other._dot_index, "orset")
+        _no_moved_dot(other._dots, dots, self._dot_index, "orset")
         if ctx == self._ctx and dots == self._dots:
             return self
         if ctx == other._ctx and dots == other._dots:
@@ -295,9 +326,13 @@ class ORSet(CRDT[ElementSet]):
                 affected.add(k)
         dots = self._dots
         changed: dict[bytes, frozenset[Dot]] = {}
+        small_index = small._dot_index()
         for k in affected:
             mine = dots.get(k, frozenset())
-            joined = join_dotsets(mine, cs, small._dots.get(k, frozenset()), co)
+            theirs = small._dots.get(k, frozenset())
+            joined = join_dotsets(mine, cs, theirs, co)
+            _no_moved_dot({k: mine}, {k: joined}, lambda: small_index, "orset")
+            _no_moved_dot({k: theirs}, {k: joined}, lambda: index, "orset")
             if joined != mine:
                 changed[k] = joined
         ctx = cs.join(co)
@@ -397,12 +432,20 @@ class _Entry:
         self.inc = inc
         self.state = state
 
-    def merge(self, other: _Entry) -> _Entry:
-        # A dot names one write, so both sides normally hold the same entry; a max and a
-        # join keep the map a semilattice even for states that disagree.
-        if other is self or (other.inc == self.inc and other.state == self.state):
-            return self
-        return _Entry(max(self.inc, other.inc), self.state.join(other.state))
+    @staticmethod
+    def merge(dot: Dot, mine: _Entry, theirs: _Entry) -> _Entry:
+        """The entry of a dot both sides hold: one write, possibly read two ways.
+
+        A causal nested state may reach a replica both as written and as read by a later
+        writer, without what the key's removal record says was removed; their join is the
+        latter (and the nested join detects a nested dot used twice). Any other
+        difference means two writes under one dot (:class:`~crdtsync.errors.DotReuse`).
+        """
+        if theirs is mine or (theirs.inc == mine.inc and theirs.state == mine.state):
+            return mine
+        if theirs.inc != mine.inc or not mine.state.RECORDS_REMOVALS:
+            raise reused("ormap", dot, "two different nested states")
+        return _Entry(mine.inc, mine.state.join(theirs.state))
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, _Entry):
@@ -502,6 +545,14 @@ class ORMap(CRDT[dict[Element, Any]]):
     seq], ...], [[nested key, record], ...]]`` (the live dots inside the context; the
     nested records for a value type that is itself a map); always empty for a value type
     without records. Version 1 (still decoded) had no ``records`` and ``inc >= 1``.
+
+    Same-dot rule: a mutator takes the writer's next dot from the state it is called on,
+    so call it on the writer's current state (join each delta before making the next
+    one; the Replica does). Joining two states that use one dot for two different writes
+    raises :class:`~crdtsync.errors.DotReuse` (one dot under two keys, with two nested
+    states, or a nested dot reused inside a causal value); a re-delivered identical
+    delta is a no-op. Not detectable: a stale delta whose dot the other side has already
+    seen removed looks exactly like an observed remove and is dropped.
     """
 
     __slots__ = ("_cache", "_causal", "_ctx", "_empty", "_entries", "_index", "_keys", "_resets")
@@ -509,6 +560,7 @@ class ORMap(CRDT[dict[Element, Any]]):
     VERSION: ClassVar[int] = 2
     MUTATORS: ClassVar[tuple[str, ...]] = ("update", "remove")
     NEEDS_TIME: ClassVar[bool] = True
+    RECORDS_REMOVALS: ClassVar[bool] = True
 
     _entries: dict[bytes, dict[Dot, _Entry]]
     _keys: dict[bytes, Element]
@@ -537,7 +589,7 @@ class ORMap(CRDT[dict[Element, Any]]):
         self._cache = {}
         self._index: dict[Dot, bytes] | None = None
         self._resets = {}
-        self._causal = empty._removals() is not None
+        self._causal = empty.RECORDS_REMOVALS
 
     @classmethod
     def _make(
@@ -558,7 +610,7 @@ class ORMap(CRDT[dict[Element, Any]]):
         m._cache = {}
         m._index = index
         m._resets = resets if resets is not None else {}
-        m._causal = empty._removals() is not None if causal is None else causal
+        m._causal = empty.RECORDS_REMOVALS if causal is None else causal
         return m
 
     def _like(self, entries: dict[bytes, dict[Dot, _Entry]], keys: dict[bytes, Element], ctx: Context,
@@ -600,6 +652,10 @@ class ORMap(CRDT[dict[Element, Any]]):
             else:
                 assert b is not None
                 fun = {d: e for d, e in b.items() if d not in sc}
+            if a is not None:
+                _no_moved_dot({k: a}, {k: fun}, small._dot_index, "ormap")
+            if b is not None:
+                _no_moved_dot({k: b}, {k: fun}, lambda: index, "ormap")
             if self._causal:
                 resets = _record_removed(resets, self._resets, k, a, fun)
                 resets = _record_removed(resets, self._resets, k, b, fun)
@@ -614,7 +670,7 @@ class ORMap(CRDT[dict[Element, Any]]):
             else:
                 entries.pop(k, None)
                 keys.pop(k, None)
-        return self._like(entries, keys, sc.join(oc), new_index, resets)
+        return self._checked(self._like(entries, keys, sc.join(oc), new_index, resets), affected, small)
 
     def params(self) -> Mapping[str, Any]:
         e = self._empty
@@ -772,12 +828,30 @@ class ORMap(CRDT[dict[Element, Any]]):
                     entries[k] = fun
                 if causal:
                     resets = _record_removed(resets, self._resets, k, b, fun)
+        _no_moved_dot(self._entries, entries, other._dot_index, "ormap")
+        _no_moved_dot(other._entries, entries, self._dot_index, "ormap")
         if ctx == sc and entries == self._entries and resets == self._resets:
             return self
         if ctx == oc and entries == other._entries and resets == other._resets:
             return other
         keys = {k: self._keys[k] if k in self._keys else other._keys[k] for k in entries}
-        return self._like(entries, keys, ctx, resets=resets)
+        return self._checked(self._like(entries, keys, ctx, resets=resets), entries, other)
+
+    def _checked(self, joined: ORMap, keys: Iterable[bytes], other: ORMap) -> ORMap:
+        """``joined``, after reading (and caching) the value of every key whose live
+        states now come from both sides: for causal values that joins their nested
+        states, which raises :class:`~crdtsync.errors.DotReuse` if two of them use one
+        nested dot for two writes (forged or misused input), at the join rather than at a
+        later read."""
+        if self._causal:
+            for k in keys:
+                fun = joined._entries.get(k)
+                if fun is None or len(fun) < 2:
+                    continue
+                mine, theirs = self._entries.get(k, {}), other._entries.get(k, {})
+                if fun.keys() != mine.keys() and fun.keys() != theirs.keys():
+                    joined._get(k)
+        return joined
 
     # -- removal records (when nested in another ORMap) -------------------------------
     def _removals(self) -> Removals:
@@ -899,7 +973,7 @@ class ORMap(CRDT[dict[Element, Any]]):
             _no_dot_twice(seen, fun, "ormap")
             entries[k] = fun
             keys[k] = key
-        causal = empty._removals() is not None
+        causal = empty.RECORDS_REMOVALS
         resets: dict[bytes, Removals] = {}
         last = None
         for row in want_list(top[3], "ormap.removed") if version >= 2 else []:
@@ -913,7 +987,14 @@ class ORMap(CRDT[dict[Element, Any]]):
                 corrupt("ormap.removed", "keys are not in strictly ascending canonical order")
             last = k
             resets[k] = Removals.from_payload(pair[1], "ormap.removed", _key_from_wire)
-        return cls._make(empty, entries, keys, ctx, resets=resets, causal=causal)
+        m = cls._make(empty, entries, keys, ctx, resets=resets, causal=causal)
+        if causal:  # a key's value joins its nested states: they must not reuse a dot
+            for k in entries:
+                try:
+                    m._get(k)
+                except DotReuse as exc:
+                    corrupt("ormap", f"the nested states of one key disagree: {exc}")
+        return m
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ORMap):

@@ -10,6 +10,10 @@ decides (enable wins, or disable wins) and :attr:`conflict` says that it had to.
 :class:`VariantFlag` serves one of several weighted variants per entity: an LWW config
 register (variants, targeting rules, default variant, bucketing salt) plus a kill
 switch with kill-wins semantics built on the disable-wins core.
+
+Same-dot rule (all three): call a mutator on the writer's current state; two writes
+made from one stale state share a dot, and joining them raises
+:class:`~crdtsync.errors.DotReuse` instead of silently keeping one.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from .._encoding import corrupt, value_key
 from ..clock import Context, Dot
 from ._base import CRDT, actor_of, register, want_int, want_list, want_str
-from ._dots import Removals, check_dots_in_context, join_dotfun
+from ._dots import Removals, check_dots_in_context, join_dotfun, reused
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -40,19 +44,30 @@ __all__ = [
     "bucket_of",
 ]
 
-def _and(a: bool, b: bool) -> bool:
-    # A dot names one write, so both sides normally agree on its value; a deterministic,
-    # commutative merge keeps join a semilattice even for states that disagree.
-    return a and b
+def _agree(dot: Dot, a: bool, b: bool) -> bool:
+    # A dot names one write: two values under one dot are two writes made from one state
+    if a != b:
+        raise reused("flag", dot, "an enable and a disable")
+    return a
 
 
 class _CausalFlag(CRDT[bool]):
-    """Shared causal core of :class:`EnableWinsFlag` and :class:`DisableWinsFlag`."""
+    """Shared causal core of :class:`EnableWinsFlag` and :class:`DisableWinsFlag`.
+
+    Same-dot rule: a mutator takes the writer's next dot from the state it is called on,
+    so call it on the writer's current state (join each delta before making the next
+    one; the Replica does). Joining two states that use one dot for two different writes
+    raises :class:`~crdtsync.errors.DotReuse` (an enable and a disable under one dot); a
+    re-delivered identical delta is a no-op. Not detectable: a stale delta whose dot the
+    other side has already seen removed looks exactly like an observed remove and is
+    dropped.
+    """
 
     __slots__ = ("_ctx", "_default", "_fun")
     VERSION: ClassVar[int] = 1
     MUTATORS: ClassVar[tuple[str, ...]] = ("enable", "disable")
     NEEDS_TIME: ClassVar[bool] = False
+    RECORDS_REMOVALS: ClassVar[bool] = True
 
     _fun: Mapping[Dot, bool]
     _ctx: Context
@@ -137,7 +152,7 @@ class _CausalFlag(CRDT[bool]):
         if other is self:
             return self
         ctx = self._ctx.join(other._ctx)
-        fun = join_dotfun(self._fun, self._ctx, other._fun, other._ctx, _and)
+        fun = join_dotfun(self._fun, self._ctx, other._fun, other._ctx, _agree)
         if ctx == self._ctx and fun == self._fun:
             return self
         if ctx == other._ctx and fun == other._fun:
