@@ -25,6 +25,7 @@ __all__ = [
     "UnsupportedVersion",
     "FutureTimestamp",
     "IncompatibleState",
+    "DotReuse",
     "StaleRead",
     "Unavailable",
     "ClockSkew",
@@ -80,6 +81,26 @@ class IncompatibleState(CrdtSyncError, ValueError):
     For example two HyperLogLogs of different precision, or two windowed aggregates with
     different bucket widths: they belong to different feature definitions.
     """
+
+
+class DotReuse(IncompatibleState):
+    """Two states use one dot (writer, seq) for two different writes; joining them would
+    silently keep only one.
+
+    A mutator takes its writer's next dot from the state it is called on, so two
+    mutations by one actor computed from the same state (``d1 = s.enable(actor="a")``,
+    ``d2 = s.disable(actor="a")``) get the same dot. Apply each delta to the state before
+    making the next one (``s = s.join(d1)``, then ``s.disable(...)``), or use the
+    :class:`~crdtsync.replica.Replica`, which does. A re-delivered identical delta is not
+    misuse and joins as a no-op. Nothing was joined.
+
+    Attributes:
+        dot: the reused dot.
+    """
+
+    def __init__(self, message: str, *, dot: Any = None) -> None:
+        super().__init__(message)
+        self.dot = dot
 
 
 class StaleRead(CrdtSyncError):

@@ -30,9 +30,11 @@ under every delivery order, not the local reads (``test_orset_reference`` does t
 A mutant that keeps a tombstone per removed add (the classic OR-Set) runs through the
 same harness and must fail the size check, so the check can fail.
 
-Cycle counts: ``CRDTSYNC_METADATA_CYCLES`` (ORSet) and ``CRDTSYNC_METADATA_MAP_CYCLES``
-(ORMap) override the defaults, which are 200,000 / 10,000 in CI and 1,000,000 / 100,000
-in the nightly profile (``HYPOTHESIS_PROFILE=nightly``). A cycle is one remove of a live
+Cycle counts: ``CRDTSYNC_METADATA_CYCLES`` (ORSet), ``CRDTSYNC_METADATA_MAP_CYCLES``
+(ORMap of counters) and ``CRDTSYNC_METADATA_SETMAP_CYCLES`` (ORMap of sets, whose
+removal records are checked too) override the defaults, which are 200,000 / 10,000 /
+3,000 in CI and 1,000,000 / 100,000 / 30,000 in the nightly profile
+(``HYPOTHESIS_PROFILE=nightly``). A cycle is one remove of a live
 element (after its add): an ORSet run issues about 2.05 operations per cycle, an ORMap
 run about 3.3. Cost is the types' joins, about 100 us of CPU per operation here: 200,000
 ORSet cycles take about 45 s of CPU, 1,000,000 about 240 s (hence the timeouts).
@@ -499,6 +501,79 @@ def test_ormap_of_counters_metadata_bounded_by_live_keys_and_replicas() -> None:
     ids = max(_nested_ids(first.get(k)) for k in expected)
     assert ids <= MAX_NESTED_IDS
     _report(f"ORMap[PNCounter] (most nested ids per key {ids})", run, m)
+
+
+# -- ORMap of sets: removal records ----------------------------------------------------
+
+#: removes (of elements or of keys) in the ORMap[ORSet] run; about 2.1 operations each
+SETMAP_CYCLES = _cycles("CRDTSYNC_METADATA_SETMAP_CYCLES", 3_000, 30_000)
+MAP_ELEMENTS = 6
+NESTED_ID_BYTES = len("r4#0") + 1
+#: a nested ORSet: per element one dot per replica, a context row per writer, and a
+#: cloud entry per pending delta at most
+NESTED_SET_BYTES = 16 + MAP_ELEMENTS * (3 + N * (1 + NESTED_ID_BYTES + INT_BYTES)) + N * (ROW_BYTES + 2)
+
+
+def _bounded_records(where: str, m: MetadataSize, pending: int) -> None:
+    """A map of sets keeps one removal record per key ever written, whose size depends on
+    the replicas and the elements, never on the number of cycles (issue 8, defect 8)."""
+    assert m.records <= MAP_KEYS, f"{where}: {m.records} records for {MAP_KEYS} keys"
+    assert m.record_vv_entries <= N, f"{where}: a record names {m.record_vv_entries} nested identities"
+    assert m.record_cloud_entries <= MAP_KEYS * pending, f"{where}: {m.record_cloud_entries} record cloud entries"
+    assert m.record_dots <= MAP_KEYS * N * MAP_ELEMENTS + pending, f"{where}: records remember {m.record_dots} dots"
+    assert m.max_nested_bytes <= NESTED_SET_BYTES + pending * INT_BYTES, f"{where}: a nested set of {m.max_nested_bytes} bytes"
+    bound = (2 * ENVELOPE_BYTES + m.live * (5 + MAP_KEY_BYTES) + m.dots * (1 + ID_BYTES + 2 * INT_BYTES)
+             + m.nested_bytes + N * ROW_BYTES + m.cloud_entries * INT_BYTES
+             + m.records * (ENVELOPE_BYTES + MAP_KEY_BYTES + N * (ROW_BYTES + 2))
+             + m.record_dots * (1 + NESTED_ID_BYTES + INT_BYTES) + m.record_cloud_entries * INT_BYTES)
+    assert m.encoded_bytes <= bound, f"{where}: encoded state is {m.encoded_bytes} bytes, over {bound} ({m})"
+
+
+def run_map_of_sets(cycles: int, seed: int = 13) -> Run:
+    rng = random.Random(seed)
+    net = Network([ORMap(value_type=ORSet) for _ in range(N)], rng)
+    every = max(500, cycles // 10)
+    run = Run(net, 0, 0, [0] * N, 0.0)
+    start = time.perf_counter()
+    removes = 0
+    while removes < cycles:
+        r = rng.randrange(N)
+        k = f"k{rng.randrange(MAP_KEYS)}"
+        s = net.states[r]
+        present = sorted(s.get(k).value()) if k in s else []
+        x = rng.random()
+        if k in s and x < 0.25:
+            delta = s.remove(k, actor=NAMES[r])
+            removes += 1
+        elif present and x < 0.6:
+            delta = s.update(k, "remove", rng.choice(present), actor=NAMES[r])
+            removes += 1
+        else:
+            delta = s.update(k, "add", rng.randrange(MAP_ELEMENTS), actor=NAMES[r])
+        net.apply(r, delta)
+        if net.tick % every == 0:
+            run.checkpoints += 1
+            for i, st in enumerate(net.states):
+                m, p = metadata_size(st), net.pending(i)
+                run.note(m, p)
+                _bounded_records(f"op {net.tick}, {NAMES[i]}", m, p)
+    net.quiesce()
+    run.ops, run.cycles, run.seconds = net.tick, removes, time.perf_counter() - start
+    return run
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3_600)
+def test_ormap_of_sets_removal_records_stay_bounded() -> None:
+    run = run_map_of_sets(SETMAP_CYCLES)
+    states = run.net.states
+    first = states[0]
+    for name, s in zip(NAMES, states):
+        assert s == first, f"{name} differs from {NAMES[0]}"
+    m = metadata_size(first)
+    _bounded_records("stable", m, 0)
+    assert m.cloud_entries == 0 and m.record_cloud_entries == 0 and m.vv_entries <= N
+    _report("ORMap[ORSet]", run, m)
 
 
 # -- the check can fail ---------------------------------------------------------------

@@ -43,3 +43,17 @@ def test_every_exported_type_has_vectors():
     covered = {name.split("/")[0] for name, _ in CASES}
     exported = {cls.TYPE_TAG for cls in registered_types().values() if cls.__name__ in crdtsync.__all__}
     assert exported <= covered, f"types without golden vectors: {sorted(exported - covered)}"
+
+
+@pytest.mark.parametrize("tag", ["ormap"])
+def test_older_format_versions_still_decode(tag):
+    """The vectors of a type's previous format version (``<tag>.v<N>.json``) still decode
+    to the values they were written with, and re-encode in the current version."""
+    for path in sorted(HERE.glob(f"{tag}.v*.json")):
+        old = json.loads(path.read_text())
+        cls = registered_types()[tag]
+        assert old["version"] < cls.VERSION, f"{path.name} is not an older version"
+        for name, case in old["cases"].items():
+            state = decode_any(bytes.fromhex(case["hex"]))
+            assert value_repr(state.value()) == case["value"], name
+            assert decode_any(state.encode()) == state, name

@@ -3,7 +3,8 @@
 Observed-remove types (:class:`~crdtsync.types.collections.ORSet`,
 :class:`~crdtsync.types.collections.ORMap`) keep no tombstones: a state holds one dot
 per live add or update, a version vector with one entry per writer, and a dot cloud
-only while deltas arrive out of order. :func:`metadata_size` measures exactly those
+only while deltas arrive out of order (an ORMap whose values are causal types also
+keeps one removal record per key, included in ``encoded_bytes``). :func:`metadata_size` measures exactly those
 parts, so a test can assert that they depend on the live elements and the number of
 replicas and not on how many adds and removes happened::
 
@@ -49,6 +50,14 @@ class MetadataSize:
         nested_bytes: ORMap only: the encoded sizes of the nested states held, summed
             over live dots (each dot holds a whole nested state); 0 otherwise.
         max_nested_bytes: ORMap only: the largest of those nested states; 0 otherwise.
+        records: ORMap of causal values only: keys holding a removal record (what the
+            key's superseded values had seen removed; a removed key keeps its record).
+        record_vv_entries: the most version-vector entries in one record's context,
+            nested records included (one per nested identity that wrote there).
+        record_cloud_entries: dot-cloud entries over all records (0 once every delta
+            has arrived).
+        record_dots: live dots remembered by all records (dots that were live when the
+            states holding them were superseded, until a record sees them removed).
     """
 
     live: int
@@ -59,6 +68,10 @@ class MetadataSize:
     encoded_bytes: int
     nested_bytes: int = 0
     max_nested_bytes: int = 0
+    records: int = 0
+    record_vv_entries: int = 0
+    record_cloud_entries: int = 0
+    record_dots: int = 0
 
     @property
     def context_entries(self) -> int:
@@ -113,8 +126,20 @@ def _ormap_size(m: ORMap) -> MetadataSize:
     for fun in m._entries.values():
         counts.append(len(fun))
         nested.extend(len(e.state.encode()) for e in fun.values())
+    vv = cloud = dots = 0
+    stack = list(m._resets.values())
+    while stack:
+        r = stack.pop()
+        vv = max(vv, len(r.ctx.vv))
+        cloud += len(r.ctx.cloud)
+        dots += len(r.live)
+        stack.extend(r.children.values())
     return _dot_store_size(
         counts, m.context, m.encode(),
         nested_bytes=sum(nested),
         max_nested_bytes=max(nested, default=0),
+        records=len(m._resets),
+        record_vv_entries=vv,
+        record_cloud_entries=cloud,
+        record_dots=dots,
     )

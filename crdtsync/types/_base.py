@@ -30,6 +30,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 from .._encoding import check_envelope, corrupt, packb, unpackb
 from ..errors import BadInput, CorruptRecord, IncompatibleState
+from ._dots import Removals
 
 __all__ = ["CRDT", "register", "registered_types", "type_for_tag", "decode_any"]
 
@@ -53,6 +54,8 @@ class CRDT(abc.ABC, Generic[V]):
     MUTATORS: ClassVar[tuple[str, ...]] = ()
     #: whether mutators take a ``ts`` (HLC timestamp) keyword
     NEEDS_TIME: ClassVar[bool] = False
+    #: whether :meth:`_removals` returns a record (causal types: dot store plus context)
+    RECORDS_REMOVALS: ClassVar[bool] = False
 
     @abc.abstractmethod
     def join(self: S, other: S) -> S:
@@ -109,6 +112,31 @@ class CRDT(abc.ABC, Generic[V]):
             raise
         except (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError) as exc:
             raise CorruptRecord(f"{cls.TYPE_TAG}: malformed payload ({type(exc).__name__}: {exc})") from None
+
+    # -- removal records (causal types nested in an ORMap; see _dots.Removals) ------
+    def _removals(self) -> Removals | None:
+        """What this state has seen removed, or ``None`` for a type that records no removals.
+
+        Causal types (a dot store plus a context) return their context and live dots;
+        an ORMap that holds them carries these records so that a remove of a key never
+        brings back what an earlier remove inside the key's value took away.
+        """
+        return None
+
+    def _forget(self: S, removals: Removals) -> S:
+        """This state without the live parts that ``removals`` records as removed."""
+        return self
+
+    def _seen(self: S, record: Removals, actor: str) -> S:
+        """This state knowing every dot of ``actor`` that ``record`` has seen, and (for
+        containers) every removal ``record`` holds for nested keys; live dots unchanged.
+
+        A container calls it before a writer's nested write, so that the write takes the
+        writer's next dot after every one it made before, even those only the removal
+        record remembers; the writer's earlier dots this state does not hold count as
+        seen and removed from now on. Only causal types (those whose :meth:`_removals` is not ``None``) implement it.
+        """
+        raise NotImplementedError(f"{type(self).__name__} is not a causal type")
 
     # -- column forms (batch format 2; optional fast paths for hot types) ---------
     @classmethod

@@ -15,9 +15,21 @@ from typing import Any, TypeVar
 
 from .._encoding import corrupt
 from ..clock import Context, Dot
+from ..errors import DotReuse
 
 K = TypeVar("K")
 V = TypeVar("V")
+
+
+def reused(what: str, dot: Dot, detail: str) -> DotReuse:
+    """The error for one dot naming two different writes (issue 8, defect 9)."""
+    return DotReuse(
+        f"{what}: dot ({dot[0]!r}, {dot[1]}) names two different writes ({detail}), so joining "
+        "would silently lose one. Each mutator takes its writer's next dot from the state it "
+        "is called on: apply each delta to the state before making the next one "
+        "(s = s.join(delta)), or use the Replica, which does",
+        dot=dot,
+    )
 
 
 def join_dotfun(
@@ -25,13 +37,17 @@ def join_dotfun(
     ca: Context,
     b: Mapping[Dot, V],
     cb: Context,
-    merge: Callable[[V, V], V] | None = None,
+    merge: Callable[[Dot, V, V], V] | None = None,
 ) -> dict[Dot, V]:
-    """Join two dot functions (dot -> value) under their contexts."""
+    """Join two dot functions (dot -> value) under their contexts.
+
+    ``merge(dot, mine, theirs)`` combines the two values of a dot both sides hold; it
+    raises :class:`~crdtsync.errors.DotReuse` when they are two different writes.
+    """
     out: dict[Dot, V] = {}
     for d, v in a.items():
         if d in b:
-            out[d] = merge(v, b[d]) if merge is not None else v
+            out[d] = merge(d, v, b[d]) if merge is not None else v
         elif d not in cb:
             out[d] = v
     for d, v in b.items():
@@ -84,3 +100,77 @@ def check_dots_in_context(dots: Any, ctx: Context, what: str) -> None:
     for d in dots:
         if d not in ctx:
             corrupt(what, f"live dot {d} is missing from the state's context")
+
+
+class Removals:
+    """What a causal state has seen removed: the dots of its context that are not live.
+
+    ``removed(d)`` holds for a dot ``d`` in ``ctx`` and not in ``live``. Joining two
+    records is the causal join of their dot sets, which is exactly the union of what
+    each has seen removed (a dot live on one side and removed on the other is removed;
+    a dot live on one side and unseen on the other stays live). ``children`` holds the
+    records of nested states by key (an ORMap's values; empty for flat types), so that
+    a removal seen inside one key's value applies to that key only.
+
+    An ORMap keeps one record per key of everything it saw removed there, so that a
+    remove of the key cannot bring back what an earlier remove took (issue 8, defect 8).
+
+    Payload: ``[context rows, [[replica, seq], ...], [[key, record], ...]]``: live dots
+    sorted (possibly empty) and inside the context, children sorted by key.
+    """
+
+    __slots__ = ("children", "ctx", "live")
+
+    def __init__(self, ctx: Context, live: frozenset[Dot],
+                 children: Mapping[bytes, Removals] | None = None) -> None:
+        self.ctx = ctx
+        self.live = live
+        self.children: Mapping[bytes, Removals] = children if children is not None else {}
+
+    def removed(self, dot: Dot) -> bool:
+        return dot in self.ctx and dot not in self.live
+
+    def join(self, other: Removals) -> Removals:
+        if other is self or other == self:
+            return self
+        children = dict(self.children)
+        for k, c in other.children.items():
+            mine = children.get(k)
+            children[k] = c if mine is None else mine.join(c)
+        return Removals(self.ctx.join(other.ctx), join_dotsets(self.live, self.ctx, other.live, other.ctx),
+                        children)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Removals):
+            return NotImplemented
+        return self.live == other.live and self.ctx == other.ctx and self.children == other.children
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def to_payload(self, key_to_wire: Callable[[bytes], Any]) -> list[Any]:
+        kids = [[key_to_wire(k), self.children[k].to_payload(key_to_wire)] for k in sorted(self.children)]
+        return [self.ctx.to_payload(), [[r, s] for r, s in sorted(self.live)], kids]
+
+    @classmethod
+    def from_payload(cls, rows: Any, what: str, key_from_wire: Callable[[Any], bytes]) -> Removals:
+        if not isinstance(rows, list) or len(rows) != 3:
+            corrupt(what, "expected [context, live dots, children]")
+        ctx = Context.from_payload(rows[0], f"{what}.context")
+        live = dots_from_payload(rows[1], f"{what}.live") if rows[1] != [] else frozenset()
+        check_dots_in_context(live, ctx, what)
+        if not isinstance(rows[2], list):
+            corrupt(what, "children must be a list")
+        children: dict[bytes, Removals] = {}
+        last: bytes | None = None
+        for kid in rows[2]:
+            if not isinstance(kid, list) or len(kid) != 2:
+                corrupt(what, "child is not [key, record]")
+            k = key_from_wire(kid[0])
+            if last is not None and not last < k:
+                corrupt(what, "children are not in strictly ascending key order")
+            last = k
+            children[k] = cls.from_payload(kid[1], f"{what}.child", key_from_wire)
+        return cls(ctx, live, children)
+
+    def __repr__(self) -> str:
+        return f"Removals(ctx={self.ctx!r}, live={sorted(self.live)!r}, children={len(self.children)})"

@@ -81,6 +81,12 @@ class BoundedCounter(CRDT[int]):
     ``from != to``; every total >= 1 (zero entries are omitted), actors non-empty, and
     no actor spends more than it received (``dec + sent <= inc + received``).
 
+    Same-actor rule (not detectable): a write adds to the writer's totals as this state
+    knows them, so two writes by one actor computed from the same stale state give two
+    totals of which the join keeps the larger: one is lost silently, and no type-level
+    check can tell. Apply each delta to the state before making the next one, or use the
+    Replica, which does.
+
     Args:
         lower: the bound, fixed at creation (states with different bounds do not join).
             The counter starts at ``lower``; every unit above it is a right.

@@ -7,7 +7,9 @@ entry at all, only a context holding the dots it observed. Joining keeps a dot t
 sides hold, or that one side holds and the other has never seen, so a remove takes away
 exactly what its writer had observed and nothing that was concurrent with it. A removed
 element leaves no tombstone: its dots survive only as numbers folded into the version
-vector of the context.
+vector of the context. An ORMap whose values are causal types also keeps, per key, a
+record of what its values had seen removed, so that removes stay monotone (see
+:class:`ORMap`).
 
 Elements (ORSet) and keys (ORMap) are ``str``, ``int`` (64-bit), ``bytes``, ``bool``,
 ``None``, finite ``float`` and tuples of those. Their identity is their canonical
@@ -20,19 +22,22 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from typing import Any, ClassVar, TypeAlias
 
-from .._encoding import check_envelope, corrupt, value_key
+from .._encoding import check_envelope, corrupt, unpackb, value_key
 from ..clock import Context, Dot, default_hlc
+from ..errors import DotReuse
 from ._base import CRDT, actor_of, register, type_for_tag, want_int, want_list, want_str
 from ._dots import (
+    Removals,
     check_dots_in_context,
     dots_from_payload,
     dots_to_payload,
     join_dotfun,
     join_dotmap,
     join_dotsets,
+    reused,
 )
 from .counters import PNCounter
 
@@ -126,6 +131,24 @@ def _observed(observed: Iterable[Dot]) -> frozenset[Dot]:
     return frozenset(_check_dot(d) for d in observed)
 
 
+def _no_moved_dot(mine: Mapping[bytes, Collection[Dot]], joined: Mapping[bytes, Collection[Dot]],
+                  index: Callable[[], Mapping[Dot, bytes]], what: str) -> None:
+    """Raise :class:`~crdtsync.errors.DotReuse` if a dot of ``mine`` that the join dropped
+    is live on the other side (whose ``index`` maps live dots to elements or keys): there
+    it names a write of another element or key, so two writes share the dot."""
+    other: Mapping[Dot, bytes] | None = None
+    for k, ds in mine.items():
+        kept = joined.get(k)
+        if kept is ds:
+            continue
+        for d in ds:
+            if kept is None or d not in kept:
+                if other is None:
+                    other = index()
+                if d in other:
+                    raise reused(what, d, "writes of two different elements or keys")
+
+
 def _no_dot_twice(seen: set[Dot], dots: Iterable[Dot], what: str) -> None:
     for d in dots:
         if d in seen:
@@ -163,6 +186,14 @@ class ORSet(CRDT[ElementSet]):
     by the canonical bytes of the element, each with its live dots sorted and non-empty;
     tuples are encoded as lists; context rows as in :meth:`Context.to_payload`. Every
     live dot lies inside the context and belongs to one element only.
+
+    Same-dot rule: a mutator takes the writer's next dot from the state it is called on,
+    so call it on the writer's current state (join each delta before making the next
+    one; the Replica does). Joining two states that use one dot for two different writes
+    raises :class:`~crdtsync.errors.DotReuse` (two elements under one dot); a
+    re-delivered identical delta is a no-op. Not detectable: a stale delta whose dot the
+    other side has already seen removed looks exactly like an observed remove and is
+    dropped.
     """
 
     __slots__ = ("_ctx", "_dots", "_elems", "_index")
@@ -170,6 +201,7 @@ class ORSet(CRDT[ElementSet]):
     VERSION: ClassVar[int] = 1
     MUTATORS: ClassVar[tuple[str, ...]] = ("add", "remove")
     NEEDS_TIME: ClassVar[bool] = False
+    RECORDS_REMOVALS: ClassVar[bool] = True
 
     _dots: dict[bytes, frozenset[Dot]]
     _elems: dict[bytes, Element]
@@ -270,6 +302,8 @@ class ORSet(CRDT[ElementSet]):
     def _join_full(self, other: ORSet) -> ORSet:
         ctx = self._ctx.join(other._ctx)
         dots = join_dotmap(self._dots, self._ctx, other._dots, other._ctx)
+        _no_moved_dot(self._dots, dots, other._dot_index, "orset")
+        _no_moved_dot(other._dots, dots, self._dot_index, "orset")
         if ctx == self._ctx and dots == self._dots:
             return self
         if ctx == other._ctx and dots == other._dots:
@@ -292,9 +326,13 @@ class ORSet(CRDT[ElementSet]):
                 affected.add(k)
         dots = self._dots
         changed: dict[bytes, frozenset[Dot]] = {}
+        small_index = small._dot_index()
         for k in affected:
             mine = dots.get(k, frozenset())
-            joined = join_dotsets(mine, cs, small._dots.get(k, frozenset()), co)
+            theirs = small._dots.get(k, frozenset())
+            joined = join_dotsets(mine, cs, theirs, co)
+            _no_moved_dot({k: mine}, {k: joined}, lambda: small_index, "orset")
+            _no_moved_dot({k: theirs}, {k: joined}, lambda: index, "orset")
             if joined != mine:
                 changed[k] = joined
         ctx = cs.join(co)
@@ -316,6 +354,26 @@ class ORSet(CRDT[ElementSet]):
                 new_dots.pop(k, None)
                 new_elems.pop(k, None)
         return ORSet._make(new_dots, new_elems, ctx, new_index)
+
+    # -- removal records (for ORMap) --------------------------------------------------
+    def _removals(self) -> Removals:
+        return Removals(self._ctx, frozenset(d for ds in self._dots.values() for d in ds))
+
+    def _forget(self, removals: Removals) -> ORSet:
+        dots: dict[bytes, frozenset[Dot]] = {}
+        changed = False
+        for k, ds in self._dots.items():
+            keep = frozenset(d for d in ds if not removals.removed(d))
+            changed = changed or len(keep) != len(ds)
+            if keep:
+                dots[k] = keep
+        if not changed:
+            return self
+        return ORSet._make(dots, {k: self._elems[k] for k in dots}, self._ctx)
+
+    def _seen(self, record: Removals, actor: str) -> ORSet:
+        joined = self._ctx.join(Context.from_vv({actor: record.ctx.max_seq(actor)}))
+        return self if joined == self._ctx else ORSet._make(self._dots, self._elems, joined, self._index)
 
     # -- encoding ------------------------------------------------------------------
     def _payload(self) -> Any:
@@ -374,12 +432,20 @@ class _Entry:
         self.inc = inc
         self.state = state
 
-    def merge(self, other: _Entry) -> _Entry:
-        # A dot names one write, so both sides normally hold the same entry; a max and a
-        # join keep the map a semilattice even for states that disagree.
-        if other is self or (other.inc == self.inc and other.state == self.state):
-            return self
-        return _Entry(max(self.inc, other.inc), self.state.join(other.state))
+    @staticmethod
+    def merge(dot: Dot, mine: _Entry, theirs: _Entry) -> _Entry:
+        """The entry of a dot both sides hold: one write, possibly read two ways.
+
+        A causal nested state may reach a replica both as written and as read by a later
+        writer, without what the key's removal record says was removed; their join is the
+        latter (and the nested join detects a nested dot used twice). Any other
+        difference means two writes under one dot (:class:`~crdtsync.errors.DotReuse`).
+        """
+        if theirs is mine or (theirs.inc == mine.inc and theirs.state == mine.state):
+            return mine
+        if theirs.inc != mine.inc or not mine.state.RECORDS_REMOVALS:
+            raise reused("ormap", dot, "two different nested states")
+        return _Entry(mine.inc, mine.state.join(theirs.state))
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, _Entry):
@@ -397,6 +463,47 @@ def _nested_actor(actor: str, inc: int) -> str:
 ValueType = Callable[[], CRDT[Any]]
 
 
+def _joined_resets(a: dict[bytes, Removals], b: dict[bytes, Removals]) -> dict[bytes, Removals]:
+    """The per-key join of two maps' removal records (``a`` itself when ``b`` adds nothing)."""
+    out = a
+    for k, r in b.items():
+        mine = a.get(k)
+        joined = r if mine is None else mine.join(r)
+        if joined is not mine:
+            if out is a:
+                out = dict(a)
+            out[k] = joined
+    return out
+
+
+def _record_removed(resets: dict[bytes, Removals], original: dict[bytes, Removals], k: bytes,
+                    before: Mapping[Dot, _Entry] | None, after: Mapping[Dot, _Entry]) -> dict[bytes, Removals]:
+    """Add to the record of key ``k`` what every entry of ``before`` missing from ``after``
+    had seen removed (copying ``resets`` first if it is still ``original``)."""
+    if not before:
+        return resets
+    for d, e in before.items():
+        if d in after:
+            continue
+        r = e.state._removals()
+        assert r is not None
+        mine = resets.get(k)
+        joined = r if mine is None else mine.join(r)
+        if joined is not mine:
+            if resets is original:
+                resets = dict(original)
+            resets[k] = joined
+    return resets
+
+
+def _key_to_wire(k: bytes) -> Any:
+    return unpackb(k, what="ormap key")
+
+
+def _key_from_wire(x: Any) -> bytes:
+    return _key_of(_element_from_wire(x, "ormap.removed key"))
+
+
 @register
 class ORMap(CRDT[dict[Element, Any]]):
     """Keys are add-wins: an update concurrent with a remove of its key survives, and an
@@ -407,31 +514,61 @@ class ORMap(CRDT[dict[Element, Any]]):
     writer's own earlier dot on that key; a remove supersedes every dot it observed.
     Cost: per key, one full nested state per replica that wrote the key since the last
     remove that observed its write, so each update delta carries the key's whole nested
-    value (fine for small nested values; use top-level entity keys for big ones). A
-    writer that finds its own last write on the key removed starts a fresh nested
-    identity, ``"<actor>#<seq>"``, so that the nested state never reuses its retired
-    counters or dots; retired identities vanish with the states that hold them at the
-    next remove that observes them. Removed keys leave no tombstones.
+    value (fine for small nested values; use top-level entity keys for big ones).
 
-    Payload: ``[value_type, entries, context rows]``. ``value_type`` is the empty
-    nested state as ``[tag, version, payload]``; ``entries`` is
-    ``[[key, [[replica, seq, inc, nested payload], ...]], ...]`` sorted by the canonical
-    bytes of the key, dots sorted and non-empty; ``inc`` (1 <= inc <= seq) is the seq
-    that names the writer's nested identity; nested payloads use the version given in
-    ``value_type``. Every dot lies inside the context and belongs to one key only.
+    Removes are monotone. When the value type records removals (ORSet, the flags,
+    MVRegister, ORMap: the causal types), the map keeps per key a *removal record*
+    (:class:`~crdtsync.types._dots.Removals`): what the nested states of the key's
+    superseded dots had seen removed, i.e. their contexts and the dots live in them. A
+    key's value is the join of its live states without anything its record says was
+    removed, so a stale copy carried by a concurrent update cannot bring back what an
+    earlier remove took, even after the dot that knew about that remove is gone (issue 8,
+    defect 8). A record holds one context (a version-vector entry per writer of the key)
+    and the dots that were live when the superseded states died; a removed key keeps it.
+
+    Nested identities: a writer that finds its own last write on the key removed starts
+    a fresh nested identity, ``"<actor>#<seq>"``, for a value type without records (a
+    counter), so that the nested state never reuses its retired counters; retired
+    identities vanish with the states that hold them at the next remove that observes
+    them. For a causal value type each writer keeps one identity, ``"<actor>#0"``: the
+    key's record remembers every dot it wrote there, so its next write continues after
+    them (and its own earlier writes it no longer holds count as removed).
+
+    Payload (version 2): ``[value_type, entries, context rows, records]``.
+    ``value_type`` is the empty nested state as ``[tag, version, payload]``; ``entries``
+    is ``[[key, [[replica, seq, inc, nested payload], ...]], ...]`` sorted by the
+    canonical bytes of the key, dots sorted and non-empty; ``inc`` (0 <= inc <= seq) is
+    the seq that names the writer's nested identity (0: the writer's one identity for a
+    causal value type); nested payloads use the version given in ``value_type``. Every
+    dot lies inside the context and belongs to one key only. ``records`` is
+    ``[[key, record], ...]`` sorted likewise, each record ``[context rows, [[replica,
+    seq], ...], [[nested key, record], ...]]`` (the live dots inside the context; the
+    nested records for a value type that is itself a map); always empty for a value type
+    without records. Version 1 (still decoded) had no ``records`` and ``inc >= 1``.
+
+    Same-dot rule: a mutator takes the writer's next dot from the state it is called on,
+    so call it on the writer's current state (join each delta before making the next
+    one; the Replica does). Joining two states that use one dot for two different writes
+    raises :class:`~crdtsync.errors.DotReuse` (one dot under two keys, with two nested
+    states, or a nested dot reused inside a causal value); a re-delivered identical
+    delta is a no-op. Not detectable: a stale delta whose dot the other side has already
+    seen removed looks exactly like an observed remove and is dropped.
     """
 
-    __slots__ = ("_cache", "_ctx", "_empty", "_entries", "_index", "_keys")
+    __slots__ = ("_cache", "_causal", "_ctx", "_empty", "_entries", "_index", "_keys", "_resets")
     TYPE_TAG: ClassVar[str] = "ormap"
-    VERSION: ClassVar[int] = 1
+    VERSION: ClassVar[int] = 2
     MUTATORS: ClassVar[tuple[str, ...]] = ("update", "remove")
     NEEDS_TIME: ClassVar[bool] = True
+    RECORDS_REMOVALS: ClassVar[bool] = True
 
     _entries: dict[bytes, dict[Dot, _Entry]]
     _keys: dict[bytes, Element]
     _ctx: Context
     _empty: CRDT[Any]
     _cache: dict[bytes, CRDT[Any]]
+    _resets: dict[bytes, Removals]
+    _causal: bool
 
     def __init__(self, value_type: ValueType = PNCounter) -> None:
         """An empty map whose values are ``value_type()`` states.
@@ -451,6 +588,8 @@ class ORMap(CRDT[dict[Element, Any]]):
         self._empty = empty
         self._cache = {}
         self._index: dict[Dot, bytes] | None = None
+        self._resets = {}
+        self._causal = empty.RECORDS_REMOVALS
 
     @classmethod
     def _make(
@@ -460,6 +599,8 @@ class ORMap(CRDT[dict[Element, Any]]):
         keys: dict[bytes, Element],
         ctx: Context,
         index: dict[Dot, bytes] | None = None,
+        resets: dict[bytes, Removals] | None = None,
+        causal: bool | None = None,
     ) -> ORMap:
         m = cls.__new__(cls)
         m._empty = empty
@@ -468,7 +609,15 @@ class ORMap(CRDT[dict[Element, Any]]):
         m._ctx = ctx
         m._cache = {}
         m._index = index
+        m._resets = resets if resets is not None else {}
+        m._causal = empty.RECORDS_REMOVALS if causal is None else causal
         return m
+
+    def _like(self, entries: dict[bytes, dict[Dot, _Entry]], keys: dict[bytes, Element], ctx: Context,
+              index: dict[Dot, bytes] | None = None, resets: dict[bytes, Removals] | None = None) -> ORMap:
+        """A map of this one's value type (and removal records unless given)."""
+        return ORMap._make(self._empty, entries, keys, ctx, index,
+                           self._resets if resets is None else resets, self._causal)
 
     def _dot_index(self) -> dict[Dot, bytes]:
         """Which key holds each live dot (built on first use, then carried along)."""
@@ -492,6 +641,7 @@ class ORMap(CRDT[dict[Element, Any]]):
         entries = dict(self._entries)
         keys = dict(self._keys)
         new_index = dict(index)
+        resets = _joined_resets(self._resets, small._resets) if self._causal else self._resets
         for k in affected:
             a = self._entries.get(k)
             b = small._entries.get(k)
@@ -502,6 +652,13 @@ class ORMap(CRDT[dict[Element, Any]]):
             else:
                 assert b is not None
                 fun = {d: e for d, e in b.items() if d not in sc}
+            if a is not None:
+                _no_moved_dot({k: a}, {k: fun}, small._dot_index, "ormap")
+            if b is not None:
+                _no_moved_dot({k: b}, {k: fun}, lambda: index, "ormap")
+            if self._causal:
+                resets = _record_removed(resets, self._resets, k, a, fun)
+                resets = _record_removed(resets, self._resets, k, b, fun)
             for d in a or ():
                 new_index.pop(d, None)
             if fun:
@@ -513,7 +670,7 @@ class ORMap(CRDT[dict[Element, Any]]):
             else:
                 entries.pop(k, None)
                 keys.pop(k, None)
-        return ORMap._make(self._empty, entries, keys, sc.join(oc), new_index)
+        return self._checked(self._like(entries, keys, sc.join(oc), new_index, resets), affected, small)
 
     def params(self) -> Mapping[str, Any]:
         e = self._empty
@@ -544,13 +701,22 @@ class ORMap(CRDT[dict[Element, Any]]):
         d = self._ctx.next_dot(actor)
         live = self._entries.get(k, {})
         own = sorted(dot for dot in live if dot.replica == actor)
-        # Reuse the nested identity only while our own last write on this key is alive:
-        # then the current nested state holds all of that identity's history. If a
-        # remove took it, a concurrent update elsewhere may still carry it, and writing
-        # under the old name again would collide with that copy.
-        inc = live[own[-1]].inc if own else d.seq
+        # Reuse the nested identity while our own last write on this key is alive: then
+        # the current nested state holds all of that identity's history. Otherwise a
+        # value type without removal records (a counter) takes a fresh identity: a
+        # concurrent update elsewhere may still carry the old one, and writing under the
+        # old name again would collide with that copy. A causal value type keeps one
+        # identity per writer ("<actor>#0"): the key's removal record holds every dot it
+        # ever wrote there, and the write continues after them.
+        if own:
+            inc = live[own[-1]].inc
+        else:
+            inc = 0 if self._causal else d.seq
         current = self._get(k)
         nested = _nested_actor(actor, inc)
+        record = self._resets.get(k)
+        if record is not None:
+            current = current._seen(record, nested)
         fn = getattr(current, op_name)
         if nested_cls.NEEDS_TIME:
             nd = fn(*args, actor=nested, ts=ts if ts is not None else default_hlc().now())
@@ -558,7 +724,7 @@ class ORMap(CRDT[dict[Element, Any]]):
             nd = fn(*args, actor=nested)
         new = current.join(nd)
         ctx = Context.from_dots([d, *own])
-        return ORMap._make(self._empty, {k: {d: _Entry(inc, new)}}, {k: self._keys.get(k, key)}, ctx)
+        return self._like({k: {d: _Entry(inc, new)}}, {k: self._keys.get(k, key)}, ctx, resets={})
 
     def remove(
         self, key: Element, *, actor: str, observed: Iterable[Dot] | None = None, ts: int | None = None
@@ -571,9 +737,7 @@ class ORMap(CRDT[dict[Element, Any]]):
         actor_of(actor)
         k = _key_of(_element(key, "ORMap key"))
         dots = frozenset(self._entries.get(k, ())) if observed is None else _observed(observed)
-        if not dots:
-            return ORMap._make(self._empty, {}, {}, Context())
-        return ORMap._make(self._empty, {}, {}, Context.from_dots(dots))
+        return self._like({}, {}, Context.from_dots(dots) if dots else Context(), resets={})
 
     # -- queries -------------------------------------------------------------------
     def get(self, key: Element) -> CRDT[Any]:
@@ -591,6 +755,9 @@ class ORMap(CRDT[dict[Element, Any]]):
         out = next(it).state
         for e in it:
             out = out.join(e.state)
+        record = self._resets.get(k)
+        if record is not None:
+            out = out._forget(record)
         self._cache[k] = out
         return out
 
@@ -638,6 +805,8 @@ class ORMap(CRDT[dict[Element, Any]]):
     def _join_full(self, other: ORMap) -> ORMap:
         ctx = self._ctx.join(other._ctx)
         oc, sc = other._ctx, self._ctx
+        causal = self._causal
+        resets = _joined_resets(self._resets, other._resets) if causal else self._resets
         entries: dict[bytes, dict[Dot, _Entry]] = {}
         for k, a in self._entries.items():
             b = other._entries.get(k)
@@ -649,17 +818,83 @@ class ORMap(CRDT[dict[Element, Any]]):
                 fun = a
             if fun:
                 entries[k] = fun
+            if causal:
+                resets = _record_removed(resets, self._resets, k, a, fun)
+                resets = _record_removed(resets, self._resets, k, b, fun)
         for k, b in other._entries.items():
             if k not in self._entries:
                 fun = {d: e for d, e in b.items() if d not in sc} if any(d in sc for d in b) else b
                 if fun:
                     entries[k] = fun
-        if ctx == sc and entries == self._entries:
+                if causal:
+                    resets = _record_removed(resets, self._resets, k, b, fun)
+        _no_moved_dot(self._entries, entries, other._dot_index, "ormap")
+        _no_moved_dot(other._entries, entries, self._dot_index, "ormap")
+        if ctx == sc and entries == self._entries and resets == self._resets:
             return self
-        if ctx == oc and entries == other._entries:
+        if ctx == oc and entries == other._entries and resets == other._resets:
             return other
         keys = {k: self._keys[k] if k in self._keys else other._keys[k] for k in entries}
-        return ORMap._make(self._empty, entries, keys, ctx)
+        return self._checked(self._like(entries, keys, ctx, resets=resets), entries, other)
+
+    def _checked(self, joined: ORMap, keys: Iterable[bytes], other: ORMap) -> ORMap:
+        """``joined``, after reading (and caching) the value of every key whose live
+        states now come from both sides: for causal values that joins their nested
+        states, which raises :class:`~crdtsync.errors.DotReuse` if two of them use one
+        nested dot for two writes (forged or misused input), at the join rather than at a
+        later read."""
+        if self._causal:
+            for k in keys:
+                fun = joined._entries.get(k)
+                if fun is None or len(fun) < 2:
+                    continue
+                mine, theirs = self._entries.get(k, {}), other._entries.get(k, {})
+                if fun.keys() != mine.keys() and fun.keys() != theirs.keys():
+                    joined._get(k)
+        return joined
+
+    # -- removal records (when nested in another ORMap) -------------------------------
+    def _removals(self) -> Removals:
+        children: dict[bytes, Removals] = {}
+        if self._causal:
+            for k in self._entries.keys() | self._resets.keys():
+                record = self._resets.get(k)
+                for e in self._entries.get(k, {}).values():
+                    r = e.state._removals()
+                    assert r is not None
+                    record = r if record is None else record.join(r)
+                assert record is not None
+                children[k] = record
+        return Removals(self._ctx, frozenset(self._dot_index()), children)
+
+    def _forget(self, removals: Removals) -> ORMap:
+        entries: dict[bytes, dict[Dot, _Entry]] = {}
+        changed = False
+        for k, fun in self._entries.items():
+            child = removals.children.get(k)
+            kept: dict[Dot, _Entry] = {}
+            for d, e in fun.items():
+                if removals.removed(d):
+                    changed = True
+                    continue
+                if child is not None:
+                    state = e.state._forget(child)
+                    if state is not e.state:
+                        e = _Entry(e.inc, state)
+                        changed = True
+                kept[d] = e
+            if kept:
+                entries[k] = kept
+        if not changed:
+            return self
+        return self._like(entries, {k: self._keys[k] for k in entries}, self._ctx)
+
+    def _seen(self, record: Removals, actor: str) -> ORMap:
+        joined = self._ctx.join(Context.from_vv({actor: record.ctx.max_seq(actor)}))
+        resets = _joined_resets(self._resets, dict(record.children)) if self._causal else self._resets
+        if joined == self._ctx and resets is self._resets:
+            return self
+        return self._like(self._entries, self._keys, joined, self._index, resets)
 
     # -- encoding ------------------------------------------------------------------
     def _payload(self) -> Any:
@@ -669,7 +904,8 @@ class ORMap(CRDT[dict[Element, Any]]):
             dots = [[d.replica, d.seq, fun[d].inc, fun[d].state._payload()] for d in sorted(fun)]
             rows.append([_element_to_wire(self._keys[k]), dots])
         e = self._empty
-        return [[e.TYPE_TAG, e.VERSION, e._payload()], rows, self._ctx.to_payload()]
+        resets = [[_key_to_wire(k), self._resets[k].to_payload(_key_to_wire)] for k in sorted(self._resets)]
+        return [[e.TYPE_TAG, e.VERSION, e._payload()], rows, self._ctx.to_payload(), resets]
 
     @classmethod
     def _from_payload(cls, payload: Any, version: int) -> ORMap:
@@ -678,15 +914,17 @@ class ORMap(CRDT[dict[Element, Any]]):
             corrupt("ormap", f"maps nest deeper than {_MAX_MAP_DEPTH} levels")
         _DEPTH.n = depth + 1
         try:
-            return cls._decode(payload)
+            return cls._decode(payload, version)
         finally:
             _DEPTH.n = depth
 
     @classmethod
-    def _decode(cls, payload: Any) -> ORMap:
+    def _decode(cls, payload: Any, version: int) -> ORMap:
         top = want_list(payload, "ormap")
-        if len(top) != 3:
+        if version == 1 and len(top) != 3:
             corrupt("ormap", "expected [value_type, entries, context]")
+        if version >= 2 and len(top) != 4:
+            corrupt("ormap", "expected [value_type, entries, context, removal records]")
         vt = want_list(top[0], "ormap.value_type")
         if len(vt) != 3:
             corrupt("ormap.value_type", "expected [tag, version, payload]")
@@ -718,7 +956,7 @@ class ORMap(CRDT[dict[Element, Any]]):
                 if not r:
                     corrupt("ormap.dot", "empty replica id")
                 seq = want_int(cell[1], "ormap.dot", minimum=1)
-                inc = want_int(cell[2], "ormap.inc", minimum=1)
+                inc = want_int(cell[2], "ormap.inc", minimum=1 if version == 1 else 0)
                 if inc > seq:
                     corrupt("ormap.inc", "the nested identity is named after a later write")
                 d = Dot(r, seq)
@@ -735,7 +973,28 @@ class ORMap(CRDT[dict[Element, Any]]):
             _no_dot_twice(seen, fun, "ormap")
             entries[k] = fun
             keys[k] = key
-        return cls._make(empty, entries, keys, ctx)
+        causal = empty.RECORDS_REMOVALS
+        resets: dict[bytes, Removals] = {}
+        last = None
+        for row in want_list(top[3], "ormap.removed") if version >= 2 else []:
+            pair = want_list(row, "ormap.removed")
+            if len(pair) != 2:
+                corrupt("ormap.removed", "expected [key, record]")
+            if not causal:
+                corrupt("ormap.removed", f"a map of {nested_cls.__name__} keeps no removal records")
+            k = _key_from_wire(pair[0])
+            if last is not None and not last < k:
+                corrupt("ormap.removed", "keys are not in strictly ascending canonical order")
+            last = k
+            resets[k] = Removals.from_payload(pair[1], "ormap.removed", _key_from_wire)
+        m = cls._make(empty, entries, keys, ctx, resets=resets, causal=causal)
+        if causal:  # a key's value joins its nested states: they must not reuse a dot
+            for k in entries:
+                try:
+                    m._get(k)
+                except DotReuse as exc:
+                    corrupt("ormap", f"the nested states of one key disagree: {exc}")
+        return m
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ORMap):
@@ -744,6 +1003,7 @@ class ORMap(CRDT[dict[Element, Any]]):
             self._entries == other._entries
             and self._ctx == other._ctx
             and self._empty == other._empty
+            and self._resets == other._resets
         )
 
     __hash__ = CRDT.__hash__

@@ -86,6 +86,12 @@ class GCounter(CRDT[int]):
 
     Cost: one int per actor that ever incremented. Payload: ``[[actor, total], ...]``
     sorted by actor.
+
+    Same-actor rule (not detectable): an increment adds to the writer's total as this state knows it,
+    so two increments by one actor computed from the same stale state give two totals of which
+    the join keeps the larger: one is lost silently, and no type-level check can tell
+    (a total carries no identity of the write). Apply each delta to the state before
+    making the next one, or use the Replica, which does.
     """
 
     __slots__ = ("_counts",)
@@ -202,6 +208,12 @@ class PNCounter(CRDT[int]):
 
     Two grow-only counters (P and N). Cost: up to two ints per actor. Payload:
     ``[P rows, N rows]`` as in :class:`GCounter`.
+
+    Same-actor rule (not detectable): an increment or decrement adds to the writer's total as this state knows it,
+    so two increments (or decrements) by one actor computed from the same stale state give two totals of which
+    the join keeps the larger: one is lost silently, and no type-level check can tell
+    (a total carries no identity of the write). Apply each delta to the state before
+    making the next one, or use the Replica, which does.
     """
 
     __slots__ = ("_p", "_n")

@@ -10,6 +10,10 @@ decides (enable wins, or disable wins) and :attr:`conflict` says that it had to.
 :class:`VariantFlag` serves one of several weighted variants per entity: an LWW config
 register (variants, targeting rules, default variant, bucketing salt) plus a kill
 switch with kill-wins semantics built on the disable-wins core.
+
+Same-dot rule (all three): call a mutator on the writer's current state; two writes
+made from one stale state share a dot, and joining them raises
+:class:`~crdtsync.errors.DotReuse` instead of silently keeping one.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from .._encoding import corrupt, value_key
 from ..clock import Context, Dot
 from ._base import CRDT, actor_of, register, want_int, want_list, want_str
-from ._dots import check_dots_in_context, join_dotfun
+from ._dots import Removals, check_dots_in_context, join_dotfun, reused
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -40,19 +44,30 @@ __all__ = [
     "bucket_of",
 ]
 
-def _and(a: bool, b: bool) -> bool:
-    # A dot names one write, so both sides normally agree on its value; a deterministic,
-    # commutative merge keeps join a semilattice even for states that disagree.
-    return a and b
+def _agree(dot: Dot, a: bool, b: bool) -> bool:
+    # A dot names one write: two values under one dot are two writes made from one state
+    if a != b:
+        raise reused("flag", dot, "an enable and a disable")
+    return a
 
 
 class _CausalFlag(CRDT[bool]):
-    """Shared causal core of :class:`EnableWinsFlag` and :class:`DisableWinsFlag`."""
+    """Shared causal core of :class:`EnableWinsFlag` and :class:`DisableWinsFlag`.
+
+    Same-dot rule: a mutator takes the writer's next dot from the state it is called on,
+    so call it on the writer's current state (join each delta before making the next
+    one; the Replica does). Joining two states that use one dot for two different writes
+    raises :class:`~crdtsync.errors.DotReuse` (an enable and a disable under one dot); a
+    re-delivered identical delta is a no-op. Not detectable: a stale delta whose dot the
+    other side has already seen removed looks exactly like an observed remove and is
+    dropped.
+    """
 
     __slots__ = ("_ctx", "_default", "_fun")
     VERSION: ClassVar[int] = 1
     MUTATORS: ClassVar[tuple[str, ...]] = ("enable", "disable")
     NEEDS_TIME: ClassVar[bool] = False
+    RECORDS_REMOVALS: ClassVar[bool] = True
 
     _fun: Mapping[Dot, bool]
     _ctx: Context
@@ -137,12 +152,24 @@ class _CausalFlag(CRDT[bool]):
         if other is self:
             return self
         ctx = self._ctx.join(other._ctx)
-        fun = join_dotfun(self._fun, self._ctx, other._fun, other._ctx, _and)
+        fun = join_dotfun(self._fun, self._ctx, other._fun, other._ctx, _agree)
         if ctx == self._ctx and fun == self._fun:
             return self
         if ctx == other._ctx and fun == other._fun:
             return other
         return self._make(fun, ctx, self._default)
+
+    # -- removal records (for ORMap) ----------------------------------------------
+    def _removals(self) -> Removals:
+        return Removals(self._ctx, frozenset(self._fun))
+
+    def _forget(self, removals: Removals) -> Self:
+        fun = {d: v for d, v in self._fun.items() if not removals.removed(d)}
+        return self if len(fun) == len(self._fun) else self._make(fun, self._ctx, self._default)
+
+    def _seen(self, record: Removals, actor: str) -> Self:
+        joined = self._ctx.join(Context.from_vv({actor: record.ctx.max_seq(actor)}))
+        return self if joined == self._ctx else self._make(self._fun, joined, self._default)
 
     # -- encoding --------------------------------------------------------------
     def _payload(self) -> Any:
@@ -549,6 +576,8 @@ class VariantFlag(CRDT[dict[str, Any]]):
     VERSION: ClassVar[int] = 1
     MUTATORS: ClassVar[tuple[str, ...]] = ("configure", "kill", "revive")
     NEEDS_TIME: ClassVar[bool] = True
+    #: the kill switch is causal: an ORMap keeps its removal records (the config is LWW)
+    RECORDS_REMOVALS: ClassVar[bool] = True
 
     _stamp: tuple[int, str] | None
     _config: VariantConfig | None
@@ -566,6 +595,18 @@ class VariantFlag(CRDT[dict[str, Any]]):
         state._config = config
         state._switch = switch
         return state
+
+    # -- removal records (for ORMap): the kill switch's ---------------------------
+    def _removals(self) -> Removals:
+        return self._switch._removals()
+
+    def _forget(self, removals: Removals) -> VariantFlag:
+        switch = self._switch._forget(removals)
+        return self if switch is self._switch else VariantFlag._make(self._stamp, self._config, switch)
+
+    def _seen(self, record: Removals, actor: str) -> VariantFlag:
+        switch = self._switch._seen(record, actor)
+        return self if switch is self._switch else VariantFlag._make(self._stamp, self._config, switch)
 
     # -- reading ---------------------------------------------------------------
     @property

@@ -39,7 +39,7 @@ import msgpack
 from .._encoding import canonical, corrupt, is_finite_number, packb
 from ..clock import Context, Dot, default_hlc
 from ._base import CRDT, actor_of, register, want_int, want_list, want_str
-from ._dots import check_dots_in_context, join_dotfun
+from ._dots import Removals, check_dots_in_context, join_dotfun, reused
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -420,11 +420,11 @@ def lww_pick(a: _W, b: _W, tie_key: Callable[[_W], bytes]) -> _W:
 # -- MVRegister ------------------------------------------------------------------------
 
 
-def _pick(a: Any, b: Any) -> Any:
-    """Two values under one dot agree unless a replica misbehaved; pick deterministically."""
-    if same_stored(a, b) or stored_key(a) >= stored_key(b):
-        return a
-    return b
+def _pick(dot: Dot, a: Any, b: Any) -> Any:
+    """Two values under one dot are one write, or two writes made from one state."""
+    if not same_stored(a, b):
+        raise reused("mvreg", dot, "two different values")
+    return a
 
 
 @register
@@ -436,12 +436,20 @@ class MVRegister(CRDT[tuple[Any, ...]]):
     that ever wrote this register; overwritten values are dropped at once, with no
     tombstones. Payload: ``[[[replica, seq, value], ...], context rows]``, entries sorted
     by dot.
+
+    Same-dot rule: a mutator takes the writer's next dot from the state it is called on,
+    so call it on the writer's current state (join each delta before making the next
+    one; the Replica does). Joining two states that use one dot for two different writes
+    raises :class:`~crdtsync.errors.DotReuse` (two values under one dot); a re-delivered
+    identical delta is a no-op. Not detectable: a stale delta whose dot the other side
+    has already seen removed looks exactly like an observed remove and is dropped.
     """
 
     __slots__ = ("_ctx", "_entries")
     TYPE_TAG: ClassVar[str] = "mvreg"
     VERSION: ClassVar[int] = 1
     MUTATORS: ClassVar[tuple[str, ...]] = ("set",)
+    RECORDS_REMOVALS: ClassVar[bool] = True
 
     _entries: dict[Dot, Any]
     _ctx: Context
@@ -505,6 +513,18 @@ class MVRegister(CRDT[tuple[Any, ...]]):
         if ctx == cb and _same_entries(entries, other._entries):
             return other
         return MVRegister._raw(entries, ctx)
+
+    # -- removal records (for ORMap) ----------------------------------------------------
+    def _removals(self) -> Removals:
+        return Removals(self._ctx, frozenset(self._entries))
+
+    def _forget(self, removals: Removals) -> MVRegister:
+        entries = {d: v for d, v in self._entries.items() if not removals.removed(d)}
+        return self if len(entries) == len(self._entries) else MVRegister._raw(entries, self._ctx)
+
+    def _seen(self, record: Removals, actor: str) -> MVRegister:
+        joined = self._ctx.join(Context.from_vv({actor: record.ctx.max_seq(actor)}))
+        return self if joined == self._ctx else MVRegister._raw(self._entries, joined)
 
     # -- encoding ----------------------------------------------------------------------
     def _payload(self) -> Any:

@@ -394,7 +394,7 @@ def test_malformed_ormap_payloads_are_corrupt_records():
     m = ORMap()
     m = m.join(m.update("k", "increment", 1, actor="a"))
     good = _ormap_env(m.encode())
-    vt, rows, ctx = good[2]
+    vt, rows, ctx = good[2][:3]  # the cases below are version-1 payloads (no removal records)
     cases = [
         [vt, rows, []],  # live dot outside the context
         [vt, [["k", [["a", 1, 2, rows[0][1][0][3]]]]], ctx],  # identity named after a later write

@@ -5,7 +5,7 @@ nothing of dots, contexts or nested identities:
 
 * ORSet: an element is present iff some add of it is in the history and no remove of it
   has that add in its causal past.
-* ORMap: on a key ``k``, an update ``u`` by actor ``a`` is *superseded* in a set of events
+* ORMap of counters: on a key ``k``, an update ``u`` by actor ``a`` is *superseded* in a set of events
   ``S`` when some event of ``S`` on ``k`` has ``u`` in its past and is either a remove
   of ``k`` or a later update of ``k`` by ``a``. The *live* updates of ``k`` in ``S``
   are those not superseded. An update carries the nested operations
@@ -13,6 +13,10 @@ nothing of dots, contexts or nested identities:
   everything it could see of the key. A key is present iff it has live updates, and its
   value is the nested model applied to the union of ``E(u)`` over its live updates,
   where the nested model sees ``E(x) - {x}`` as the causal past of operation ``x``.
+* ORMap of values that record removals (sets, nested maps): the same live updates and
+  carried views, and in addition removes are monotone: what any superseded update's
+  view had seen removed stays removed (see :mod:`._nested`, which replays the history
+  on views made of event ids).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from hypothesis import strategies as st
 
 from ...types.collections import ORMap, ORSet
 from .._spec import HistoryEvent, Op, TypeSpec, register_spec
+from ._nested import MapKind, SetKind, nested_model
 
 __all__ = [
     "ORMAP",
@@ -32,6 +37,7 @@ __all__ = [
     "ORSET",
     "ormap_model",
     "ormap_of_ormap_of_orset_model",
+    "ormap_of_orset_model",
     "orset_model",
 ]
 
@@ -140,9 +146,18 @@ def ormap_model(events: Sequence[HistoryEvent]) -> dict[Any, int]:
     return _map_value(evs, past, _counter_value)
 
 
+_MAP_OF_MAP_OF_SET = nested_model(MapKind(MapKind(SetKind())))
+_MAP_OF_SET = nested_model(MapKind(SetKind()))
+
+
 def ormap_of_ormap_of_orset_model(events: Sequence[HistoryEvent]) -> dict[Any, dict[Any, frozenset[Any]]]:
-    evs, past = _top(events)
-    return _map_value(evs, past, lambda inner, p: _map_value(inner, p, _set_value))
+    """Maps of maps of sets: values that record removals follow :mod:`._nested`."""
+    return _MAP_OF_MAP_OF_SET(events)
+
+
+def ormap_of_orset_model(events: Sequence[HistoryEvent]) -> dict[Any, frozenset[Any]]:
+    """Maps of sets (see :mod:`._nested`)."""
+    return _MAP_OF_SET(events)
 
 
 ORSET = register_spec(TypeSpec(

@@ -54,6 +54,17 @@ def _ormap_of_sets():
     return m.join(m.update("user:1", "add", "dark-mode", actor="edge-1"))
 
 
+def _ormap_of_sets_removed():
+    # version 2: the key remove leaves a removal record of what its value had seen removed
+    base = ORMap(value_type=ORSet)
+    base = base.join(base.update("X", "add", 0, actor="a"))
+    a, b = base, base
+    a = a.join(a.update("X", "remove", 0, actor="a"))
+    b = b.join(b.update("X", "add", 1, actor="b"))
+    a = a.join(a.remove("X", actor="a"))
+    return a.join(b)
+
+
 CASES = [
     ("orset/empty", ORSet),
     ("orset/elements", _orset),
@@ -64,4 +75,5 @@ CASES = [
     ("ormap/reset", _ormap_reset),
     ("ormap/nested", _ormap_nested),
     ("ormap/sets", _ormap_of_sets),
+    ("ormap/sets-removed", _ormap_of_sets_removed),
 ]
