@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .._dirlock import DirLock
+from .._storage import storage_error
 from ..clock import HLC
 from ..control import ControlChannel, Membership
 from ..events import Codec, codec_for
@@ -160,7 +161,14 @@ def open_replica(
 
     async def locked() -> Replica:
         # one process per data directory: a second one would reuse this actor's seqs
-        lock = DirLock.acquire(Path(data_dir), name) if data_dir is not None else None
+        try:
+            lock = DirLock.acquire(Path(data_dir), name) if data_dir is not None else None
+        except OSError as exc:
+            typed = storage_error(exc, Path(data_dir or "."), "locking the data directory",
+                                  "the replica was not opened")
+            if typed is None:
+                raise
+            raise typed from exc
         try:
             r = await factory()
         except BaseException:
