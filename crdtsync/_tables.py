@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import operator
 import struct
-from collections.abc import Callable, Iterator, MutableMapping
+from collections.abc import Iterator, MutableMapping
 from itertools import islice, repeat
 from typing import Any
 
@@ -51,6 +51,7 @@ _F64 = struct.Struct("<d")
 _I64_MIN, _I64_LIMIT = -(2**63), 2**63
 _MAX_ACTORS = 0xFFFF
 _KIND_MSGPACK, _KIND_PACKED, _KIND_INT, _KIND_FLOAT = 0, 1, 2, 3
+_MISSING = object()
 
 
 def _row(ts: int, ai: int, v: Any) -> bytes:
@@ -61,7 +62,8 @@ def _row(ts: int, ai: int, v: Any) -> bytes:
     if t is float:
         return _FLOAT_ROW.pack(ts, ai, _KIND_FLOAT, v)
     if t is _Packed:
-        return _HDR.pack(ts, ai, _KIND_PACKED) + v
+        packed: bytes = _HDR.pack(ts, ai, _KIND_PACKED) + v
+        return packed
     return _HDR.pack(ts, ai, _KIND_MSGPACK) + pack_small(v)
 
 
@@ -78,11 +80,15 @@ def _row_value(row: bytes, kind: int) -> Any:
 class LWWTable(MutableMapping[str, CRDT[Any]]):
     """A dict-like table of LWW registers stored packed (see module docstring)."""
 
-    __slots__ = ("_rows", "_actors", "_actor_ix", "_objects", "max_ts", "_own", "_own_ai")
+    __slots__ = ("_rows", "_actors", "_actor_ix", "_objects", "max_ts", "own", "_own_ai", "cache")
 
     def __init__(self) -> None:
+        #: decoded scalar values of rows read lately (every path that changes a row drops
+        #: its entry; bounded by VALUE_CACHE), see :meth:`value_of`; valid while
+        #: :attr:`own` is empty (reads fold it first)
+        self.cache: dict[str, Any] = {}
         #: own writes not packed yet: key -> (ts, scalar value), see :meth:`own_overlay`
-        self._own: dict[str, tuple[int, Any]] = {}
+        self.own: dict[str, tuple[int, Any]] = {}
         self._own_ai = 0
         #: an upper bound of every stamp in the table (see the module docstring)
         self.max_ts = -1
@@ -102,7 +108,7 @@ class LWWTable(MutableMapping[str, CRDT[Any]]):
         return i
 
     def __getitem__(self, key: str) -> CRDT[Any]:
-        if self._own:
+        if self.own:
             self.fold()
         row = self._rows.get(key)
         if row is None:
@@ -112,21 +118,36 @@ class LWWTable(MutableMapping[str, CRDT[Any]]):
         ts, ai, kind = _HDR.unpack_from(row)
         return LWWRegister._raw(ts, self._actors[ai], _row_value(row, kind))
 
-    def value_of(self, key: str) -> Any:
-        """``self[key].value()`` without building the register (the read path)."""
-        if self._own:
+    #: decoded values kept for reads, at most (the cache starts over when full)
+    VALUE_CACHE = 65_536
+
+    def value_of(self, key: str, default: Any = None) -> Any:
+        """``self[key].value()`` (``default`` for a key not here), without building the
+        register, and from the decoded-value cache when the row was read before."""
+        if self.own:
             self.fold()
+        v = self.cache.get(key, _MISSING)
+        if v is not _MISSING:
+            return v
         row = self._rows.get(key)
         if row is None:
-            return self[key].value()
+            if self._objects is not None and key in self._objects:
+                return self._objects[key].value()
+            return default
         kind = row[_HSIZE - 1]
-        if kind == _KIND_INT:
-            return _I64.unpack_from(row, _HSIZE)[0]
-        if kind == _KIND_FLOAT:
-            return _F64.unpack_from(row, _HSIZE)[0]
-        if kind == _KIND_PACKED:
+        if kind == _KIND_PACKED:  # a list or dict: a fresh copy per read, never cached
             return load_value(_Packed(row[_HSIZE:]))
-        return msgpack.unpackb(row[_HSIZE:], raw=False)
+        if kind == _KIND_INT:
+            v = _I64.unpack_from(row, _HSIZE)[0]
+        elif kind == _KIND_FLOAT:
+            v = _F64.unpack_from(row, _HSIZE)[0]
+        else:
+            v = msgpack.unpackb(row[_HSIZE:], raw=False)
+        values = self.cache
+        if len(values) >= self.VALUE_CACHE:
+            values.clear()
+        values[key] = v
+        return v
 
     def own_overlay(self, actor: str) -> dict[str, tuple[int, Any]] | None:
         """The dict a writer puts its own ``set`` of a scalar into, as ``(ts, value)``,
@@ -142,11 +163,11 @@ class LWWTable(MutableMapping[str, CRDT[Any]]):
         if ai != self._own_ai:
             self.fold()
             self._own_ai = ai
-        return self._own
+        return self.own
 
     def fold(self) -> None:
         """Pack the own writes of :meth:`own_overlay` into rows."""
-        own = self._own
+        own = self.own
         if not own:
             return
         ai = self._own_ai
@@ -156,20 +177,24 @@ class LWWTable(MutableMapping[str, CRDT[Any]]):
         else:
             new = map(_row, stamps, repeat(ai), values)
         self._rows.update(zip(own, new))
+        cache = self.cache
+        if cache:
+            for key in own:
+                cache.pop(key, None)
         if self._objects is not None:  # (register objects appeared since: rows win)
             for key in own:
                 self._objects.pop(key, None)
         own.clear()
 
     def get(self, key: str, default: Any = None) -> Any:  # hot path: no exception
-        if self._own:
+        if self.own:
             self.fold()
         if key in self._rows or (self._objects is not None and key in self._objects):
             return self[key]
         return default
 
     def __setitem__(self, key: str, state: CRDT[Any]) -> None:
-        if self._own:
+        if self.own:
             self.fold()
         if type(state) is not LWWRegister or state._ts < 0:
             self._store_object(key, state)
@@ -182,6 +207,7 @@ class LWWTable(MutableMapping[str, CRDT[Any]]):
         if ts > self.max_ts:
             self.max_ts = ts
         self._rows[key] = _row(ts, ai, state._value)
+        self.cache.pop(key, None)
         if self._objects is not None:
             self._objects.pop(key, None)
 
@@ -192,7 +218,7 @@ class LWWTable(MutableMapping[str, CRDT[Any]]):
     def join_in(self, key: str, state: CRDT[Any]) -> None:
         """``self[key] = state if key not in self else self[key].join(state)``, comparing the
         packed stamp in place instead of rebuilding the current register."""
-        if self._own:
+        if self.own:
             self.fold()
         if type(state) is LWWRegister and state._ts >= 0:
             row = self._rows.get(key)
@@ -221,8 +247,13 @@ class LWWTable(MutableMapping[str, CRDT[Any]]):
         Same result as ``self[k] = self[k].join(d)`` per delta (an unchanged row is left
         as it is), without building a register per delta or per current row.
         """
-        if self._own:
+        if self.own:
             self.fold()
+        cache = self.cache
+        if cache:
+            drop = cache.pop
+            for key in islice(keys, start, None):
+                drop(key, None)
         ts, actors, values = cols
         rows = self._rows
         n = len(keys)
@@ -286,7 +317,7 @@ class LWWTable(MutableMapping[str, CRDT[Any]]):
         return n - start - len(refused), refused
 
     def _store_object(self, key: str, state: CRDT[Any]) -> None:
-        if self._own:
+        if self.own:
             self.fold()
         ts = getattr(state, "_ts", -1)
         if type(ts) is int and ts > self.max_ts:
@@ -295,10 +326,12 @@ class LWWTable(MutableMapping[str, CRDT[Any]]):
             self._objects = {}
         self._objects[key] = state
         self._rows.pop(key, None)
+        self.cache.pop(key, None)
 
     def __delitem__(self, key: str) -> None:
-        if self._own:
+        if self.own:
             self.fold()
+        self.cache.pop(key, None)
         if key in self._rows:
             del self._rows[key]
         elif self._objects is not None and key in self._objects:
@@ -307,19 +340,19 @@ class LWWTable(MutableMapping[str, CRDT[Any]]):
             raise KeyError(key)
 
     def __iter__(self) -> Iterator[str]:
-        if self._own:
+        if self.own:
             self.fold()
         yield from self._rows
         if self._objects is not None:
             yield from self._objects
 
     def __len__(self) -> int:
-        if self._own:
+        if self.own:
             self.fold()
         return len(self._rows) + (len(self._objects) if self._objects is not None else 0)
 
     def __contains__(self, key: object) -> bool:
-        if self._own:
+        if self.own:
             self.fold()
         return key in self._rows or (self._objects is not None and key in self._objects)
 

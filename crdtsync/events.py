@@ -59,6 +59,8 @@ from importlib import resources
 from itertools import accumulate
 from typing import Any, NamedTuple, Protocol
 
+import msgpack
+
 from ._encoding import check_envelope, corrupt, packb, unpackb
 from .clock import Dot
 from .errors import BadInput, CorruptRecord, UnsupportedVersion
@@ -384,6 +386,27 @@ class MsgpackCodec:
         if self.write_version == 2:
             return _encode_v2(batch)
         return _encode_v1(batch)
+
+    def span(self, data: bytes) -> tuple[str, int, int] | None:
+        """``(origin, first_seq, number of events)`` read from a format-2 record's header
+        without decoding it, or None (another format, or not well-formed enough to tell:
+        :meth:`decode_record` says what is wrong). Nothing here is validated beyond that:
+        a replica uses it only to skip records whose every dot it already holds."""
+        try:
+            up = msgpack.Unpacker(None, raw=False, max_buffer_size=len(data) + 1)
+            up.feed(data)
+            if up.read_array_header() != 10 or up.unpack() != 2:
+                return None
+            origin, first = up.unpack(), up.unpack()
+            for _ in range(5):  # meta, fields, hlc0, steps, fix
+                up.skip()
+            n = up.read_array_header()
+        except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError,
+                msgpack.OutOfData, RecursionError, OverflowError, MemoryError):
+            return None
+        if type(origin) is not str or type(first) is not int or n < 1:
+            return None
+        return origin, first, n
 
     def decode(self, data: bytes) -> Batch:
         rec = self.decode_record(data)

@@ -39,6 +39,7 @@ from .coordination import Coordinator
 from .definitions import Definitions
 from .fleet import Fleet
 from .follower import Follower
+from .handles import WriteHandle, make_handle
 from .heartbeats import Heartbeats
 from .identity import ReplicaIdentity
 from .levels import LevelDriver
@@ -51,7 +52,6 @@ from .stats import ReplicaStats
 from .store import Store, View
 from .subscriptions import Change, ChangeStream, Subscriptions
 from .waiting import Waiter
-from .handles import WriteHandle, make_handle
 from .writer import Writer
 
 __all__ = ["Replica"]

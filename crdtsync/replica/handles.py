@@ -48,6 +48,9 @@ def make_handle(w: Writer, fname: str, op: str) -> WriteHandle:
     if cls is GCounter and op == "increment":
         return _increment(w, fname)
 
+    gen = w.generation
+    plan = (empty, version, lww)
+
     def handle(key: str, *args: Any, **kwargs: Any) -> None:
         if w.generation is not gen:
             refresh()
@@ -57,12 +60,9 @@ def make_handle(w: Writer, fname: str, op: str) -> WriteHandle:
 
     def refresh() -> None:
         nonlocal gen, plan
-        listening = subs.active  # subscribers come and go through the generation too
         gen = w.generation
         plan = w.plan(fname)
 
-    gen = w.generation
-    plan = (empty, version, lww)
     return handle
 
 

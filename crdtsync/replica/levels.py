@@ -17,6 +17,7 @@ from ..events import Event
 from ..log._protocol import Log
 from ..policy import ACKS, ALL, LINEARIZABLE, LOCAL, LOG, QUORUM, SEQUENCED, ReadLevel, WriteLevel
 from ..sequenced import Outcome
+from ..types.registers import LWWRegister
 from .admission import Admission
 from .coordination import Coordinator, Wait
 from .definitions import Definitions
@@ -73,8 +74,13 @@ class LevelDriver:
             except Unavailable:
                 await asyncio.sleep(0)  # a caller retrying in a loop must not starve the heartbeats
                 raise
-        ev = self._writer.write_raw(field_name, key, d.empty, op, args, kwargs, d.version)
-        await self._writer.flush()
+        writer = self._writer
+        ev = writer.write_raw(field_name, key, d.empty, op, args, kwargs, d.version, d.type is LWWRegister)
+        writer.updating += 1
+        try:
+            await writer.flush()
+        finally:
+            writer.updating -= 1
         if level == LOCAL:
             return ev
         if level == LOG:
@@ -82,7 +88,7 @@ class LevelDriver:
             if sync is not None:
                 try:
                     await asyncio.wait_for(sync(), wait)
-                except (TimeoutError, OSError) as exc:
+                except (asyncio.TimeoutError, OSError) as exc:
                     raise Unavailable(f"the log did not confirm {ev.dot} within {wait:g}s: {exc}", event=ev) from exc
             return ev
         self._heartbeats.wake()

@@ -20,7 +20,6 @@ most :data:`MAX_BATCH` events, straight from the columns: batch format 2
 from __future__ import annotations
 
 from collections.abc import Mapping
-from itertools import repeat
 from typing import Any
 
 from ..events import Batch, Codec, Event, MsgpackCodec, encode_v2
@@ -36,7 +35,7 @@ MAX_BATCH = 1024
 #: the new own total of a GCounter ``increment``
 DELTA, LWW_SET, OWN_TOTAL = 0, 1, 2
 
-Entry = tuple[str, int, type, int]  # (field, field version, delta class, item kind)
+Entry = tuple[str, int, 'type[CRDT[Any]]', int]  # (field, field version, delta class, item kind)
 
 _new_tuple = tuple.__new__
 
@@ -82,7 +81,7 @@ class Pending:
         self.entries: list[Entry] = []
         self._entry_ix: dict[Entry, int] = {}
 
-    def entry(self, fname: str, version: int, cls: type, kind: int) -> int:
+    def entry(self, fname: str, version: int, cls: type[CRDT[Any]], kind: int) -> int:
         """The index of an entry (registered on first use; entries are never dropped)."""
         e = (fname, version, cls, kind)
         ix = self._entry_ix.get(e)
@@ -164,7 +163,10 @@ class Pending:
     def _wire(self, entry: int) -> tuple[str, int, str, int]:
         """The ``fields`` entry of a queue entry: (field, version, type tag, delta version)."""
         fname, version, cls, kind = self.entries[entry]
-        return fname, version, cls.TYPE_TAG, (cls.VERSION if kind == DELTA else cls.STAMPED_VERSION)
+        stamped = cls.STAMPED_VERSION
+        if kind == DELTA or stamped is None:
+            return fname, version, cls.TYPE_TAG, cls.VERSION
+        return fname, version, cls.TYPE_TAG, stamped
 
     def _encode_v2(self, chunk: Chunk, lo: int, hi: int) -> bytes:
         fix = chunk.fix[lo:hi]

@@ -10,10 +10,9 @@ of the last record applied. States are immutable values, so reads hand out refer
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, MutableMapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
-from .._tables import new_table
+from .._tables import LWWTable, new_table
 from ..clock import Context
 from ..schema import SCHEMA_FIELD
 from ..snapshots import state_digest
@@ -22,10 +21,13 @@ from .definitions import Definitions
 
 __all__ = ["Store", "View"]
 
+_ABSENT = object()
+_new_tuple = tuple.__new__
 
-@dataclass(frozen=True)
-class View:
-    """A consistent read: values of several fields of one entity and the context they come from."""
+
+class View(NamedTuple):
+    """A consistent read: values of several fields of one entity and the context they come
+    from (immutable; a named tuple, which a read path builds in a tenth of a dataclass's time)."""
 
     key: str
     values: Mapping[str, Any]
@@ -87,11 +89,28 @@ class Store:
         return s if s is not None else self.definitions.get(fname).empty()
 
     def value(self, fname: str, key: str) -> Any:
+        tbl = self.tables.get(fname)
+        if type(tbl) is LWWTable:
+            v = tbl.value_of(key, _ABSENT)
+            if v is not _ABSENT:
+                return v
         return self.state(fname, key).value()
 
     def view(self, key: str, fields: Iterable[str], hlc: int) -> View:
-        values = {f: self.value(f, key) for f in fields}
-        return View(key, values, self.ctx(), self.position, hlc)
+        tables = self.tables
+        values = {}
+        for f in fields:
+            tbl = tables.get(f)
+            if type(tbl) is LWWTable:  # the online-serving read: from the decoded-value cache
+                v = tbl.cache.get(key, _ABSENT) if not tbl.own else _ABSENT
+                if v is _ABSENT:
+                    v = tbl.value_of(key, _ABSENT)
+                    if v is _ABSENT:
+                        v = self.value(f, key)
+                values[f] = v
+            else:
+                values[f] = self.value(f, key)
+        return _new_tuple(View, (key, values, self.ctx(), self.position, hlc))
 
     def keys(self, fname: str) -> list[str]:
         return sorted(self.tables.get(fname, {}))

@@ -66,6 +66,8 @@ class Writer:
         self._flushed_to = 1  # every own seq below this was appended (or dropped)
         self._written_top = 0  # the highest own seq taken off the queue (appended or dropped)
         self._flushing: asyncio.Future[int | None] | None = None  # the append in flight
+        #: update() calls under way (they wait for a flush; see :meth:`flush`)
+        self.updating = 0
         self._plans: dict[str, Plan] = {}
         self._plans_at = -1
         #: replaced whenever cached plans go stale: handles compare it by identity
@@ -210,6 +212,7 @@ class Writer:
         """Append every queued event to the log (see :meth:`Replica.flush`)."""
         target = self.next_seq
         position = self._store.position
+        lingered = False
         while self._flushed_to < target:
             inflight = self._flushing
             if inflight is not None:
@@ -218,6 +221,13 @@ class Writer:
             q = self.queue
             if not q.keys:
                 break  # dropped (a simulated crash) rather than appended
+            if not lingered and self.updating > 1:
+                # group commit: other update() calls under way queue their events before
+                # this append takes the queue, so they share one record (a lone writer
+                # appends at once)
+                lingered = True
+                await asyncio.sleep(0)
+                continue
             chunk = self._take()
             fut: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
             self._flushing = fut

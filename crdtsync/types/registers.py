@@ -357,10 +357,10 @@ class LWWRegister(StampReads, CRDT[Any]):
             return None
         if set(map(type, actors)) != {str} or min(map(len, actors)) < 1:
             return None
-        values = _stored_column(values)
-        if values is None:
+        stored = _stored_column(values)
+        if stored is None:
             return None
-        return ts, list(map(sys.intern, actors)), values
+        return ts, list(map(sys.intern, actors)), stored
 
     # stamped form (delta version 2): the payload is the stored value; ts is the event's
     # HLC and the actor its origin (what the replica's writer always writes for ``set``)
