@@ -82,7 +82,7 @@ class LevelDriver:
             if sync is not None:
                 try:
                     await asyncio.wait_for(sync(), wait)
-                except (TimeoutError, OSError) as exc:
+                except (asyncio.TimeoutError, OSError) as exc:
                     raise Unavailable(f"the log did not confirm {ev.dot} within {wait:g}s: {exc}", event=ev) from exc
             return ev
         self._heartbeats.wake()

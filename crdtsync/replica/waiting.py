@@ -44,7 +44,8 @@ class Waiter:
                 return False
             fut: asyncio.Future[None] = loop.create_future()
             self._ticks.append(fut)
-            with contextlib.suppress(TimeoutError):
+            # asyncio's: on Python 3.10 wait_for raises it, and it is not the builtin TimeoutError
+            with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(fut, min(left, self.interval))
             if not self._following():
                 await self._catch_up()
