@@ -95,3 +95,62 @@ def skew(stats: ReplicaStats, clock: FakeClock | None = None, max_drift_ms: int 
     if clock is not None:
         kw["mono_ms"] = clock
     return ClockSkewMonitor(max_drift_ms=max_drift_ms, stats=stats, actor="a~i1", **kw)
+
+
+class Assembly:
+    """The parts the consistency levels use, wired as ``parts.assemble`` wires them, with
+    no applier or follower: the test plays the peers by handing heartbeats in.
+
+    ``clock`` is the wall clock of the HLC, of heartbeats and of liveness; ``log`` is the
+    replica's own (and sequencing) log.
+    """
+
+    def __init__(self, fields: tuple[Definition, ...], identity: ReplicaIdentity | None = None, *,
+                 control: bool = True, liveness: float = 3.0, log: MemoryLog | None = None,
+                 following: bool = True) -> None:
+        from crdtsync.control import MemoryControl
+        from crdtsync.replica.coordination import Coordinator
+        from crdtsync.replica.fleet import Fleet
+        from crdtsync.replica.heartbeats import Heartbeats
+        from crdtsync.replica.levels import LevelDriver
+        from crdtsync.replica.sequencer import SequencerClient
+        from crdtsync.replica.waiting import Waiter
+
+        self.identity = identity or ident()
+        actor = self.identity.actor
+        self.stats = ReplicaStats()
+        self.clock = FakeClock(1_000_000)
+        self.hlc = HLC(clock=self.clock)
+        self.defs = defs(*fields, stats=self.stats)
+        self.store = store(actor, self.defs)
+        self.log = log if log is not None else MemoryLog()
+        self.hub = MemoryControl()
+        self.control = self.hub.endpoint() if control else None
+        self.membership = membership(self.identity)
+        self.skew = skew(self.stats, FakeClock(0))
+        self.admission = Admission(self.identity, self.defs, self.stats, None, None)
+        self.writer = writer(self.identity, self.store, self.defs, self.admission, self.stats, self.hlc, self.log)
+        self.fleet = Fleet(self.identity, self.store, self.membership, self.admission, self.defs, self.skew,
+                           self.stats, self.writer.invalidate)
+        self.catch_ups = Calls()
+        self.syncs = Calls()
+        self.waiter = Waiter(0.01, self.catch_ups, lambda: following)
+        self.heartbeats = Heartbeats(self.identity, self.control, 3600.0, self.store, self.membership, self.skew,
+                                     self.stats, self.hlc, self.fleet.pruned, self.waiter.tick)
+        meta = {"region": self.identity.region, "role": self.identity.role}
+        self.sequencer = SequencerClient(actor, self.log, self.log, self.store, self.defs, self.stats, self.hlc,
+                                         CODEC, meta, self.waiter, self.catch_ups, lambda: following, self.syncs)
+        self.coordinator = Coordinator(self.identity, self.store, self.membership, self.fleet, self.heartbeats,
+                                       self.defs, self.stats, liveness)
+        self.driver = LevelDriver(self.admission, self.defs, self.coordinator, self.writer, self.sequencer,
+                                  self.heartbeats, self.waiter, self.store, self.log)
+        if self.control is not None:
+            self.control.start(self.identity.name, self.heartbeats.receive)
+        self.heartbeats.observe(self.heartbeats.build())  # as opening does: its own heartbeat first
+
+    def hear(self, peer: ReplicaIdentity, ctx: Any, *, ago_ms: int = 0, echo: dict[str, int] | None = None) -> bool:
+        """A heartbeat of ``peer`` built ``ago_ms`` before now, arriving now."""
+        self._beat = getattr(self, "_beat", 0) + 1
+        wall = self.clock.ms - ago_ms
+        hb = heartbeat(peer, ctx, wall, hlc=make_hlc(wall, self._beat), echo=echo)
+        return self.heartbeats.observe(hb)
