@@ -119,8 +119,9 @@ class SequencerClient:
                 event=ev,
             ) from None
         finally:
-            if fut.done():
-                self._outcomes.pop(ev.seq, None)
+            # nobody waits for it any more (answered, timed out, cancelled): a pending one
+            # kept here would pile up, and closing would fail it with nobody to retrieve it
+            self._outcomes.pop(ev.seq, None)
 
     def fail_waiting(self, exc: Exception | None = None) -> None:
         """The replica closes (or crashed): whoever waits for an outcome gets ``exc``
