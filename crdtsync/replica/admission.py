@@ -31,6 +31,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from .._storage import remove_if_present
 from ..clock import hlc_wall_ms
 from ..errors import PermissionDenied, ReplicaRemoved, ResidencyViolation
 from ..events import Event
@@ -185,10 +186,7 @@ class Admission:
             self.stats.storage_errors += 1
             log.error("could not keep the quarantined record at position %s in %s: %s", position, qdir, err)
             for path in kept:
-                try:
-                    path.unlink(missing_ok=True)
-                except OSError as gone:
-                    log.error("could not remove the partial quarantine file %s: %s", path, gone)
+                remove_if_present(path)
 
 
 class HeldEvents:
