@@ -38,6 +38,9 @@ class Waiter:
         """Wait until ``pred()`` holds; False after ``timeout`` seconds."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        if not pred() and not self._following():
+            # nothing ticks a replica that does not follow its log: catch up before waiting
+            await self._catch_up()
         while not pred():
             left = deadline - loop.time()
             if left <= 0:

@@ -100,3 +100,17 @@ def test_a_zero_timeout_checks_once() -> None:
         assert await w.until(lambda: True, 0.0) is True
 
     run(scenario())
+
+
+def test_without_an_apply_loop_the_first_catch_up_comes_before_any_wait() -> None:
+    # nothing would tick a replica that does not follow its log: waiting an interval
+    # first made every SESSION/SEQUENCED wait there last a whole heartbeat interval
+    state = {"applied": False}
+    catch_up = Calls(lambda: state.__setitem__("applied", True))
+
+    async def scenario() -> None:
+        w = Waiter(3600.0, catch_up, lambda: False)
+        assert await asyncio.wait_for(w.until(lambda: state["applied"], 60.0), 5.0) is True
+
+    run(scenario())
+    assert catch_up.n == 1
