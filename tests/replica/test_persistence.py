@@ -58,6 +58,11 @@ class Node:
         for _ in range(n):
             self.p.writer.write_raw("clicks", "k", GCounter, "increment", (1,), {})
 
+    async def written(self, n: int) -> None:
+        """``n`` own writes, appended (counted as changes once they leave the queue)."""
+        self.write(n)
+        await self.p.writer.flush()
+
     def value(self) -> int:
         return int(self.p.store.value("clicks", "k"))
 
@@ -137,9 +142,9 @@ def test_a_snapshot_of_another_replica_is_refused() -> None:
 def test_a_snapshot_is_due_every_snapshot_every_changes() -> None:
     async def scenario() -> None:
         n = Node(MemoryLog(), MemorySnapshotStore(), every=3)
-        n.write(2)
+        await n.written(2)
         assert not n.persist.due()
-        n.write(1)
+        await n.written(1)
         assert n.persist.due()
         await n.persist.due_snapshot()
         assert not n.persist.due() and n.p.stats.snapshots_written == 1
@@ -163,13 +168,13 @@ def test_a_snapshot_the_disk_refuses_is_counted_and_retried_after_another_interv
     async def scenario() -> None:
         snaps = FullDisk()
         n = Node(MemoryLog(), snaps, every=3)
-        n.write(3)
+        await n.written(3)
         await n.persist.due_snapshot()  # must not raise: applying goes on
         assert n.p.stats.storage_errors == 1 and n.p.stats.snapshots_written == 0
         assert not n.persist.due(), "no retry on every event"
-        n.write(2)
+        await n.written(2)
         assert not n.persist.due()
-        n.write(1)
+        await n.written(1)
         assert n.persist.due()
         snaps.full = False
         await n.persist.due_snapshot()

@@ -128,3 +128,20 @@ def test_a_stream_used_as_a_context_manager_unsubscribes_on_exit() -> None:
         assert not subs.active
 
     run(scenario())
+
+
+def test_every_subscriber_coming_or_going_is_announced_once() -> None:
+    # write handles cache whether anyone listens: each change of that must reach them
+    async def scenario() -> None:
+        subs = Subscriptions(ReplicaStats())
+        changes: list[bool] = []
+        subs.on_change = lambda: changes.append(subs.active)
+        off = subs.subscribe(lambda c: None)
+        off()
+        off()  # already gone: nothing to announce
+        stream = subs.stream()
+        await stream.aclose()
+        await stream.aclose()
+        assert changes == [True, False, True, False]
+
+    run(scenario())
