@@ -16,7 +16,8 @@ Packed record (in memory only; snapshots and the wire use the type's own encodin
 list or dict (the register's stored form); 2: body is a signed 64-bit integer (i64 LE);
 3: body is a float (f64 LE). Kinds 2 and 3 are one ``struct`` call to build and read, the
 hot case of numeric features. Actor ids are interned in a per-table list; a table with
-more than 65,535 distinct writers falls back to storing register objects.
+more than 65,535 distinct writers falls back to storing register objects, and so does a
+register stamped beyond the i64 of a row (a valid u64 stamp of 2**63 or more).
 
 The table also keeps ``max_ts``, an upper bound of every stamp it holds. A batch of
 writes from one writer whose stamps all exceed it and increase along the batch wins
@@ -196,8 +197,8 @@ class LWWTable(MutableMapping[str, CRDT[Any]]):
     def __setitem__(self, key: str, state: CRDT[Any]) -> None:
         if self.own:
             self.fold()
-        if type(state) is not LWWRegister or state._ts < 0:
-            self._store_object(key, state)
+        if type(state) is not LWWRegister or not 0 <= state._ts < _I64_LIMIT:
+            self._store_object(key, state)  # (a stamp beyond the i64 of a packed row, too)
             return
         ai = self._ix(state._actor)
         if ai is None:
@@ -262,7 +263,7 @@ class LWWTable(MutableMapping[str, CRDT[Any]]):
             # delta wins, the last one per key (the highest stamp) is what stays
             first_actor = actors[start]
             acts = actors[start:] if start else actors
-            if (ts[start] > self.max_ts and acts.count(first_actor) == n - start
+            if (self.max_ts < ts[start] and ts[-1] < _I64_LIMIT and acts.count(first_actor) == n - start
                     and all(map(operator.lt, islice(ts, start, None), islice(ts, start + 1, None)))):
                 ai = self._ix(first_actor)
                 if ai is not None:
@@ -309,6 +310,9 @@ class LWWTable(MutableMapping[str, CRDT[Any]]):
                 if ai is None:
                     self._store_object(key, raw(t, a, values[i]))
                     continue
+            if t >= _I64_LIMIT:  # beyond a packed row's i64 stamp
+                self._store_object(key, raw(t, a, values[i]))
+                continue
             if t > top:
                 top = t
             rows[key] = _row(t, ai, values[i])

@@ -6,7 +6,8 @@ an :class:`~crdtsync.events.Event` (``replica.context`` has the dots). The permi
 mutator lookup and the table lookup are done once, when the handle is made, and again
 only when something they depend on changes (a definition learned, the fleet or schema
 changed, the store reloaded, subscribers came or went, the replica closed: the writer's
-``generation``).
+``generation``; a definition added to the schema in code: the schema's own generation,
+which the writer is not told about).
 
 ``LWWRegister.set`` of a scalar value (int, float, str, bool, None, bytes) is specialised
 further: no register object and no delta object is built; the value goes to the columnar
@@ -48,19 +49,20 @@ def make_handle(w: Writer, fname: str, op: str) -> WriteHandle:
     if cls is GCounter and op == "increment":
         return _increment(w, fname)
 
-    gen = w.generation
+    schema = w._definitions.schema
+    gen, schema_gen = w.generation, schema._generation
     plan = (empty, version, lww)
 
     def handle(key: str, *args: Any, **kwargs: Any) -> None:
-        if w.generation is not gen:
+        if w.generation is not gen or schema._generation != schema_gen:
             refresh()
         if type(key) is not str and not isinstance(key, str):
             raise TypeError(f"entity keys are str, got {type(key).__name__}")
         w.write_raw(fname, key, plan[0], op, args, kwargs, plan[1], plan[2])
 
     def refresh() -> None:
-        nonlocal gen, plan
-        gen = w.generation
+        nonlocal gen, schema_gen, plan
+        gen, schema_gen = w.generation, schema._generation
         plan = w.plan(fname)
 
     return handle
@@ -72,7 +74,9 @@ def _lww_set(w: Writer, fname: str) -> WriteHandle:
     now = w.hlc.now
     keys = queue.keys
     push_key, push_stamp, push_fix, push_item = keys.append, queue.stamps.append, queue.fix.append, queue.items.append
+    schema = w._definitions.schema
     gen: object = None
+    schema_gen = -1
     tbl: LWWTable | None = None
     own: dict[str, tuple[int, Any]] | None = None
     entry = 0
@@ -82,7 +86,7 @@ def _lww_set(w: Writer, fname: str) -> WriteHandle:
 
     def refresh() -> None:
         """Re-plan after the writer's generation moved (raises if writing is now refused)."""
-        nonlocal gen, tbl, own, entry, empty, version, listening
+        nonlocal gen, schema_gen, tbl, own, entry, empty, version, listening
         if w.closed:
             raise RuntimeError("replica is closed")
         empty, version, _ = w.plan(fname)
@@ -91,7 +95,7 @@ def _lww_set(w: Writer, fname: str) -> WriteHandle:
         own = tbl.own_overlay(w.actor) if tbl is not None else None
         entry = queue.entry(fname, version, type(empty()), LWW_SET)
         listening = subs.active  # subscribers come and go through the generation too
-        gen = w.generation
+        gen, schema_gen = w.generation, schema._generation
 
     def general(key: str, value: Any) -> None:
         w.write_raw(fname, key, empty, "set", (value,), {}, version, True)
@@ -99,7 +103,7 @@ def _lww_set(w: Writer, fname: str) -> WriteHandle:
             refresh()  # the first write made the table
 
     def handle(key: str, value: Any) -> None:
-        if w.generation is not gen:
+        if w.generation is not gen or schema._generation != schema_gen:
             refresh()
         t = type(value)
         if (own is None or type(key) is not str or listening
@@ -130,7 +134,9 @@ def _increment(w: Writer, fname: str) -> WriteHandle:
     keys = queue.keys
     push_key, push_stamp, push_fix, push_item = keys.append, queue.stamps.append, queue.fix.append, queue.items.append
     adopt = GCounter._of
+    schema = w._definitions.schema
     gen: object = None
+    schema_gen = -1
     tbl: dict[str, Any] | None = None
     entry = 0
     listening = False
@@ -138,7 +144,7 @@ def _increment(w: Writer, fname: str) -> WriteHandle:
     version = 1
 
     def refresh() -> None:
-        nonlocal gen, tbl, entry, empty, version, listening
+        nonlocal gen, schema_gen, tbl, entry, empty, version, listening
         if w.closed:
             raise RuntimeError("replica is closed")
         empty, version, _ = w.plan(fname)
@@ -146,7 +152,7 @@ def _increment(w: Writer, fname: str) -> WriteHandle:
         tbl = t if type(t) is dict else None
         entry = queue.entry(fname, version, GCounter, OWN_TOTAL)
         listening = subs.active  # subscribers come and go through the generation too
-        gen = w.generation
+        gen, schema_gen = w.generation, schema._generation
 
     def general(key: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         w.write_raw(fname, key, empty, "increment", args, kwargs, version)
@@ -154,7 +160,7 @@ def _increment(w: Writer, fname: str) -> WriteHandle:
             refresh()  # the first write made the table
 
     def handle(key: str, n: int = 1, **kwargs: Any) -> None:
-        if w.generation is not gen:
+        if w.generation is not gen or schema._generation != schema_gen:
             refresh()
         cur = tbl.get(key) if tbl is not None else None
         if type(cur) is not GCounter or type(key) is not str or type(n) is not int or n < 1 or kwargs or listening:
