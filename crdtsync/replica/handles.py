@@ -37,6 +37,13 @@ _I64_MIN, _U64_LIMIT, _I64_LIMIT = -(2**63), 2**64, 2**63
 _FAST_SCALARS = frozenset({float, str, bool, bytes, type(None)})
 
 
+def _check_key(key: Any) -> None:
+    """What :meth:`~crdtsync.replica.writer.Writer.write` checks of a key (``write_raw``,
+    which the handles' general path calls, does not)."""
+    if not isinstance(key, str):
+        raise TypeError(f"entity keys are str, got {type(key).__name__}")
+
+
 def make_handle(w: Writer, fname: str, op: str) -> WriteHandle:
     """A write handle for ``op`` on field ``fname`` (raises now if this replica may not
     write it at ``LOCAL``, or the field's type has no such mutator)."""
@@ -56,8 +63,8 @@ def make_handle(w: Writer, fname: str, op: str) -> WriteHandle:
     def handle(key: str, *args: Any, **kwargs: Any) -> None:
         if w.generation is not gen or schema._generation != schema_gen:
             refresh()
-        if type(key) is not str and not isinstance(key, str):
-            raise TypeError(f"entity keys are str, got {type(key).__name__}")
+        if type(key) is not str:
+            _check_key(key)
         w.write_raw(fname, key, plan[0], op, args, kwargs, plan[1], plan[2])
 
     def refresh() -> None:
@@ -98,6 +105,7 @@ def _lww_set(w: Writer, fname: str) -> WriteHandle:
         gen, schema_gen = w.generation, schema._generation
 
     def general(key: str, value: Any) -> None:
+        _check_key(key)
         w.write_raw(fname, key, empty, "set", (value,), {}, version, True)
         if own is None and type(store.tables.get(fname)) is LWWTable:
             refresh()  # the first write made the table
@@ -155,6 +163,7 @@ def _increment(w: Writer, fname: str) -> WriteHandle:
         gen, schema_gen = w.generation, schema._generation
 
     def general(key: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        _check_key(key)
         w.write_raw(fname, key, empty, "increment", args, kwargs, version)
         if tbl is None and type(store.tables.get(fname)) is dict:
             refresh()  # the first write made the table

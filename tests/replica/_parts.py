@@ -154,3 +154,14 @@ class Assembly:
         wall = self.clock.ms - ago_ms
         hb = heartbeat(peer, ctx, wall, hlc=make_hlc(wall, self._beat), echo=echo)
         return self.heartbeats.observe(hb)
+
+
+def sync(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
+    """Run an ``async def`` test on a fresh event loop (the suite has no asyncio plugin)."""
+    import functools
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        return asyncio.run(fn(*args, **kwargs))
+
+    return run
