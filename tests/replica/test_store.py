@@ -1,0 +1,150 @@
+"""Store reads through the LWW tables' decoded-value cache and own-write overlay.
+
+Every path that changes a row (own writes fast and general, remote records in bulk and
+one by one, tie-breaks, snapshots loaded, rows deleted) must leave ``value`` and ``view``
+equal to ``state(...).value()``; a list or dict read is the caller's own copy.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from crdtsync import Feature, Replica
+from crdtsync._tables import LWWTable
+from crdtsync.clock import HLC
+from crdtsync.events import Batch, Event, MsgpackCodec
+from crdtsync.log import MemoryLog
+from crdtsync.replica.definitions import Definitions
+from crdtsync.replica.identity import ReplicaIdentity
+from crdtsync.replica.stats import ReplicaStats
+from crdtsync.replica.store import Store, View
+from crdtsync.schema import Schema
+from crdtsync.types.counters import GCounter
+from crdtsync.types.registers import LWWRegister
+
+from ._parts import sync
+
+SCHEMA = [Feature("s", LWWRegister), Feature("t", LWWRegister), Feature("c", GCounter)]
+FIELDS = ("s", "t", "c")
+META = {"region": "default", "role": "default"}
+WALL = 1_000_000
+
+
+def _store() -> Store:
+    return Store("a~i1", Definitions(Schema(SCHEMA), ReplicaStats()))
+
+
+def _agree(st: Store, keys: Any) -> None:
+    for k in keys:
+        view = st.view(k, FIELDS, 0)
+        want = {f: st.state(f, k).value() for f in FIELDS}
+        assert view.values == want, k
+        assert {f: st.value(f, k) for f in FIELDS} == want, k
+
+
+def test_every_row_change_reaches_cached_reads() -> None:
+    st = _store()
+    t = st.table("s", "lww")
+    assert isinstance(t, LWWTable)
+    keys = [f"k{i}" for i in range(6)]
+    for i, k in enumerate(keys):
+        t[k] = LWWRegister._raw(100 + i, "b~1", i)
+    _agree(st, keys)  # fills the cache
+    t.join_in("k0", LWWRegister._raw(200, "b~1", "joined"))  # wins
+    t.join_in("k1", LWWRegister._raw(50, "b~1", "older"))  # loses
+    t.join_in("k2", LWWRegister._raw(102, "z~1", "tie-by-actor"))  # equal stamp, larger actor
+    t["k3"] = LWWRegister._raw(300, "c~1", [1, 2])
+    t._join_lww(["k4", "k5"], ([400, 401], ["d~1", "d~1"], [4.5, None]), 0)  # bulk, all win
+    _agree(st, keys)
+    assert [st.value("s", k) for k in keys] == ["joined", 1, "tie-by-actor", [1, 2], 4.5, None]
+    t._join_lww(["k4", "k0", "k5"], ([399, 500, 10], ["e~1", "a~1", "a~1"], ["lose", 7, "lose"]), 0)  # mixed
+    _agree(st, keys)
+    assert [st.value("s", k) for k in ("k4", "k0", "k5")] == [4.5, 7, None]
+    del t["k1"]
+    _agree(st, keys)
+    assert st.value("s", "k1") is None and "k1" not in t
+
+
+def test_own_overlay_writes_are_read_and_folded_before_anything_else_looks() -> None:
+    st = _store()
+    t = st.table("s", "lww")
+    assert isinstance(t, LWWTable)
+    t["k"] = LWWRegister._raw(10, "b~1", "remote")
+    assert st.view("k", ["s"], 0).values == {"s": "remote"}  # cached
+    own = t.own_overlay("a~1")
+    assert own is not None
+    own["k"] = (t.max_ts + 1, "mine")
+    own["n"] = (t.max_ts + 2, 2**63)  # beyond i64 value: a msgpack row
+    t.max_ts += 2
+    assert st.view("k", ["s"], 0).values == {"s": "mine"}
+    assert st.value("s", "n") == 2**63 and not t.own
+    own["k"] = (t.max_ts + 1, 3)
+    t.max_ts += 1
+    assert t["k"] == LWWRegister._raw(t.max_ts, "a~1", 3)
+    assert sorted(t) == ["k", "n"] and len(t) == 2
+
+
+def test_list_and_dict_reads_are_copies() -> None:
+    st = _store()
+    t = st.table("s", "lww")
+    t["k"] = LWWRegister().set({"a": [1]}, actor="b~1", ts=5)
+    got = st.value("s", "k")
+    got["a"].append(2)
+    st.view("k", ["s"], 0).values["s"]["b"] = 1
+    assert st.value("s", "k") == {"a": [1]} and st.state("s", "k").value() == {"a": [1]}
+
+
+def test_the_cache_starts_over_when_full_and_stays_right(monkeypatch: Any) -> None:
+    monkeypatch.setattr(LWWTable, "VALUE_CACHE", 8)
+    st = _store()
+    t = st.table("s", "lww")
+    assert isinstance(t, LWWTable)
+    for i in range(20):
+        t[f"k{i}"] = LWWRegister._raw(i + 1, "b~1", i)
+    for i in range(20):
+        assert st.value("s", f"k{i}") == i
+    assert len(t.cache) <= 8
+    for i in range(20):
+        t[f"k{i}"] = LWWRegister._raw(i + 100, "b~1", -i)
+    assert [st.value("s", f"k{i}") for i in range(20)] == [-i for i in range(20)]
+
+
+def test_a_loaded_snapshot_replaces_cached_values() -> None:
+    st = _store()
+    t = st.table("s", "lww")
+    t["k"] = LWWRegister._raw(10, "b~1", "old")
+    assert st.value("s", "k") == "old"
+    st.load({"s": {"k": LWWRegister._raw(5, "b~1", "loaded")}, "c": {"k": GCounter._of({"b~1": 3})}}, st.ctx(), 7)
+    assert st.view("k", FIELDS, 0).values == {"s": "loaded", "t": None, "c": 3}
+    assert st.position == 7
+
+
+def test_view_is_an_immutable_named_tuple_with_the_context_and_position() -> None:
+    st = _store()
+    v = st.view("k", ["s"], 42)
+    assert isinstance(v, View) and v.key == "k" and v.hlc == 42 and v.position is None
+    assert v == View("k", {"s": None}, st.ctx(), None, 42)
+
+
+@sync
+async def test_reads_between_remote_records_and_own_writes_of_a_replica() -> None:
+    log = MemoryLog()
+    r = await Replica.open(schema=SCHEMA, log=log, identity=ReplicaIdentity("a", "i1", "default", "default"),
+                           follow=False, control=False, hlc=HLC(clock=lambda: WALL))
+    h = r.hlc.now()
+    s = r.writer("s", "set")
+    s("k", "mine")
+    assert r.view("k", FIELDS).values["s"] == "mine"
+    codec = MsgpackCodec(write_version=2)
+    later = Batch.of([Event("z~1", 1, h + 10, "s", "k", LWWRegister._raw(h + 10, "z~1", "theirs")),
+                      Event("z~1", 2, h + 11, "t", "k", LWWRegister._raw(h + 11, "z~1", 1))], META)
+    await log.append([codec.encode(later)])
+    await r.catch_up()
+    assert r.view("k", FIELDS).values == {"s": "theirs", "t": 1, "c": 0}
+    s("k", "mine again")  # the clock saw h + 11: this stamp wins
+    assert r.view("k", FIELDS).values["s"] == "mine again" == r.state("s", "k").value()
+    older = Batch.of([Event("z~1", 3, h + 12, "s", "k", LWWRegister._raw(h + 1, "z~1", "stale"))], META)
+    await log.append([codec.encode(older)])
+    await r.catch_up()
+    assert r.value("s", "k") == "mine again" == r.view("k", ["s"]).values["s"]
+    await r.close()
