@@ -4,16 +4,16 @@ Two replicas ``a`` and ``b`` share a MemoryLog, each with a wall clock the histo
 (so their stamps can be equal, or older than the other's), and run a random
 interleaving of: handle writes and ``write()`` calls of LWW ``set`` (all value kinds:
 ints in and beyond i64, floats, str, bytes, bools, None, lists, dicts) and GCounter
-``increment``, flushes, catching up with the other's records, reads, subscribers coming
-and going, clocks moving, records of a third writer whose register stamps run ahead of
-its event stamps (so tables hold stamps beyond the replicas' clocks), and snapshot + close + reopen with a fresh clock (which may
-start behind the stamps the snapshot holds).
+``increment``, flushes, catching up with the other's records, subscribers coming and
+going, clocks moving, records of a third writer whose register stamps run ahead of its
+event stamps (so tables hold stamps beyond the replicas' clocks), snapshots (also every
+7 changes), crashes (no final flush or snapshot), and close + reopen with a fresh clock.
 
-After every step, for each replica ``x``: a fresh replica applies what ``x`` has
-(the log up to ``x.position``, ``x``'s own records after it, and ``x.unlogged()``), and
+After every step, for each replica ``x``: a fresh replica applies what ``x`` has (the
+log up to ``x.position``, ``x``'s own records after it, and ``x.unlogged()``), and
 ``x.view``, ``x.value`` and ``x.state`` of every key equal that reference's
 ``state(...)``. At the end both replicas catch up and hold equal user fields in
-``export_state()``, equal to a fresh replica that applied the whole log.
+``export_state()`` and equal contexts, equal to a fresh replica of the whole log.
 """
 
 from __future__ import annotations
@@ -65,6 +65,7 @@ others = st.one_of(
     st.tuples(st.just("same_clock")),
     st.tuples(st.just("subscribe"), who),
     st.tuples(st.just("reopen"), who, st.booleans()),
+    st.tuples(st.just("crash"), who),  # dies: no final flush or snapshot
     # a third writer whose register stamps run ahead of its event stamps (which the
     # replicas' clocks observe): tables then hold stamps beyond the clock
     st.tuples(st.just("foreign"), st.sampled_from(LWW_FIELDS), key, values, st.sampled_from([0, 2_000, 10**6])),
@@ -91,7 +92,7 @@ class World:
 
     async def open(self, w: str) -> None:
         self.reps[w] = r = await Replica.open(self.root / w, schema=SCHEMA, log=self.log, name=w, follow=False,
-                                              control=False, hlc=self.hlc(w))
+                                              control=False, hlc=self.hlc(w), snapshot_every=7)
         # handles are made once per incarnation of the replica object, before any write
         self.handles[w] = {f: r.writer(f, "set") for f in LWW_FIELDS}
         self.handles[w]["c"] = r.writer("c", "increment")
@@ -134,6 +135,12 @@ class World:
                 stop()
             else:
                 self.unsub[w] = r.subscribe(self.changes.append)
+        elif op == "crash":
+            self.unsub.pop(w, None)
+            r._mark_closed()  # as the simulated cluster's crash does
+            if r._dirlock is not None:
+                r._dirlock.release()
+            await self.open(w)
         elif op == "reopen":
             if s[2]:
                 await r.snapshot()

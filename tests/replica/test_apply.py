@@ -112,8 +112,9 @@ def test_the_stamped_form_in_avro_is_an_unsupported_version() -> None:
     codec = AvroCodec()
     b = Batch.of([Event("z~1", 1, H0, "s", "k", LWWRegister._raw(H0, "z~1", 5))], META)
     rec = codec.encode(b)
-    import fastavro
     import io
+
+    import fastavro
 
     obj: Any = fastavro.schemaless_reader(io.BytesIO(rec), codec._schema, None)
     obj["events"][0]["delta_version"] = 2

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 
 from crdtsync.events import AvroCodec, Batch, Codec, Event, MsgpackCodec
+from crdtsync.replica.pending import DELTA, LWW_SET, MAX_BATCH, OWN_TOTAL, Pending
 from crdtsync.types.collections import ORSet
 from crdtsync.types.counters import GCounter
 from crdtsync.types.registers import LWWRegister
-from crdtsync.replica.pending import DELTA, LWW_SET, MAX_BATCH, OWN_TOTAL, Pending
 
 ACTOR = "a~i1"
 META = {"region": "eu", "role": "default"}
