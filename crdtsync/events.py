@@ -404,8 +404,8 @@ class MsgpackCodec:
         except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError,
                 msgpack.OutOfData, RecursionError, OverflowError, MemoryError):
             return None
-        if type(origin) is not str or type(first) is not int or n < 1:
-            return None
+        if type(origin) is not str or type(first) is not int or first < 1 or n < 1:
+            return None  # (not a valid record: decoding says so, and it is quarantined)
         return origin, first, n
 
     def decode(self, data: bytes) -> Batch:

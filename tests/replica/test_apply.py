@@ -92,9 +92,12 @@ async def test_own_records_are_skipped_but_a_forged_one_beyond_what_this_replica
     assert V2.span(bad) == (r.actor, top + 1, 1)
     # and one within what it wrote, whose body is just as corrupt: skipped unread
     held = _stamped(r.actor, top, "lww", [msgpack.ExtType(5, b"x")])
-    await log.append([held, bad])
+    # a record claiming seq 0 (invalid) is not taken for one already held either
+    zero = _stamped(r.actor, 0, "lww", ["x"])
+    assert V2.span(zero) is None
+    await log.append([held, bad, zero])
     await r.catch_up()
-    assert r.stats.records_quarantined == 1
+    assert r.stats.records_quarantined == 2
     assert r.value("s", "k") == "mine"
     await r.close()
 

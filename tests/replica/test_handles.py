@@ -20,7 +20,7 @@ import pytest
 from crdtsync import Feature, Replica, Schema
 from crdtsync.clock import HLC, make_hlc
 from crdtsync.errors import PermissionDenied, PolicyViolation
-from crdtsync.events import Event, MsgpackCodec
+from crdtsync.events import AvroCodec, Codec, Event, MsgpackCodec
 from crdtsync.log import MemoryLog
 from crdtsync.replica.identity import ReplicaIdentity
 from crdtsync.types.collections import ORSet
@@ -36,15 +36,17 @@ WALL = 1_000_000
 
 
 async def _open(log: MemoryLog | None = None, schema: Any = SCHEMA, data_dir: Path | None = None,
-                wall: list[int] | None = None) -> Replica:
+                wall: list[int] | None = None, codec: Codec | None = None) -> Replica:
     clock = wall if wall is not None else [WALL]
     kw: dict[str, Any] = {} if data_dir is not None else {"identity": ID}
+    if codec is not None:
+        kw["codec"] = codec
     return await Replica.open(data_dir, schema=schema, log=log if log is not None else MemoryLog(),
                               follow=False, control=False, hlc=HLC(clock=lambda: clock[0]), **kw)
 
 
-async def _events(log: MemoryLog) -> list[Event]:
-    codec = MsgpackCodec()
+async def _events(log: MemoryLog, codec: Codec | None = None) -> list[Event]:
+    codec = codec or MsgpackCodec()
     return [ev async for e in log.read(0) for ev in codec.decode(e.payload).events]
 
 
@@ -52,18 +54,19 @@ def _user(r: Replica) -> dict[str, Any]:
     return {f: t for f, t in r.export_state().items() if f in USER}
 
 
-async def _both(script: Callable[[Replica, bool], Any]) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+async def _both(script: Callable[[Replica, bool], Any],
+                codec: Codec | None = None) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
     """Run ``script(replica, use_handles)`` both ways; what each replica ends with."""
     out = []
     for handles in (False, True):
         log = MemoryLog()
-        r = await _open(log)
+        r = await _open(log, codec=codec)
         res = script(r, handles)
         if asyncio.iscoroutine(res):
             await res
         views = {k: r.view(k, USER).values for k in ("k", "k2", "k3")}
         await r.flush()
-        out.append((_user(r), r.context, await _events(log), views))
+        out.append((_user(r), r.context, await _events(log, codec), views))
         await r.close()
     return out[0], out[1]
 
@@ -78,8 +81,12 @@ def _do(r: Replica, handles: bool, field: str, op: str, key: str, *args: Any) ->
 VALUES = [1, -(2**63), 2**63, 2**64 - 1, 1.5, -0.0, "x", "", b"\x00", True, False, None, [1, [2]], {"a": {"b": 1}}]
 
 
+CODECS = [None, MsgpackCodec(write_version=1), AvroCodec()]
+
+
+@pytest.mark.parametrize("codec", CODECS, ids=["msgpack-v2", "msgpack-v1", "avro"])
 @sync
-async def test_handle_writes_equal_write_calls_in_state_context_and_records() -> None:
+async def test_handle_writes_equal_write_calls_in_state_context_and_records(codec: Codec | None) -> None:
     def script(r: Replica, handles: bool) -> None:
         s = r.writer("s", "set") if handles else None
         for i, v in enumerate(VALUES):
@@ -92,7 +99,7 @@ async def test_handle_writes_equal_write_calls_in_state_context_and_records() ->
             if i % 4 == 0:
                 _do(r, handles, "tags", "add", key, f"t{i}")
 
-    by_write, by_handle = await _both(script)
+    by_write, by_handle = await _both(script, codec)
     assert by_handle[0] == by_write[0]  # state
     assert by_handle[1] == by_write[1]  # context
     assert by_handle[2] == by_write[2]  # the decoded events, in log order
