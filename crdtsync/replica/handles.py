@@ -69,8 +69,9 @@ def make_handle(w: Writer, fname: str, op: str) -> WriteHandle:
 
     def refresh() -> None:
         nonlocal gen, schema_gen, plan
-        gen, schema_gen = w.generation, schema._generation
-        plan = w.plan(fname)
+        g, sg = w.generation, schema._generation
+        plan = w.plan(fname)  # (raises if writing is now refused: then the next call asks again)
+        gen, schema_gen = g, sg
 
     return handle
 

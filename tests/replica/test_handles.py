@@ -225,8 +225,9 @@ async def test_a_closed_replica_refuses_handle_writes() -> None:
 
 @sync
 async def test_a_definition_changed_after_the_handle_was_made_is_enforced_on_the_next_call() -> None:
-    """Caught a bug: handles re-planned only when the writer's generation moved, which a
-    definition added to the schema in code does not do; write() refused, handles wrote on."""
+    """Caught two bugs: handles re-planned only when the writer's generation moved, which a
+    definition added to the schema in code does not do (write() refused, handles wrote
+    on); and a generic handle whose re-plan raised wrote on with its old plan the next call."""
     schema = Schema(SCHEMA)
     r = await _open(schema=schema)
     s, c, t = r.writer("s", "set"), r.writer("c", "increment"), r.writer("tags", "add")
@@ -239,8 +240,9 @@ async def test_a_definition_changed_after_the_handle_was_made_is_enforced_on_the
     for h, f, arg in ((s, "s", 2), (c, "c", 1), (t, "tags", "y")):
         with pytest.raises(PermissionDenied):
             r.write(f, "k", "set" if f == "s" else ("add" if f == "tags" else "increment"), arg)
-        with pytest.raises(PermissionDenied):
-            h("k", arg)
+        for _ in range(2):  # and again: a refused re-plan is not taken for a plan
+            with pytest.raises(PermissionDenied):
+                h("k", arg)
     assert r.pending == n and r.value("s", "k") == 1 and r.value("c", "k") == 1
     await r.close()
 
@@ -306,3 +308,29 @@ async def test_generic_and_specialised_handles_refuse_what_write_refuses() -> No
         r.write("s", 1, "set", "x")  # type: ignore[arg-type]
     assert r.pending == 0
     await r.close()
+
+
+@sync
+async def test_handles_of_a_replica_removed_from_the_fleet_refuse_every_call() -> None:
+    from crdtsync.errors import ReplicaRemoved
+
+    log = MemoryLog()
+    r = await Replica.open(schema=SCHEMA, log=log, identity=ID, follow=False, control=False)  # real clocks:
+    other = await Replica.open(schema=SCHEMA, log=log, name="b", follow=False, control=False)  # (skew checks)
+    handles = [(r.writer("s", "set"), 1), (r.writer("c", "increment"), 1), (r.writer("tags", "add"), "x")]
+    for h, arg in handles:
+        h("k", arg)
+    await r.flush()
+    await other.catch_up()
+    other.observe_heartbeat(r.heartbeat())  # (what the control channel would carry)
+    await other.remove_replica("a")
+    await other.flush()
+    await r.catch_up()
+    n = r.pending
+    for h, arg in handles:
+        for _ in range(2):
+            with pytest.raises(ReplicaRemoved):
+                h("k", arg)
+    assert r.pending == n
+    await r.close()
+    await other.close()
