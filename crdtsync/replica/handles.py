@@ -105,9 +105,9 @@ def _lww_set(w: Writer, fname: str) -> WriteHandle:
         listening = subs.active  # subscribers come and go through the generation too
         gen, schema_gen = w.generation, schema._generation
 
-    def general(key: str, value: Any) -> None:
+    def general(key: str, value: Any, ts: int | None = None) -> None:
         _check_key(key)
-        w.write_raw(fname, key, empty, "set", (value,), {}, version, True)
+        w.write_raw(fname, key, empty, "set", (value,), {}, version, True, ts)
         if own is None and type(store.tables.get(fname)) is LWWTable:
             refresh()  # the first write made the table
 
@@ -121,7 +121,7 @@ def _lww_set(w: Writer, fname: str) -> WriteHandle:
             return
         ts = now()
         if ts <= tbl.max_ts:  # type: ignore[union-attr]  # the table holds a stamp from beyond this clock
-            general(key, value)  # (a fresh stamp; stamps are unique, not dense)
+            general(key, value, ts)  # (with this stamp: the event write() would have made)
             return
         own[key] = (ts, value)
         tbl.max_ts = ts  # type: ignore[union-attr]

@@ -163,9 +163,11 @@ class Writer:
     def write_raw(
         self, fname: str, key: str, empty: Callable[[], CRDT[Any]], op: str,
         args: tuple[Any, ...], kwargs: dict[str, Any], version: int = 1, lww: bool = False,
+        ts: int | None = None,
     ) -> Event:
         """Mutate, join locally, queue the event (no permission check). ``lww``: the
-        field's type is LWWRegister."""
+        field's type is LWWRegister; ``ts``: a stamp this clock issued for this write
+        and nothing else (default: a new one)."""
         if self._closed:
             raise RuntimeError("replica is closed")
         store = self._store
@@ -181,7 +183,8 @@ class Writer:
         cls = type(state)
         if op not in cls.MUTATORS:
             raise ValueError(f"{cls.__name__} has no mutator {op!r}; it has {list(cls.MUTATORS)}")
-        ts = self.hlc.now()
+        if ts is None:
+            ts = self.hlc.now()
         fn = getattr(state, op)
         if cls.NEEDS_TIME:
             delta = fn(*args, actor=self.actor, ts=ts, **kwargs) if kwargs else fn(*args, actor=self.actor, ts=ts)
