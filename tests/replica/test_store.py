@@ -148,3 +148,28 @@ async def test_reads_between_remote_records_and_own_writes_of_a_replica() -> Non
     await r.catch_up()
     assert r.value("s", "k") == "mine again" == r.view("k", ["s"]).values["s"]
     await r.close()
+
+
+def test_registers_stamped_beyond_i64_are_kept_and_read_on_every_join_path() -> None:
+    big = 2**63
+    for path in ("setitem", "join_in", "bulk", "per-key"):
+        st = _store()
+        t = st.table("s", "lww")
+        assert isinstance(t, LWWTable)
+        t["old"] = LWWRegister._raw(5, "b~1", "row")
+        assert st.value("s", "old") == "row"  # cached
+        if path == "setitem":
+            t["old"] = LWWRegister._raw(big, "b~1", "far")
+        elif path == "join_in":
+            t.join_in("old", LWWRegister._raw(big, "b~1", "far"))
+        elif path == "bulk":  # one writer, rising stamps above every row
+            t._join_lww(["x", "old"], ([big - 1, big], ["c~1", "c~1"], ["near", "far"]), 0)
+        else:  # the per-key loop (a lower stamp first)
+            t._join_lww(["x", "old"], ([1, big], ["c~1", "d~1"], ["near", "far"]), 0)
+        assert st.value("s", "old") == "far" and st.state("s", "old")._ts == big
+        assert st.view("old", ["s"], 0).values == {"s": "far"}
+        t.join_in("old", LWWRegister._raw(big - 10, "e~1", "lower"))  # loses
+        t._join_lww(["old"], ([7], ["e~1"], ["lower"]), 0)  # loses
+        assert st.value("s", "old") == "far" and t.max_ts >= big
+        t.join_in("old", LWWRegister._raw(big + 1, "e~1", "higher"))
+        assert st.value("s", "old") == "higher" and sorted(t) == sorted(set(t))
