@@ -422,8 +422,20 @@ class CounterTable(MutableMapping[str, CRDT[Any]]):
         actors, totals = cols
         rows = self.rows
         objects = self._objects
+        n = len(keys)
+        if not objects and n > start:
+            first = actors[start]
+            if (actors[start:] if start else actors).count(first) == n - start:  # one writer
+                get = rows.get
+                for key, total in zip(islice(keys, start, None), islice(totals, start, None)):
+                    row = get(key)
+                    if row is None:
+                        rows[key] = {first: total}
+                    elif total > row.get(first, 0):
+                        row[first] = total
+                return n - start, []
         refused: list[int] = []
-        for i in range(start, len(keys)):
+        for i in range(start, n):
             key = keys[i]
             row = rows.get(key)
             if row is None:
@@ -433,10 +445,9 @@ class CounterTable(MutableMapping[str, CRDT[Any]]):
                 rows[key] = {actors[i]: totals[i]}
             else:
                 a = actors[i]
-                n = totals[i]
-                if n > row.get(a, 0):
-                    row[a] = n
-        return len(keys) - start - len(refused), refused
+                if totals[i] > row.get(a, 0):
+                    row[a] = totals[i]
+        return n - start - len(refused), refused
 
 
 def new_table(type_tag: str | None) -> MutableMapping[str, CRDT[Any]]:

@@ -354,8 +354,9 @@ class Replica:
 
     async def remove_replica(self, name: str) -> str:
         """Remove replica ``name`` (its current incarnation) from the fleet; the decision
-        replicates (see :mod:`crdtsync.replica.fleet`). Returns the removed actor id."""
-        return await self.fleet.remove(name, self._writer)
+        replicates (see :mod:`crdtsync.replica.fleet`); every event of it already in the
+        log is kept. Returns the removed actor id."""
+        return await self.fleet.remove(name, self._writer, self.catch_up)
 
     def stable_context(self) -> Context:
         """The causally stable context: what every live, known replica has applied

@@ -36,6 +36,11 @@ _I64_MIN, _U64_LIMIT, _I64_LIMIT = -(2**63), 2**64, 2**63
 _FAST_SCALARS = frozenset({float, str, bool, bytes, type(None)})
 
 
+def _check_key(key: Any) -> None:
+    if not isinstance(key, str):
+        raise TypeError(f"entity keys are str, got {type(key).__name__}")
+
+
 def make_handle(w: Writer, fname: str, op: str) -> WriteHandle:
     """A write handle for ``op`` on field ``fname`` (raises now if this replica may not
     write it at ``LOCAL``, or the field's type has no such mutator)."""
@@ -54,8 +59,7 @@ def make_handle(w: Writer, fname: str, op: str) -> WriteHandle:
     def handle(key: str, *args: Any, **kwargs: Any) -> None:
         if w.generation is not gen:
             refresh()
-        if type(key) is not str and not isinstance(key, str):
-            raise TypeError(f"entity keys are str, got {type(key).__name__}")
+        _check_key(key)
         w.write_raw(fname, key, plan[0], op, args, kwargs, plan[1], plan[2])
 
     def refresh() -> None:
@@ -94,6 +98,7 @@ def _lww_set(w: Writer, fname: str) -> WriteHandle:
         gen = w.generation
 
     def general(key: str, value: Any) -> None:
+        _check_key(key)
         w.write_raw(fname, key, empty, "set", (value,), {}, version, True)
         if own is None and type(store.tables.get(fname)) is LWWTable:
             refresh()  # the first write made the table
@@ -150,6 +155,7 @@ def _increment(w: Writer, fname: str) -> WriteHandle:
         gen = w.generation
 
     def general(key: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        _check_key(key)
         w.write_raw(fname, key, empty, "increment", args, kwargs, version)
         if tbl is None and type(store.tables.get(fname)) is CounterTable:
             refresh()  # the first write made the table
