@@ -39,9 +39,10 @@ import msgpack
 
 from ._encoding import pack_small
 from .types._base import CRDT
+from .types.counters import GCounter
 from .types.registers import LWWRegister, _Packed, load_value
 
-__all__ = ["LWWTable", "new_table"]
+__all__ = ["CounterTable", "LWWTable", "new_table"]
 
 _HDR = struct.Struct("<qHB")
 _HSIZE = _HDR.size
@@ -361,8 +362,102 @@ class LWWTable(MutableMapping[str, CRDT[Any]]):
         return key in self._rows or (self._objects is not None and key in self._objects)
 
 
+class CounterTable(MutableMapping[str, CRDT[Any]]):
+    """A dict-like table of GCounters keeping each key's per-actor totals in a private,
+    mutable dict: joining a delta raises one total in place instead of copying the
+    counter, and a read hands out a fresh :class:`~crdtsync.types.counters.GCounter`
+    (states stay immutable values for everyone outside). A state of another type put
+    here is kept as an object (and refused by the joins, as a plain table would)."""
+
+    __slots__ = ("rows", "_objects")
+
+    def __init__(self) -> None:
+        #: key -> {actor: total}; never handed out
+        self.rows: dict[str, dict[str, int]] = {}
+        self._objects: dict[str, CRDT[Any]] = {}
+
+    def __getitem__(self, key: str) -> CRDT[Any]:
+        row = self.rows.get(key)
+        if row is None:
+            return self._objects[key]
+        return GCounter._of(dict(row))
+
+    def get(self, key: str, default: Any = None) -> Any:  # hot path: no exception
+        row = self.rows.get(key)
+        if row is not None:
+            return GCounter._of(dict(row))
+        return self._objects.get(key, default) if self._objects else default
+
+    def value_of(self, key: str, default: Any = None) -> Any:
+        """``self[key].value()`` without building the counter."""
+        row = self.rows.get(key)
+        if row is not None:
+            return sum(row.values())
+        obj = self._objects.get(key) if self._objects else None
+        return default if obj is None else obj.value()
+
+    def __setitem__(self, key: str, state: CRDT[Any]) -> None:
+        if type(state) is GCounter:
+            self.rows[key] = dict(state._counts)
+            if self._objects:
+                self._objects.pop(key, None)
+        else:
+            self._objects[key] = state
+            self.rows.pop(key, None)
+
+    def __delitem__(self, key: str) -> None:
+        if key in self.rows:
+            del self.rows[key]
+        else:
+            del self._objects[key]
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self.rows
+        yield from self._objects
+
+    def __len__(self) -> int:
+        return len(self.rows) + len(self._objects)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.rows or key in self._objects
+
+    def _join_gcounter(self, keys: list[str], cols: Any, start: int) -> tuple[int, list[int]]:
+        """``GCounter._join_columns`` for this table: raise totals in place."""
+        actors, totals = cols
+        rows = self.rows
+        objects = self._objects
+        n = len(keys)
+        if not objects and n > start:
+            first = actors[start]
+            if (actors[start:] if start else actors).count(first) == n - start:  # one writer
+                get = rows.get
+                for key, total in zip(islice(keys, start, None), islice(totals, start, None)):
+                    row = get(key)
+                    if row is None:
+                        rows[key] = {first: total}
+                    elif total > row.get(first, 0):
+                        row[first] = total
+                return n - start, []
+        refused: list[int] = []
+        for i in range(start, n):
+            key = keys[i]
+            row = rows.get(key)
+            if row is None:
+                if objects and key in objects:
+                    refused.append(i)
+                    continue
+                rows[key] = {actors[i]: totals[i]}
+            else:
+                a = actors[i]
+                if totals[i] > row.get(a, 0):
+                    row[a] = totals[i]
+        return n - start - len(refused), refused
+
+
 def new_table(type_tag: str | None) -> MutableMapping[str, CRDT[Any]]:
     """The table a field of type ``type_tag`` keeps its per-entity states in."""
     if type_tag == LWWRegister.TYPE_TAG:
         return LWWTable()
+    if type_tag == GCounter.TYPE_TAG:
+        return CounterTable()
     return {}

@@ -377,10 +377,14 @@ class MsgpackCodec:
 
     name = "msgpack"
 
-    def __init__(self, write_version: int = 1) -> None:
+    def __init__(self, write_version: int = 1, *, stamped: bool = True) -> None:
         if write_version not in (1, 2):
             raise ValueError(f"batch format version {write_version} does not exist; use 1 or 2")
         self.write_version = write_version
+        #: whether a replica's writer may send its own LWW sets and counter increments in
+        #: their stamped form (format 2 only). ``False`` for a fleet that still has
+        #: readers of the release before it (they would quarantine those records).
+        self.stamped = stamped and write_version == 2
 
     def encode(self, batch: Batch) -> bytes:
         if self.write_version == 2:

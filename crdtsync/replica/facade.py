@@ -25,7 +25,6 @@ from typing import Any
 from .._dirlock import DirLock
 from ..clock import HLC, Context
 from ..control import ControlChannel, Heartbeat, Membership
-from ..errors import StorageError
 from ..events import Codec, Event, codec_for
 from ..log._protocol import Log, Opening
 from ..policy import ReadLevel, WriteLevel
@@ -43,7 +42,7 @@ from .handles import WriteHandle, make_handle
 from .heartbeats import Heartbeats
 from .identity import ReplicaIdentity
 from .levels import LevelDriver
-from .parts import assemble, open_replica
+from .parts import assemble, close_replica, open_replica
 from .persistence import Persistence
 from .sequencer import SequencerClient
 from .sessions import Leveled, Session
@@ -192,30 +191,9 @@ class Replica:
         self.heartbeats.start()
 
     async def close(self) -> None:
-        """Flush pending writes, write a final snapshot, stop the loop, close the log."""
-        if self._closed:
-            return
-        try:
-            if self._writer.busy:
-                await self._writer.flush()
-            if self.persistence.snapshots is not None and self.store.changed:
-                await self.persistence.snapshot()
-        except StorageError as exc:
-            # Closing anyway (files and tasks are released): say what that cost.
-            lost = self._writer.pending
-            cost = f"{lost} queued events were not written and are lost" if lost else "no final snapshot was written"
-            raise type(exc)(exc.errno, f"closing replica {self.actor}: {cost}. {exc}", exc.filename) from exc
-        finally:
-            self._mark_closed()
-            await self.follower.stop()
-            await self.heartbeats.stop()
-            self.sequencer_client.fail_waiting()
-            try:
-                if self.owns_log:
-                    await self.log.close()
-            finally:
-                if self._dirlock is not None:
-                    self._dirlock.release()
+        """Flush pending writes, write a final snapshot, stop the loop, close the log
+        (a ``StorageError`` on the way says what that cost; the replica closes anyway)."""
+        await close_replica(self)
 
     def _mark_closed(self) -> None:
         self._closed = self._writer.closed = self.follower.closed = True
@@ -376,8 +354,9 @@ class Replica:
 
     async def remove_replica(self, name: str) -> str:
         """Remove replica ``name`` (its current incarnation) from the fleet; the decision
-        replicates (see :mod:`crdtsync.replica.fleet`). Returns the removed actor id."""
-        return await self.fleet.remove(name, self._writer)
+        replicates (see :mod:`crdtsync.replica.fleet`); every event of it already in the
+        log is kept. Returns the removed actor id."""
+        return await self.fleet.remove(name, self._writer, self.catch_up)
 
     def stable_context(self) -> Context:
         """The causally stable context: what every live, known replica has applied

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .._tables import LWWTable
+from .._tables import CounterTable, LWWTable
 from ..types.counters import GCounter
 from .pending import LWW_SET, OWN_TOTAL
 from .writer import Writer
@@ -63,8 +63,7 @@ def make_handle(w: Writer, fname: str, op: str) -> WriteHandle:
     def handle(key: str, *args: Any, **kwargs: Any) -> None:
         if w.generation is not gen or schema._generation != schema_gen:
             refresh()
-        if type(key) is not str:
-            _check_key(key)
+        _check_key(key)
         w.write_raw(fname, key, plan[0], op, args, kwargs, plan[1], plan[2])
 
     def refresh() -> None:
@@ -137,28 +136,29 @@ def _lww_set(w: Writer, fname: str) -> WriteHandle:
 
 def _increment(w: Writer, fname: str) -> WriteHandle:
     """The handle of ``increment`` on a GCounter field: the queue keeps the new own total
-    (the stamped delta form), the table gets the joined counter, no delta object is made."""
-    store, queue, stats, subs, actor = w._store, w.queue, w._stats, w._subs, w.actor
+    (the stamped delta form) and the counter table raises it in place; no counter or
+    delta object is made."""
+    queue, stats, subs, actor, store = w.queue, w._stats, w._subs, w.actor, w._store
     now = w.hlc.now
-    keys = queue.keys
-    push_key, push_stamp, push_fix, push_item = keys.append, queue.stamps.append, queue.fix.append, queue.items.append
-    adopt = GCounter._of
+    push_key, push_stamp, push_fix, push_item = queue.keys.append, queue.stamps.append, queue.fix.append, queue.items.append
     schema = w._definitions.schema
     gen: object = None
     schema_gen = -1
-    tbl: dict[str, Any] | None = None
+    tbl: CounterTable | None = None
+    rows: dict[str, dict[str, int]] = {}
     entry = 0
-    listening = False
     empty: Callable[[], Any] = GCounter
     version = 1
+    listening = False
 
     def refresh() -> None:
-        nonlocal gen, schema_gen, tbl, entry, empty, version, listening
+        nonlocal gen, schema_gen, tbl, rows, entry, empty, version, listening
         if w.closed:
             raise RuntimeError("replica is closed")
         empty, version, _ = w.plan(fname)
         t = store.tables.get(fname)
-        tbl = t if type(t) is dict else None
+        tbl = t if type(t) is CounterTable else None
+        rows = tbl.rows if tbl is not None else {}
         entry = queue.entry(fname, version, GCounter, OWN_TOTAL)
         listening = subs.active  # subscribers come and go through the generation too
         gen, schema_gen = w.generation, schema._generation
@@ -166,25 +166,26 @@ def _increment(w: Writer, fname: str) -> WriteHandle:
     def general(key: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         _check_key(key)
         w.write_raw(fname, key, empty, "increment", args, kwargs, version)
-        if tbl is None and type(store.tables.get(fname)) is dict:
+        if tbl is None and type(store.tables.get(fname)) is CounterTable:
             refresh()  # the first write made the table
 
     def handle(key: str, n: int = 1, **kwargs: Any) -> None:
         if w.generation is not gen or schema._generation != schema_gen:
             refresh()
-        cur = tbl.get(key) if tbl is not None else None
-        if type(cur) is not GCounter or type(key) is not str or type(n) is not int or n < 1 or kwargs or listening:
+        row = rows.get(key)
+        if (tbl is None or type(key) is not str or type(n) is not int or n < 1 or kwargs or listening
+                or (row is None and key in tbl)):
             general(key, (n,), kwargs)
             return
-        counts = cur._counts
-        total = counts.get(actor, 0) + n
+        total = (row.get(actor, 0) if row is not None else 0) + n
         if total >= _I64_LIMIT:
             general(key, (n,), kwargs)  # (it raises the general path's error)
             return
         ts = now()
-        new = dict(counts)
-        new[actor] = total
-        tbl[key] = adopt(new)  # type: ignore[index]
+        if row is None:
+            rows[key] = {actor: total}
+        else:
+            row[actor] = total
         push_key(key)
         push_stamp(ts)
         push_fix(entry)

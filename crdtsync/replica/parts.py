@@ -20,6 +20,7 @@ from .._dirlock import DirLock
 from .._storage import storage_error
 from ..clock import HLC
 from ..control import ControlChannel, Membership
+from ..errors import StorageError
 from ..events import Codec, codec_for
 from ..log._protocol import Log, Opening
 from ..schema import Definition, Schema
@@ -44,7 +45,7 @@ from .writer import Writer
 if TYPE_CHECKING:
     from .facade import Replica
 
-__all__ = ["assemble", "open_replica"]
+__all__ = ["assemble", "close_replica", "open_replica"]
 
 
 def assemble(r: Replica, snapshots: SnapshotStore | None, snapshot_every: int,
@@ -181,3 +182,31 @@ def open_replica(
         return r
 
     return Opening(locked, cls.close)
+
+
+async def close_replica(r: Replica) -> None:
+    """What :meth:`Replica.close <crdtsync.replica.Replica.close>` runs: flush, final
+    snapshot, then release everything (also when the disk refused one of those)."""
+    if r._closed:
+        return
+    try:
+        if r._writer.busy:
+            await r._writer.flush()
+        if r.persistence.snapshots is not None and r.store.changed:
+            await r.persistence.snapshot()
+    except StorageError as exc:
+        # Closing anyway (files and tasks are released): say what that cost.
+        lost = r._writer.pending
+        cost = f"{lost} queued events were not written and are lost" if lost else "no final snapshot was written"
+        raise type(exc)(exc.errno, f"closing replica {r.actor}: {cost}. {exc}", exc.filename) from exc
+    finally:
+        r._mark_closed()
+        await r.follower.stop()
+        await r.heartbeats.stop()
+        r.sequencer_client.fail_waiting()
+        try:
+            if r.owns_log:
+                await r.log.close()
+        finally:
+            if r._dirlock is not None:
+                r._dirlock.release()

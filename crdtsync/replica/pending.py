@@ -20,6 +20,7 @@ most :data:`MAX_BATCH` events, straight from the columns: batch format 2
 from __future__ import annotations
 
 from collections.abc import Mapping
+from itertools import repeat
 from typing import Any
 
 from ..events import Batch, Codec, Event, MsgpackCodec, encode_v2
@@ -72,6 +73,7 @@ class Pending:
         self.meta = dict(meta)
         self.codec = codec
         self._v2 = type(codec) is MsgpackCodec and codec.write_version == 2
+        self._stamped = self._v2 and codec.stamped  # type: ignore[attr-defined]
         #: seq of the event at index 0 (of the next write when the queue is empty)
         self.first = 1
         self.keys: list[str] = []
@@ -156,15 +158,19 @@ class Pending:
 
     def _payloads(self, entry: int, stamps: list[int], items: list[Any]) -> list[Any]:
         kind = self.entries[entry][3]
-        if kind != DELTA:
+        if kind == DELTA:
+            return self.entries[entry][2]._payloads(items)
+        if self._stamped:
             return items  # the stamped form: the payloads are the items
-        return self.entries[entry][2]._payloads(items)  # type: ignore[attr-defined, no-any-return]
+        if kind == LWW_SET:  # the full form [ts, actor, value] (tuples pack as arrays)
+            return list(zip(stamps, repeat(self.actor), items))
+        return [[(self.actor, total)] for total in items]  # GCounter's [[actor, total]]
 
     def _wire(self, entry: int) -> tuple[str, int, str, int]:
         """The ``fields`` entry of a queue entry: (field, version, type tag, delta version)."""
         fname, version, cls, kind = self.entries[entry]
         stamped = cls.STAMPED_VERSION
-        if kind == DELTA or stamped is None:
+        if kind == DELTA or stamped is None or not self._stamped:
             return fname, version, cls.TYPE_TAG, cls.VERSION
         return fname, version, cls.TYPE_TAG, stamped
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from typing import Any, NamedTuple
 
-from .._tables import LWWTable, new_table
+from .._tables import CounterTable, LWWTable, new_table
 from ..clock import Context
 from ..schema import SCHEMA_FIELD
 from ..snapshots import state_digest
@@ -90,7 +90,7 @@ class Store:
 
     def value(self, fname: str, key: str) -> Any:
         tbl = self.tables.get(fname)
-        if type(tbl) is LWWTable:
+        if type(tbl) is LWWTable or type(tbl) is CounterTable:
             v = tbl.value_of(key, _ABSENT)
             if v is not _ABSENT:
                 return v

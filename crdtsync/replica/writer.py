@@ -66,8 +66,6 @@ class Writer:
         self._flushed_to = 1  # every own seq below this was appended (or dropped)
         self._written_top = 0  # the highest own seq taken off the queue (appended or dropped)
         self._flushing: asyncio.Future[int | None] | None = None  # the append in flight
-        #: update() calls under way (they wait for a flush; see :meth:`flush`)
-        self.updating = 0
         self._plans: dict[str, Plan] = {}
         self._plans_at = -1
         #: replaced whenever cached plans go stale: handles compare it by identity
@@ -211,11 +209,15 @@ class Writer:
         return self.queue.event(index)
 
     # -- the log -------------------------------------------------------------------
-    async def flush(self) -> int | None:
-        """Append every queued event to the log (see :meth:`Replica.flush`)."""
+    async def flush(self, linger: bool = False) -> int | None:
+        """Append every queued event to the log (see :meth:`Replica.flush`).
+
+        ``linger``: before taking the queue, let the tasks ready to run go first once, so
+        that concurrent writers waiting on a flush (``update()`` calls) queue their events
+        and share this append: group commit within one loop iteration."""
         target = self.next_seq
         position = self._store.position
-        lingered = False
+        lingered = not linger
         while self._flushed_to < target:
             inflight = self._flushing
             if inflight is not None:
@@ -224,10 +226,7 @@ class Writer:
             q = self.queue
             if not q.keys:
                 break  # dropped (a simulated crash) rather than appended
-            if not lingered and self.updating > 1:
-                # group commit: other update() calls under way queue their events before
-                # this append takes the queue, so they share one record (a lone writer
-                # appends at once)
+            if not lingered:
                 lingered = True
                 await asyncio.sleep(0)
                 continue

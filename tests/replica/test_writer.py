@@ -132,8 +132,9 @@ async def test_concurrent_updates_share_a_record_while_an_append_is_in_flight() 
     log.faults.before_append = slow
     start = len(log)
     events = await asyncio.gather(*(r.update("c", f"k{i}", "increment") for i in range(8)))
-    # the first goes alone; the seven that queued behind it share the next record
-    assert len(log) - start == 2
+    # the eight share records: at most the first goes alone, the seven that queued
+    # behind its append share the next one
+    assert 1 <= len(log) - start <= 2
     assert [e.seq for e in events] == sorted(e.seq for e in events)
     assert [e.dot for e in await _user_events(log)] == [e.dot for e in events]
     await r.close()
