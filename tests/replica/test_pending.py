@@ -138,3 +138,20 @@ def test_a_batch_of_the_queue_equals_the_codec_encoding_of_its_events() -> None:
     ours = codec.decode(q.encode(q.peek())[0])
     theirs = codec.decode(codec.encode(Batch.of(want, META)))
     assert ours.events == theirs.events and dict(ours.meta) == dict(theirs.meta)
+
+
+@pytest.mark.parametrize("n", [7, MAX_BATCH + 3])
+def test_without_the_stamped_form_records_carry_only_delta_versions_old_readers_know(n: int) -> None:
+    """``MsgpackCodec(write_version=2, stamped=False)`` (a fleet with readers of the
+    previous release): handle writes of a field share its ``write()`` entry."""
+    import msgpack
+
+    q = Pending(ACTOR, META, MsgpackCodec(write_version=2, stamped=False))
+    want = _fill(q, n)
+    records = q.encode(q.peek())
+    assert _decoded(MsgpackCodec(), records) == want
+    for rec in records:
+        fields = msgpack.unpackb(rec, raw=False)[4]
+        assert {(f[2], f[3]) for f in fields} <= {("lww", LWWRegister.VERSION), ("gcounter", GCounter.VERSION),
+                                                  ("orset", ORSet.VERSION)}
+        assert len(fields) == len({tuple(f) for f in fields})  # each entry once
