@@ -336,3 +336,28 @@ async def test_handles_of_a_replica_removed_from_the_fleet_refuse_every_call() -
     assert r.pending == n
     await r.close()
     await other.close()
+
+
+@sync
+async def test_update_after_the_policy_was_raised_follows_the_new_policy() -> None:
+    """``update()`` at LOCAL goes through cached handles: once the field's policy asks
+    for more, the next update does what a replica that never cached a handle does (here:
+    a sequenced operation in the log, not a LOCAL event)."""
+    from crdtsync.policy import Strong
+
+    outcomes = []
+    for cached in (True, False):
+        schema = Schema(SCHEMA)
+        log = MemoryLog()
+        r = await _open(log, schema=schema)
+        if cached:
+            await r.update("s", "k", "set", 1)  # makes and caches the handle
+            await r.update("c", "k", "increment")
+        schema.add(Feature("s", LWWRegister, version=2, policy=Strong(timeout=2)))
+        schema.add(Feature("c", GCounter, version=2, policy=Strong(timeout=2)))
+        evs = [await r.update("s", "k", "set", 2), await r.update("c", "k", "increment", 1)]
+        logged = [type(e.delta).__name__ for e in await _events(log) if e.field in ("s", "c")]
+        outcomes.append(([type(e.delta).__name__ for e in evs], logged[-2:], r.value("s", "k")))
+        await r.close()
+    assert outcomes[0] == outcomes[1]
+    assert "LWWRegister" not in outcomes[1][0]
