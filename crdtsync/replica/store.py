@@ -77,7 +77,12 @@ class Store:
         """Replace everything with a snapshot's state."""
         self.tables = {}
         for fname, rows in state.items():
-            tbl = self.tables[fname] = new_table(next(iter(rows.values())).TYPE_TAG if rows else None)
+            if rows:
+                tag: str | None = next(iter(rows.values())).TYPE_TAG
+            else:  # an empty table: the type its definition gives (the packed tables stay packed)
+                d = self.definitions.find(fname)
+                tag = d.type_tag if d is not None else None
+            tbl = self.tables[fname] = new_table(tag)
             tbl.update(rows)
         self._context = ctx
         self.position = position
