@@ -13,14 +13,39 @@ and, in the modules that follow, the fold that rebuilds state at a context
 and decision divergence.
 """
 
+from .archive import ModelArchive
+from .asof import PointInTime, Timeline, as_of, point_in_time
 from .cache import CacheStats, PredictionCache
 from .digests import input_digest, output_digest
+from .divergence import Divergence, DivergenceStats, mirror
+from .explain import Explainer, Explanation
+from .fold import EventRef, Fold
+from .history import Checkpoint, CheckpointStore, EventHistory, Retention
+from .lineage import Lineage, open_explainer
 from .lineage_log import LineageLog, LineageReader, LineageStats, open_lineage_log
 from .models import CallableModel, Model, ModelIdentity, OnnxModel, Outputs
 from .predictor import Prediction, Predictor
 from .record import LineageRecord, PredictorSpec
 
 __all__ = [
+    "Checkpoint",
+    "CheckpointStore",
+    "Divergence",
+    "DivergenceStats",
+    "EventHistory",
+    "EventRef",
+    "Explainer",
+    "Explanation",
+    "Fold",
+    "Lineage",
+    "ModelArchive",
+    "PointInTime",
+    "Retention",
+    "Timeline",
+    "as_of",
+    "mirror",
+    "open_explainer",
+    "point_in_time",
     "CacheStats",
     "CallableModel",
     "LineageLog",

@@ -1,0 +1,112 @@
+"""Lineage for one replica, wired up: lineage log, checkpoints, retention, model archive.
+
+:meth:`Lineage.open` gives a replica everything explain needs, in a directory
+(``<data_dir>/lineage`` by default)::
+
+    lineage/log/           the lineage log (a LocalLog; pass lineage_log= for Kafka)
+    lineage/checkpoints/   checkpoints kept for the horizon (see history.Retention)
+    lineage/models/        ONNX models by sha256 (see archive.ModelArchive)
+
+:meth:`Lineage.predictor` builds a :class:`~crdtsync.inference.Predictor` that logs to it
+(and archives its model), :meth:`Lineage.explainer` an
+:class:`~crdtsync.inference.explain.Explainer` over the replica's own event log, and
+:func:`open_explainer` the same from a data directory alone (the CLI's ``explain``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from crdtsync.log._protocol import Log
+from crdtsync.schema import Schema
+
+from .archive import ModelArchive
+from .cache import PredictionCache
+from .explain import Explainer
+from .fold import Fold
+from .history import Checkpoint, CheckpointStore, EventHistory, Retention
+from .lineage_log import LineageLog, LineageReader
+from .models import Model
+from .predictor import Predictor
+
+if TYPE_CHECKING:
+    from crdtsync.replica import Replica
+
+__all__ = ["Lineage", "open_explainer"]
+
+
+class Lineage:
+    """Lineage of one replica (see the module doc)."""
+
+    def __init__(self, replica: Replica, directory: Path, log_: LineageLog, horizon: float) -> None:
+        self.replica = replica
+        self.dir = directory
+        self.log = log_
+        self.checkpoints = CheckpointStore(directory / "checkpoints")
+        self.archive = ModelArchive(directory / "models")
+        self.retention = Retention(replica, self.checkpoints, horizon)
+
+    @classmethod
+    async def open(cls, replica: Replica, directory: str | Path | None = None, *, horizon: float = 7 * 86400,
+                   lineage_log: Log | None = None, **log_options: Any) -> Lineage:
+        """Lineage for ``replica`` in ``directory`` (default ``<data_dir>/lineage``), keeping
+        every decision of the last ``horizon`` seconds explainable."""
+        if directory is None:
+            if replica.data_dir is None:
+                raise ValueError("an in-memory replica needs directory= for its lineage")
+            directory = replica.data_dir / "lineage"
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        if lineage_log is None:
+            from crdtsync.log.local import LocalLog
+
+            ll = LineageLog(await LocalLog.open(d / "log"), owns_log=True, **log_options)
+        else:
+            ll = LineageLog(lineage_log, **log_options)
+        return cls(replica, d, ll, horizon)
+
+    def predictor(self, model: Model, *, flags: Sequence[str] = (), cache: PredictionCache | None = None,
+                  tracing: bool | None = None) -> Predictor:
+        """A predictor on this replica whose records go to this lineage log."""
+        self.archive.save(model)
+        return Predictor(self.replica, model, flags=flags, lineage=self.log, cache=cache, tracing=tracing)
+
+    async def explainer(self, models: Iterable[Model] = ()) -> Explainer:
+        """An explainer over this lineage log and the replica's event log (flushed first)."""
+        await self.log.flush()
+        fold = Fold(EventHistory(self.replica.log, self.replica.codec), self.checkpoints, self.replica.schema)
+        ex = Explainer(LineageReader(self.log.log), fold, models=models, archive=self.archive)
+        await ex.refresh()
+        return ex
+
+    async def checkpoint(self) -> Checkpoint:
+        return await self.retention.checkpoint()
+
+    async def compact(self, log_: Log | None = None) -> int | None:
+        """Compact the replica's log, keeping what the horizon needs (see Retention)."""
+        await self.log.flush()
+        return await self.retention.compact(log_)
+
+    async def close(self) -> None:
+        self.retention.detach()
+        await self.log.close()
+
+
+async def open_explainer(data_dir: str | Path, *, models: Iterable[Model] = (), schema: Schema | None = None,
+                         lineage_dir: str | Path | None = None) -> tuple[Explainer, list[Log]]:
+    """An explainer from a replica's data directory alone (the replica may be running in
+    another process). Returns it and the logs it opened (close them when done)."""
+    from crdtsync.log.local import LocalLog
+
+    data = Path(data_dir)
+    ldir = Path(lineage_dir) if lineage_dir is not None else data / "lineage"
+    if not (ldir / "log").is_dir():
+        raise FileNotFoundError(f"{ldir / 'log'} holds no lineage log; give the replica's data directory")
+    llog = await LocalLog.open(ldir / "log")
+    elog = await LocalLog.open(data / "log")
+    fold = Fold(EventHistory(elog), CheckpointStore(ldir / "checkpoints"), schema)
+    ex = Explainer(LineageReader(llog), fold, models=models, archive=ModelArchive(ldir / "models"))
+    await ex.refresh()
+    return ex, [llog, elog]
