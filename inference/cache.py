@@ -45,7 +45,7 @@ class PredictionCache:
     def __init__(self, max_entries: int = 100_000) -> None:
         self.max_entries = max_entries
         self.stats = CacheStats()
-        self._entries: OrderedDict[tuple[str, str], tuple[bytes, Outputs, bytes]] = OrderedDict()
+        self._entries: OrderedDict[tuple[str, str], tuple[bytes, Outputs, bytes, Any]] = OrderedDict()
         self._by_key: dict[str, set[str]] = {}
         self._unsubscribe: list[Any] = []
         self._model = ""
@@ -75,7 +75,8 @@ class PredictionCache:
         self._entries.clear()
         self._by_key.clear()
 
-    def get(self, key: str, digest: bytes) -> tuple[Outputs, bytes] | None:
+    def get(self, key: str, digest: bytes) -> tuple[Outputs, bytes, tuple[int, int, int] | None] | None:
+        """(outputs, output digest, the batch they were computed in) for these inputs."""
         e = self._entries.get((self._model, key))
         if e is None or e[0] != digest:
             if e is not None:
@@ -83,11 +84,12 @@ class PredictionCache:
             self.stats.misses += 1
             return None
         self.stats.hits += 1
-        return e[1], e[2]
+        return e[1], e[2], e[3]
 
-    def put(self, key: str, digest: bytes, outputs: Outputs, out_digest: bytes) -> None:
+    def put(self, key: str, digest: bytes, outputs: Outputs, out_digest: bytes,
+            batch: tuple[int, int, int] | None = None) -> None:
         entries = self._entries
-        entries[(self._model, key)] = (digest, outputs, out_digest)
+        entries[(self._model, key)] = (digest, outputs, out_digest, batch)
         self._by_key.setdefault(key, set()).add(self._model)
         while len(entries) > self.max_entries:
             (m, k), _ = entries.popitem(last=False)

@@ -156,8 +156,10 @@ class Explainer:
             raise ModelUnavailable(note)
         outputs = dout = None
         if model is not None:
-            outputs = model.run_batch([[values[f] for f in rec.features]])[0]
+            rows, at, batch_note = self._rows(rec, [values[f] for f in rec.features])
+            outputs = model.run_batch(rows)[at]
             dout = output_digest(outputs)
+            note = note or batch_note
         ex = Explanation(rec, values, din, outputs, dout, fold.events(fields, rec.key, rec.context),
                          str(base.path) if base is not None else None, note)
         if strict and not ex.ok:
@@ -166,3 +168,21 @@ class Explainer:
                                   f"record (digest {ex.input_digest.hex() if what == 'inputs' else ex.output_digest!r} "
                                   f"vs recorded); the event log or the model was altered")
         return ex
+
+    def _rows(self, rec: LineageRecord, row: list[Any]) -> tuple[list[list[Any]], int, str]:
+        """The rows of the model call that computed ``rec``'s outputs, rebuilt, and the
+        index of ``rec``'s row (a batch may round differently from a single row)."""
+        if rec.batch is None:
+            return [row], 0, ""
+        bid, at, n = rec.batch
+        members = self.reader.batch(bid)
+        if len(members) != n or sorted(members) != list(range(n)):
+            return [row], 0, f"only {len(members)} of the {n} records of its batch are in the lineage log; re-run alone"
+        rows = []
+        for i in range(n):
+            other = self.reader.get(members[i])
+            base = self.fold.base_for(other.context)
+            self.fold.check(other.context, base)
+            rows.append([self.fold.state(f, other.key, other.context, base).value() for f in other.features])
+        rows[at] = row
+        return rows, at, ""

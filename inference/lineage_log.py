@@ -144,7 +144,8 @@ class LineageLog:
             strong = [rec.strong_positions.get(f) for f in spec.strong]
             stale = None if rec.staleness_ms is None else int(rec.staleness_ms)
             blob = pack_small([VERSION, "P", spec.spec_id, base.base_id, rec.time, rec.key, delta, strong,
-                               rec.input_digest, rec.output_digest, stale])
+                               rec.input_digest, rec.output_digest, stale,
+                               list(rec.batch) if rec.batch is not None else None])
             self.stats.record_bytes += len(blob)
             out.append(blob)
         return out
@@ -217,6 +218,7 @@ class LineageReader:
         self._bases: dict[tuple[str, int], list[Any]] = {}
         self._rows: dict[str, tuple[PredictorSpec, list[Any], list[Any]]] = {}
         self._order: list[str] = []
+        self._batches: dict[int, dict[int, str]] = {}
         self._after: int | None = None
         #: positions of records that could not be decoded
         self.corrupt: list[int] = []
@@ -247,7 +249,7 @@ class LineageReader:
         elif kind == "B" and len(row) == 5:
             _, _, bid, actor, rows = row
             self._bases[(str(actor), int(bid))] = Context.from_payload(rows, what="lineage base").to_payload()
-        elif kind == "P" and len(row) == 11:
+        elif kind == "P" and len(row) == 12:
             spec = self.specs.get(row[2])
             if spec is None:
                 corrupt("lineage record", f"names spec {row[2]} that the log does not hold")
@@ -260,6 +262,11 @@ class LineageReader:
             if pid not in self._rows:
                 self._order.append(pid)
             self._rows[pid] = (spec, base, row)
+            b = row[11]
+            if b is not None:
+                if not (isinstance(b, list) and len(b) == 3 and all(isinstance(x, int) for x in b)):
+                    corrupt("lineage record", "bad batch")
+                self._batches.setdefault(b[0], {})[b[1]] = pid
         else:
             corrupt("lineage record", f"unknown kind {kind!r}")
 
@@ -277,11 +284,16 @@ class LineageReader:
             raise LineageNotFound(f"no lineage record for prediction {pid!r} in this lineage log "
                                   f"({len(self._rows)} predictions)")
         spec, base, row = hit
-        _, _, _, _, hlc, key, delta, strong, din, dout, stale = row
+        _, _, _, _, hlc, key, delta, strong, din, dout, stale, batch = row
         if not (isinstance(key, str) and isinstance(din, bytes) and isinstance(dout, bytes)
                 and isinstance(strong, list) and len(strong) == len(spec.strong)):
             corrupt("lineage record", f"malformed prediction {pid}")
         ctx = apply_delta(base, delta)
         return LineageRecord(pid, hlc, spec.actor, spec.model, spec.features, spec.flags, key, ctx,
                              dict(zip(spec.strong, strong)), din, dout, dict(zip(spec.fields, spec.read_levels)),
-                             None if stale is None else float(stale), spec)
+                             None if stale is None else float(stale), spec,
+                             tuple(batch) if batch is not None else None)
+
+    def batch(self, batch_id: int) -> dict[int, str]:
+        """Row -> prediction id of the records of one model call on several rows."""
+        return dict(self._batches.get(batch_id, {}))

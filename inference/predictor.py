@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import secrets
 import weakref
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -47,7 +47,8 @@ class Prediction:
 
     key: str
     outputs: Outputs
-    values: dict[str, Any]
+    #: field -> value as read (features, then flags); do not modify
+    values: Mapping[str, Any]
     record: LineageRecord
     cached: bool = False
 
@@ -146,21 +147,25 @@ class Predictor:
         cache = self.cache
         outs: list[Outputs | None]
         dout: list[bytes | None]
+        batches: list[tuple[int, int, int] | None]
         if cache is not None:
             hits = [cache.get(k, d) for k, d in zip(keys, digests)]
             outs = [h[0] if h is not None else None for h in hits]
             dout = [h[1] if h is not None else None for h in hits]
+            batches = [h[2] if h is not None else None for h in hits]
         else:
             hits = [None] * len(keys)
-            outs, dout = [None] * len(keys), [None] * len(keys)
+            outs, dout, batches = [None] * len(keys), [None] * len(keys), [None] * len(keys)
         todo = [i for i, o in enumerate(outs) if o is None]
         if todo:
             ran = self.model.run_batch([rows[i][:nf] for i in todo])
-            for i, o in zip(todo, ran):
+            bid = secrets.randbits(32) if len(todo) > 1 else None
+            for j, (i, o) in enumerate(zip(todo, ran)):
                 outs[i] = o
                 d = dout[i] = output_digest(o)
+                b = batches[i] = (bid, j, len(todo)) if bid is not None else None
                 if cache is not None:
-                    cache.put(keys[i], digests[i], o, d)
+                    cache.put(keys[i], digests[i], o, d, b)
         stale = replica.staleness_ms() if replica.control is not None else None
         stamps = self._stamps
         spec, model_id, actor = self.spec, self.model.identity, replica.actor
@@ -173,8 +178,8 @@ class Predictor:
             stamps.last = t
             rec = LineageRecord(prediction_id(actor, t), t, actor, model_id, self.features, self.flags, v.key,
                                 v.context, {f: v.position for f in strong} if strong else {}, digests[i],
-                                dout[i], self._levels, stale, spec)  # type: ignore[arg-type]
-            p = Prediction(v.key, outs[i], dict(zip(fields, rows[i])), rec, hits[i] is not None)  # type: ignore[arg-type]
+                                dout[i], self._levels, stale, spec, batches[i])  # type: ignore[arg-type]
+            p = Prediction(v.key, outs[i], v.values, rec, hits[i] is not None)  # type: ignore[arg-type]
             result.append(p)
             if self.lineage is not None:
                 self.lineage.submit(rec)

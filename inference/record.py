@@ -22,7 +22,10 @@ around a hundred bytes. Layouts (msgpack lists, version 1)::
     spec:       [1, "S", spec_id, actor, model identity, fields, read levels, strong fields]
     base:       [1, "B", base_id, actor, context rows]
     prediction: [1, "P", spec_id, base_id, hlc, key, delta rows, strong positions,
-                 input digest, output digest, staleness ms or None]
+                 input digest, output digest, staleness ms or None, batch]
+
+``batch`` is ``None`` or ``[batch id, row, rows]`` for outputs computed by one model call
+on several rows (explain re-runs that call: a batch may round differently from one row).
 
 A delta row is ``[replica, n, cloud seqs]`` where ``replica`` is the index of a replica in
 the base's sorted rows or, for a replica the base lacks, its name; ``n = 0`` with no cloud
@@ -110,6 +113,9 @@ class LineageRecord:
     staleness_ms: float | None
     #: the spec this record belongs to (its id on the wire)
     spec: PredictorSpec | None = None
+    #: ``(batch id, row, rows)`` when the outputs came from a model call on several rows
+    #: (a batch can round differently from a single row: explain re-runs the same batch)
+    batch: tuple[int, int, int] | None = None
 
     @property
     def fields(self) -> tuple[str, ...]:
@@ -132,6 +138,7 @@ class LineageRecord:
             "output_digest": self.output_digest.hex(),
             "read_levels": dict(self.read_levels),
             "staleness_ms": self.staleness_ms,
+            "batch": list(self.batch) if self.batch is not None else None,
         }
 
 
