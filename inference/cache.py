@@ -1,6 +1,6 @@
 """The prediction cache: skip the model when nothing a prediction depends on changed.
 
-Entries are keyed by (model identity, entity key) and hold the outputs with the digest of
+Entries are keyed by (model identity: name, version, sha256, settings; entity key) and hold the outputs with the digest of
 the inputs they were computed from. A change subscription on the predictor's fields
 drops an entity's entries as soon as any of its inputs changes (a local write or an
 applied remote event), and a lookup also compares the input digest, so an entry can only
@@ -14,7 +14,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .models import Outputs
+from .models import ModelIdentity, Outputs
 
 if TYPE_CHECKING:
     from crdtsync.replica.subscriptions import Change
@@ -45,14 +45,12 @@ class PredictionCache:
     def __init__(self, max_entries: int = 100_000) -> None:
         self.max_entries = max_entries
         self.stats = CacheStats()
-        self._entries: OrderedDict[tuple[str, str], tuple[bytes, Outputs, bytes, Any]] = OrderedDict()
-        self._by_key: dict[str, set[str]] = {}
+        self._entries: OrderedDict[tuple[ModelIdentity, str], tuple[bytes, Outputs, bytes, Any]] = OrderedDict()
+        self._by_key: dict[str, set[ModelIdentity]] = {}
         self._unsubscribe: list[Any] = []
-        self._model = ""
 
     def attach(self, predictor: Predictor) -> None:
         """Watch ``predictor``'s fields on its replica (done by the predictor)."""
-        self._model = predictor.model.identity.sha256 + repr(predictor.model.identity.settings)
         self._unsubscribe.append(predictor.replica.subscribe(self._changed, predictor.fields))
 
     def detach(self) -> None:
@@ -75,9 +73,9 @@ class PredictionCache:
         self._entries.clear()
         self._by_key.clear()
 
-    def get(self, key: str, digest: bytes) -> tuple[Outputs, bytes, tuple[int, int, int] | None] | None:
+    def get(self, model: ModelIdentity, key: str, digest: bytes) -> tuple[Outputs, bytes, tuple[int, int, int] | None] | None:
         """(outputs, output digest, the batch they were computed in) for these inputs."""
-        e = self._entries.get((self._model, key))
+        e = self._entries.get((model, key))
         if e is None or e[0] != digest:
             if e is not None:
                 self.stats.digest_misses += 1
@@ -86,11 +84,11 @@ class PredictionCache:
         self.stats.hits += 1
         return e[1], e[2], e[3]
 
-    def put(self, key: str, digest: bytes, outputs: Outputs, out_digest: bytes,
+    def put(self, model: ModelIdentity, key: str, digest: bytes, outputs: Outputs, out_digest: bytes,
             batch: tuple[int, int, int] | None = None) -> None:
         entries = self._entries
-        entries[(self._model, key)] = (digest, outputs, out_digest, batch)
-        self._by_key.setdefault(key, set()).add(self._model)
+        entries[(model, key)] = (digest, outputs, out_digest, batch)
+        self._by_key.setdefault(key, set()).add(model)
         while len(entries) > self.max_entries:
             (m, k), _ = entries.popitem(last=False)
             models = self._by_key.get(k)

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from crdtsync.clock import Context
-from crdtsync.errors import BeyondHorizon, LineageMismatch
+from crdtsync.errors import BeyondHorizon, LineageMismatch, NotReplayable
+from crdtsync.policy import SEQUENCED
 from crdtsync.schema import SCHEMA_FIELD, Definition, Schema
 from crdtsync.types._base import CRDT
 
@@ -57,6 +58,7 @@ class Fold:
         self.checkpoints = checkpoints
         self.schema = schema
         self._defs: dict[str, Definition] = {}
+        self._joinable: set[str] = set()
 
     async def refresh(self) -> None:
         """Read what the log gained since the last refresh."""
@@ -117,6 +119,11 @@ class Fold:
     # -- folding ------------------------------------------------------------------------
     def state(self, field: str, key: str, ctx: Context, base: Checkpoint | None = None) -> CRDT[Any]:
         """The state of ``field`` of ``key`` at ``ctx`` (call :meth:`check` first)."""
+        if field not in self._joinable:
+            if self.definition(field).policy.resolve().write == SEQUENCED:
+                raise NotReplayable(f"field {field!r} is SEQUENCED: its operations are evaluated in log order, "
+                                    "not joined, and this version does not replay them")
+            self._joinable.add(field)
         st: CRDT[Any] | None = None
         bctx = None
         if base is not None:

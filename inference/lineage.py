@@ -68,7 +68,7 @@ class Lineage:
         return cls(replica, d, ll, horizon)
 
     def predictor(self, model: Model, *, flags: Sequence[str] = (), cache: PredictionCache | None = None,
-                  tracing: bool | None = None) -> Predictor:
+                  tracing: Any = None) -> Predictor:
         """A predictor on this replica whose records go to this lineage log."""
         self.archive.save(model)
         return Predictor(self.replica, model, flags=flags, lineage=self.log, cache=cache, tracing=tracing)

@@ -269,6 +269,11 @@ class OnnxModel:
     def feeds(self, rows: Sequence[Sequence[Any]]) -> dict[str, Any]:
         """The onnxruntime input dict for ``rows`` (values checked and converted)."""
         np = self._np
+        for row in rows:
+            if None in row:  # numpy would turn a missing value into NaN silently
+                name = self._features[list(row).index(None)]
+                raise ModelInputError(f"model {self._identity.ref}: needs numbers; feature {name!r} is None "
+                                      "(never written for this entity: write it, or use a CallableModel with a default)")
         feeds = {}
         for p in self._plans:
             try:

@@ -50,10 +50,13 @@ class PredictionTracer:
             span.end()
 
 
-def prediction_tracer(enabled: bool | None = None) -> PredictionTracer | None:
-    """A tracer when ``enabled`` (``None``: when an SDK tracer provider is configured)."""
+def prediction_tracer(enabled: Any = None) -> PredictionTracer | None:
+    """A tracer when ``enabled`` (``None``: when an SDK tracer provider is configured; a
+    ``TracerProvider``: that provider's tracer)."""
     if enabled is False:
         return None
+    if enabled is not None and enabled is not True and hasattr(enabled, "get_tracer"):
+        return PredictionTracer(enabled.get_tracer("crdtsync.inference"))
     try:
         from opentelemetry import trace
     except ImportError:

@@ -81,12 +81,13 @@ class Predictor:
         lineage: where records go (``None``: records are returned but not logged).
         cache: a :class:`~crdtsync.inference.PredictionCache` (skips the model when no
             input of the entity changed since the last prediction).
-        tracing: OpenTelemetry spans (``None``: when a tracer provider is configured).
+        tracing: OpenTelemetry spans (``None``: when a tracer provider is configured;
+            ``True``/``False``; or a ``TracerProvider`` to use).
     """
 
     def __init__(self, replica: Replica, model: Model, *, flags: Sequence[str] = (),
                  lineage: LineageLog | None = None, cache: PredictionCache | None = None,
-                 tracing: bool | None = None) -> None:
+                 tracing: Any = None) -> None:
         self.replica = replica
         self.model = model
         self.lineage = lineage
@@ -149,7 +150,8 @@ class Predictor:
         dout: list[bytes | None]
         batches: list[tuple[int, int, int] | None]
         if cache is not None:
-            hits = [cache.get(k, d) for k, d in zip(keys, digests)]
+            ident = self.model.identity
+            hits = [cache.get(ident, k, d) for k, d in zip(keys, digests)]
             outs = [h[0] if h is not None else None for h in hits]
             dout = [h[1] if h is not None else None for h in hits]
             batches = [h[2] if h is not None else None for h in hits]
@@ -165,7 +167,7 @@ class Predictor:
                 d = dout[i] = output_digest(o)
                 b = batches[i] = (bid, j, len(todo)) if bid is not None else None
                 if cache is not None:
-                    cache.put(keys[i], digests[i], o, d, b)
+                    cache.put(self.model.identity, keys[i], digests[i], o, d, b)
         stale = replica.staleness_ms() if replica.control is not None else None
         stamps = self._stamps
         spec, model_id, actor = self.spec, self.model.identity, replica.actor
