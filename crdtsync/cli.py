@@ -307,9 +307,12 @@ def _cli() -> Any:
     @click.option("--json", "as_json", is_flag=True, help="Print the explanation as JSON.")
     def explain(prediction_id: str, data: str, models: tuple[str, ...], factories: tuple[str, ...],
                 as_json: bool) -> None:
-        from .errors import CrdtSyncError
-        from .inference.render import explain_command
+        import importlib
 
+        from .errors import CrdtSyncError
+
+        # crdtsync.inference lives in inference/ (package-dir): imported by name
+        explain_command = importlib.import_module("crdtsync.inference.render").explain_command
         try:
             code = run_loop(explain_command(data, prediction_id, models, as_json, console, factories))
         except (CrdtSyncError, FileNotFoundError) as exc:

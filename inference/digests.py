@@ -50,7 +50,7 @@ def output_digest(outputs: Mapping[str, Any]) -> bytes:
     """The digest of one row's model outputs (the digest of :func:`plain_outputs`' packing;
     numpy outputs, the common case, are hashed without building it)."""
     names = sorted(outputs)
-    parts = []
+    parts: list[Any] = []
     for k in names:
         v = outputs[k]
         dtype = getattr(v, "dtype", None)

@@ -66,12 +66,13 @@ class Fold:
 
     # -- definitions ----------------------------------------------------------------
     def definition(self, field: str) -> Definition:
-        d = self._defs.get(field)
-        if d is not None:
-            return d
+        known = self._defs.get(field)
+        if known is not None:
+            return known
+        d: Definition | None = None
         if self.schema is not None and field in self.schema:
             d = self.schema.get(field)
-        else:
+        if d is None:
             regs = self.history.of(SCHEMA_FIELD, field)
             if not regs:
                 raise KeyError(f"no definition of field {field!r}: pass schema= or keep the log's _schema events")

@@ -130,16 +130,20 @@ class LineageLog:
                 raise ValueError("a lineage record needs its predictor spec")
             ctx, actor = rec.context, rec.replica
             last = self._last
+            delta: list[Any] | None
             if last is not None and last[0] is ctx and last[1] == actor:
                 base, delta = bases[actor], last[2]
+                assert delta is not None
             else:
-                base = bases.get(actor)
-                delta = context_delta(base.rows, base.index, ctx) if base is not None else None
-                if delta is None or len(delta) > max_rows:
+                found = bases.get(actor)
+                delta = context_delta(found.rows, found.index, ctx) if found is not None else None
+                if found is None or delta is None or len(delta) > max_rows:
                     base = bases[actor] = _Base(secrets.randbits(32), ctx)
                     out.append(pack_small([VERSION, "B", base.base_id, actor, base.rows]))
                     self.stats.bases += 1
                     delta = []
+                else:
+                    base = found
                 self._last = (ctx, actor, delta)
             strong = [rec.strong_positions.get(f) for f in spec.strong]
             stale = None if rec.staleness_ms is None else int(rec.staleness_ms)
@@ -250,9 +254,10 @@ class LineageReader:
             _, _, bid, actor, rows = row
             self._bases[(str(actor), int(bid))] = Context.from_payload(rows, what="lineage base").to_payload()
         elif kind == "P" and len(row) == 12:
-            spec = self.specs.get(row[2])
-            if spec is None:
+            named = self.specs.get(row[2])
+            if named is None:
                 corrupt("lineage record", f"names spec {row[2]} that the log does not hold")
+            spec = named
             base = self._bases.get((spec.actor, row[3]))
             if base is None:
                 corrupt("lineage record", f"names base context {row[3]} that the log does not hold")

@@ -20,6 +20,7 @@ from typing import Any
 from crdtsync.clock import hlc_wall_ms
 
 from .explain import Explanation
+from .fold import EventRef
 from .lineage import open_explainer
 from .models import Model, OnnxModel
 
@@ -63,7 +64,7 @@ def render(ex: Explanation, console: Any) -> None:
         lines.append(f"folded from checkpoint {escape(Path(ex.base).name)} plus the log")
     console.print(Panel("\n".join(lines), title="crdtsync explain"))
 
-    last: dict[str, Any] = {}
+    last: dict[str, EventRef] = {}
     count: dict[str, int] = {}
     for e in ex.events:
         last[e.field] = e
@@ -72,8 +73,9 @@ def render(ex: Explanation, console: Any) -> None:
     for c in ("field", "kind", "value", "events", "latest event (replica, dot, time)"):
         t.add_column(c)
     for f in rec.fields:
-        e = last.get(f)
-        where = f"{e.replica}  {e.origin}:{e.seq}  {_when(e.hlc)}" if e else "(none: default value)"
+        latest = last.get(f)
+        where = (f"{latest.replica}  {latest.origin}:{latest.seq}  {_when(latest.hlc)}" if latest is not None
+                 else "(none: default value)")
         t.add_row(escape(f), "flag" if f in rec.flags else "feature", escape(_short(ex.values[f])),
                   str(count.get(f, 0)), escape(where))
     console.print(t)
