@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import struct
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +24,11 @@ from crdtsync.inference._scenario import dataset, lr_model, schema
 from crdtsync.inference.lineage import open_explainer
 
 from crdtsync import Replica
-from crdtsync._crc32c import crc32c
-from crdtsync._encoding import packb
 from crdtsync.errors import BeyondHorizon
-from crdtsync.events import codec_for
 from crdtsync.forwarder import Forwarder
 from crdtsync.log.local import LocalLog
+
+from ._tamper import alter_event
 
 ENTITIES = 40
 PREDICTIONS = 1000
@@ -197,18 +195,6 @@ def test_explain_reproduces_every_prediction_after_snapshots_and_compaction(tmp_
     run(main())
 
 
-def _frames(seg: Path) -> list[tuple[int, bytes]]:
-    """(file offset of the payload, payload) of every frame of a LocalLog segment."""
-    data = seg.read_bytes()
-    out, off = [], 32
-    while off + 8 <= len(data):
-        (word,) = struct.unpack_from("<I", data, off)
-        n = word & 0x7FFFFFFF
-        out.append((off + 8, data[off + 8: off + 8 + n]))
-        off += 8 + n
-    return out
-
-
 def test_an_altered_event_log_is_detected(tmp_path: Path) -> None:
     w = World(tmp_path)
     preds, _ = run(scenario(w))
@@ -216,30 +202,10 @@ def test_an_altered_event_log_is_detected(tmp_path: Path) -> None:
     edge = [p for p in preds if p.record.replica.startswith("edge~")]
     target = edge[-1]
     field = w.names[0]
-    codec = codec_for("msgpack")
-    # find the event the decision's value of ``field`` came from (the LWW winner) and
-    # change its value in place, re-computing the frame's CRC so the log accepts it
-    done = False
-    for seg in sorted((tmp_path / "edge" / "log").glob("*.seg")):
-        for off, payload in _frames(seg):
-            batch = codec.decode(payload)
-            for ev in batch.events:
-                if (ev.field == field and ev.key == target.key and ev.dot in target.record.context
-                        and ev.delta.value() == target.values[field]):
-                    old, new = packb(ev.delta.value()), packb(ev.delta.value() + 1.5)
-                    assert len(old) == len(new) and payload.count(old) == 1
-                    altered = payload.replace(old, new)
-                    data = bytearray(seg.read_bytes())
-                    data[off: off + len(altered)] = altered
-                    word = bytes(data[off - 8: off - 4])
-                    data[off - 4: off] = struct.pack("<I", crc32c(word + altered))
-                    seg.write_bytes(bytes(data))
-                    done = True
-                    break
-            if done:
-                break
-        if done:
-            break
+    # change the value of the event the decision's value of ``field`` came from (the LWW
+    # winner) in place, re-computing the frame's CRC so the log accepts it
+    done = alter_event(tmp_path / "edge" / "log", field, target.key, target.record.context,
+                       target.values[field], target.values[field] + 1.5)
     assert done, "the winning event was not found in the edge's log"
 
     async def check() -> None:

@@ -1,0 +1,50 @@
+"""``crdtsync explain ID`` in a subprocess, on the bank scenario's data directories."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from crdtsync.inference.bank import run_bank_scenario
+
+from ._tamper import alter_event
+
+FACTORY = "crdtsync.inference.bank:credit_limit_model"
+
+
+def _explain(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", "from crdtsync.cli import main; main()", "explain", *args],
+                          capture_output=True, text=True, timeout=120, env={"COLUMNS": "160", "PATH": ""})
+
+
+def test_explain_command_rich_json_and_exit_status(tmp_path: Path) -> None:
+    lines: list[str] = []
+    rounds = asyncio.run(run_bank_scenario(tmp_path, lines.append))
+    offline = rounds[0]
+    assert offline.answers == {"cloud": 15_000, "branch": 10_000}
+    assert rounds[1].answers == {"cloud": 15_000, "branch": 15_000} and rounds[1].agree
+    branch = offline.predictions["branch"]
+    res = _explain(branch.prediction_id, "--data", str(tmp_path / "branch"), "--json", "--model-factory", FACTORY)
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["ok"] and doc["outputs_match"] and doc["output_values"] == {"credit_limit": 10_000}
+    assert doc["values"] == {"income_monthly": 4200.0, "risk_score": 0.35, "credit_line_open": True}
+    assert {e["field"] for e in doc["events"]} == {"income_monthly", "risk_score"}
+    assert all(e["replica"] == "cloud" for e in doc["events"])
+
+    res = _explain(branch.prediction_id, "--data", str(tmp_path / "branch"))
+    assert res.returncode == 0, res.stderr
+    assert "reproduced" in res.stdout and "not re-run" in res.stdout and "risk_score" in res.stdout
+
+    res = _explain("branch~nope:1", "--data", str(tmp_path / "branch"))
+    assert res.returncode != 0 and "LineageNotFound" in res.stderr
+
+    assert alter_event(tmp_path / "branch" / "log", "risk_score", "cust-1", branch.record.context, 0.35, 0.05)
+    res = _explain(branch.prediction_id, "--data", str(tmp_path / "branch"), "--json", "--model-factory", FACTORY)
+    assert res.returncode == 1
+    doc = json.loads(res.stdout)
+    assert not doc["inputs_match"] and doc["values"]["risk_score"] == 0.05
+    assert doc["output_values"] == {"credit_limit": 10_000}  # the altered input alone does not flip it
