@@ -163,6 +163,10 @@ async def _record_size(n_replicas: int, n: int) -> tuple[float, float, int]:
                    LWWRegister().set(float(k), actor=origin, ts=now + seqs[origin]))
         await log.append([codec.encode(Batch.of([ev], {"region": "default", "role": "default"}))])
 
+    for e in range(50):
+        for f, v in zip(names, X[e]):
+            r.write(f, f"e{e}", "set", float(v))
+    await r.flush()
     for i, o in enumerate(origins):
         await write(o, i)
     await r.catch_up()
