@@ -21,7 +21,7 @@ from .divergence import Divergence, DivergenceStats, mirror
 from .explain import Explainer, Explanation
 from .fold import EventRef, Fold
 from .history import Checkpoint, CheckpointStore, EventHistory, Retention
-from .lineage import Lineage, open_explainer
+from .lineage import Lineage, explain, open_explainer
 from .lineage_log import LineageLog, LineageReader, LineageStats, open_lineage_log
 from .models import CallableModel, Model, ModelIdentity, OnnxModel, Outputs
 from .predictor import Prediction, Predictor
@@ -43,6 +43,7 @@ __all__ = [
     "Retention",
     "Timeline",
     "as_of",
+    "explain",
     "mirror",
     "open_explainer",
     "point_in_time",

@@ -41,7 +41,8 @@ from .predictor import Prediction, Predictor
 if TYPE_CHECKING:
     from crdtsync.replica import Replica
 
-__all__ = ["bank_fields", "credit_limit_model", "CreditDecisions", "DecisionRound", "run_bank_scenario"]
+__all__ = ["bank_fields", "credit_limit_model", "write_customer", "CreditDecisions", "DecisionRound",
+           "run_bank_scenario"]
 
 FEATURES = ("income_monthly", "risk_score")
 FLAG = "credit_line_open"
@@ -65,6 +66,12 @@ def _limit(d: dict[str, Any]) -> Outputs:
 def credit_limit_model() -> CallableModel:
     """15,000 when ``risk_score < 0.2`` and ``income_monthly >= 5,000``; else 10,000."""
     return CallableModel(_limit, features=FEATURES, name="credit-limit", version="3")
+
+
+def write_customer(replica: Replica, key: str, income_monthly: float, risk_score: float) -> None:
+    """Write a customer's two features at ``replica`` (flush or replicate afterwards)."""
+    replica.write("income_monthly", key, "set", float(income_monthly))
+    replica.write("risk_score", key, "set", float(risk_score))
 
 
 @dataclass
@@ -170,13 +177,11 @@ async def run_bank_scenario(data_dir: str | Path, say: Callable[[str], None] = p
     decisions = await CreditDecisions.open({"cloud": cloud, "branch": branch})
     rounds = []
     try:
-        cloud.write("income_monthly", "cust-1", "set", 4_200.0)
-        cloud.write("risk_score", "cust-1", "set", 0.35)
+        write_customer(cloud, "cust-1", 4_200, 0.35)
         await replicate()
         fwd.connected = False  # the branch loses its uplink
         say("the branch is offline; the risk team re-scores cust-1 at the cloud")
-        cloud.write("income_monthly", "cust-1", "set", 5_600.0)  # new salary verified
-        cloud.write("risk_score", "cust-1", "set", 0.12)
+        write_customer(cloud, "cust-1", 5_600, 0.12)  # new salary verified, re-scored
         await replicate()
         rnd = await decisions.decide("cust-1")
         rounds.append(rnd)

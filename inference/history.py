@@ -2,7 +2,8 @@
 
 :class:`EventHistory` reads an event log (the replica's own log: it holds every event the
 replica applied) once and keeps, per (field, entity key), the events with their dots,
-times and deltas, plus the context of every dot it saw. :meth:`EventHistory.refresh`
+times and deltas, plus the context of every dot it saw (``fields=`` keeps the events of
+those fields only, which bounds its memory; the context still covers every event). :meth:`EventHistory.refresh`
 reads only what was appended since. Records that do not decode are counted and skipped
 (as the replica's apply loop quarantines them), so their dots are missing, which the fold
 notices.
@@ -23,15 +24,17 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from crdtsync._storage import typed_storage_errors
 from crdtsync.clock import Context, Dot, hlc_wall_ms
 from crdtsync.errors import CorruptRecord, UnsupportedVersion
 from crdtsync.events import Codec, codec_for
 from crdtsync.log._protocol import Log, read_range
+from crdtsync.schema import SCHEMA_FIELD
 from crdtsync.snapshots import Snapshot, decode_snapshot, encode_snapshot
 from crdtsync.types._base import CRDT
 
@@ -61,9 +64,11 @@ class HistoryEvent:
 class EventHistory:
     """An index of an event log: events per (field, key) and every dot seen."""
 
-    def __init__(self, log_: Log, codec: Codec | None = None) -> None:
+    def __init__(self, log_: Log, codec: Codec | None = None, fields: Iterable[str] | None = None) -> None:
         self.log = log_
         self.codec = codec or codec_for("msgpack")
+        #: the fields whose events are kept (``None``: all); dots of every event are seen
+        self.fields: frozenset[str] | None = (frozenset(fields) | {SCHEMA_FIELD}) if fields is not None else None
         self.events: dict[tuple[str, str], list[HistoryEvent]] = {}
         self.seen = Context()
         #: position of the first record read (None: the log was empty)
@@ -87,7 +92,10 @@ class EventHistory:
                 self.undecodable.append(entry.position)
                 log.warning("event log: skipping the record at %d: %s", entry.position, exc)
                 continue
+            keep = self.fields
             for ev in batch.events:
+                if keep is not None and ev.field not in keep:
+                    continue
                 k = (ev.field, ev.key)
                 he = HistoryEvent(ev.origin, ev.seq, ev.hlc, ev.delta, entry.position)
                 lst = events.get(k)
@@ -131,13 +139,21 @@ class CheckpointStore:
         self.skipped: list[str] = []
 
     def save(self, snap: Snapshot) -> Path:
+        """Write a checkpoint atomically (tmp, fsync, rename); a refusing disk raises the
+        typed StorageFull/StorageUnavailable and leaves the earlier checkpoints."""
         final = self.dir / f"checkpoint-{snap.hlc:020d}.snap"
         tmp = final.with_suffix(".tmp")
-        with open(tmp, "wb") as f:
-            f.write(encode_snapshot(snap))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
+        with typed_storage_errors(self.dir, "Writing a lineage checkpoint",
+                                  "No checkpoint was written; the earlier ones are kept."):
+            try:
+                with open(tmp, "wb") as f:
+                    f.write(encode_snapshot(snap))
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, final)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
         return final
 
     def all(self) -> list[Checkpoint]:

@@ -24,7 +24,7 @@ from crdtsync.schema import Schema
 
 from .archive import ModelArchive
 from .cache import PredictionCache
-from .explain import Explainer
+from .explain import Explainer, Explanation
 from .fold import Fold
 from .history import Checkpoint, CheckpointStore, EventHistory, Retention
 from .lineage_log import LineageLog, LineageReader
@@ -34,7 +34,7 @@ from .predictor import Predictor
 if TYPE_CHECKING:
     from crdtsync.replica import Replica
 
-__all__ = ["Lineage", "open_explainer"]
+__all__ = ["Lineage", "explain", "open_explainer"]
 
 
 class Lineage:
@@ -74,7 +74,8 @@ class Lineage:
         return Predictor(self.replica, model, flags=flags, lineage=self.log, cache=cache, tracing=tracing)
 
     async def explainer(self, models: Iterable[Model] = ()) -> Explainer:
-        """An explainer over this lineage log and the replica's event log (flushed first)."""
+        """An explainer over this lineage log and the replica's event log (both flushed first)."""
+        await self.replica.flush()
         await self.log.flush()
         fold = Fold(EventHistory(self.replica.log, self.replica.codec), self.checkpoints, self.replica.schema)
         ex = Explainer(LineageReader(self.log.log), fold, models=models, archive=self.archive)
@@ -110,3 +111,18 @@ async def open_explainer(data_dir: str | Path, *, models: Iterable[Model] = (), 
     ex = Explainer(LineageReader(llog), fold, models=models, archive=ModelArchive(ldir / "models"))
     await ex.refresh()
     return ex, [llog, elog]
+
+
+async def explain(prediction_id: str, source: Lineage | str | Path, *, models: Iterable[Model] = (),
+                  strict: bool = False) -> Explanation:
+    """Explain one prediction, from a replica's :class:`Lineage` or its data directory
+    (see :class:`~crdtsync.inference.explain.Explainer`)."""
+    if isinstance(source, Lineage):
+        ex = await source.explainer(models)
+        return await ex.explain(prediction_id, strict=strict, refresh=False)
+    ex, logs = await open_explainer(source, models=models)
+    try:
+        return await ex.explain(prediction_id, strict=strict, refresh=False)
+    finally:
+        for lg in logs:
+            await lg.close()

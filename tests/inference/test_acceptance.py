@@ -137,6 +137,10 @@ def test_explain_reproduces_every_prediction_after_snapshots_and_compaction(tmp_
         # the offline period made decisions differ between replicas for the same entity
         contexts = {p.record.context for p in preds}
         assert len(contexts) > 100
+        edge, cloud_actor = w.replicas["edge"].actor, w.replicas["cloud"].actor
+        offline = preds[300:600]
+        assert any(a.record.context.concurrent(b.record.context) for a in offline if a.record.replica == edge
+                   for b in offline if b.record.replica == cloud_actor)
         # the replicas converged afterwards
         assert len({r.digest() for r in w.replicas.values()}) == 1
 
