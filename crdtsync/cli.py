@@ -288,7 +288,19 @@ def _cli() -> Any:
         before = size()
 
         async def run(r: Any) -> None:
-            pos = await r.compact()
+            if (Path(directory) / "lineage").is_dir():
+                # keep what explain needs within the lineage horizon (crdtsync.inference)
+                import importlib
+
+                lineage_cls = importlib.import_module("crdtsync.inference.lineage").Lineage
+                lin = await lineage_cls.open(r)
+                try:
+                    pos = await lin.compact()
+                finally:
+                    await lin.close()
+                console.print(f"kept the log back to what the {lin.retention.horizon:g} s lineage horizon needs")
+            else:
+                pos = await r.compact()
             console.print(f"snapshot at position {pos}")
 
         run_loop(_open(directory)(run))

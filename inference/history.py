@@ -17,7 +17,9 @@ checksummed: :mod:`crdtsync.snapshots`) in a directory.
 the replica's compaction (``replica.compact()``, or :meth:`Retention.compact` for a log
 the replica does not own) keeps the log back to the newest checkpoint older than the
 ``horizon``, so any state at a context of the last ``horizon`` seconds can be rebuilt.
-Older checkpoints, useless once the log before the kept one is gone, are deleted.
+Older checkpoints, useless once the log before the kept one is gone, are deleted, and a
+new checkpoint is written after each compaction: compacting regularly (say daily, with a
+horizon of a week) keeps the log back to a checkpoint at least ``horizon`` old.
 """
 
 from __future__ import annotations
@@ -241,4 +243,6 @@ class Retention:
                 await log_.truncate_before(keep)
             pos = r.position
         self.prune()
+        # the base a later compaction keeps once this one is older than the horizon
+        await self.checkpoint()
         return pos

@@ -6,6 +6,7 @@
     lineage/log/           the lineage log (a LocalLog; pass lineage_log= for Kafka)
     lineage/checkpoints/   checkpoints kept for the horizon (see history.Retention)
     lineage/models/        ONNX models by sha256 (see archive.ModelArchive)
+    lineage/retention.json the horizon (seconds), read by ``crdtsync compact`` too
 
 :meth:`Lineage.predictor` builds a :class:`~crdtsync.inference.Predictor` that logs to it
 (and archives its model), :meth:`Lineage.explainer` an
@@ -15,6 +16,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,6 +38,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Lineage", "explain", "open_explainer"]
 
+#: seconds of decisions kept explainable when nothing else is configured (a week)
+DEFAULT_HORIZON = 7 * 86400.0
+
 
 class Lineage:
     """Lineage of one replica (see the module doc)."""
@@ -49,16 +54,23 @@ class Lineage:
         self.retention = Retention(replica, self.checkpoints, horizon)
 
     @classmethod
-    async def open(cls, replica: Replica, directory: str | Path | None = None, *, horizon: float = 7 * 86400,
+    async def open(cls, replica: Replica, directory: str | Path | None = None, *, horizon: float | None = None,
                    lineage_log: Log | None = None, **log_options: Any) -> Lineage:
         """Lineage for ``replica`` in ``directory`` (default ``<data_dir>/lineage``), keeping
-        every decision of the last ``horizon`` seconds explainable."""
+        every decision of the last ``horizon`` seconds explainable. The horizon is kept in
+        ``retention.json`` (``None``: the one saved there, else a week), so ``crdtsync
+        compact`` honours it too."""
         if directory is None:
             if replica.data_dir is None:
                 raise ValueError("an in-memory replica needs directory= for its lineage")
             directory = replica.data_dir / "lineage"
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
+        saved = d / "retention.json"
+        if horizon is None:
+            horizon = float(json.loads(saved.read_text())["horizon_s"]) if saved.exists() else DEFAULT_HORIZON
+        else:
+            saved.write_text(json.dumps({"horizon_s": horizon}))
         if lineage_log is None:
             from crdtsync.log.local import LocalLog
 

@@ -39,6 +39,15 @@ def test_explain_command_rich_json_and_exit_status(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr
     assert "reproduced" in res.stdout and "not re-run" in res.stdout and "risk_score" in res.stdout
 
+    # crdtsync compact honours the lineage horizon (a day here, from retention.json)
+    comp = subprocess.run([sys.executable, "-c", "from crdtsync.cli import main; main()", "compact",
+                           str(tmp_path / "branch")], capture_output=True, text=True, timeout=120)
+    assert comp.returncode == 0, comp.stderr
+    assert "lineage horizon" in comp.stdout and "86400" in comp.stdout
+    assert list((tmp_path / "branch" / "lineage" / "checkpoints").glob("checkpoint-*.snap"))
+    res = _explain(branch.prediction_id, "--data", str(tmp_path / "branch"), "--json", "--model-factory", FACTORY)
+    assert res.returncode == 0 and json.loads(res.stdout)["ok"]
+
     res = _explain("branch~nope:1", "--data", str(tmp_path / "branch"))
     assert res.returncode != 0 and "LineageNotFound" in res.stderr
 
