@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from crdtsync.errors import ModelInputError
 from crdtsync.policy import LINEARIZABLE, LOCAL, SEQUENCED
 
 from .digests import input_digest, output_digest
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
 
     from .cache import PredictionCache
 
-__all__ = ["Prediction", "Predictor"]
+__all__ = ["Prediction", "Predictor", "PredictorStats"]
 
 
 @dataclass(slots=True)
@@ -55,6 +56,15 @@ class Prediction:
     @property
     def prediction_id(self) -> str:
         return self.record.prediction_id
+
+
+@dataclass
+class PredictorStats:
+    predictions: int = 0
+    #: model calls (a batch is one)
+    model_calls: int = 0
+    #: calls refused because the values did not fit the model (ModelInputError)
+    input_errors: int = 0
 
 
 class _Stamps:
@@ -117,6 +127,7 @@ class Predictor:
         if stamps is None:
             stamps = _STAMPS[replica] = _Stamps()
         self._stamps = stamps
+        self.stats = PredictorStats()
         self.cache = cache
         if cache is not None:
             cache.attach(self)
@@ -160,7 +171,12 @@ class Predictor:
             outs, dout, batches = [None] * len(keys), [None] * len(keys), [None] * len(keys)
         todo = [i for i, o in enumerate(outs) if o is None]
         if todo:
-            ran = self.model.run_batch([rows[i][:nf] for i in todo])
+            try:
+                ran = self.model.run_batch([rows[i][:nf] for i in todo])
+            except ModelInputError:
+                self.stats.input_errors += 1
+                raise
+            self.stats.model_calls += 1
             bid = secrets.randbits(32) if len(todo) > 1 else None
             for j, (i, o) in enumerate(zip(todo, ran)):
                 outs[i] = o
@@ -173,6 +189,7 @@ class Predictor:
         spec, model_id, actor = self.spec, self.model.identity, replica.actor
         strong = self._strong
         result = []
+        self.stats.predictions += len(views)
         for i, v in enumerate(views):
             t = replica.hlc.peek()
             if t <= stamps.last:

@@ -338,3 +338,55 @@ def test_lr_model_from_skl2onnx_batches_and_single_rows_are_each_reproducible(tm
     assert m.identity == again.identity
     for a, b in zip(m.run_batch(rows), again.run_batch(rows)):
         assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_bad_inputs_are_refused_and_counted() -> None:
+    async def main() -> None:
+        a = await replica(MemoryLog(), "a")
+        a.write("income", "c", "set", 10.0)  # debt never written: None
+        model = OnnxModel(_onnx_two_inputs(), name="sum", inputs={"a": ["income", "debt"], "b": ["income"]})
+        ll = LineageLog(MemoryLog())
+        p = Predictor(a, model, lineage=ll)
+        with pytest.raises(ModelInputError, match="'debt' is None"):
+            await p.predict("c")
+        assert p.stats.input_errors == 1 and p.stats.predictions == 0 and ll.pending == 0
+        a.write("debt", "c", "set", 1.0)
+        assert float((await p.predict("c")).outputs["y"]) == 21.0
+        assert p.stats.predictions == 1 and p.stats.model_calls == 1
+        await a.close()
+
+    run(main())
+
+
+def test_a_damaged_lineage_record_is_skipped_and_counted_and_missing_events_are_typed() -> None:
+    async def main() -> None:
+        log = MemoryLog()
+        a = await replica(log, "a")
+        ll = LineageLog(MemoryLog(), batch_size=1)
+        p = Predictor(a, limit_model(), lineage=ll)
+        preds = []
+        for i in range(3):
+            a.write("income", "c", "set", 10.0 + i)
+            a.write("debt", "c", "set", 1.0)
+            await a.flush()
+            preds.append(await p.predict("c"))
+            await ll.flush()
+        records = [e.payload async for e in ll.log.read(0)]
+        damaged = MemoryLog()
+        await damaged.append([r if i != 2 else b"\xc1garbage" for i, r in enumerate(records)])
+        rd = LineageReader(damaged)
+        await rd.refresh()
+        assert len(rd.corrupt) == 1 and len(rd) == 2
+        # an event log that lost a record: the fold says so (typed), never answers from it
+        events = [e.payload async for e in log.read(0)]
+        lossy = MemoryLog()
+        await lossy.append([r for i, r in enumerate(events) if i != len(events) - 2])
+        ex = Explainer(LineageReader(ll.log), Fold(EventHistory(lossy), schema=SCHEMA), models=[limit_model()])
+        from crdtsync.errors import LineageMismatch
+
+        with pytest.raises(LineageMismatch, match="lacks events"):
+            await ex.explain(preds[-1].prediction_id)
+        assert (await ex.explain(preds[0].prediction_id, refresh=False)).ok
+        await a.close()
+
+    run(main())
