@@ -36,7 +36,7 @@ from crdtsync.inference import Lineage, Predictor, open_explainer
 from crdtsync.inference._scenario import dataset, lr_model, mlp_model, schema
 from crdtsync.inference.models import OnnxModel
 
-from benchmarks._harness import fmt_rate, progress, table
+from benchmarks._harness import fmt_rate, git_rev, progress, table
 from crdtsync import MemoryLog, Replica
 from crdtsync.clock import make_hlc
 from crdtsync.events import Batch, Event, codec_for
@@ -210,6 +210,10 @@ def run(quick: bool) -> str:
     finally:
         shutil.rmtree(root, ignore_errors=True)
     out = [
+        f"Run: `python -m benchmarks --only inference{' --quick' if quick else ''}` (commit `{git_rev()}`, "
+        f"{time.strftime('%Y-%m-%d %H:%M')}). Throughputs on this shared VM move with other users' load; "
+        "the p50 ratios taken in the same run are the numbers to read.",
+        "",
         f"30 features and one flag per entity, {ENTITIES} entities, replica on a LocalLog; lineage to a LocalLog "
         f"lineage log (fsync group); {n} calls per run, median of {reps} interleaved runs. Latencies in µs."
         ,
