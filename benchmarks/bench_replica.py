@@ -150,7 +150,7 @@ async def _build_log(path: Path, n: int, gap: bool = False) -> None:
         if i % BATCH == BATCH - 1:
             await a.flush()
             if gap and i == BATCH - 1:
-                a.writer.next_seq += 1
+                a._writer.next_seq += 1
     await a.flush()
     await log.sync()
     a._mark_closed()

@@ -13,35 +13,79 @@ Packed record (in memory only; snapshots and the wire use the type's own encodin
     ts: i64 LE | actor index: u16 LE | kind: u8 | body
 
 ``kind`` 0: body is the msgpack of a scalar value; 1: body is the canonical msgpack of a
-list or dict (the register's stored form). Actor ids are interned in a per-table list;
-a table with more than 65,535 distinct writers falls back to storing register objects.
+list or dict (the register's stored form); 2: body is a signed 64-bit integer (i64 LE);
+3: body is a float (f64 LE). Kinds 2 and 3 are one ``struct`` call to build and read, the
+hot case of numeric features. Actor ids are interned in a per-table list; a table with
+more than 65,535 distinct writers falls back to storing register objects.
+
+The table also keeps ``max_ts``, an upper bound of every stamp it holds. A batch of
+writes from one writer whose stamps all exceed it and increase along the batch wins
+against every row, so it is stored in bulk without a comparison per key
+(:meth:`LWWTable._join_lww`); a replica's own writes, stamped by a clock that has
+observed every stamp applied here, take the same shortcut one at a time
+(:meth:`LWWTable.own_setter`).
 """
 
 from __future__ import annotations
 
+import operator
 import struct
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
+from itertools import islice, repeat
 from typing import Any
 
 import msgpack
 
 from ._encoding import pack_small
 from .types._base import CRDT
-from .types.registers import LWWRegister, _Packed
+from .types.registers import LWWRegister, _Packed, load_value
 
 __all__ = ["LWWTable", "new_table"]
 
 _HDR = struct.Struct("<qHB")
 _HSIZE = _HDR.size
+_INT_ROW = struct.Struct("<qHBq")
+_FLOAT_ROW = struct.Struct("<qHBd")
+_I64 = struct.Struct("<q")
+_F64 = struct.Struct("<d")
+_I64_MIN, _I64_LIMIT = -(2**63), 2**63
 _MAX_ACTORS = 0xFFFF
+_KIND_MSGPACK, _KIND_PACKED, _KIND_INT, _KIND_FLOAT = 0, 1, 2, 3
+
+
+def _row(ts: int, ai: int, v: Any) -> bytes:
+    """The packed row of a register ``(ts, actor index, stored value)``."""
+    t = type(v)
+    if t is int and _I64_MIN <= v < _I64_LIMIT:
+        return _INT_ROW.pack(ts, ai, _KIND_INT, v)
+    if t is float:
+        return _FLOAT_ROW.pack(ts, ai, _KIND_FLOAT, v)
+    if t is _Packed:
+        return _HDR.pack(ts, ai, _KIND_PACKED) + v
+    return _HDR.pack(ts, ai, _KIND_MSGPACK) + pack_small(v)
+
+
+def _row_value(row: bytes, kind: int) -> Any:
+    if kind == _KIND_INT:
+        return _I64.unpack_from(row, _HSIZE)[0]
+    if kind == _KIND_FLOAT:
+        return _F64.unpack_from(row, _HSIZE)[0]
+    if kind == _KIND_PACKED:
+        return _Packed(row[_HSIZE:])
+    return msgpack.unpackb(row[_HSIZE:], raw=False)
 
 
 class LWWTable(MutableMapping[str, CRDT[Any]]):
     """A dict-like table of LWW registers stored packed (see module docstring)."""
 
-    __slots__ = ("_rows", "_actors", "_actor_ix", "_objects")
+    __slots__ = ("_rows", "_actors", "_actor_ix", "_objects", "max_ts", "_own", "_own_ai")
 
     def __init__(self) -> None:
+        #: own writes not packed yet: key -> (ts, scalar value), see :meth:`own_overlay`
+        self._own: dict[str, tuple[int, Any]] = {}
+        self._own_ai = 0
+        #: an upper bound of every stamp in the table (see the module docstring)
+        self.max_ts = -1
         self._rows: dict[str, bytes] = {}
         self._actors: list[str] = []
         self._actor_ix: dict[str, int] = {}
@@ -58,22 +102,75 @@ class LWWTable(MutableMapping[str, CRDT[Any]]):
         return i
 
     def __getitem__(self, key: str) -> CRDT[Any]:
+        if self._own:
+            self.fold()
         row = self._rows.get(key)
         if row is None:
             if self._objects is not None and key in self._objects:
                 return self._objects[key]
             raise KeyError(key)
         ts, ai, kind = _HDR.unpack_from(row)
-        body = row[_HSIZE:]
-        value: Any = _Packed(body) if kind else msgpack.unpackb(body, raw=False)
-        return LWWRegister._raw(ts, self._actors[ai], value)
+        return LWWRegister._raw(ts, self._actors[ai], _row_value(row, kind))
+
+    def value_of(self, key: str) -> Any:
+        """``self[key].value()`` without building the register (the read path)."""
+        if self._own:
+            self.fold()
+        row = self._rows.get(key)
+        if row is None:
+            return self[key].value()
+        kind = row[_HSIZE - 1]
+        if kind == _KIND_INT:
+            return _I64.unpack_from(row, _HSIZE)[0]
+        if kind == _KIND_FLOAT:
+            return _F64.unpack_from(row, _HSIZE)[0]
+        if kind == _KIND_PACKED:
+            return load_value(_Packed(row[_HSIZE:]))
+        return msgpack.unpackb(row[_HSIZE:], raw=False)
+
+    def own_overlay(self, actor: str) -> dict[str, tuple[int, Any]] | None:
+        """The dict a writer puts its own ``set`` of a scalar into, as ``(ts, value)``,
+        provided ``ts > self.max_ts`` (then it wins against every row; the writer raises
+        ``max_ts`` to it). Rows are packed in bulk (:meth:`fold`) before the table is
+        read or joined into, so the table behaves as if each write was stored at once.
+        None if ``actor`` cannot be interned or the table holds register objects."""
+        if self._objects is not None:
+            return None
+        ai = self._ix(actor)
+        if ai is None:
+            return None
+        if ai != self._own_ai:
+            self.fold()
+            self._own_ai = ai
+        return self._own
+
+    def fold(self) -> None:
+        """Pack the own writes of :meth:`own_overlay` into rows."""
+        own = self._own
+        if not own:
+            return
+        ai = self._own_ai
+        stamps, values = zip(*own.values())
+        if set(map(type, values)) == {int} and min(values) >= _I64_MIN and max(values) < _I64_LIMIT:
+            new = map(_INT_ROW.pack, stamps, repeat(ai), repeat(_KIND_INT), values)
+        else:
+            new = map(_row, stamps, repeat(ai), values)
+        self._rows.update(zip(own, new))
+        if self._objects is not None:  # (register objects appeared since: rows win)
+            for key in own:
+                self._objects.pop(key, None)
+        own.clear()
 
     def get(self, key: str, default: Any = None) -> Any:  # hot path: no exception
+        if self._own:
+            self.fold()
         if key in self._rows or (self._objects is not None and key in self._objects):
             return self[key]
         return default
 
     def __setitem__(self, key: str, state: CRDT[Any]) -> None:
+        if self._own:
+            self.fold()
         if type(state) is not LWWRegister or state._ts < 0:
             self._store_object(key, state)
             return
@@ -81,12 +178,10 @@ class LWWTable(MutableMapping[str, CRDT[Any]]):
         if ai is None:
             self._store_object(key, state)
             return
-        v = state._value
-        if type(v) is _Packed:
-            row = _HDR.pack(state._ts, ai, 1) + bytes(v)
-        else:
-            row = _HDR.pack(state._ts, ai, 0) + pack_small(v)
-        self._rows[key] = row
+        ts = state._ts
+        if ts > self.max_ts:
+            self.max_ts = ts
+        self._rows[key] = _row(ts, ai, state._value)
         if self._objects is not None:
             self._objects.pop(key, None)
 
@@ -97,6 +192,8 @@ class LWWTable(MutableMapping[str, CRDT[Any]]):
     def join_in(self, key: str, state: CRDT[Any]) -> None:
         """``self[key] = state if key not in self else self[key].join(state)``, comparing the
         packed stamp in place instead of rebuilding the current register."""
+        if self._own:
+            self.fold()
         if type(state) is LWWRegister and state._ts >= 0:
             row = self._rows.get(key)
             if row is None and (self._objects is None or key not in self._objects):
@@ -124,15 +221,35 @@ class LWWTable(MutableMapping[str, CRDT[Any]]):
         Same result as ``self[k] = self[k].join(d)`` per delta (an unchanged row is left
         as it is), without building a register per delta or per current row.
         """
+        if self._own:
+            self.fold()
         ts, actors, values = cols
         rows = self._rows
+        n = len(keys)
+        if self._objects is None and n > start:
+            # one writer, stamps rising along the record and above every row here: every
+            # delta wins, the last one per key (the highest stamp) is what stays
+            first_actor = actors[start]
+            acts = actors[start:] if start else actors
+            if (ts[start] > self.max_ts and acts.count(first_actor) == n - start
+                    and all(map(operator.lt, islice(ts, start, None), islice(ts, start + 1, None)))):
+                ai = self._ix(first_actor)
+                if ai is not None:
+                    vals = values[start:] if start else values
+                    if set(map(type, vals)) == {int} and min(vals) >= _I64_MIN and max(vals) < _I64_LIMIT:
+                        new = map(_INT_ROW.pack, islice(ts, start, None), repeat(ai), repeat(_KIND_INT), vals)
+                    else:
+                        new = map(_row, islice(ts, start, None), repeat(ai), vals)
+                    rows.update(zip(islice(keys, start, None), new))
+                    self.max_ts = ts[-1]
+                    return n - start, []
         names = self._actors
         actor_ix = self._actor_ix
         unpack = _HDR.unpack_from
-        pack = _HDR.pack
         raw = LWWRegister._raw
         refused: list[int] = []
-        for i in range(start, len(keys)):
+        top = self.max_ts
+        for i in range(start, n):
             key = keys[i]
             t = ts[i]
             a = actors[i]
@@ -161,20 +278,27 @@ class LWWTable(MutableMapping[str, CRDT[Any]]):
                 if ai is None:
                     self._store_object(key, raw(t, a, values[i]))
                     continue
-            v = values[i]
-            if type(v) is _Packed:
-                rows[key] = pack(t, ai, 1) + v
-            else:
-                rows[key] = pack(t, ai, 0) + pack_small(v)
-        return len(keys) - start - len(refused), refused
+            if t > top:
+                top = t
+            rows[key] = _row(t, ai, values[i])
+        if top > self.max_ts:
+            self.max_ts = top
+        return n - start - len(refused), refused
 
     def _store_object(self, key: str, state: CRDT[Any]) -> None:
+        if self._own:
+            self.fold()
+        ts = getattr(state, "_ts", -1)
+        if type(ts) is int and ts > self.max_ts:
+            self.max_ts = ts
         if self._objects is None:
             self._objects = {}
         self._objects[key] = state
         self._rows.pop(key, None)
 
     def __delitem__(self, key: str) -> None:
+        if self._own:
+            self.fold()
         if key in self._rows:
             del self._rows[key]
         elif self._objects is not None and key in self._objects:
@@ -183,14 +307,20 @@ class LWWTable(MutableMapping[str, CRDT[Any]]):
             raise KeyError(key)
 
     def __iter__(self) -> Iterator[str]:
+        if self._own:
+            self.fold()
         yield from self._rows
         if self._objects is not None:
             yield from self._objects
 
     def __len__(self) -> int:
+        if self._own:
+            self.fold()
         return len(self._rows) + (len(self._objects) if self._objects is not None else 0)
 
     def __contains__(self, key: object) -> bool:
+        if self._own:
+            self.fold()
         return key in self._rows or (self._objects is not None and key in self._objects)
 
 

@@ -51,6 +51,7 @@ from .stats import ReplicaStats
 from .store import Store, View
 from .subscriptions import Change, ChangeStream, Subscriptions
 from .waiting import Waiter
+from .handles import WriteHandle, make_handle
 from .writer import Writer
 
 __all__ = ["Replica"]
@@ -67,7 +68,7 @@ class Replica:
     skew: ClockSkewMonitor
     admission: Admission
     held: HeldEvents
-    writer: Writer
+    _writer: Writer
     fleet: Fleet
     waiter: Waiter
     heartbeats: Heartbeats
@@ -195,13 +196,13 @@ class Replica:
         if self._closed:
             return
         try:
-            if self.writer.busy:
-                await self.writer.flush()
+            if self._writer.busy:
+                await self._writer.flush()
             if self.persistence.snapshots is not None and self.store.changed:
                 await self.persistence.snapshot()
         except StorageError as exc:
             # Closing anyway (files and tasks are released): say what that cost.
-            lost = self.writer.pending
+            lost = self._writer.pending
             cost = f"{lost} queued events were not written and are lost" if lost else "no final snapshot was written"
             raise type(exc)(exc.errno, f"closing replica {self.actor}: {cost}. {exc}", exc.filename) from exc
         finally:
@@ -217,7 +218,7 @@ class Replica:
                     self._dirlock.release()
 
     def _mark_closed(self) -> None:
-        self._closed = self.writer.closed = self.follower.closed = True
+        self._closed = self._writer.closed = self.follower.closed = True
         self.heartbeats.closed = self.sequencer_client.closed = True
 
     @property
@@ -240,13 +241,19 @@ class Replica:
         """Apply mutator ``op`` (``"increment"``, ``"set"``, ...) of the field's type now and
         queue its event for the log (:meth:`flush`); ``actor`` and ``ts`` are filled in.
         ``LOCAL`` only: fields whose policy asks for more are written with :meth:`update`."""
-        return self.writer.write(field_name, key, op, args, kwargs)
+        return self._writer.write(field_name, key, op, args, kwargs)
+
+    def writer(self, field_name: str, op: str) -> WriteHandle:
+        """A handle for hot loops: ``w = replica.writer("score", "set"); w(key, 0.7)`` is
+        ``replica.write("score", key, "set", 0.7)`` specialised once, returning the seq
+        instead of the event (see :mod:`crdtsync.replica.handles`)."""
+        return make_handle(self._writer, field_name, op)
 
     async def flush(self) -> int | None:
         """Append every queued event to the log (group commit: concurrent callers share
         appends); returns the position of the append that carried the last of them. If an
         append fails its events go back to the queue; call ``flush`` again to retry."""
-        return await self.writer.flush()
+        return await self._writer.flush()
 
     async def update(self, field_name: str, key: str, op: str, *args: Any, **kwargs: Any) -> Event:
         """Write and wait for what the field's write level promises; returns the event.
@@ -370,7 +377,7 @@ class Replica:
     async def remove_replica(self, name: str) -> str:
         """Remove replica ``name`` (its current incarnation) from the fleet; the decision
         replicates (see :mod:`crdtsync.replica.fleet`). Returns the removed actor id."""
-        return await self.fleet.remove(name, self.writer)
+        return await self.fleet.remove(name, self._writer)
 
     def stable_context(self) -> Context:
         """The causally stable context: what every live, known replica has applied
@@ -415,7 +422,7 @@ class Replica:
     @property
     def pending(self) -> int:
         """Local events not yet appended to the log."""
-        return self.writer.pending
+        return self._writer.pending
 
     def digest(self) -> bytes:
         """A digest of the whole user-visible state (equal digests, equal states)."""
@@ -452,7 +459,7 @@ class Replica:
 
     async def sync(self, timeout: float | None = None) -> None:
         """Flush local writes and wait until everything in the log now has been applied."""
-        await self.follower.sync(self.writer.flush, timeout)
+        await self.follower.sync(self._writer.flush, timeout)
 
     # -- snapshots -------------------------------------------------------------
     async def snapshot(self) -> None:

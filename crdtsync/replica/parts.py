@@ -61,9 +61,9 @@ def assemble(r: Replica, snapshots: SnapshotStore | None, snapshot_every: int,
     hlc.fence = r.skew.check
     r.admission = Admission(identity, r.definitions, stats, r.scope, r.data_dir)
     r.held = HeldEvents(stats, hlc.max_drift_ms, actor)
-    r.writer = Writer(actor, r.store, r.definitions, r.admission, r.subscriptions, stats, hlc, r.codec, log_, meta)
-    r.definitions.on_learn = r.writer.invalidate
-    r.fleet = Fleet(identity, r.store, r.membership, r.admission, r.definitions, r.skew, stats, r.writer.invalidate)
+    r._writer = Writer(actor, r.store, r.definitions, r.admission, r.subscriptions, stats, hlc, r.codec, log_, meta)
+    r.definitions.on_learn = r.store.on_load = r.subscriptions.on_change = r._writer.invalidate
+    r.fleet = Fleet(identity, r.store, r.membership, r.admission, r.definitions, r.skew, stats, r._writer.invalidate)
 
     def following() -> bool:
         return r.follower.following
@@ -81,12 +81,12 @@ def assemble(r: Replica, snapshots: SnapshotStore | None, snapshot_every: int,
 
     r.applier = Applier(actor, r.store, r.admission, r.held, r.definitions, r.fleet, r.sequencer_client,
                         r.subscriptions, stats, hlc, r.codec, applied)
-    r.persistence = Persistence(actor, snapshots, snapshot_every, r.store, r.writer, r.sequencer_client, r.held,
+    r.persistence = Persistence(actor, snapshots, snapshot_every, r.store, r._writer, r.sequencer_client, r.held,
                                 r.definitions, r.fleet, stats, hlc, log_)
     r.follower = Follower(actor, log_, r.store, r.applier, r.persistence.due, r.persistence.due_snapshot)
     r.coordinator = Coordinator(identity, r.store, r.membership, r.fleet, r.heartbeats, r.definitions, stats,
                                 r.liveness)
-    r.levels = LevelDriver(r.admission, r.definitions, r.coordinator, r.writer, r.sequencer_client,
+    r.levels = LevelDriver(r.admission, r.definitions, r.coordinator, r._writer, r.sequencer_client,
                            r.heartbeats, r.waiter, r.store, log_)
     r.heartbeats.duties += [r.coordinator.check_slo, r.fleet.reclaim, r.applier.retry_held]
 

@@ -9,7 +9,7 @@ of the last record applied. States are immutable values, so reads hand out refer
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, MutableMapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,7 +42,10 @@ class Store:
         self.definitions = definitions
         self.tables: dict[str, MutableMapping[str, CRDT[Any]]] = {}
         self._context = Context()
-        self.own_top = 0  # highest own seq written locally; folded into the context lazily
+        #: the highest own seq written locally (the writer's); folded into the context lazily
+        self.own_top: Callable[[], int] = lambda: 0
+        #: called when :meth:`load` replaced every table (cached references go stale)
+        self.on_load: Callable[[], None] = lambda: None
         #: position of the last log record applied
         self.position: int | None = None
         #: events folded in (written or applied) since the last snapshot
@@ -51,14 +54,11 @@ class Store:
     # -- context ---------------------------------------------------------------
     def ctx(self) -> Context:
         """The context, with this replica's own writes folded in."""
-        top = self.own_top
-        if top:
-            c = self._context
-            if c._vv.get(self.actor, 0) < top:
-                c = c.add_range(self.actor, 1, top)
-                self._context = c
-            self.own_top = 0
-        return self._context
+        top = self.own_top()
+        c = self._context
+        if top and c._vv.get(self.actor, 0) < top:
+            c = self._context = c.add_range(self.actor, 1, top)
+        return c
 
     def set_context(self, ctx: Context) -> None:
         self._context = ctx
@@ -78,8 +78,8 @@ class Store:
             tbl = self.tables[fname] = new_table(next(iter(rows.values())).TYPE_TAG if rows else None)
             tbl.update(rows)
         self._context = ctx
-        self.own_top = 0
         self.position = position
+        self.on_load()
 
     # -- reads -----------------------------------------------------------------
     def state(self, fname: str, key: str) -> CRDT[Any]:

@@ -41,6 +41,8 @@ class Subscriptions:
         self._stats = stats
         self._callbacks: list[tuple[Callable[[Change], Any], frozenset[str] | None]] = []
         self._queues: list[tuple[asyncio.Queue[Change], frozenset[str] | None]] = []
+        #: called whenever a subscriber comes or goes (write handles cache :attr:`active`)
+        self.on_change: Callable[[], None] = lambda: None
 
     @property
     def active(self) -> bool:
@@ -50,7 +52,14 @@ class Subscriptions:
     def subscribe(self, callback: Callable[[Change], Any], fields: Iterable[str] | None = None) -> Callable[[], None]:
         entry = (callback, frozenset(fields) if fields is not None else None)
         self._callbacks.append(entry)
-        return lambda: self._callbacks.remove(entry) if entry in self._callbacks else None
+        self.on_change()
+
+        def unsubscribe() -> None:
+            if entry in self._callbacks:
+                self._callbacks.remove(entry)
+                self.on_change()
+
+        return unsubscribe
 
     def stream(self, fields: Iterable[str] | None = None) -> ChangeStream:
         return ChangeStream(self, frozenset(fields) if fields is not None else None)
@@ -78,6 +87,7 @@ class ChangeStream:
         self._queue: asyncio.Queue[Change] = asyncio.Queue()
         self._entry = (self._queue, fields)
         subs._queues.append(self._entry)
+        subs.on_change()
 
     def __aiter__(self) -> ChangeStream:
         return self
@@ -90,6 +100,7 @@ class ChangeStream:
     async def aclose(self) -> None:
         if self._entry in self._subs._queues:
             self._subs._queues.remove(self._entry)
+            self._subs.on_change()
 
     async def __aenter__(self) -> ChangeStream:
         return self

@@ -159,6 +159,16 @@ class GCounter(CRDT[int]):
     def _columns(cls, payloads: list[Any], version: int) -> Any:
         return _delta_columns(payloads)
 
+    # stamped form (delta version 2): the payload is the writer's new total, the actor is
+    # the event's origin (what the replica's writer writes for ``increment``)
+    STAMPED_VERSION = 2
+
+    @classmethod
+    def _stamped_columns(cls, payloads: list[Any], hlcs: list[int], origin: str) -> Any:
+        if set(map(type, payloads)) != {int} or min(payloads) < 1 or max(payloads) > _MAX_TOTAL:
+            return None
+        return [sys.intern(origin)] * len(payloads), payloads
+
     @classmethod
     def _from_columns(cls, cols: Any) -> list[Any]:
         return [GCounter._of({a: n}) for a, n in zip(*cols)]
