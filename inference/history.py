@@ -200,7 +200,8 @@ class Retention:
         r = self.replica
         await r.flush()
         store = r.store
-        snap = Snapshot(r.actor, store.ctx(), r.held.floor(store.position), r.writer.next_seq, r.hlc.peek(),
+        ctx = store.ctx()  # next_seq below is informational: a checkpoint is never recovered from
+        snap = Snapshot(r.actor, ctx, r.held.floor(store.position), ctx.max_seq(r.actor) + 1, r.hlc.peek(),
                         store.export(), [], 0, [])
         self.store.save(snap)
         return [cp for cp in self.store.all() if cp.time == snap.hlc][0]
