@@ -1,10 +1,10 @@
 """Digests of what a prediction read and what it answered.
 
-Both are 16-byte BLAKE2b digests of a canonical msgpack encoding, so equal values always
-give equal digests whatever process computes them: feature and flag values as the
-replica returned them (floats packed as 64-bit), and outputs with numpy arrays and
-scalars packed as ``[dtype, shape, raw bytes]`` (bit-exact, so a re-run that differs in
-the last bit of a probability is a mismatch).
+Both are 16-byte BLAKE2b digests of canonical encodings, so equal values always give
+equal digests whatever process computes them: feature and flag values as the replica
+returned them (msgpack, floats packed as 64-bit), and outputs with numpy arrays and
+scalars hashed as dtype, shape and raw bytes (bit-exact, so a re-run that differs in the
+last bit of a probability is a mismatch).
 """
 
 from __future__ import annotations
@@ -47,17 +47,17 @@ def plain_outputs(outputs: Mapping[str, Any]) -> Any:
 
 
 def output_digest(outputs: Mapping[str, Any]) -> bytes:
-    """The digest of one row's model outputs (the digest of :func:`plain_outputs`' packing;
-    numpy outputs, the common case, are hashed without building it)."""
-    names = sorted(outputs)
-    parts: list[Any] = []
-    for k in names:
+    """The digest of one row's model outputs: for each output name in sorted order, the
+    packed name, then for a numpy value its packed ``[dtype, shape]`` and raw bytes (whose
+    length those fix), for any other value its canonical packing tagged ``0``."""
+    h = hashlib.blake2b(digest_size=DIGEST_BYTES)
+    for k in sorted(outputs):
         v = outputs[k]
+        h.update(pack_small(str(k)))
         dtype = getattr(v, "dtype", None)
-        if dtype is None or not hasattr(v, "tobytes") or type(k) is not str:
-            return hashlib.blake2b(pack_small(plain_outputs(outputs)), digest_size=DIGEST_BYTES).digest()
-        parts.append(k)
-        parts.append([dtype.str, list(v.shape), v.tobytes()])
-    # the same bytes as packing {name: [dtype, shape, bytes], ...} with sorted keys
-    blob = pack_small(dict(zip(parts[::2], parts[1::2])))
-    return hashlib.blake2b(blob, digest_size=DIGEST_BYTES).digest()
+        if dtype is not None and hasattr(v, "tobytes"):
+            h.update(pack_small([dtype.str, list(v.shape)]))
+            h.update(v.tobytes())
+        else:
+            h.update(pack_small([0, canonical(_plain(v))]))
+    return h.digest()

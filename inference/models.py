@@ -293,11 +293,14 @@ class OnnxModel:
             return []
         raw = self.session.run(self._out_names, self.feeds(rows))
         n = len(rows)
-        for name, arr in zip(self._out_names, raw):
+        names = self._out_names
+        if n == 1 and all(getattr(a, "shape", ())[:1] == (1,) for a in raw):
+            return [{name: arr[0] for name, arr in zip(names, raw)}]
+        for name, arr in zip(names, raw):
             if getattr(arr, "shape", (None,))[:1] != (n,):
                 raise ModelInputError(f"model {self._identity.ref}: output {name!r} has shape "
                                       f"{getattr(arr, 'shape', None)}, not one row per input row")
-        return [{name: arr[i] for name, arr in zip(self._out_names, raw)} for i in range(n)]
+        return [{name: arr[i] for name, arr in zip(names, raw)} for i in range(n)]
 
 
 def _is_number(v: Any) -> bool:
