@@ -390,3 +390,30 @@ def test_a_damaged_lineage_record_is_skipped_and_counted_and_missing_events_are_
         await a.close()
 
     run(main())
+
+
+def test_batch_predictions_explain_by_re_running_their_batch() -> None:
+    from crdtsync.inference._scenario import dataset, schema
+
+    async def main() -> None:
+        X, _, names = dataset()
+        log = MemoryLog()
+        sch = schema(names)
+        a = await replica(log, "a", sch)
+        for e in range(64):
+            for f, v in zip(names, X[e]):
+                a.write(f, f"e{e}", "set", float(v))
+        await a.flush()
+        model = lr_model()
+        ll = LineageLog(MemoryLog())
+        p = Predictor(a, model, lineage=ll)
+        keys = [f"e{e}" for e in range(64)]
+        preds = await p.predict_batch(keys)
+        assert p.stats.model_calls == 1 and {x.record.batch[2] for x in preds} == {64}  # type: ignore[index]
+        await ll.flush()
+        ex = Explainer(LineageReader(ll.log), Fold(EventHistory(log), schema=sch), models=[model])
+        await ex.refresh()
+        assert all(ex.explain_record(ex.reader.get(x.prediction_id)).ok for x in preds)
+        await a.close()
+
+    run(main())
