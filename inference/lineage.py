@@ -117,8 +117,15 @@ async def open_explainer(data_dir: str | Path, *, models: Iterable[Model] = (), 
     ldir = Path(lineage_dir) if lineage_dir is not None else data / "lineage"
     if not (ldir / "log").is_dir():
         raise FileNotFoundError(f"{ldir / 'log'} holds no lineage log; give the replica's data directory")
-    llog = await LocalLog.open(ldir / "log")
-    elog = await LocalLog.open(data / "log")
+    if not (data / "log").is_dir():
+        raise FileNotFoundError(f"{data / 'log'} holds no event log; give the replica's data directory")
+    # read-only use: never create, never fsync (the replica may be running and writing)
+    llog = await LocalLog.open(ldir / "log", fsync="never", create=False)
+    try:
+        elog = await LocalLog.open(data / "log", fsync="never", create=False)
+    except BaseException:
+        await llog.close()
+        raise
     fold = Fold(EventHistory(elog), CheckpointStore(ldir / "checkpoints"), schema)
     ex = Explainer(LineageReader(llog), fold, models=models, archive=ModelArchive(ldir / "models"))
     await ex.refresh()

@@ -57,3 +57,28 @@ def test_explain_command_rich_json_and_exit_status(tmp_path: Path) -> None:
     doc = json.loads(res.stdout)
     assert not doc["inputs_match"] and doc["values"]["risk_score"] == 0.05
     assert doc["output_values"] == {"credit_limit": 10_000}  # the altered input alone does not flip it
+
+
+def test_explain_reads_a_running_replicas_directory(tmp_path: Path) -> None:
+    from crdtsync.inference import Lineage
+    from crdtsync.inference.bank import bank_fields, credit_limit_model, write_customer
+
+    from crdtsync import Replica, Schema
+
+    async def main() -> None:
+        r = await Replica.open(tmp_path / "r", schema=Schema(bank_fields()), name="branch")
+        lin = await Lineage.open(r)
+        write_customer(r, "cust-9", 6_000, 0.1)
+        pred = await lin.predictor(credit_limit_model()).predict("cust-9")
+        await r.flush()
+        await lin.log.flush()
+        try:  # the replica keeps running (and holding its directory lock) meanwhile
+            res = await asyncio.to_thread(_explain, pred.prediction_id, "--data", str(tmp_path / "r"), "--json",
+                                          "--model-factory", FACTORY)
+            assert res.returncode == 0, res.stderr
+            assert json.loads(res.stdout)["output_values"] == {"credit_limit": 15_000}
+        finally:
+            await lin.close()
+            await r.close()
+
+    asyncio.run(main())
