@@ -26,21 +26,26 @@ def frames(seg: Path) -> list[tuple[int, bytes]]:
 
 
 def alter_event(log_dir: Path, field: str, key: str, ctx: Context, value: Any, new: Any) -> bool:
-    """Change the value of the event of ``field``/``key`` inside ``ctx`` whose value is
-    ``value`` to ``new`` (same encoded length); returns whether one was found."""
+    """Change the value of the one event of ``field``/``key`` inside ``ctx`` whose value is
+    ``value`` to ``new`` (same encoded length). Returns False, changing nothing, unless
+    exactly one such event exists and its value's bytes occur once in its record (an
+    unambiguous edit of the event the decision's value came from)."""
     codec = codec_for("msgpack")
     old_b, new_b = packb(value), packb(new)
     assert len(old_b) == len(new_b)
+    hits = []
     for seg in sorted(log_dir.glob("*.seg")):
         for off, payload in frames(seg):
             for ev in codec.decode(payload).events:
                 if ev.field == field and ev.key == key and ev.dot in ctx and ev.delta.value() == value:
-                    assert payload.count(old_b) == 1
-                    altered = payload.replace(old_b, new_b)
-                    data = bytearray(seg.read_bytes())
-                    data[off: off + len(altered)] = altered
-                    word = bytes(data[off - 8: off - 4])
-                    data[off - 4: off] = struct.pack("<I", crc32c(word + altered))
-                    seg.write_bytes(bytes(data))
-                    return True
-    return False
+                    hits.append((seg, off, payload))
+    if len(hits) != 1 or hits[0][2].count(old_b) != 1:
+        return False
+    seg, off, payload = hits[0]
+    altered = payload.replace(old_b, new_b)
+    data = bytearray(seg.read_bytes())
+    data[off: off + len(altered)] = altered
+    word = bytes(data[off - 8: off - 4])
+    data[off - 4: off] = struct.pack("<I", crc32c(word + altered))
+    seg.write_bytes(bytes(data))
+    return True

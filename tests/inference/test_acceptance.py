@@ -204,12 +204,17 @@ def test_an_altered_event_log_is_detected(tmp_path: Path) -> None:
     preds, _ = run(scenario(w))
     run(w.close())
     edge = [p for p in preds if p.record.replica.startswith("edge~")]
-    target = edge[-1]
-    field = w.names[0]
-    # change the value of the event the decision's value of ``field`` came from (the LWW
-    # winner) in place, re-computing the frame's CRC so the log accepts it
-    done = alter_event(tmp_path / "edge" / "log", field, target.key, target.record.context,
-                       target.values[field], target.values[field] + 1.5)
+    # the last edge decision with a field whose value came from one unambiguous event:
+    # change that event's value in place, re-computing the frame's CRC so the log accepts it
+    done = False
+    for target in reversed(edge):
+        for field in w.names:
+            done = alter_event(tmp_path / "edge" / "log", field, target.key, target.record.context,
+                               target.values[field], target.values[field] + 1.5)
+            if done:
+                break
+        if done:
+            break
     assert done, "the winning event was not found in the edge's log"
 
     async def check() -> None:
