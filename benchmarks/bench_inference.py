@@ -133,7 +133,7 @@ async def _model_rows(model: OnnxModel, root: Path, n: int, reps: int) -> list[l
         await lg.close()
     events = len(names) * ENTITIES + ENTITIES
     over_p50 = (p50["lineage"] / p50["plain"] - 1) * 100
-    over_tp = (1 - tput["lineage"] / tput["plain"]) * 100
+    d_tp = (tput["lineage"] / tput["plain"] - 1) * 100  # negative: lineage costs throughput
     name = model.identity.name
     return [
         [name, "onnxruntime session fed from a plain dict (floor)", f"{p50['floor']:.1f}", fmt_rate(tput["floor"]), ""],
@@ -142,7 +142,7 @@ async def _model_rows(model: OnnxModel, root: Path, n: int, reps: int) -> list[l
         [name, "predict without lineage", f"{p50['plain']:.1f}", fmt_rate(tput["plain"]),
          f"{p50['plain'] / p50['floor']:.2f}x floor p50"],
         [name, "predict with lineage", f"{p50['lineage']:.1f}", fmt_rate(tput["lineage"]),
-         f"{p50['lineage'] / p50['floor']:.2f}x floor p50; lineage +{over_p50:.1f}% p50, -{over_tp:.1f}% throughput"],
+         f"{p50['lineage'] / p50['floor']:.2f}x floor p50; lineage {over_p50:+.1f}% p50, {d_tp:+.1f}% throughput"],
         [name, "predict_batch (64 entities, with lineage)", "", fmt_rate(batch_rate) + " entities",
          f"{batch_rate / tput['lineage']:.1f}x single-entity throughput"],
         [name, f"explain a predict, warm (history indexed; {events:,} events in the log)", f"{warm['single']:.1f}",
