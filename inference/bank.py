@@ -172,7 +172,7 @@ async def run_bank_scenario(data_dir: str | Path, say: Callable[[str], None] = p
         for _ in range(2):
             await fwd.run_once()
         for r in (cloud, branch):
-            await r.sync(timeout=10)
+            await r.sync(timeout=60)
 
     decisions = await CreditDecisions.open({"cloud": cloud, "branch": branch})
     rounds = []

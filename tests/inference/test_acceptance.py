@@ -71,7 +71,7 @@ class World:
             for f in self.fwd.values():
                 await f.run_once()
         for r in self.replicas.values():
-            await r.sync(timeout=10)
+            await r.sync(timeout=60)
 
     def write_row(self, r: Replica, entity: int, row: Any, jitter: float = 0.0) -> None:
         for name, v in zip(self.names, row):
