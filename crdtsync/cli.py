@@ -2,7 +2,8 @@
 
 Commands: ``demo`` (the main job on the embedded default), ``inspect`` (decode and page
 through a log's events), ``status`` (a replica's identity, context and counters) and
-``compact`` (snapshot, then drop the log segments the snapshot covers).
+``compact`` (snapshot, then drop the log segments the snapshot covers) and ``explain``
+(rebuild and re-run one prediction from its lineage; :mod:`crdtsync.inference.render`).
 """
 
 from __future__ import annotations
@@ -287,11 +288,48 @@ def _cli() -> Any:
         before = size()
 
         async def run(r: Any) -> None:
-            pos = await r.compact()
+            if (Path(directory) / "lineage").is_dir():
+                # keep what explain needs within the lineage horizon (crdtsync.inference)
+                import importlib
+
+                lineage_cls = importlib.import_module("crdtsync.inference.lineage").Lineage
+                lin = await lineage_cls.open(r)
+                try:
+                    pos = await lin.compact()
+                finally:
+                    await lin.close()
+                console.print(f"kept the log back to what the {lin.retention.horizon:g} s lineage horizon needs")
+            else:
+                pos = await r.compact()
             console.print(f"snapshot at position {pos}")
 
         run_loop(_open(directory)(run))
         console.print(f"log: {before:,} bytes -> {size():,} bytes")
+
+    @cli.command(help="Explain a prediction: rebuild its inputs from the log, check them, re-run the model, "
+                      "show the events behind it (exit status 1 if it does not reproduce).")
+    @click.argument("prediction_id")
+    @click.option("--data", "data", required=True, type=click.Path(exists=True, file_okay=False),
+                  help="The data directory of the replica that made the prediction.")
+    @click.option("--model", "models", multiple=True, type=click.Path(exists=True, dir_okay=False),
+                  help="An ONNX file of the model (when it is not archived with the lineage).")
+    @click.option("--model-factory", "factories", multiple=True, metavar="MODULE:NAME",
+                  help="A function returning the model (for a CallableModel), e.g. "
+                       "crdtsync.inference.bank:credit_limit_model.")
+    @click.option("--json", "as_json", is_flag=True, help="Print the explanation as JSON.")
+    def explain(prediction_id: str, data: str, models: tuple[str, ...], factories: tuple[str, ...],
+                as_json: bool) -> None:
+        import importlib
+
+        from .errors import CrdtSyncError
+
+        # crdtsync.inference lives in inference/ (package-dir): imported by name
+        explain_command = importlib.import_module("crdtsync.inference.render").explain_command
+        try:
+            code = run_loop(explain_command(data, prediction_id, models, as_json, console, factories))
+        except (CrdtSyncError, FileNotFoundError) as exc:
+            raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+        raise SystemExit(code)
 
     return cli
 

@@ -41,6 +41,12 @@ __all__ = [
     "StorageFull",
     "StorageUnavailable",
     "DataDirLocked",
+    "ModelInputError",
+    "ModelUnavailable",
+    "LineageNotFound",
+    "BeyondHorizon",
+    "LineageMismatch",
+    "NotReplayable",
 ]
 
 
@@ -248,3 +254,35 @@ class DataDirLocked(CrdtSyncError):
         self.host = host
         self.replica = replica
         self.since = since
+
+
+# -- inference and lineage (crdtsync.inference) ----------------------------------------
+
+
+class ModelInputError(BadInput):
+    """Feature values do not fit a model's inputs (missing value, wrong type, a dtype or
+    shape the model does not take, a feature the mapping does not name); nothing was run."""
+
+
+class ModelUnavailable(CrdtSyncError):
+    """The model a lineage record names (by identity) is not available to re-run; give it
+    (``models=`` / ``--model``) or archive it next to the lineage log."""
+
+
+class LineageNotFound(CrdtSyncError, KeyError):
+    """No lineage record has this prediction id (in this lineage log)."""
+
+
+class BeyondHorizon(CrdtSyncError):
+    """The state at a recorded context can no longer be rebuilt: the events it needs were
+    compacted away and no kept checkpoint precedes it (outside the configured horizon)."""
+
+
+class NotReplayable(CrdtSyncError):
+    """A field's state cannot be rebuilt by joining deltas (``SEQUENCED`` fields are
+    evaluated in log order as operations); explain and as_of do not fold it."""
+
+
+class LineageMismatch(CrdtSyncError):
+    """Re-running a prediction did not reproduce it: the rebuilt inputs' digest or the
+    outputs differ from the lineage record (the event log or the model was altered)."""

@@ -55,6 +55,9 @@ class Persistence:
         self._hlc = hlc
         self.log = log_
         self._refused_at: int | None = None  # store.changed when the disk refused a snapshot
+        #: callables giving a position compaction must keep records from (``None``: no
+        #: constraint), e.g. lineage retention (crdtsync.inference.history.Retention)
+        self.retention: list[Callable[[], int | None]] = []
 
     def due(self) -> bool:
         """Whether enough changed since the last snapshot to write the next one (after a
@@ -157,7 +160,17 @@ class Persistence:
         await self.snapshot()
         if not owns_log:
             raise ValueError("this replica does not own its log; other readers may still need it")
-        keep = self._held.floor(self._store.position)  # held-back events must stay readable
+        keep = self.keep_floor()
         if keep is not None:
             await self.log.truncate_before(keep)
         return self._store.position
+
+    def keep_floor(self) -> int | None:
+        """The position compaction may drop records before: the snapshot's, lowered for
+        held-back events (they must stay readable) and for every retention floor."""
+        keep = self._held.floor(self._store.position)
+        for floor in self.retention:
+            f = floor()
+            if f is not None and (keep is None or f < keep):
+                keep = f
+        return keep

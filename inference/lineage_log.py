@@ -1,0 +1,304 @@
+"""The lineage log: where lineage records go, encoded in batches off the hot path.
+
+:class:`LineageLog` takes records from predictors (:meth:`LineageLog.submit` appends a
+reference to a list: nothing is encoded while a prediction waits), and a flush encodes
+them in batches (:mod:`crdtsync.inference.record` describes the compact format) and
+appends them to any :class:`~crdtsync.log.Log`: a :class:`~crdtsync.log.LocalLog` by
+default (``lineage/`` in a replica's data directory), a Kafka topic's log when the replica
+is on Kafka. Flushes run in the background (after ``batch_size`` records or
+``flush_interval`` seconds) and on :meth:`flush`/:meth:`close`; a flush whose append fails
+keeps its records for the next one, counts the failure and logs it.
+
+:class:`LineageReader` reads a lineage log back and finds records by prediction id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from crdtsync._encoding import corrupt, pack_small, unpackb
+from crdtsync.clock import Context
+from crdtsync.errors import CorruptRecord, LineageNotFound, UnsupportedVersion
+from crdtsync.log._protocol import Log
+
+from .record import VERSION, LineageRecord, PredictorSpec, apply_delta, context_delta, prediction_id
+
+__all__ = ["LineageLog", "LineageReader", "LineageStats", "open_lineage_log"]
+
+log = logging.getLogger("crdtsync.inference")
+
+
+@dataclass
+class LineageStats:
+    records: int = 0
+    bases: int = 0
+    specs: int = 0
+    batches: int = 0
+    #: bytes of prediction records (bases and specs excluded)
+    record_bytes: int = 0
+    encode_seconds: float = 0.0
+    append_failures: int = 0
+
+
+class _Base:
+    __slots__ = ("base_id", "rows", "index", "ctx")
+
+    def __init__(self, base_id: int, ctx: Context) -> None:
+        self.base_id = base_id
+        self.ctx = ctx
+        self.rows = ctx.to_payload()
+        self.index = {row[0]: i for i, row in enumerate(self.rows)}
+
+
+class LineageLog:
+    """Batched, compact writing of lineage records to a log."""
+
+    def __init__(self, log_: Log, *, batch_size: int = 256, flush_interval: float = 0.05,
+                 max_delta_rows: int = 8, owns_log: bool = False) -> None:
+        self.log = log_
+        self.batch_size = batch_size
+        self.flush_interval = flush_interval
+        self.max_delta_rows = max_delta_rows
+        self.owns_log = owns_log
+        self.stats = LineageStats()
+        self._pending: list[LineageRecord] = []
+        self._specs: list[PredictorSpec] = []
+        self._bases: dict[str, _Base] = {}
+        self._last: tuple[Context, str, list[Any]] | None = None  # (ctx, actor, delta) of the last record
+        self._timer: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[int] | None = None
+        self._lock: asyncio.Lock | None = None
+        self.closed = False
+
+    # -- hot path ---------------------------------------------------------------------
+    def register(self, spec: PredictorSpec) -> None:
+        """Log ``spec`` with the next flush (before any record that names it)."""
+        self._specs.append(spec)
+
+    def submit(self, record: LineageRecord) -> None:
+        """Queue ``record``; it is encoded and appended by a flush (background or explicit)."""
+        pending = self._pending
+        pending.append(record)
+        if len(pending) >= self.batch_size:
+            self._schedule(0.0)
+        elif self._timer is None:
+            self._schedule(self.flush_interval)
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def _schedule(self, delay: float) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (a sync caller): flush() writes them
+            return
+        if delay <= 0:
+            if self._task is None or self._task.done():
+                if self._timer is not None:
+                    self._timer.cancel()
+                    self._timer = None
+                self._task = loop.create_task(self._background())
+            return
+        self._timer = loop.call_later(delay, self._kick)
+
+    def _kick(self) -> None:
+        self._timer = None
+        self._schedule(0.0)
+
+    async def _background(self) -> int:
+        try:
+            return await self.flush()
+        except Exception as exc:  # kept pending for the next flush; counted in flush()
+            log.warning("lineage flush failed (records kept for the next flush): %s", exc)
+            return 0
+
+    # -- encoding ---------------------------------------------------------------------
+    def _encode(self, records: list[LineageRecord], specs: list[PredictorSpec]) -> list[bytes]:
+        out = [pack_small(s.encode_row()) for s in specs]
+        bases = self._bases
+        max_rows = self.max_delta_rows
+        for rec in records:
+            spec = rec.spec
+            if spec is None:
+                raise ValueError("a lineage record needs its predictor spec")
+            ctx, actor = rec.context, rec.replica
+            last = self._last
+            delta: list[Any] | None
+            if last is not None and last[0] is ctx and last[1] == actor:
+                base, delta = bases[actor], last[2]
+                assert delta is not None
+            else:
+                found = bases.get(actor)
+                delta = context_delta(found.rows, found.index, ctx) if found is not None else None
+                if found is None or delta is None or len(delta) > max_rows:
+                    base = bases[actor] = _Base(secrets.randbits(32), ctx)
+                    out.append(pack_small([VERSION, "B", base.base_id, actor, base.rows]))
+                    self.stats.bases += 1
+                    delta = []
+                else:
+                    base = found
+                self._last = (ctx, actor, delta)
+            strong = [rec.strong_positions.get(f) for f in spec.strong]
+            stale = None if rec.staleness_ms is None else int(rec.staleness_ms)
+            blob = pack_small([VERSION, "P", spec.spec_id, base.base_id, rec.time, rec.key, delta, strong,
+                               rec.input_digest, rec.output_digest, stale,
+                               list(rec.batch) if rec.batch is not None else None])
+            self.stats.record_bytes += len(blob)
+            out.append(blob)
+        return out
+
+    def encode_for_size(self, record: LineageRecord) -> int:
+        """The encoded size of ``record`` now (for measurements; changes no state except
+        logging a base when one is due, as a flush would)."""
+        blobs = self._encode([record], [])
+        self.stats.record_bytes -= len(blobs[-1])
+        return len(blobs[-1])
+
+    async def flush(self) -> int:
+        """Encode and append every queued record; returns how many were appended."""
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            records, self._pending = self._pending, []
+            specs, self._specs = self._specs, []
+            if not records and not specs:
+                return 0
+            t0 = time.perf_counter()
+            saved = (dict(self._bases), self._last, self.stats.bases, self.stats.record_bytes)
+            blobs = self._encode(records, specs)
+            self.stats.encode_seconds += time.perf_counter() - t0
+            try:
+                await self.log.append(blobs)
+            except BaseException:
+                # nothing was appended: put everything back and forget the bases we made
+                self._pending[:0] = records
+                self._specs[:0] = specs
+                self._bases, self._last, self.stats.bases, self.stats.record_bytes = saved
+                self.stats.append_failures += 1
+                raise
+            self.stats.records += len(records)
+            self.stats.specs += len(specs)
+            self.stats.batches += 1
+            return len(records)
+
+    async def close(self) -> None:
+        """Flush what is queued, stop the background flushes, close an owned log."""
+        if self.closed:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._task is not None and not self._task.done():
+            await self._task
+        try:
+            await self.flush()
+        finally:
+            self.closed = True
+            if self.owns_log:
+                await self.log.close()
+
+
+async def open_lineage_log(path: str | Path, **kwargs: Any) -> LineageLog:
+    """A lineage log on a :class:`~crdtsync.log.LocalLog` in ``path`` (closed with it)."""
+    from crdtsync.log.local import LocalLog
+
+    local = await LocalLog.open(Path(path))
+    return LineageLog(local, owns_log=True, **kwargs)
+
+
+class LineageReader:
+    """Reads a lineage log and finds records by prediction id."""
+
+    def __init__(self, log_: Log) -> None:
+        self.log = log_
+        self.specs: dict[int, PredictorSpec] = {}
+        self._bases: dict[tuple[str, int], list[Any]] = {}
+        self._rows: dict[str, tuple[PredictorSpec, list[Any], list[Any]]] = {}
+        self._order: list[str] = []
+        self._batches: dict[int, dict[int, str]] = {}
+        self._after: int | None = None
+        #: positions of records that could not be decoded
+        self.corrupt: list[int] = []
+
+    async def refresh(self) -> int:
+        """Read what was appended since the last call; returns how many predictions."""
+        from crdtsync.log._protocol import read_range
+
+        before = len(self._rows)
+        async for entry in read_range(self.log, self._after, await self.log.end()):
+            self._after = entry.position
+            try:
+                self._take(unpackb(entry.payload, what="lineage record"))
+            except (CorruptRecord, UnsupportedVersion) as exc:
+                self.corrupt.append(entry.position)
+                log.warning("lineage log: skipping the record at %d: %s", entry.position, exc)
+        return len(self._rows) - before
+
+    def _take(self, row: Any) -> None:
+        if not (isinstance(row, list) and len(row) >= 2 and isinstance(row[0], int)):
+            corrupt("lineage record", "expected [version, kind, ...]")
+        if row[0] > VERSION:
+            raise UnsupportedVersion(f"lineage record version {row[0]} is newer than this build understands")
+        kind = row[1]
+        if kind == "S":
+            spec = PredictorSpec.decode_row(row)
+            self.specs[spec.spec_id] = spec
+        elif kind == "B" and len(row) == 5:
+            _, _, bid, actor, rows = row
+            self._bases[(str(actor), int(bid))] = Context.from_payload(rows, what="lineage base").to_payload()
+        elif kind == "P" and len(row) == 12:
+            named = self.specs.get(row[2])
+            if named is None:
+                corrupt("lineage record", f"names spec {row[2]} that the log does not hold")
+            spec = named
+            base = self._bases.get((spec.actor, row[3]))
+            if base is None:
+                corrupt("lineage record", f"names base context {row[3]} that the log does not hold")
+            if not isinstance(row[4], int):
+                corrupt("lineage record", "bad time")
+            pid = prediction_id(spec.actor, row[4])
+            if pid not in self._rows:
+                self._order.append(pid)
+            self._rows[pid] = (spec, base, row)
+            b = row[11]
+            if b is not None:
+                if not (isinstance(b, list) and len(b) == 3 and all(isinstance(x, int) for x in b)):
+                    corrupt("lineage record", "bad batch")
+                self._batches.setdefault(b[0], {})[b[1]] = pid
+        else:
+            corrupt("lineage record", f"unknown kind {kind!r}")
+
+    def ids(self) -> list[str]:
+        """Prediction ids in log order."""
+        return list(self._order)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def get(self, pid: str) -> LineageRecord:
+        """The record of prediction ``pid`` (:class:`LineageNotFound` if absent)."""
+        hit = self._rows.get(pid)
+        if hit is None:
+            raise LineageNotFound(f"no lineage record for prediction {pid!r} in this lineage log "
+                                  f"({len(self._rows)} predictions)")
+        spec, base, row = hit
+        _, _, _, _, hlc, key, delta, strong, din, dout, stale, batch = row
+        if not (isinstance(key, str) and isinstance(din, bytes) and isinstance(dout, bytes)
+                and isinstance(strong, list) and len(strong) == len(spec.strong)):
+            corrupt("lineage record", f"malformed prediction {pid}")
+        ctx = apply_delta(base, delta)
+        return LineageRecord(pid, hlc, spec.actor, spec.model, spec.features, spec.flags, key, ctx,
+                             dict(zip(spec.strong, strong)), din, dout, dict(zip(spec.fields, spec.read_levels)),
+                             None if stale is None else float(stale), spec,
+                             tuple(batch) if batch is not None else None)
+
+    def batch(self, batch_id: int) -> dict[int, str]:
+        """Row -> prediction id of the records of one model call on several rows."""
+        return dict(self._batches.get(batch_id, {}))
