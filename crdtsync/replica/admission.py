@@ -33,6 +33,7 @@ from typing import Any
 from ..clock import hlc_wall_ms
 from ..errors import PermissionDenied, ReplicaRemoved, ResidencyViolation
 from ..events import Event
+from ..log._protocol import covers, earliest, format_position
 from ..policy import SEQUENCED
 from ..schema import SCHEMA_FIELD, Definition
 from ..sequenced import FLEET_FIELD, SEQ_FIELD, SequencedOp
@@ -163,8 +164,8 @@ class Admission:
             qdir = self.data_dir / "quarantine"
             try:
                 qdir.mkdir(exist_ok=True)
-                (qdir / f"{position:020d}.bin").write_bytes(payload)
-                (qdir / f"{position:020d}.txt").write_text(f"{type(exc).__name__}: {exc}\n")
+                (qdir / f"{format_position(position)}.bin").write_bytes(payload)
+                (qdir / f"{format_position(position)}.txt").write_text(f"{type(exc).__name__}: {exc}\n")
             except OSError as err:  # a full disk must not stop the apply loop on this record
                 self.stats.storage_errors += 1
                 log.error("could not keep the quarantined record at position %s in %s: %s", position, qdir, err)
@@ -201,7 +202,7 @@ class HeldEvents:
             log.error("%s holds %d future-stamped events already; %s waits for a restart",
                       self.actor, len(self._held), ev.dot)
             if not self._overflowed or (self._overflow_before is not None
-                                        and (before is None or before < self._overflow_before)):
+                                        and (before is None or not covers(before, self._overflow_before))):
                 self._overflowed, self._overflow_before = True, before
             return
         due = hlc_wall_ms(ev.hlc) - self.max_drift_ms
@@ -229,4 +230,4 @@ class HeldEvents:
             befores.append(self._overflow_before)
         if any(b is None for b in befores):
             return None
-        return min(b for b in befores if b is not None)
+        return earliest([b for b in befores if b is not None])

@@ -15,6 +15,7 @@ from typing import Any
 
 from .._tables import new_table
 from ..clock import Context
+from ..log._protocol import Position
 from ..schema import SCHEMA_FIELD
 from ..snapshots import state_digest
 from ..types._base import CRDT
@@ -30,7 +31,7 @@ class View:
     key: str
     values: Mapping[str, Any]
     context: Context
-    position: int | None
+    position: Position | None
     hlc: int
 
 
@@ -44,7 +45,7 @@ class Store:
         self._context = Context()
         self.own_top = 0  # highest own seq written locally; folded into the context lazily
         #: position of the last log record applied
-        self.position: int | None = None
+        self.position: Position | None = None
         #: events folded in (written or applied) since the last snapshot
         self.changed = 0
 
@@ -71,7 +72,7 @@ class Store:
             tbl = self.tables[fname] = new_table(tag)
         return tbl
 
-    def load(self, state: Mapping[str, Mapping[str, CRDT[Any]]], ctx: Context, position: int | None) -> None:
+    def load(self, state: Mapping[str, Mapping[str, CRDT[Any]]], ctx: Context, position: Position | None) -> None:
         """Replace everything with a snapshot's state."""
         self.tables = {}
         for fname, rows in state.items():
