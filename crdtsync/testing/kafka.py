@@ -17,6 +17,7 @@ binary is a clear failure (``BrokerUnavailable``), never a skip.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import signal
 import socket
@@ -25,6 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from ..errors import Unavailable
 
@@ -72,6 +74,17 @@ async def _ready_once(bootstrap: str, timeout: float) -> None:
         await admin.close()
 
 
+def _run_blocking(coro: Any) -> None:
+    """``asyncio.run(coro)``, in a helper thread when the caller already runs a loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        asyncio.run(coro)
+        return
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, coro).result()
+
+
 def wait_ready(bootstrap: str, timeout: float = 20.0, proc: subprocess.Popen[bytes] | None = None) -> None:
     """Return once a Kafka admin connection to ``bootstrap`` can list topics."""
     deadline = time.monotonic() + timeout
@@ -80,7 +93,7 @@ def wait_ready(bootstrap: str, timeout: float = 20.0, proc: subprocess.Popen[byt
         if proc is not None and proc.poll() is not None:
             raise BrokerUnavailable(f"the broker exited with status {proc.returncode} before it was ready")
         try:
-            asyncio.run(_ready_once(bootstrap, 2.0))
+            _run_blocking(_ready_once(bootstrap, 2.0))
             return
         except Exception as exc:  # not up yet: connection refused, timeouts
             last = exc
