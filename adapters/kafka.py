@@ -341,8 +341,9 @@ class KafkaLog:
                    ("crdtsync-partition", str(partition).encode()), ("crdtsync-offset", str(msg.offset).encode()),
                    ("crdtsync-reporter", self._reporter.encode())]
         value = msg.value or b""
-        if len(value) > self.max_record_bytes:
-            value = value[: self.max_record_bytes]
+        room = self.max_record_bytes - sum(len(k) + len(v) + 8 for k, v in headers) - 64
+        if len(value) > room:  # the dead letter keeps the start of an oversized record
+            value = value[: max(room, 0)]
             headers.append(("crdtsync-truncated", b"1"))
 
         async def send() -> None:
