@@ -238,10 +238,18 @@ class KafkaLog:
                 return None
             if found is None:
                 return None
-            event = self._guard.alarm(*found)
-            self.stats.broker_losses += 1
-            await self._recover()
-            return event
+            return await self._declare_loss(*found)
+
+    async def report_loss(self, reason: str, partitions: tuple[int, ...]) -> BrokerDataLoss:
+        """Raise the data-loss alarm for a loss found outside :meth:`check_epoch`."""
+        async with self._check_lock:
+            return await self._declare_loss(reason, partitions)
+
+    async def _declare_loss(self, reason: str, partitions: tuple[int, ...]) -> BrokerDataLoss:
+        event = self._guard.alarm(reason, partitions)
+        self.stats.broker_losses += 1
+        await self._recover()
+        return event
 
     async def _find_loss(self) -> tuple[str, tuple[int, ...]] | None:
         if self.topic not in set(await self._admin._admin.list_topics()):
@@ -395,10 +403,11 @@ class _Reader:
             cursor = list(start.offsets)
             ends = await kl._end_offsets()
             if any(c > e for c, e in zip(cursor, ends)):
-                # past the end: either the broker lost what the position had seen (the
-                # markers tell), or records will come there later (as with int positions)
-                if await kl.check_epoch() is not None:
-                    cursor = [0] * kl.partitions
+                # a vector position is only ever issued by the log: one past the ends means
+                # the broker lost what it had seen (e.g. a snapshot from before a restart)
+                past = tuple(p for p, (c, e) in enumerate(zip(cursor, ends)) if c > e)
+                await kl.report_loss(f"a read from {cursor} is past the ends {ends}", past)
+                cursor = [0] * kl.partitions
         self.consumer.assign(kl._tps)
         for tp, offset in zip(kl._tps, cursor):
             self.consumer.seek(tp, offset)
@@ -417,8 +426,8 @@ class _Reader:
         kl, consumer = self.kl, self.consumer
         start = self.start
         while True:
-            generation = kl.generation
             cursor = await self._seek(start)
+            generation = kl.generation
             ends = await kl._end_offsets()
             lost = False
             # the records there now: partition by partition, in a repeatable order
