@@ -1,0 +1,102 @@
+"""Bad input from the topic: produced by a plain aiokafka producer (not through crdtsync).
+
+Random bytes, an unknown batch version, a record above the readers' size limit and a batch
+claiming a region outside the topic's scope go to ``<ns>.dlq`` with the reason in headers,
+are counted, and the reader keeps yielding the good records that follow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import msgpack
+
+from crdtsync.adapters.kafka import KafkaLog
+
+from ._util import arun, batch_record, namespace
+
+
+async def _produce(bootstrap: str, topic: str, values: list[bytes]) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", max_request_size=1 << 20)
+    await producer.start()
+    try:
+        for i, v in enumerate(values):  # one send at a time: one record per Kafka batch
+            await producer.send_and_wait(topic, v, partition=i % 3)
+    finally:
+        await producer.stop()
+
+
+async def _dead_letters(bootstrap: str, topic: str, n: int) -> list[tuple[bytes, dict[str, bytes]]]:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, 0)
+        consumer.assign([tp])
+        consumer.seek(tp, 0)
+        got: list[tuple[bytes, dict[str, bytes]]] = []
+        for _ in range(100):
+            batch = await consumer.getmany(tp, timeout_ms=200)
+            got += [(m.value, dict(m.headers)) for m in batch.get(tp, [])]
+            if len(got) >= n:
+                break
+        return got
+    finally:
+        await consumer.stop()
+
+
+def test_bad_records_go_to_the_dlq_and_reading_goes_on(crdtsync_kafka: str) -> None:
+    async def body() -> None:
+        ns = namespace("dlq")
+        async with KafkaLog.open(crdtsync_kafka, namespace=ns, scope="eu", regions=["eu-west", "eu-central"],
+                                 max_request_size=20_000, check_interval=60) as kl:
+            good = [batch_record("a", i + 1, key=f"k{i}", region="eu-west") for i in range(6)]
+            bad = {
+                "random": os.urandom(300),
+                "version": msgpack.packb([99, "a", 1, [], []]),
+                "oversized": batch_record("a", 50, key="x" * 25_000, region="eu-west"),
+                "region": batch_record("m", 1, region="us-east"),
+            }
+            values = [good[0], bad["random"], good[1], bad["version"], good[2], bad["oversized"],
+                      good[3], bad["region"], good[4], good[5]]
+            await _produce(crdtsync_kafka, kl.topic, values)
+            got = [e.payload async for e in kl.read(0)]
+            assert sorted(got) == sorted(good)  # every good record, none of the bad
+            assert kl.stats.dead_lettered == 4 and kl.stats.records_read == 6
+            assert kl.stats.dead_letter_reasons == {"CorruptRecord": 1, "UnsupportedVersion": 1,
+                                                    "oversized": 1, "forged region": 1}
+            letters = await _dead_letters(crdtsync_kafka, f"{ns}.dlq", 4)
+            assert len(letters) == 4 and kl.stats.dead_letter_errors == 0
+            by_reason = {h["crdtsync-reason"].split(b":")[0]: (v, h) for v, h in letters}
+            assert set(by_reason) == {b"CorruptRecord", b"UnsupportedVersion", b"oversized", b"forged region"}
+            assert by_reason[b"CorruptRecord"][0] == bad["random"]
+            assert by_reason[b"UnsupportedVersion"][0] == bad["version"]
+            assert by_reason[b"forged region"][0] == bad["region"]
+            assert b"us-east" in by_reason[b"forged region"][1]["crdtsync-reason"]
+            assert by_reason[b"oversized"][1]["crdtsync-truncated"] == b"1"
+            for _, h in letters:
+                assert h["crdtsync-topic"] == kl.topic.encode() and int(h["crdtsync-offset"]) >= 0
+                assert int(h["crdtsync-partition"]) in range(3)
+
+            # a follower keeps going after bad records too
+            seen: list[bytes] = []
+
+            async def follow() -> None:
+                async for e in kl.read(0, follow=True):
+                    seen.append(e.payload)
+
+            task = asyncio.create_task(follow())
+            more = batch_record("a", 100, key="late", region="eu-central")
+            await _produce(crdtsync_kafka, kl.topic, [os.urandom(50), more])
+            for _ in range(100):
+                if more in seen:
+                    break
+                await asyncio.sleep(0.05)
+            assert more in seen and len(seen) == 7
+            task.cancel()
+
+    arun(body(), 60)
