@@ -395,12 +395,18 @@ class _Reader:
         self.kl = kl
         self.consumer = consumer
         self.start = start
+        # what the start position covers: the positions this reader yields cover it too,
+        # so a consumer that skips the start's own record (read again first) still holds
+        # a position that says it was read
+        self.floor = [0] * kl.partitions
 
     async def _seek(self, start: VectorPosition | None) -> list[int]:
         kl = self.kl
         cursor = [0] * kl.partitions
+        self.floor = [0] * kl.partitions
         if start is not None and start.generation == kl.generation:
             cursor = list(start.offsets)
+            self.floor = list(start.after().offsets)
             ends = await kl._end_offsets()
             if any(c > e for c, e in zip(cursor, ends)):
                 # a vector position is only ever issued by the log: one past the ends means
@@ -408,6 +414,7 @@ class _Reader:
                 past = tuple(p for p, (c, e) in enumerate(zip(cursor, ends)) if c > e)
                 await kl.report_loss(f"a read from {cursor} is past the ends {ends}", past)
                 cursor = [0] * kl.partitions
+                self.floor = [0] * kl.partitions
         self.consumer.assign(kl._tps)
         for tp, offset in zip(kl._tps, cursor):
             self.consumer.seek(tp, offset)
@@ -418,7 +425,11 @@ class _Reader:
             return None  # re-delivered below the cursor
         cursor[p] = msg.offset
         keep = self.kl._accept(p, msg)
-        entry = LogEntry(VectorPosition(cursor, p, generation), msg.value or b"") if keep else None
+        entry = None
+        if keep:
+            offsets = [max(c, f) for c, f in zip(cursor, self.floor)]
+            offsets[p] = msg.offset
+            entry = LogEntry(VectorPosition(offsets, p, generation), msg.value or b"")
         cursor[p] = msg.offset + 1
         return entry
 

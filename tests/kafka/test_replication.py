@@ -8,9 +8,16 @@ writer's events.
 from __future__ import annotations
 
 import asyncio
+import json
+import pickle
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 from crdtsync import Replica
 from crdtsync.adapters.kafka import KafkaLog
+from crdtsync.log._protocol import VectorPosition, covers
 
 from ._schema import SCHEMA, apply_ops, draw_ops
 from ._util import arun, namespace
@@ -55,5 +62,74 @@ def test_two_replicas_in_one_process_converge_for_every_type(crdtsync_kafka: str
         finally:
             for kl in logs:
                 await kl.close()
+
+    arun(body(), 90)
+
+
+def test_three_replica_processes_converge_for_every_type(crdtsync_kafka: str, tmp_path: Path) -> None:
+    ns = namespace("proc")
+    stop = tmp_path / "stop"
+    procs, statuses = [], []
+    root = Path(__file__).resolve().parents[2]
+    try:
+        for i, name in enumerate(["p1", "p2", "p3"]):
+            ops_file = tmp_path / f"{name}.ops"
+            ops_file.write_bytes(pickle.dumps(draw_ops(10, 100 + i)))  # kept for a failure's rerun
+            status = tmp_path / f"{name}.json"
+            statuses.append(status)
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "tests.kafka._worker", crdtsync_kafka, ns, name, str(tmp_path / name),
+                 str(ops_file), str(status), str(stop)], cwd=root,
+                stdout=open(tmp_path / f"{name}.out", "wb"), stderr=subprocess.STDOUT))
+        deadline = time.monotonic() + 60
+        while True:
+            got = [json.loads(s.read_text()) for s in statuses if s.exists()]
+            if len(got) == 3 and len({g["digest"] for g in got}) == 1 and len({g["context"] for g in got}) == 1 \
+                    and all(g["own_seq"] >= g["written"] > 0 for g in got):
+                break
+            for p in procs:
+                assert p.poll() is None, f"a worker exited: {(tmp_path / 'p1.out').read_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"not converged: {got}"
+            time.sleep(0.1)
+        for g in got:  # every process holds every writer's events, nothing dead-lettered
+            assert all(f"{h['actor']}:" in g["context"] for h in got)
+            assert g["dead_lettered"] == 0 and g["quarantined"] == 0
+            assert g["position"].startswith("VectorPosition(")
+        stop.touch()
+        for p in procs:
+            assert p.wait(30) == 0
+    finally:
+        stop.touch()
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
+def test_a_replica_reopened_from_its_snapshot_resumes_at_its_vector(crdtsync_kafka: str, tmp_path: Path) -> None:
+    async def body() -> None:
+        ns = namespace("snap")
+        async with KafkaLog.open(crdtsync_kafka, namespace=ns) as kl_a, KafkaLog.open(crdtsync_kafka, namespace=ns) as kl_b:
+            a = await Replica.open(tmp_path / "a", schema=SCHEMA, log=kl_a, name="a", control=False)
+            b = await Replica.open(None, schema=SCHEMA, log=kl_b, name="b", control=False)
+            apply_ops(a, draw_ops(4, 7))
+            apply_ops(b, draw_ops(4, 8))
+            await a.flush()
+            await b.flush()
+            await _converged([a, b])
+            saved = a.position
+            await a.close()  # writes a snapshot holding the position vector
+            apply_ops(b, draw_ops(2, 9))  # written while a is away
+            await b.flush()
+        async with KafkaLog.open(crdtsync_kafka, namespace=ns) as kl_a2, KafkaLog.open(crdtsync_kafka, namespace=ns) as kl_b2:
+            b2 = await Replica.open(None, schema=SCHEMA, log=kl_b2, name="b2", control=False)
+            a2 = await Replica.open(tmp_path / "a", schema=SCHEMA, log=kl_a2, name="a", control=False)
+            assert a2.stats.events_applied > 0
+            await _converged([a2, b2])
+            pos = a2.position
+            assert isinstance(pos, VectorPosition) and isinstance(saved, VectorPosition)
+            assert covers(pos, saved) and not covers(saved, pos)
+            await a2.close()
+            await b2.close()
 
     arun(body(), 90)
