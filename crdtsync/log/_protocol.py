@@ -31,13 +31,14 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Sequence
 from types import TracebackType
-from typing import Any, Generic, NamedTuple, Protocol, TypeVar, Union, runtime_checkable
+from typing import Any, Generic, NamedTuple, Protocol, TypeVar, runtime_checkable
 
 from ..errors import CorruptRecord, LogClosed, RecordTooLarge
 
 __all__ = [
     "Log", "LogClosed", "LogEntry", "Position", "RecordTooLarge", "VectorPosition", "check_records",
-    "covers", "earliest", "format_position", "position_from_wire", "position_to_wire", "reached",
+    "covers", "earliest", "format_position", "position_from_wire", "position_progress", "position_to_wire",
+    "reached",
 ]
 
 
@@ -128,7 +129,7 @@ class VectorPosition:
 
 
 #: a log position: an int for a single-stream log, a :class:`VectorPosition` for a partitioned one
-Position = Union[int, VectorPosition]
+Position = int | VectorPosition
 
 
 def covers(applied: Position | None, target: Position) -> bool:
@@ -189,6 +190,12 @@ def position_from_wire(obj: Any, what: str = "position") -> Position | None:
         return VectorPosition(offsets, partition, generation)
     except (TypeError, ValueError) as exc:
         raise CorruptRecord(f"{what}: not a log position ({exc})") from None
+
+
+def position_progress(position: Position) -> int:
+    """A number that grows as a reader advances (progress reports): the int position, or
+    the sum of a vector's offsets."""
+    return position if type(position) is int else sum(position.offsets)  # type: ignore[union-attr]
 
 
 def format_position(position: Position) -> str:

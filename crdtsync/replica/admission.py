@@ -33,7 +33,7 @@ from typing import Any
 from ..clock import hlc_wall_ms
 from ..errors import PermissionDenied, ReplicaRemoved, ResidencyViolation
 from ..events import Event
-from ..log._protocol import covers, earliest, format_position
+from ..log._protocol import Position, covers, earliest, format_position
 from ..policy import SEQUENCED
 from ..schema import SCHEMA_FIELD, Definition
 from ..sequenced import FLEET_FIELD, SEQ_FIELD, SequencedOp
@@ -156,7 +156,7 @@ class Admission:
             return key == f"join/{origin}"
         return key.startswith("remove/") and self.definitions.is_admin(role)
 
-    def quarantine(self, position: int, payload: bytes, exc: Exception) -> None:
+    def quarantine(self, position: Position, payload: bytes, exc: Exception) -> None:
         """Keep an undecodable record aside (``<data>/quarantine``) and count it."""
         self.stats.records_quarantined += 1
         log.warning("quarantined record at position %s: %s", position, exc)
@@ -184,10 +184,10 @@ class HeldEvents:
         self.max_drift_ms = max_drift_ms
         self.actor = actor
         # (wall ms from which it may apply, event, batch meta, position applied before its record)
-        self._held: list[tuple[int, Event, Mapping[str, Any], int | None]] = []
+        self._held: list[tuple[int, Event, Mapping[str, Any], Position | None]] = []
         self.due = 0  # earliest wall ms at which a held event may apply
         self._overflowed = False  # more were held than MAX_HELD (those wait for a restart)
-        self._overflow_before: int | None = None
+        self._overflow_before: Position | None = None
 
     def __bool__(self) -> bool:
         return bool(self._held)
@@ -195,7 +195,7 @@ class HeldEvents:
     def __len__(self) -> int:
         return len(self._held)
 
-    def hold(self, ev: Event, meta: Mapping[str, Any], before: int | None) -> None:
+    def hold(self, ev: Event, meta: Mapping[str, Any], before: Position | None) -> None:
         """Hold ``ev``; ``before`` is the position applied before its record."""
         if len(self._held) >= MAX_HELD:
             # still not lost: snapshots do not pass the first held record, so a restart re-reads it
@@ -210,7 +210,7 @@ class HeldEvents:
         self._held.append((due, ev, meta, before))
         self._stats.events_held = len(self._held)
 
-    def take_due(self, wall_ms: int) -> list[tuple[int, Event, Mapping[str, Any], int | None]]:
+    def take_due(self, wall_ms: int) -> list[tuple[int, Event, Mapping[str, Any], Position | None]]:
         """Remove and return the held events that may apply at ``wall_ms``."""
         if not self._held or wall_ms < self.due:
             return []
@@ -220,7 +220,7 @@ class HeldEvents:
         self._stats.events_held = len(self._held)
         return ready
 
-    def floor(self, position: int | None) -> int | None:
+    def floor(self, position: Position | None) -> Position | None:
         """The position a snapshot may name, given the last applied ``position``: the record
         applied before the first record that holds an event, while any is held."""
         if not self._held and not self._overflowed:

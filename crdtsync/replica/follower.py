@@ -15,7 +15,7 @@ import gc
 import logging
 from collections.abc import Awaitable, Callable
 
-from ..log._protocol import Log, Position, covers, read_range
+from ..log._protocol import Log, Position, covers, position_progress, read_range
 from .apply import Applier
 from .store import Store
 
@@ -100,7 +100,7 @@ class Follower:
             if self._snapshot_due():
                 await self._snapshot()
             if progress is not None:
-                progress(entry.position, end)
+                progress(position_progress(entry.position), position_progress(end))
             if applied and applied % YIELD_EVERY == 0:
                 await asyncio.sleep(0)
         return applied

@@ -18,7 +18,7 @@ from .._tables import LWWTable
 from ..clock import HLC
 from ..errors import PolicyViolation, StorageError
 from ..events import Batch, Codec, Event
-from ..log._protocol import Log
+from ..log._protocol import Log, Position
 from ..policy import LOCAL
 from ..types._base import CRDT
 from ..types.registers import LWWRegister
@@ -59,7 +59,7 @@ class Writer:
         self._inflight: list[Event] = []  # events of the append in flight
         self._queued = 0  # events ever queued for the log
         self._flushed = 0  # of those, events appended
-        self._flushing: asyncio.Future[int | None] | None = None  # the append in flight
+        self._flushing: asyncio.Future[Position | None] | None = None  # the append in flight
         # fields this replica may write at LOCAL: name -> (empty state factory, version, is LWW),
         # valid while the schema is at generation _plans_at and nothing was invalidated
         self._plans: dict[str, tuple[Callable[[], CRDT[Any]], int, bool]] = {}
@@ -154,7 +154,7 @@ class Writer:
         return ev
 
     # -- the log -------------------------------------------------------------------
-    async def flush(self) -> int | None:
+    async def flush(self) -> Position | None:
         """Append every queued event to the log (see :meth:`Replica.flush`)."""
         target = self._queued
         position = self._store.position
@@ -166,7 +166,7 @@ class Writer:
             if not self._pending:
                 break  # dropped (a simulated crash) rather than appended
             events, self._pending = self._pending, []
-            fut: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+            fut: asyncio.Future[Position | None] = asyncio.get_running_loop().create_future()
             self._flushing = fut
             self._inflight = events
             try:

@@ -17,8 +17,9 @@ from pathlib import Path
 
 async def main(bootstrap: str, ns: str, name: str, data_dir: str, ops_file: str, status_file: str,
                stop_file: str) -> None:
-    from crdtsync import Replica
     from crdtsync.adapters.kafka import KafkaLog
+
+    from crdtsync import Replica
 
     from ._schema import SCHEMA, apply_ops
 

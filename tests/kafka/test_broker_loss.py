@@ -13,8 +13,8 @@ import contextlib
 import logging
 
 import pytest
-
 from crdtsync.adapters.kafka import BrokerDataLoss, KafkaLog
+
 from crdtsync.log._protocol import LogEntry, covers
 from crdtsync.testing.kafka import TansuBroker
 

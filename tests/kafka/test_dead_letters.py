@@ -11,7 +11,6 @@ import asyncio
 import os
 
 import msgpack
-
 from crdtsync.adapters.kafka import KafkaLog
 
 from ._util import arun, batch_record, namespace

@@ -6,10 +6,10 @@ The Log protocol itself is checked by tests/log/test_conformance.py (backend ``k
 from __future__ import annotations
 
 import pytest
-
 from crdtsync.adapters._kafka_route import EventRouter, stable_partition
 from crdtsync.adapters._kafka_settings import KafkaSettings
 from crdtsync.adapters.kafka import KafkaLog
+
 from crdtsync.errors import RecordTooLarge, TopicMismatch, TopicUnavailable
 from crdtsync.log._protocol import VectorPosition
 from crdtsync.sequenced import SEQ_FIELD

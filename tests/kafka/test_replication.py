@@ -15,8 +15,9 @@ import sys
 import time
 from pathlib import Path
 
-from crdtsync import Replica
 from crdtsync.adapters.kafka import KafkaLog
+
+from crdtsync import Replica
 from crdtsync.log._protocol import VectorPosition, covers
 
 from ._schema import SCHEMA, apply_ops, draw_ops
