@@ -46,9 +46,13 @@ class TopicAdmin:
             await self._admin.close()
             self._admin = None
 
+    async def topics(self) -> set[str]:
+        """The names of the topics the broker has."""
+        return set(await self._admin.list_topics())
+
     async def partition_count(self, topic: str) -> int | None:
         """The topic's partition count, or None when it does not exist."""
-        if topic not in set(await self._admin.list_topics()):
+        if topic not in await self.topics():
             return None
         described = await self._admin.describe_topics([topic])
         for t in described:

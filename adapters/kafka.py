@@ -68,6 +68,8 @@ __all__ = ["BrokerDataLoss", "KafkaLog", "KafkaLogStats", "KafkaSettings"]
 log = logging.getLogger("crdtsync.kafka")
 
 _POLL_MS = 100
+#: dead-lettered records remembered, so a re-read does not report one twice
+_DEAD_REMEMBERED = 100_000
 
 
 @dataclass
@@ -110,6 +112,8 @@ class KafkaLog:
         self._monitor: asyncio.Task[None] | None = None
         self._closed = False
         self._reporter = f"{socket.gethostname()}:{os.getpid()}"
+        #: (generation, partition, offset) of records this log dead-lettered (oldest first)
+        self._dead: dict[tuple[int, int, int], None] = {}
 
     # -- opening -------------------------------------------------------------------
     @classmethod
@@ -252,7 +256,7 @@ class KafkaLog:
         return event
 
     async def _find_loss(self) -> tuple[str, tuple[int, ...]] | None:
-        if self.topic not in set(await self._admin._admin.list_topics()):
+        if self.topic not in await self._admin.topics():
             return f"topic {self.topic} is gone", tuple(range(self.partitions))
         ends = await self._raw_end_offsets()
         guard = self._guard
@@ -333,8 +337,14 @@ class KafkaLog:
             self.stats.markers_skipped += 1
             return False
         if self._check is not None:
+            where = (self._guard.generation, partition, msg.offset)
+            if where in self._dead:
+                return False  # dead-lettered already by an earlier read of this log
             reason = self._check.reason(msg.value or b"")
             if reason is not None:
+                self._dead[where] = None
+                if len(self._dead) > _DEAD_REMEMBERED:
+                    del self._dead[next(iter(self._dead))]
                 self._dead_letter(partition, msg, reason)
                 return False
         self.stats.records_read += 1
@@ -445,10 +455,13 @@ class _Reader:
             for p, tp in enumerate(kl._tps):
                 while cursor[p] < ends[p] and not lost:
                     got = await consumer.getmany(tp, timeout_ms=_POLL_MS)
-                    for msg in got.get(tp, []):
+                    msgs = got.get(tp, [])
+                    for msg in msgs:
                         entry = self._entry(p, msg, cursor, generation)
                         if entry is not None:
                             yield entry
+                    if not msgs:  # offsets without records (compaction, control records)
+                        cursor[p] = max(cursor[p], int(await consumer.position(tp)))
                     if kl._closed:
                         return
                     lost = kl.generation != generation

@@ -28,7 +28,7 @@ async def _produce(bootstrap: str, topic: str, values: list[bytes]) -> None:
         await producer.stop()
 
 
-async def _dead_letters(bootstrap: str, topic: str, n: int) -> list[tuple[bytes, dict[str, bytes]]]:
+async def _dead_letters(bootstrap: str, topic: str, n: int, polls: int = 100) -> list[tuple[bytes, dict[str, bytes]]]:
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False)
@@ -38,7 +38,7 @@ async def _dead_letters(bootstrap: str, topic: str, n: int) -> list[tuple[bytes,
         consumer.assign([tp])
         consumer.seek(tp, 0)
         got: list[tuple[bytes, dict[str, bytes]]] = []
-        for _ in range(100):
+        for _ in range(polls):
             batch = await consumer.getmany(tp, timeout_ms=200)
             got += [(m.value, dict(m.headers)) for m in batch.get(tp, [])]
             if len(got) >= n:
@@ -96,6 +96,9 @@ def test_bad_records_go_to_the_dlq_and_reading_goes_on(crdtsync_kafka: str) -> N
                     break
                 await asyncio.sleep(0.05)
             assert more in seen and len(seen) == 7
+            # re-reading does not report a record twice: only the new bad one was added
+            assert kl.stats.dead_lettered == 5
+            assert len(await _dead_letters(crdtsync_kafka, f"{ns}.dlq", 6, polls=5)) == 5
             task.cancel()
 
     arun(body(), 60)
