@@ -37,7 +37,7 @@ from ..errors import CorruptRecord, LogClosed, RecordTooLarge
 
 __all__ = [
     "Log", "LogClosed", "LogEntry", "Position", "RecordTooLarge", "VectorPosition", "check_records",
-    "covers", "earliest", "format_position", "position_from_wire", "position_progress", "position_to_wire",
+    "covers", "earliest", "format_position", "stream_of", "position_from_wire", "position_progress", "position_to_wire",
     "reached",
 ]
 
@@ -250,15 +250,30 @@ class Log(Protocol):
 
 async def read_range(log: Log, after: Position | None, end: Position) -> AsyncIterator[LogEntry]:
     """The records of ``log`` after position ``after`` (all if None) and before ``end``
-    (a value of :meth:`Log.end`); the reader is closed however the caller stops."""
+    (a value of :meth:`Log.end`); the reader is closed however the caller stops.
+
+    A partitioned log may also yield records appended after ``end`` was taken (up to the
+    ends its read saw when it started): leaving them out would hand the caller positions
+    that claim them read, since every position covers what its reader read before it.
+    """
     reader = log.read(after if after is not None else 0)
+    single = type(end) is int
     async with contextlib.aclosing(reader):  # type: ignore[type-var]
         async for entry in reader:
             if after is not None and covers(after, entry.position):
                 continue
-            if reached(entry.position, end):
-                return
+            if single and reached(entry.position, end):
+                return  # one stream: everything after is past the end too
             yield entry
+
+
+def stream_of(position: Position) -> tuple[int, int] | None:
+    """Which ordered stream a record position belongs to: None for a single-stream log,
+    ``(generation, partition)`` for a partitioned one. A reader that read the last record
+    of every stream below an end has read everything below it."""
+    if isinstance(position, VectorPosition):
+        return (position.generation, position.partition if position.partition is not None else -1)
+    return None
 
 
 def check_records(records: Sequence[bytes], max_record_bytes: int) -> list[bytes]:

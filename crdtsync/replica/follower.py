@@ -15,7 +15,7 @@ import gc
 import logging
 from collections.abc import Awaitable, Callable
 
-from ..log._protocol import Log, Position, covers, position_progress, read_range
+from ..log._protocol import Log, Position, covers, position_progress, read_range, stream_of
 from .apply import Applier
 from .store import Store
 
@@ -146,9 +146,12 @@ class Follower:
         if self.task is None:
             await self.catch_up()
             return
-        # ``end`` is the next position; wait for the record just below it, if any
-        last = None
+        # ``end`` is the next position; wait for the record just below it, if any (a
+        # partitioned log: the last one of every partition)
+        last: dict[object, Position] = {}
         async for entry in read_range(self.log, self._store.position, end):
-            last = entry.position
-        if last is not None:
-            await self.wait_applied(last, timeout)
+            last[stream_of(entry.position)] = entry.position
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        for position in last.values():
+            await self.wait_applied(position, None if deadline is None else max(0.0, deadline - loop.time()))

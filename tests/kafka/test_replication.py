@@ -134,3 +134,59 @@ def test_a_replica_reopened_from_its_snapshot_resumes_at_its_vector(crdtsync_kaf
             await b2.close()
 
     arun(body(), 90)
+
+
+def test_catch_up_and_sync_cover_every_partition(crdtsync_kafka: str) -> None:
+    from crdtsync import Feature, GCounter
+
+    schema = [Feature("count", GCounter)]
+
+    async def body() -> None:
+        ns = namespace("sync")
+        async with KafkaLog.open(crdtsync_kafka, namespace=ns, partitions=4) as la, \
+                KafkaLog.open(crdtsync_kafka, namespace=ns, partitions=4) as lb, \
+                KafkaLog.open(crdtsync_kafka, namespace=ns, partitions=4) as lc:
+            a = await Replica.open(None, schema=schema, log=la, name="a", control=False)
+            b = await Replica.open(None, schema=schema, log=lb, name="b", control=False, follow=False)
+            c = await Replica.open(None, schema=schema, log=lc, name="c", control=False)
+            keys = [f"k{i}" for i in range(40)]
+            for rnd in range(3):
+                for k in keys:  # one record per key: they spread over the four partitions
+                    a.write("count", k, "increment", 1)
+                    await a.flush()
+                partitions = {e.position.partition async for e in la.read(0)}  # type: ignore[union-attr]
+                assert partitions == {0, 1, 2, 3}
+                await b.catch_up()  # no follower: everything in the log now, every partition
+                assert [b.value("count", k) for k in keys] == [rnd + 1] * len(keys)
+                await c.sync(timeout=10)  # following: returns once every partition is applied
+                assert [c.value("count", k) for k in keys] == [rnd + 1] * len(keys)
+            # while a keeps writing (records past the end land on every partition), catch-up
+            # and sync still apply everything that was in the log when they started
+            stop = asyncio.Event()
+            flushed = {k: a.value("count", k) for k in keys}  # what the log holds
+
+            async def keep_writing() -> None:
+                i = 0
+                while not stop.is_set():
+                    key = keys[i % len(keys)]
+                    a.write("count", key, "increment", 1)
+                    await a.flush()
+                    flushed[key] += 1
+                    i += 7
+
+            writer = asyncio.create_task(keep_writing())
+            try:
+                for _ in range(5):
+                    before = dict(flushed)
+                    await b.catch_up()
+                    assert all(b.value("count", k) >= before[k] for k in keys), [(k, b.value("count", k), before[k], a.value("count", k)) for k in keys if b.value("count", k) < before[k]]
+                    before = dict(flushed)
+                    await c.sync(timeout=10)
+                    assert all(c.value("count", k) >= before[k] for k in keys)
+            finally:
+                stop.set()
+                await writer
+            for r in (a, b, c):
+                await r.close()
+
+    arun(body(), 90)

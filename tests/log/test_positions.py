@@ -8,7 +8,13 @@ import pytest
 from crdtsync.clock import Context
 from crdtsync.errors import CorruptRecord
 from crdtsync.log._protocol import (
-    VectorPosition, covers, earliest, format_position, position_from_wire, position_progress, position_to_wire,
+    VectorPosition,
+    covers,
+    earliest,
+    format_position,
+    position_from_wire,
+    position_progress,
+    position_to_wire,
     reached,
 )
 from crdtsync.snapshots import Snapshot, decode_snapshot, encode_snapshot
