@@ -92,7 +92,7 @@ class _Worker:
 
 
 async def _child(bootstrap: str, ns: str, name: str, data_dir: str, seed: int) -> None:
-    from .adapters.kafka import KafkaLog
+    from .adapters.kafka import KafkaLog  # type: ignore[import-not-found,unused-ignore]
     from .replica import Replica
 
     loop = asyncio.get_running_loop()
