@@ -2,7 +2,7 @@
 
 Routing: a record goes to the partition of a stable hash (BLAKE2b, not Python's salted
 ``hash()``) of the field and entity key of its first event; a record that carries an event
-of a strong field, or a sequenced operation, goes to partition 0, the strong partition,
+of a strong field, or a sequenced operation (type tag ``seqop``), goes to partition 0, the strong partition,
 whose order is the ``SEQUENCED`` order. A record that is not a crdtsync batch (only tests
 append those) is routed by a hash of its bytes. The writer's batches (one origin,
 contiguous seqs) are never split, so a group-committed batch with several keys lives on
@@ -23,7 +23,7 @@ from typing import Any
 from crdtsync._encoding import unpackb
 from crdtsync.errors import BadInput
 from crdtsync.events import MsgpackCodec
-from crdtsync.sequenced import SEQ_FIELD
+from crdtsync.sequenced import SEQ_FIELD, SequencedOp
 
 __all__ = ["EventRouter", "RecordCheck", "stable_partition"]
 
@@ -34,21 +34,21 @@ def stable_partition(data: bytes, partitions: int) -> int:
     return int.from_bytes(digest, "big") % partitions
 
 
-def _fields_and_first_key(record: bytes) -> tuple[list[str], str, str] | None:
-    """(every field name, first event's field, first event's key), or None if not a batch."""
+def _peek(record: bytes) -> tuple[list[str], list[str], str, str] | None:
+    """(every field name, every type tag, first event's field, first event's key) of a
+    batch record, or None if it is not one."""
     try:
         obj: Any = unpackb(record, what="record")
         if not isinstance(obj, list) or not obj:
             return None
         if obj[0] == 1:
             events = obj[4]
-            names = [e[1] for e in events]
-            return names, events[0][1], events[0][3]
+            return [e[1] for e in events], [e[4] for e in events], events[0][1], events[0][3]
         if obj[0] == 2:
             fields, field_ix, keys = obj[4], obj[7], obj[8]
             names = [f[0] for f in fields]
             first = names[field_ix[0]] if field_ix else names[0]
-            return names, first, keys[0]
+            return names, [f[2] for f in fields], first, keys[0]
     except (BadInput, IndexError, TypeError, KeyError):
         return None
     return None
@@ -66,13 +66,13 @@ class EventRouter:
             return 0
         first: tuple[str, str] | None = None
         for record in records:
-            peek = _fields_and_first_key(record)
+            peek = _peek(record)
             if peek is None:
                 if first is None:
                     return stable_partition(record, self.partitions)
                 continue
-            names, field, key = peek
-            if not self.strong.isdisjoint(names):
+            names, tags, field, key = peek
+            if SequencedOp.TYPE_TAG in tags or not self.strong.isdisjoint(names):
                 return 0
             if first is None:
                 first = (field, key)

@@ -11,8 +11,9 @@ from crdtsync.adapters._kafka_settings import KafkaSettings
 from crdtsync.adapters.kafka import KafkaLog
 
 from crdtsync.errors import RecordTooLarge, TopicMismatch, TopicUnavailable
+from crdtsync.events import Batch, Event, MsgpackCodec
 from crdtsync.log._protocol import VectorPosition
-from crdtsync.sequenced import SEQ_FIELD
+from crdtsync.sequenced import SEQ_FIELD, SequencedOp
 
 from ._util import arun, batch_record, namespace
 
@@ -112,6 +113,11 @@ def test_routing_is_stable_and_strong_fields_share_partition_zero() -> None:
     assert len(spread) == 8
     assert {router([batch_record("a", 1, "balance", f"k{i}")]) for i in range(20)} == {0}
     assert {router([batch_record("a", 1, SEQ_FIELD, f"k{i}", version=1)]) for i in range(20)} == {0}
+    # a sequenced operation carries its target field: its type tag sends it to partition 0
+    for version in (1, 2):
+        ops = [MsgpackCodec(write_version=version).encode(Batch.of([Event(
+            "a/s", 1, 5, "limit", f"k{i}", SequencedOp("lww", "set", ("x",), {}, None))])) for i in range(20)]
+        assert {router([op]) for op in ops} == {0}
     assert router([batch_record("a", 1, "clicks", "user-7", version=1)]) == router([rec])
 
 

@@ -190,3 +190,48 @@ def test_catch_up_and_sync_cover_every_partition(crdtsync_kafka: str) -> None:
                 await r.close()
 
     arun(body(), 90)
+
+
+def test_sequenced_operations_are_ordered_by_the_strong_partition(crdtsync_kafka: str) -> None:
+    from crdtsync import Feature, LWWRegister, PNCounter, Strong
+
+    schema = [Feature("limit", LWWRegister, policy=Strong(timeout=10.0)),
+              Feature("stock", PNCounter, policy=Strong(timeout=10.0)),
+              Feature("views", PNCounter)]
+
+    async def body() -> None:
+        ns = namespace("seq")
+        logs = [await KafkaLog.open(crdtsync_kafka, namespace=ns, partitions=4) for _ in range(3)]
+        try:
+            rs = [await Replica.open(None, schema=schema, log=kl, name=f"r{i}", control=False)
+                  for i, kl in enumerate(logs)]
+            await rs[0].conditional("stock", "item", "increment", (10,), cond=None)
+            # rounds of racing compare-and-sets: exactly one wins each round, the same everywhere
+            current = None
+            for rnd in range(5):
+                results = await asyncio.gather(*(r.compare_and_set("limit", "k", current, f"{r.actor}/{rnd}")
+                                                 for r in rs))
+                assert sum(results) == 1, results
+                current = f"{rs[results.index(True)].actor}/{rnd}"
+                for r in rs:
+                    r.write("views", f"v{rnd}", "increment", 1)  # eventual writes on other partitions
+                    await r.flush()
+            # 15 bounded decrements of a stock of 10: exactly 10 succeed
+            wins = await asyncio.gather(*(r.decrement_if_enough("stock", "item", 1) for r in rs for _ in range(5)))
+            assert sum(wins) == 10
+            await _converged(rs)
+            assert {r.value("limit", "k") for r in rs} == {current}
+            assert {r.value("stock", "item") for r in rs} == {0}
+            # every sequenced record is on the strong partition
+            entries = [e async for e in logs[0].read(0)]
+            seq_parts = {e.position.partition for e in entries  # type: ignore[union-attr]
+                         if b"seqop" in e.payload}
+            assert seq_parts == {0}
+            assert len({e.position.partition for e in entries}) > 1  # type: ignore[union-attr]
+            for r in rs:
+                await r.close()
+        finally:
+            for kl in logs:
+                await kl.close()
+
+    arun(body(), 90)
