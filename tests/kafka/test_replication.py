@@ -213,6 +213,8 @@ def test_sequenced_operations_are_ordered_by_the_strong_partition(crdtsync_kafka
                                                  for r in rs))
                 assert sum(results) == 1, results
                 current = f"{rs[results.index(True)].actor}/{rnd}"
+                # a Strong field reads at LINEARIZABLE: every replica sees the winner at once
+                assert [await r.read("limit", "k") for r in rs] == [current] * 3
                 for r in rs:
                     r.write("views", f"v{rnd}", "increment", 1)  # eventual writes on other partitions
                     await r.flush()
