@@ -135,3 +135,28 @@ def test_appends_land_on_the_routed_partition(crdtsync_kafka: str) -> None:
             assert sum(1 for e in got if e.position.partition == 0) >= 4
 
     arun(body())
+
+
+def test_security_settings_reach_every_aiokafka_client() -> None:
+    import ssl
+
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    ctx = ssl.create_default_context()
+    s = KafkaSettings("127.0.0.1:1", security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-256",
+                      sasl_plain_username="svc", sasl_plain_password="pw", ssl_context=ctx)
+
+    async def body() -> None:
+        clients = [AIOKafkaProducer(**s.producer()), AIOKafkaConsumer(**s.consumer()),
+                   AIOKafkaAdminClient(**s.common())]
+        for c in clients:  # the clients accept the settings as given (no connection is made)
+            inner = getattr(c, "client", None) or c._client
+            assert inner._security_protocol == "SASL_SSL" and inner._sasl_mechanism == "SCRAM-SHA-256"
+            assert inner._sasl_plain_username == "svc" and inner._sasl_plain_password == "pw"
+            assert inner._ssl_context is ctx
+        await clients[0].stop()
+        await clients[1].stop()
+        await clients[2].close()
+
+    arun(body(), 10)
