@@ -54,6 +54,28 @@ def measure(name: str, fn: Callable[[], int], *, repeat: int = 5, warmup: int = 
     return res
 
 
+def measure_interleaved(fns: dict[str, Callable[[], int]], *, repeat: int = 5,
+                        warmup: int = 1) -> dict[str, Result]:
+    """:func:`measure` for several systems, one run of each per round, so that a noisy
+    stretch of the machine hits them all alike (the ratios are what the pages quote)."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    out = {name: Result(name, 0) for name in fns}
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            gc.collect()
+            gc.disable()
+            try:
+                t = time.perf_counter()
+                n = fn()
+                out[name].seconds.append(time.perf_counter() - t)
+            finally:
+                gc.enable()
+            out[name].ops = n
+    return out
+
+
 def fmt_rate(x: float) -> str:
     if x >= 1e6:
         return f"{x / 1e6:.2f} M"

@@ -13,35 +13,86 @@ Packed record (in memory only; snapshots and the wire use the type's own encodin
     ts: i64 LE | actor index: u16 LE | kind: u8 | body
 
 ``kind`` 0: body is the msgpack of a scalar value; 1: body is the canonical msgpack of a
-list or dict (the register's stored form). Actor ids are interned in a per-table list;
-a table with more than 65,535 distinct writers falls back to storing register objects.
+list or dict (the register's stored form); 2: body is a signed 64-bit integer (i64 LE);
+3: body is a float (f64 LE). Kinds 2 and 3 are one ``struct`` call to build and read, the
+hot case of numeric features. Actor ids are interned in a per-table list; a table with
+more than 65,535 distinct writers falls back to storing register objects.
+
+The table also keeps ``max_ts``, an upper bound of every stamp it holds. A batch of
+writes from one writer whose stamps all exceed it and increase along the batch wins
+against every row, so it is stored in bulk without a comparison per key
+(:meth:`LWWTable._join_lww`); a replica's own writes, stamped by a clock that has
+observed every stamp applied here, take the same shortcut one at a time
+(:meth:`LWWTable.own_setter`).
 """
 
 from __future__ import annotations
 
+import operator
 import struct
 from collections.abc import Iterator, MutableMapping
+from itertools import islice, repeat
 from typing import Any
 
 import msgpack
 
 from ._encoding import pack_small
 from .types._base import CRDT
-from .types.registers import LWWRegister, _Packed
+from .types.counters import GCounter
+from .types.registers import LWWRegister, _Packed, load_value
 
-__all__ = ["LWWTable", "new_table"]
+__all__ = ["CounterTable", "LWWTable", "new_table"]
 
 _HDR = struct.Struct("<qHB")
 _HSIZE = _HDR.size
+_INT_ROW = struct.Struct("<qHBq")
+_FLOAT_ROW = struct.Struct("<qHBd")
+_I64 = struct.Struct("<q")
+_F64 = struct.Struct("<d")
+_I64_MIN, _I64_LIMIT = -(2**63), 2**63
 _MAX_ACTORS = 0xFFFF
+_KIND_MSGPACK, _KIND_PACKED, _KIND_INT, _KIND_FLOAT = 0, 1, 2, 3
+_MISSING = object()
+
+
+def _row(ts: int, ai: int, v: Any) -> bytes:
+    """The packed row of a register ``(ts, actor index, stored value)``."""
+    t = type(v)
+    if t is int and _I64_MIN <= v < _I64_LIMIT:
+        return _INT_ROW.pack(ts, ai, _KIND_INT, v)
+    if t is float:
+        return _FLOAT_ROW.pack(ts, ai, _KIND_FLOAT, v)
+    if t is _Packed:
+        packed: bytes = _HDR.pack(ts, ai, _KIND_PACKED) + v
+        return packed
+    return _HDR.pack(ts, ai, _KIND_MSGPACK) + pack_small(v)
+
+
+def _row_value(row: bytes, kind: int) -> Any:
+    if kind == _KIND_INT:
+        return _I64.unpack_from(row, _HSIZE)[0]
+    if kind == _KIND_FLOAT:
+        return _F64.unpack_from(row, _HSIZE)[0]
+    if kind == _KIND_PACKED:
+        return _Packed(row[_HSIZE:])
+    return msgpack.unpackb(row[_HSIZE:], raw=False)
 
 
 class LWWTable(MutableMapping[str, CRDT[Any]]):
     """A dict-like table of LWW registers stored packed (see module docstring)."""
 
-    __slots__ = ("_rows", "_actors", "_actor_ix", "_objects")
+    __slots__ = ("_rows", "_actors", "_actor_ix", "_objects", "max_ts", "own", "_own_ai", "cache")
 
     def __init__(self) -> None:
+        #: decoded scalar values of rows read lately (every path that changes a row drops
+        #: its entry; bounded by VALUE_CACHE), see :meth:`value_of`; valid while
+        #: :attr:`own` is empty (reads fold it first)
+        self.cache: dict[str, Any] = {}
+        #: own writes not packed yet: key -> (ts, scalar value), see :meth:`own_overlay`
+        self.own: dict[str, tuple[int, Any]] = {}
+        self._own_ai = 0
+        #: an upper bound of every stamp in the table (see the module docstring)
+        self.max_ts = -1
         self._rows: dict[str, bytes] = {}
         self._actors: list[str] = []
         self._actor_ix: dict[str, int] = {}
@@ -58,22 +109,94 @@ class LWWTable(MutableMapping[str, CRDT[Any]]):
         return i
 
     def __getitem__(self, key: str) -> CRDT[Any]:
+        if self.own:
+            self.fold()
         row = self._rows.get(key)
         if row is None:
             if self._objects is not None and key in self._objects:
                 return self._objects[key]
             raise KeyError(key)
         ts, ai, kind = _HDR.unpack_from(row)
-        body = row[_HSIZE:]
-        value: Any = _Packed(body) if kind else msgpack.unpackb(body, raw=False)
-        return LWWRegister._raw(ts, self._actors[ai], value)
+        return LWWRegister._raw(ts, self._actors[ai], _row_value(row, kind))
+
+    #: decoded values kept for reads, at most (the cache starts over when full)
+    VALUE_CACHE = 65_536
+
+    def value_of(self, key: str, default: Any = None) -> Any:
+        """``self[key].value()`` (``default`` for a key not here), without building the
+        register, and from the decoded-value cache when the row was read before."""
+        if self.own:
+            self.fold()
+        v = self.cache.get(key, _MISSING)
+        if v is not _MISSING:
+            return v
+        row = self._rows.get(key)
+        if row is None:
+            if self._objects is not None and key in self._objects:
+                return self._objects[key].value()
+            return default
+        kind = row[_HSIZE - 1]
+        if kind == _KIND_PACKED:  # a list or dict: a fresh copy per read, never cached
+            return load_value(_Packed(row[_HSIZE:]))
+        if kind == _KIND_INT:
+            v = _I64.unpack_from(row, _HSIZE)[0]
+        elif kind == _KIND_FLOAT:
+            v = _F64.unpack_from(row, _HSIZE)[0]
+        else:
+            v = msgpack.unpackb(row[_HSIZE:], raw=False)
+        values = self.cache
+        if len(values) >= self.VALUE_CACHE:
+            values.clear()
+        values[key] = v
+        return v
+
+    def own_overlay(self, actor: str) -> dict[str, tuple[int, Any]] | None:
+        """The dict a writer puts its own ``set`` of a scalar into, as ``(ts, value)``,
+        provided ``ts > self.max_ts`` (then it wins against every row; the writer raises
+        ``max_ts`` to it). Rows are packed in bulk (:meth:`fold`) before the table is
+        read or joined into, so the table behaves as if each write was stored at once.
+        None if ``actor`` cannot be interned or the table holds register objects."""
+        if self._objects is not None:
+            return None
+        ai = self._ix(actor)
+        if ai is None:
+            return None
+        if ai != self._own_ai:
+            self.fold()
+            self._own_ai = ai
+        return self.own
+
+    def fold(self) -> None:
+        """Pack the own writes of :meth:`own_overlay` into rows."""
+        own = self.own
+        if not own:
+            return
+        ai = self._own_ai
+        stamps, values = zip(*own.values())
+        if set(map(type, values)) == {int} and min(values) >= _I64_MIN and max(values) < _I64_LIMIT:
+            new = map(_INT_ROW.pack, stamps, repeat(ai), repeat(_KIND_INT), values)
+        else:
+            new = map(_row, stamps, repeat(ai), values)
+        self._rows.update(zip(own, new))
+        cache = self.cache
+        if cache:
+            for key in own:
+                cache.pop(key, None)
+        if self._objects is not None:  # (register objects appeared since: rows win)
+            for key in own:
+                self._objects.pop(key, None)
+        own.clear()
 
     def get(self, key: str, default: Any = None) -> Any:  # hot path: no exception
+        if self.own:
+            self.fold()
         if key in self._rows or (self._objects is not None and key in self._objects):
             return self[key]
         return default
 
     def __setitem__(self, key: str, state: CRDT[Any]) -> None:
+        if self.own:
+            self.fold()
         if type(state) is not LWWRegister or state._ts < 0:
             self._store_object(key, state)
             return
@@ -81,12 +204,11 @@ class LWWTable(MutableMapping[str, CRDT[Any]]):
         if ai is None:
             self._store_object(key, state)
             return
-        v = state._value
-        if type(v) is _Packed:
-            row = _HDR.pack(state._ts, ai, 1) + bytes(v)
-        else:
-            row = _HDR.pack(state._ts, ai, 0) + pack_small(v)
-        self._rows[key] = row
+        ts = state._ts
+        if ts > self.max_ts:
+            self.max_ts = ts
+        self._rows[key] = _row(ts, ai, state._value)
+        self.cache.pop(key, None)
         if self._objects is not None:
             self._objects.pop(key, None)
 
@@ -97,6 +219,8 @@ class LWWTable(MutableMapping[str, CRDT[Any]]):
     def join_in(self, key: str, state: CRDT[Any]) -> None:
         """``self[key] = state if key not in self else self[key].join(state)``, comparing the
         packed stamp in place instead of rebuilding the current register."""
+        if self.own:
+            self.fold()
         if type(state) is LWWRegister and state._ts >= 0:
             row = self._rows.get(key)
             if row is None and (self._objects is None or key not in self._objects):
@@ -124,15 +248,40 @@ class LWWTable(MutableMapping[str, CRDT[Any]]):
         Same result as ``self[k] = self[k].join(d)`` per delta (an unchanged row is left
         as it is), without building a register per delta or per current row.
         """
+        if self.own:
+            self.fold()
+        cache = self.cache
+        if cache:
+            drop = cache.pop
+            for key in islice(keys, start, None):
+                drop(key, None)
         ts, actors, values = cols
         rows = self._rows
+        n = len(keys)
+        if self._objects is None and n > start:
+            # one writer, stamps rising along the record and above every row here: every
+            # delta wins, the last one per key (the highest stamp) is what stays
+            first_actor = actors[start]
+            acts = actors[start:] if start else actors
+            if (ts[start] > self.max_ts and acts.count(first_actor) == n - start
+                    and all(map(operator.lt, islice(ts, start, None), islice(ts, start + 1, None)))):
+                ai = self._ix(first_actor)
+                if ai is not None:
+                    vals = values[start:] if start else values
+                    if set(map(type, vals)) == {int} and min(vals) >= _I64_MIN and max(vals) < _I64_LIMIT:
+                        new = map(_INT_ROW.pack, islice(ts, start, None), repeat(ai), repeat(_KIND_INT), vals)
+                    else:
+                        new = map(_row, islice(ts, start, None), repeat(ai), vals)
+                    rows.update(zip(islice(keys, start, None), new))
+                    self.max_ts = ts[-1]
+                    return n - start, []
         names = self._actors
         actor_ix = self._actor_ix
         unpack = _HDR.unpack_from
-        pack = _HDR.pack
         raw = LWWRegister._raw
         refused: list[int] = []
-        for i in range(start, len(keys)):
+        top = self.max_ts
+        for i in range(start, n):
             key = keys[i]
             t = ts[i]
             a = actors[i]
@@ -161,20 +310,29 @@ class LWWTable(MutableMapping[str, CRDT[Any]]):
                 if ai is None:
                     self._store_object(key, raw(t, a, values[i]))
                     continue
-            v = values[i]
-            if type(v) is _Packed:
-                rows[key] = pack(t, ai, 1) + v
-            else:
-                rows[key] = pack(t, ai, 0) + pack_small(v)
-        return len(keys) - start - len(refused), refused
+            if t > top:
+                top = t
+            rows[key] = _row(t, ai, values[i])
+        if top > self.max_ts:
+            self.max_ts = top
+        return n - start - len(refused), refused
 
     def _store_object(self, key: str, state: CRDT[Any]) -> None:
+        if self.own:
+            self.fold()
+        ts = getattr(state, "_ts", -1)
+        if type(ts) is int and ts > self.max_ts:
+            self.max_ts = ts
         if self._objects is None:
             self._objects = {}
         self._objects[key] = state
         self._rows.pop(key, None)
+        self.cache.pop(key, None)
 
     def __delitem__(self, key: str) -> None:
+        if self.own:
+            self.fold()
+        self.cache.pop(key, None)
         if key in self._rows:
             del self._rows[key]
         elif self._objects is not None and key in self._objects:
@@ -183,19 +341,119 @@ class LWWTable(MutableMapping[str, CRDT[Any]]):
             raise KeyError(key)
 
     def __iter__(self) -> Iterator[str]:
+        if self.own:
+            self.fold()
         yield from self._rows
         if self._objects is not None:
             yield from self._objects
 
     def __len__(self) -> int:
+        if self.own:
+            self.fold()
         return len(self._rows) + (len(self._objects) if self._objects is not None else 0)
 
     def __contains__(self, key: object) -> bool:
+        if self.own:
+            self.fold()
         return key in self._rows or (self._objects is not None and key in self._objects)
+
+
+class CounterTable(MutableMapping[str, CRDT[Any]]):
+    """A dict-like table of GCounters keeping each key's per-actor totals in a private,
+    mutable dict: joining a delta raises one total in place instead of copying the
+    counter, and a read hands out a fresh :class:`~crdtsync.types.counters.GCounter`
+    (states stay immutable values for everyone outside). A state of another type put
+    here is kept as an object (and refused by the joins, as a plain table would)."""
+
+    __slots__ = ("rows", "_objects")
+
+    def __init__(self) -> None:
+        #: key -> {actor: total}; never handed out
+        self.rows: dict[str, dict[str, int]] = {}
+        self._objects: dict[str, CRDT[Any]] = {}
+
+    def __getitem__(self, key: str) -> CRDT[Any]:
+        row = self.rows.get(key)
+        if row is None:
+            return self._objects[key]
+        return GCounter._of(dict(row))
+
+    def get(self, key: str, default: Any = None) -> Any:  # hot path: no exception
+        row = self.rows.get(key)
+        if row is not None:
+            return GCounter._of(dict(row))
+        return self._objects.get(key, default) if self._objects else default
+
+    def value_of(self, key: str, default: Any = None) -> Any:
+        """``self[key].value()`` without building the counter."""
+        row = self.rows.get(key)
+        if row is not None:
+            return sum(row.values())
+        obj = self._objects.get(key) if self._objects else None
+        return default if obj is None else obj.value()
+
+    def __setitem__(self, key: str, state: CRDT[Any]) -> None:
+        if type(state) is GCounter:
+            self.rows[key] = dict(state._counts)
+            if self._objects:
+                self._objects.pop(key, None)
+        else:
+            self._objects[key] = state
+            self.rows.pop(key, None)
+
+    def __delitem__(self, key: str) -> None:
+        if key in self.rows:
+            del self.rows[key]
+        else:
+            del self._objects[key]
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self.rows
+        yield from self._objects
+
+    def __len__(self) -> int:
+        return len(self.rows) + len(self._objects)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.rows or key in self._objects
+
+    def _join_gcounter(self, keys: list[str], cols: Any, start: int) -> tuple[int, list[int]]:
+        """``GCounter._join_columns`` for this table: raise totals in place."""
+        actors, totals = cols
+        rows = self.rows
+        objects = self._objects
+        n = len(keys)
+        if not objects and n > start:
+            first = actors[start]
+            if (actors[start:] if start else actors).count(first) == n - start:  # one writer
+                get = rows.get
+                for key, total in zip(islice(keys, start, None), islice(totals, start, None)):
+                    row = get(key)
+                    if row is None:
+                        rows[key] = {first: total}
+                    elif total > row.get(first, 0):
+                        row[first] = total
+                return n - start, []
+        refused: list[int] = []
+        for i in range(start, n):
+            key = keys[i]
+            row = rows.get(key)
+            if row is None:
+                if objects and key in objects:
+                    refused.append(i)
+                    continue
+                rows[key] = {actors[i]: totals[i]}
+            else:
+                a = actors[i]
+                if totals[i] > row.get(a, 0):
+                    row[a] = totals[i]
+        return n - start - len(refused), refused
 
 
 def new_table(type_tag: str | None) -> MutableMapping[str, CRDT[Any]]:
     """The table a field of type ``type_tag`` keeps its per-entity states in."""
     if type_tag == LWWRegister.TYPE_TAG:
         return LWWTable()
+    if type_tag == GCounter.TYPE_TAG:
+        return CounterTable()
     return {}

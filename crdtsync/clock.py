@@ -29,6 +29,7 @@ import time
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from threading import get_ident as _get_ident
+from time import time_ns as _time_ns
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
@@ -557,10 +558,12 @@ class HLC:
     ahead of its peers' (their apply would hold such events back).
     """
 
-    __slots__ = ("_clock", "_last", "_lock", "_owner", "_peak", "_shared", "fence", "max_drift_ms", "rejected")
+    __slots__ = ("_clock", "_wall_default", "_last", "_lock", "_owner", "_peak", "_shared", "fence",
+                 "max_drift_ms", "rejected")
 
     def __init__(self, *, max_drift_ms: int = 60_000, clock: Callable[[], int] = _wall_ms) -> None:
         self._clock = clock
+        self._wall_default = clock is _wall_ms  # now() reads time_ns itself (no call of _wall_ms)
         self._last = 0
         self._lock = threading.Lock()
         self._owner: int | None = None
@@ -589,7 +592,7 @@ class HLC:
         """A timestamp for a local event, greater than every earlier one."""
         if self._shared or _get_ident() != self._owner:
             return self._now_shared()
-        wall = self._clock()
+        wall = _time_ns() // 1_000_000 if self._wall_default else self._clock()
         ts = wall << _LOGICAL_BITS
         last = self._last
         if ts <= last:

@@ -28,8 +28,12 @@ use; ``field_ix[i]`` is event ``i``'s entry, and ``field_ix`` is ``[]`` when the
 entry. HLCs (u64) are delta-encoded: event 0 has ``hlc0`` and event ``i`` has
 ``(hlc[i-1] + hlc_steps[i-1]) mod 2**64``, with ``n - 1`` steps each in ``0..2**64-1``
 (a step back in time wraps around; one writer's stamps only go forward, so its steps
-are small). Any other shape (a non-canonical ``field_ix``, an unused or repeated
-``fields`` entry) is corrupt. Validation is the same as version 1, done a column at a
+are small). A ``delta_version`` above the type's ``VERSION`` that equals its
+``STAMPED_VERSION`` marks *stamped* payloads: each is only what the origin's own delta is
+made of (an LWW ``set``: the stored value, with ts = the event's HLC and actor = origin;
+a GCounter ``increment``: the origin's new total), which is what the replica's writer
+sends; readers before this form see an unsupported delta version. Any other shape (a
+non-canonical ``field_ix``, an unused or repeated ``fields`` entry) is corrupt. Validation is the same as version 1, done a column at a
 time; types with a column form (:meth:`~crdtsync.types._base.CRDT._columns`) validate
 their payloads in bulk without building a delta object per event.
 :class:`MsgpackCodec` reads both versions and writes the one it was made with
@@ -54,6 +58,8 @@ from dataclasses import dataclass, field
 from importlib import resources
 from itertools import accumulate
 from typing import Any, NamedTuple, Protocol
+
+import msgpack
 
 from ._encoding import check_envelope, corrupt, packb, unpackb
 from .clock import Dot
@@ -260,13 +266,25 @@ def _encode_v1(batch: Batch) -> bytes:
     return packb([1, batch.origin, batch.first_seq, meta, rows])
 
 
-def _encode_v2(batch: Batch) -> bytes:
-    events = batch.events
-    meta = [[k, batch.meta[k]] for k in sorted(batch.meta)]
-    _, _, hlcs, fnames, keys, deltas, fversions = zip(*events)
+def encode_v2(origin: str, first_seq: int, meta: Mapping[str, str], fields: list[list[Any]],
+              hlcs: Sequence[int], fix: list[int], keys: Sequence[str], payloads: Sequence[Any]) -> bytes:
+    """A batch-format-2 record from its columns (the layout of the module docstring).
+
+    ``fields``: the ``[field, field_version, type_tag, delta_version]`` entries in order of
+    first use; ``fix``: each event's entry (``[]`` when there is one). The replica's
+    writer calls this straight from its columnar queue; :class:`MsgpackCodec` from a
+    :class:`Batch`.
+    """
     steps = list(map(operator.sub, hlcs[1:], hlcs))
     if steps and min(steps) < 0:
         steps = [x & _HLC_MASK for x in steps]
+    meta_rows = [[k, meta[k]] for k in sorted(meta)]
+    return packb([2, origin, first_seq, meta_rows, fields, hlcs[0], steps, fix, keys, payloads])
+
+
+def _encode_v2(batch: Batch) -> bytes:
+    events = batch.events
+    _, _, hlcs, fnames, keys, deltas, fversions = zip(*events)
     classes: set[type[CRDT[Any]]] = set(map(type, deltas))
     if len(classes) == 1 and len(set(fnames)) == 1 and len(set(fversions)) == 1:
         (cls,) = classes
@@ -284,7 +302,7 @@ def _encode_v2(batch: Batch) -> bytes:
             fix.append(j)
         fields = [[f, v, c.TYPE_TAG, c.VERSION] for f, v, c in entries]
         payloads = [d._payload() for d in deltas]
-    return packb([2, batch.origin, batch.first_seq, meta, fields, hlcs[0], steps, fix, keys, payloads])
+    return encode_v2(batch.origin, batch.first_seq, batch.meta, fields, hlcs, fix, keys, payloads)
 
 
 def _decode_v2(obj: list[Any]) -> Columns:
@@ -318,10 +336,10 @@ def _decode_v2(obj: list[Any]) -> Columns:
         _want(type(tag) is str, "bad type tag")
         _want(type(dversion) is int and dversion >= 1, "bad delta version")
         cls = type_for_tag(tag)
-        if dversion > cls.VERSION:
+        if dversion > cls.VERSION and dversion != cls.STAMPED_VERSION:
             check_envelope([tag, dversion, None], tag, cls.VERSION)  # raises UnsupportedVersion
         table.append((fname, fversion, cls, dversion))
-    _want(len({(f, v, c) for f, v, c, _ in table}) == len(table), "repeated fields entry")
+    _want(len(set(table)) == len(table), "repeated fields entry")
     _want(type(fix) is list, "bad field index column")
     if len(table) == 1:
         _want(not fix, "field index column must be empty for one fields entry")
@@ -335,6 +353,11 @@ def _decode_v2(obj: list[Any]) -> Columns:
         parts = [(pos, [keys[i] for i in pos], [payloads[i] for i in pos]) for pos in where]
     groups = []
     for (fname, fversion, cls, dversion), (pos, gkeys, gpayloads) in zip(table, parts):
+        if dversion > cls.VERSION:  # the stamped form: the rest of each delta is its event's
+            cols = cls._stamped_columns(gpayloads, hlcs if pos is None else [hlcs[i] for i in pos], origin)
+            _want(cols is not None, f"bad stamped {cls.TYPE_TAG} payloads")
+            groups.append(_Group(fname, fversion, cls, pos, gkeys, cols, None))
+            continue
         cols = cls._columns(gpayloads, dversion)
         deltas = None
         if cols is None:
@@ -354,15 +377,40 @@ class MsgpackCodec:
 
     name = "msgpack"
 
-    def __init__(self, write_version: int = 1) -> None:
+    def __init__(self, write_version: int = 1, *, stamped: bool = True) -> None:
         if write_version not in (1, 2):
             raise ValueError(f"batch format version {write_version} does not exist; use 1 or 2")
         self.write_version = write_version
+        #: whether a replica's writer may send its own LWW sets and counter increments in
+        #: their stamped form (format 2 only). ``False`` for a fleet that still has
+        #: readers of the release before it (they would quarantine those records).
+        self.stamped = stamped and write_version == 2
 
     def encode(self, batch: Batch) -> bytes:
         if self.write_version == 2:
             return _encode_v2(batch)
         return _encode_v1(batch)
+
+    def span(self, data: bytes) -> tuple[str, int, int] | None:
+        """``(origin, first_seq, number of events)`` read from a format-2 record's header
+        without decoding it, or None (another format, or not well-formed enough to tell:
+        :meth:`decode_record` says what is wrong). Nothing here is validated beyond that:
+        a replica uses it only to skip records whose every dot it already holds."""
+        try:
+            up = msgpack.Unpacker(None, raw=False, max_buffer_size=len(data) + 1)
+            up.feed(data)
+            if up.read_array_header() != 10 or up.unpack() != 2:
+                return None
+            origin, first = up.unpack(), up.unpack()
+            for _ in range(5):  # meta, fields, hlc0, steps, fix
+                up.skip()
+            n = up.read_array_header()
+        except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError,
+                msgpack.OutOfData, RecursionError, OverflowError, MemoryError):
+            return None
+        if type(origin) is not str or type(first) is not int or n < 1:
+            return None
+        return origin, first, n
 
     def decode(self, data: bytes) -> Batch:
         rec = self.decode_record(data)

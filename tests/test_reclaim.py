@@ -46,8 +46,8 @@ def test_removed_replica_is_pruned_once_stable_and_refused_after():
                 await x.update("tags", "k", "add", "late")
             # a forged event under x's old identity (any seq) is refused and counted
             codec = MsgpackCodec()
-            forged = x.writer.write_raw("tags", "k", _ORSet, "add", ("forged",), {})
-            x.writer.drop_pending()
+            forged = x._writer.write_raw("tags", "k", _ORSet, "add", ("forged",), {})
+            x._writer.drop_pending()
             await log.append([codec.encode(Batch.of([forged], {"region": "default", "role": "default"}))])
             await _until(lambda: all(r.stats.events_rejected.get("removed_replica", 0) >= 1 for r in (a, b)))
             for r in (a, b):

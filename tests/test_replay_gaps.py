@@ -48,8 +48,8 @@ async def _write_log(path: Path, codec: MsgpackCodec) -> tuple[str, int, int, di
             w.write("score", k, "set", b * BATCH + i)
         await w.flush()
         if b == SKIP_AFTER - 1:
-            hole = w.writer.next_seq
-            w.writer.next_seq += 1  # the defect-4 writer: a seq allocated and never logged
+            hole = w._writer.next_seq
+            w._writer.next_seq += 1  # the defect-4 writer: a seq allocated and never logged
     out = (w.actor, hole, w.context.max_seq(w.actor), _values(w))
     await w.close()
     await log.close()

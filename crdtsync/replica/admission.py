@@ -26,10 +26,12 @@ produces what its peers refuse. Undecodable records are quarantined
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from .._storage import remove_if_present
 from ..clock import hlc_wall_ms
 from ..errors import PermissionDenied, ReplicaRemoved, ResidencyViolation
 from ..events import Event
@@ -157,18 +159,35 @@ class Admission:
         return key.startswith("remove/") and self.definitions.is_admin(role)
 
     def quarantine(self, position: Position, payload: bytes, exc: Exception) -> None:
-        """Keep an undecodable record aside (``<data>/quarantine``) and count it."""
+        """Keep an undecodable record aside (``<data>/quarantine``) and count it.
+
+        The record's bytes (``<position>.bin``) and the reason (``<position>.txt``) are
+        kept whole or not at all: each is written to a temporary file that is renamed
+        into place, and a write the disk refuses (full, read-only) unlinks what it left,
+        so no truncated copy passes for the record. The record is counted either way,
+        and the apply loop goes on."""
         self.stats.records_quarantined += 1
         log.warning("quarantined record at position %s: %s", position, exc)
-        if self.data_dir is not None:
-            qdir = self.data_dir / "quarantine"
-            try:
-                qdir.mkdir(exist_ok=True)
-                (qdir / f"{format_position(position)}.bin").write_bytes(payload)
-                (qdir / f"{format_position(position)}.txt").write_text(f"{type(exc).__name__}: {exc}\n")
-            except OSError as err:  # a full disk must not stop the apply loop on this record
-                self.stats.storage_errors += 1
-                log.error("could not keep the quarantined record at position %s in %s: %s", position, qdir, err)
+        if self.data_dir is None:
+            return
+        qdir = self.data_dir / "quarantine"
+        stem = format_position(position)
+        reason = f"{type(exc).__name__}: {exc}\n".encode()
+        kept: list[Path] = []
+        try:
+            qdir.mkdir(exist_ok=True)
+            for suffix, data in ((".bin", payload), (".txt", reason)):
+                final = qdir / f"{stem}{suffix}"
+                tmp = qdir / f"{stem}{suffix}.tmp"
+                kept.append(tmp)
+                tmp.write_bytes(data)
+                os.replace(tmp, final)
+                kept.append(final)
+        except OSError as err:  # a full disk must not stop the apply loop on this record
+            self.stats.storage_errors += 1
+            log.error("could not keep the quarantined record at position %s in %s: %s", position, qdir, err)
+            for path in kept:
+                remove_if_present(path)
 
 
 class HeldEvents:

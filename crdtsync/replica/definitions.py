@@ -57,15 +57,21 @@ class Definitions:
         return self.admins is None or role in self.admins
 
     def learn(self, d: Any) -> None:
-        """Learn a definition read from the log (malformed ones are counted and ignored)."""
-        if not isinstance(d, dict):
+        """Learn a definition read from the log (malformed ones are counted and ignored;
+        one already known, unchanged, changes nothing)."""
+        if d is None:  # an unset register: nothing published
             return
         try:
+            if not isinstance(d, dict):
+                raise TypeError(f"a definition is a dict, got {type(d).__name__}")
             definition = Definition.from_dict(d)
         except (BadInput, KeyError, TypeError, ValueError) as exc:
             self._stats.reject("bad_definition")
             log.warning("ignoring a malformed definition: %s", exc)
             return
+        known = self.remote.get(definition.name)
+        if known is not None and known.same_as(definition):
+            return  # read again (a replay, a recovery): cached write permissions stay valid
         if definition.name not in self.schema:
             self.remote[definition.name] = definition
             self._learned += 1

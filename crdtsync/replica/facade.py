@@ -25,7 +25,6 @@ from typing import Any
 from .._dirlock import DirLock
 from ..clock import HLC, Context
 from ..control import ControlChannel, Heartbeat, Membership
-from ..errors import StorageError
 from ..events import Codec, Event, codec_for
 from ..log._protocol import Log, Opening, Position
 from ..policy import ReadLevel, WriteLevel
@@ -39,10 +38,11 @@ from .coordination import Coordinator
 from .definitions import Definitions
 from .fleet import Fleet
 from .follower import Follower
+from .handles import WriteHandle, make_handle
 from .heartbeats import Heartbeats
 from .identity import ReplicaIdentity
 from .levels import LevelDriver
-from .parts import assemble, open_replica
+from .parts import assemble, close_replica, open_replica
 from .persistence import Persistence
 from .sequencer import SequencerClient
 from .sessions import Leveled, Session
@@ -67,7 +67,7 @@ class Replica:
     skew: ClockSkewMonitor
     admission: Admission
     held: HeldEvents
-    writer: Writer
+    _writer: Writer
     fleet: Fleet
     waiter: Waiter
     heartbeats: Heartbeats
@@ -191,33 +191,12 @@ class Replica:
         self.heartbeats.start()
 
     async def close(self) -> None:
-        """Flush pending writes, write a final snapshot, stop the loop, close the log."""
-        if self._closed:
-            return
-        try:
-            if self.writer.busy:
-                await self.writer.flush()
-            if self.persistence.snapshots is not None and self.store.changed:
-                await self.persistence.snapshot()
-        except StorageError as exc:
-            # Closing anyway (files and tasks are released): say what that cost.
-            lost = self.writer.pending
-            cost = f"{lost} queued events were not written and are lost" if lost else "no final snapshot was written"
-            raise type(exc)(exc.errno, f"closing replica {self.actor}: {cost}. {exc}", exc.filename) from exc
-        finally:
-            self._mark_closed()
-            await self.follower.stop()
-            await self.heartbeats.stop()
-            self.sequencer_client.fail_waiting()
-            try:
-                if self.owns_log:
-                    await self.log.close()
-            finally:
-                if self._dirlock is not None:
-                    self._dirlock.release()
+        """Flush pending writes, write a final snapshot, stop the loop, close the log
+        (a ``StorageError`` on the way says what that cost; the replica closes anyway)."""
+        await close_replica(self)
 
     def _mark_closed(self) -> None:
-        self._closed = self.writer.closed = self.follower.closed = True
+        self._closed = self._writer.closed = self.follower.closed = True
         self.heartbeats.closed = self.sequencer_client.closed = True
 
     @property
@@ -240,13 +219,19 @@ class Replica:
         """Apply mutator ``op`` (``"increment"``, ``"set"``, ...) of the field's type now and
         queue its event for the log (:meth:`flush`); ``actor`` and ``ts`` are filled in.
         ``LOCAL`` only: fields whose policy asks for more are written with :meth:`update`."""
-        return self.writer.write(field_name, key, op, args, kwargs)
+        return self._writer.write(field_name, key, op, args, kwargs)
+
+    def writer(self, field_name: str, op: str) -> WriteHandle:
+        """A handle for hot loops: ``w = replica.writer("score", "set"); w(key, 0.7)`` is
+        ``replica.write("score", key, "set", 0.7)`` specialised once, returning the seq
+        instead of the event (see :mod:`crdtsync.replica.handles`)."""
+        return make_handle(self._writer, field_name, op)
 
     async def flush(self) -> Position | None:
         """Append every queued event to the log (group commit: concurrent callers share
         appends); returns the position of the append that carried the last of them. If an
         append fails its events go back to the queue; call ``flush`` again to retry."""
-        return await self.writer.flush()
+        return await self._writer.flush()
 
     async def update(self, field_name: str, key: str, op: str, *args: Any, **kwargs: Any) -> Event:
         """Write and wait for what the field's write level promises; returns the event.
@@ -369,8 +354,9 @@ class Replica:
 
     async def remove_replica(self, name: str) -> str:
         """Remove replica ``name`` (its current incarnation) from the fleet; the decision
-        replicates (see :mod:`crdtsync.replica.fleet`). Returns the removed actor id."""
-        return await self.fleet.remove(name, self.writer)
+        replicates (see :mod:`crdtsync.replica.fleet`); every event of it already in the
+        log is kept. Returns the removed actor id."""
+        return await self.fleet.remove(name, self._writer, self.catch_up)
 
     def stable_context(self) -> Context:
         """The causally stable context: what every live, known replica has applied
@@ -415,7 +401,7 @@ class Replica:
     @property
     def pending(self) -> int:
         """Local events not yet appended to the log."""
-        return self.writer.pending
+        return self._writer.pending
 
     def digest(self) -> bytes:
         """A digest of the whole user-visible state (equal digests, equal states)."""
@@ -452,7 +438,7 @@ class Replica:
 
     async def sync(self, timeout: float | None = None) -> None:
         """Flush local writes and wait until everything in the log now has been applied."""
-        await self.follower.sync(self.writer.flush, timeout)
+        await self.follower.sync(self._writer.flush, timeout)
 
     # -- snapshots -------------------------------------------------------------
     async def snapshot(self) -> None:

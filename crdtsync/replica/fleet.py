@@ -12,7 +12,7 @@ was pruned so a pruned entry is not mistaken for one never seen.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from ..clock import Context
@@ -109,8 +109,11 @@ class Fleet:
         return self.membership.stable_context().meet(self._store.ctx())
 
     # -- removal and pruning ------------------------------------------------------
-    async def remove(self, name: str, writer: Writer) -> str:
-        """Remove replica ``name`` (its current incarnation); returns the removed actor id."""
+    async def remove(self, name: str, writer: Writer, catch_up: Callable[[], Awaitable[int]] | None = None) -> str:
+        """Remove replica ``name`` (its current incarnation); returns the removed actor id.
+
+        ``catch_up``: applied first, so that the removal keeps every event of ``name``
+        already in the log (those after it are refused everywhere)."""
         role = self.identity.role
         if not self._definitions.is_admin(role):
             raise PermissionDenied(
@@ -120,6 +123,8 @@ class Fleet:
         if hb is None:
             raise KeyError(f"no replica named {name!r} is heard from (known: {sorted(self.members())})")
         actor = hb.actor
+        if catch_up is not None:
+            await catch_up()
         ctx = self._store.ctx()
         upto, upto_s = ctx.max_seq(actor), ctx.max_seq(f"{actor}/s")
         writer.write_raw(FLEET_FIELD, f"remove/{actor}", LWWRegister, "set",

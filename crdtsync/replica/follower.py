@@ -136,8 +136,14 @@ class Follower:
         if covers(cur, position):
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append((position, fut))
-        await asyncio.wait_for(fut, timeout)
+        entry = (position, fut)
+        self._waiters.append(entry)
+        try:
+            await asyncio.wait_for(fut, timeout)
+        finally:
+            # a waiter that gave up (timed out, cancelled) is not kept until its position
+            if entry in self._waiters:
+                self._waiters.remove(entry)
 
     async def sync(self, flush: Callable[[], Awaitable[object]], timeout: float | None = None) -> None:
         """Flush local writes and wait until everything in the log now has been applied."""

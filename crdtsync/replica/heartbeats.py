@@ -133,9 +133,14 @@ class Heartbeats:
         return fresh
 
     async def publish(self) -> None:
-        """Run the periodic duties, then publish a heartbeat now."""
+        """Run the periodic duties, then publish a heartbeat now. A duty that fails is
+        logged; the other duties and the heartbeat go on (a replica that stopped beating
+        would look unreachable to its peers)."""
         for duty in self.duties:
-            duty()
+            try:
+                duty()
+            except Exception:
+                log.exception("a heartbeat duty of %s (%r) failed", self.identity.actor, duty)
         hb = self.build()
         self.observe(hb)
         if self.control is not None:
@@ -150,7 +155,8 @@ class Heartbeats:
                 raise
             except Exception:
                 log.exception("publishing a heartbeat of %s failed; retrying", self.identity.actor)
-            with contextlib.suppress(TimeoutError):
+            # asyncio's: on Python 3.10 wait_for raises it, and it is not the builtin TimeoutError
+            with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.interval)
             self._wake.clear()
             # coalesce bursts of prompt heartbeats (one per applied batch) into one

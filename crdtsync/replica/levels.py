@@ -17,9 +17,11 @@ from ..events import Event
 from ..log._protocol import Log
 from ..policy import ACKS, ALL, LINEARIZABLE, LOCAL, LOG, QUORUM, SEQUENCED, ReadLevel, WriteLevel
 from ..sequenced import Outcome
+from ..types.registers import LWWRegister
 from .admission import Admission
 from .coordination import Coordinator, Wait
 from .definitions import Definitions
+from .handles import WriteHandle, make_handle
 from .heartbeats import Heartbeats
 from .sequencer import SequencerClient
 from .store import Store
@@ -44,6 +46,8 @@ class LevelDriver:
         self._waiter = waiter
         self._store = store
         self.log = log_
+        self._handles: dict[tuple[str, str], WriteHandle] = {}
+        self._not_local: dict[tuple[str, str], object] = {}  # -> the writer generation it was true at
 
     async def wait(self, w: Wait, timeout: float) -> None:
         """Run ``w`` in real time; raise its failure if it runs out."""
@@ -57,8 +61,36 @@ class LevelDriver:
             if exc is not None:
                 raise exc
 
+    def _local(self, field_name: str, key: str, op: str, args: tuple[Any, ...],
+               kwargs: dict[str, Any]) -> Event | None:
+        """An ``update`` of a field written at ``LOCAL``, through a cached write handle:
+        the event, queued; None if the field is not written at ``LOCAL`` (the caller
+        takes the general path)."""
+        h = self._handles.get((field_name, op))
+        if h is None:
+            if self._not_local.get((field_name, op)) is self._writer.generation:
+                return None
+            try:
+                h = make_handle(self._writer, field_name, op)
+            except PolicyViolation:  # not LOCAL: remembered until the writer's plans change
+                self._not_local[(field_name, op)] = self._writer.generation
+                return None
+            self._handles[(field_name, op)] = h
+        try:
+            h(key, *args, **kwargs)
+        except PolicyViolation:  # the policy changed since the handle was made
+            del self._handles[(field_name, op)]
+            return None
+        q = self._writer.queue
+        return q.event(len(q.keys) - 1)
+
     async def update(self, field_name: str, key: str, op: str, args: tuple[Any, ...], kwargs: dict[str, Any],
                      write: WriteLevel | None, timeout: float | None) -> Event:
+        if write is None and timeout is None:
+            ev = self._local(field_name, key, op, args, kwargs)
+            if ev is not None:
+                await self._writer.flush(linger=True)  # concurrent update() calls share one append
+                return ev
         d = self._admission.check_write(field_name, key)
         res = d.policy.resolve(write=write)
         level, wait = res.write, (timeout if timeout is not None else res.timeout)
@@ -73,8 +105,8 @@ class LevelDriver:
             except Unavailable:
                 await asyncio.sleep(0)  # a caller retrying in a loop must not starve the heartbeats
                 raise
-        ev = self._writer.write_raw(field_name, key, d.empty, op, args, kwargs, d.version)
-        await self._writer.flush()
+        ev = self._writer.write_raw(field_name, key, d.empty, op, args, kwargs, d.version, d.type is LWWRegister)
+        await self._writer.flush(linger=True)  # concurrent update() calls share one append
         if level == LOCAL:
             return ev
         if level == LOG:
@@ -82,7 +114,7 @@ class LevelDriver:
             if sync is not None:
                 try:
                     await asyncio.wait_for(sync(), wait)
-                except (TimeoutError, OSError) as exc:
+                except (asyncio.TimeoutError, OSError) as exc:
                     raise Unavailable(f"the log did not confirm {ev.dot} within {wait:g}s: {exc}", event=ev) from exc
             return ev
         self._heartbeats.wake()

@@ -20,6 +20,7 @@ from .._dirlock import DirLock
 from .._storage import storage_error
 from ..clock import HLC
 from ..control import ControlChannel, Membership
+from ..errors import StorageError
 from ..events import Codec, codec_for
 from ..log._protocol import Log, Opening
 from ..schema import Definition, Schema
@@ -44,7 +45,7 @@ from .writer import Writer
 if TYPE_CHECKING:
     from .facade import Replica
 
-__all__ = ["assemble", "open_replica"]
+__all__ = ["assemble", "close_replica", "open_replica"]
 
 
 def assemble(r: Replica, snapshots: SnapshotStore | None, snapshot_every: int,
@@ -61,9 +62,9 @@ def assemble(r: Replica, snapshots: SnapshotStore | None, snapshot_every: int,
     hlc.fence = r.skew.check
     r.admission = Admission(identity, r.definitions, stats, r.scope, r.data_dir)
     r.held = HeldEvents(stats, hlc.max_drift_ms, actor)
-    r.writer = Writer(actor, r.store, r.definitions, r.admission, r.subscriptions, stats, hlc, r.codec, log_, meta)
-    r.definitions.on_learn = r.writer.invalidate
-    r.fleet = Fleet(identity, r.store, r.membership, r.admission, r.definitions, r.skew, stats, r.writer.invalidate)
+    r._writer = Writer(actor, r.store, r.definitions, r.admission, r.subscriptions, stats, hlc, r.codec, log_, meta)
+    r.definitions.on_learn = r.store.on_load = r.subscriptions.on_change = r._writer.invalidate
+    r.fleet = Fleet(identity, r.store, r.membership, r.admission, r.definitions, r.skew, stats, r._writer.invalidate)
 
     def following() -> bool:
         return r.follower.following
@@ -81,12 +82,12 @@ def assemble(r: Replica, snapshots: SnapshotStore | None, snapshot_every: int,
 
     r.applier = Applier(actor, r.store, r.admission, r.held, r.definitions, r.fleet, r.sequencer_client,
                         r.subscriptions, stats, hlc, r.codec, applied)
-    r.persistence = Persistence(actor, snapshots, snapshot_every, r.store, r.writer, r.sequencer_client, r.held,
+    r.persistence = Persistence(actor, snapshots, snapshot_every, r.store, r._writer, r.sequencer_client, r.held,
                                 r.definitions, r.fleet, stats, hlc, log_)
     r.follower = Follower(actor, log_, r.store, r.applier, r.persistence.due, r.persistence.due_snapshot)
     r.coordinator = Coordinator(identity, r.store, r.membership, r.fleet, r.heartbeats, r.definitions, stats,
                                 r.liveness)
-    r.levels = LevelDriver(r.admission, r.definitions, r.coordinator, r.writer, r.sequencer_client,
+    r.levels = LevelDriver(r.admission, r.definitions, r.coordinator, r._writer, r.sequencer_client,
                            r.heartbeats, r.waiter, r.store, log_)
     r.heartbeats.duties += [r.coordinator.check_slo, r.fleet.reclaim, r.applier.retry_held]
 
@@ -181,3 +182,31 @@ def open_replica(
         return r
 
     return Opening(locked, cls.close)
+
+
+async def close_replica(r: Replica) -> None:
+    """What :meth:`Replica.close <crdtsync.replica.Replica.close>` runs: flush, final
+    snapshot, then release everything (also when the disk refused one of those)."""
+    if r._closed:
+        return
+    try:
+        if r._writer.busy:
+            await r._writer.flush()
+        if r.persistence.snapshots is not None and r.store.changed:
+            await r.persistence.snapshot()
+    except StorageError as exc:
+        # Closing anyway (files and tasks are released): say what that cost.
+        lost = r._writer.pending
+        cost = f"{lost} queued events were not written and are lost" if lost else "no final snapshot was written"
+        raise type(exc)(exc.errno, f"closing replica {r.actor}: {cost}. {exc}", exc.filename) from exc
+    finally:
+        r._mark_closed()
+        await r.follower.stop()
+        await r.heartbeats.stop()
+        r.sequencer_client.fail_waiting()
+        try:
+            if r.owns_log:
+                await r.log.close()
+        finally:
+            if r._dirlock is not None:
+                r._dirlock.release()

@@ -98,7 +98,7 @@ class SequencerClient:
             self.next_seq += 1
             try:
                 await asyncio.wait_for(self.sequencer.append([record]), max(0.0, deadline - loop.time()))
-            except (TimeoutError, OSError, CrdtSyncError) as exc:
+            except (asyncio.TimeoutError, OSError, CrdtSyncError) as exc:
                 self._unsettled.append(ev)
                 self._outcomes.pop(ev.seq, None)
                 raise Unavailable(
@@ -112,15 +112,16 @@ class SequencerClient:
             if not self._following():
                 await self._catch_up()
             return await asyncio.wait_for(asyncio.shield(fut), max(0.0, deadline - loop.time())), ev
-        except TimeoutError:
+        except asyncio.TimeoutError:
             raise Unavailable(
                 f"{d.name}/{key}: {op} was sequenced but not applied here within {timeout:g}s; "
                 "it will be applied, once, in log order",
                 event=ev,
             ) from None
         finally:
-            if fut.done():
-                self._outcomes.pop(ev.seq, None)
+            # nobody waits for it any more (answered, timed out, cancelled): a pending one
+            # kept here would pile up, and closing would fail it with nobody to retrieve it
+            self._outcomes.pop(ev.seq, None)
 
     def fail_waiting(self, exc: Exception | None = None) -> None:
         """The replica closes (or crashed): whoever waits for an outcome gets ``exc``
@@ -181,7 +182,7 @@ class SequencerClient:
             loop = asyncio.get_running_loop()
             deadline = loop.time() + wait
             need = await asyncio.wait_for(self._sequencer_dots(), wait)
-        except (TimeoutError, OSError, CrdtSyncError) as exc:
+        except (asyncio.TimeoutError, OSError, CrdtSyncError) as exc:
             raise Unavailable(
                 f"could not sync to the sequencing log's end within {wait:g}s ({type(exc).__name__}: {exc})"
             ) from exc

@@ -48,6 +48,7 @@ class ClockSkewMonitor:
         self.horizon_ms = horizon_ms
         self._peers: dict[str, tuple[int, int]] = {}  # name -> (wall - mono at arrival, mono at arrival)
         self._fleet: int | None = None  # the fleet's offset from this host's monotonic clock
+        self._oldest: int | None = None  # the earliest arrival among _peers (expiry is due past it)
 
     def observe(self, name: str, wall_ms: int) -> None:
         """A heartbeat from peer ``name`` stamped ``wall_ms`` (its clock) arrived now."""
@@ -66,14 +67,25 @@ class ClockSkewMonitor:
                 del self._peers[name]
         offsets = sorted(off for off, _ in self._peers.values())
         self._fleet = offsets[len(offsets) // 2] if offsets else None
+        self._oldest = min((at for _, at in self._peers.values()), default=None)
+
+    def _expire(self, mono: int) -> None:
+        """Drop peers not heard from within the horizon (checked on every read, not only
+        when a heartbeat arrives: a peer that went silent must stop counting even when no
+        peer is heard from any more)."""
+        if self._oldest is not None and mono - self._oldest > self.horizon_ms:
+            self._recompute(mono)
 
     def fleet_now_ms(self) -> int | None:
         """The fleet's clock now (median of the peers' estimates); ``None`` without peers."""
-        return None if self._fleet is None else self.mono_ms() + self._fleet
+        mono = self.mono_ms()
+        self._expire(mono)
+        return None if self._fleet is None else mono + self._fleet
 
     def offsets_ms(self, wall_ms: int) -> dict[str, int]:
         """Each peer's estimated clock minus ``wall_ms`` (this replica's wall time now)."""
         mono = self.mono_ms()
+        self._expire(mono)
         return {name: mono + off - wall_ms for name, (off, _) in sorted(self._peers.items())}
 
     def skew_ms(self, wall_ms: int) -> int | None:
@@ -85,9 +97,11 @@ class ClockSkewMonitor:
         """Raise :class:`ClockSkew` if a stamp at ``stamp_wall_ms`` would be held back by
         the fleet (more than ``max_drift_ms`` ahead of its clock), counting it in
         ``stats.clock_skew``. The replica's HLC fence."""
+        mono = self.mono_ms()
+        self._expire(mono)
         if self._fleet is None:
             return
-        ahead = stamp_wall_ms - (self.mono_ms() + self._fleet)
+        ahead = stamp_wall_ms - (mono + self._fleet)
         if ahead > self.max_drift_ms:
             n = self._stats.clock_skew = self._stats.clock_skew + 1
             if n == 1 or n % 1000 == 0:

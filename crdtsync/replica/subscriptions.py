@@ -13,13 +13,15 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from ..events import Event
 from ..schema import SCHEMA_FIELD
 from .stats import ReplicaStats
 
 __all__ = ["Change", "ChangeStream", "Subscriptions"]
+
+_T = TypeVar("_T")
 
 log = logging.getLogger("crdtsync.replica")
 
@@ -35,12 +37,18 @@ class Change:
 
 
 class Subscriptions:
-    """The subscribers of one replica."""
+    """The subscribers of one replica.
+
+    The subscriber lists are tuples, replaced on every (un)subscribe: a callback that
+    unsubscribes itself (or anyone) while a change is being delivered does not make a
+    later subscriber miss that change."""
 
     def __init__(self, stats: ReplicaStats) -> None:
         self._stats = stats
-        self._callbacks: list[tuple[Callable[[Change], Any], frozenset[str] | None]] = []
-        self._queues: list[tuple[asyncio.Queue[Change], frozenset[str] | None]] = []
+        self._callbacks: tuple[tuple[Callable[[Change], Any], frozenset[str] | None], ...] = ()
+        self._queues: tuple[tuple[asyncio.Queue[Change | None], frozenset[str] | None], ...] = ()
+        #: called whenever a subscriber comes or goes (write handles cache :attr:`active`)
+        self.on_change: Callable[[], None] = lambda: None
 
     @property
     def active(self) -> bool:
@@ -49,11 +57,35 @@ class Subscriptions:
 
     def subscribe(self, callback: Callable[[Change], Any], fields: Iterable[str] | None = None) -> Callable[[], None]:
         entry = (callback, frozenset(fields) if fields is not None else None)
-        self._callbacks.append(entry)
-        return lambda: self._callbacks.remove(entry) if entry in self._callbacks else None
+        self._callbacks = (*self._callbacks, entry)
+        self.on_change()
+
+        def unsubscribe() -> None:
+            before = self._callbacks
+            self._callbacks = _without(before, entry)
+            if len(self._callbacks) < len(before):
+                self.on_change()
+
+        return unsubscribe
 
     def stream(self, fields: Iterable[str] | None = None) -> ChangeStream:
         return ChangeStream(self, frozenset(fields) if fields is not None else None)
+
+    def _listen(self, entry: tuple[asyncio.Queue[Change | None], frozenset[str] | None]) -> None:
+        self._queues = (*self._queues, entry)
+        self.on_change()
+
+    def _unlisten(self, entry: tuple[asyncio.Queue[Change | None], frozenset[str] | None]) -> bool:
+        """Stop feeding ``entry``'s queue; whether it was being fed."""
+        queues = self._queues
+        self._queues = _without(queues, entry)
+        if len(self._queues) == len(queues):
+            return False
+        self.on_change()
+        return True
+
+    def listening(self, entry: tuple[asyncio.Queue[Change | None], frozenset[str] | None]) -> bool:
+        return any(e is entry for e in self._queues)
 
     def notify(self, change: Change) -> None:
         if change.field == SCHEMA_FIELD:
@@ -70,26 +102,38 @@ class Subscriptions:
                 q.put_nowait(change)
 
 
+def _without(entries: tuple[_T, ...], entry: _T) -> tuple[_T, ...]:
+    """``entries`` without the first one that is ``entry``."""
+    for i, e in enumerate(entries):
+        if e is entry:
+            return entries[:i] + entries[i + 1:]
+    return entries
+
+
 class ChangeStream:
-    """The async iterator :meth:`Replica.changes` returns."""
+    """The async iterator :meth:`Replica.changes` returns. Closing it (:meth:`aclose`)
+    ends the iteration, also of a loop waiting for the next change right then."""
 
     def __init__(self, subs: Subscriptions, fields: frozenset[str] | None) -> None:
         self._subs = subs
-        self._queue: asyncio.Queue[Change] = asyncio.Queue()
+        self._queue: asyncio.Queue[Change | None] = asyncio.Queue()  # None: closed
         self._entry = (self._queue, fields)
-        subs._queues.append(self._entry)
+        subs._listen(self._entry)
 
     def __aiter__(self) -> ChangeStream:
         return self
 
     async def __anext__(self) -> Change:
-        if self._entry not in self._subs._queues:
+        if not self._subs.listening(self._entry):
             raise StopAsyncIteration
-        return await self._queue.get()
+        change = await self._queue.get()
+        if change is None:
+            raise StopAsyncIteration
+        return change
 
     async def aclose(self) -> None:
-        if self._entry in self._subs._queues:
-            self._subs._queues.remove(self._entry)
+        if self._subs._unlisten(self._entry):
+            self._queue.put_nowait(None)  # wakes a reader waiting right now
 
     async def __aenter__(self) -> ChangeStream:
         return self

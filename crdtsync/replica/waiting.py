@@ -38,13 +38,17 @@ class Waiter:
         """Wait until ``pred()`` holds; False after ``timeout`` seconds."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        if not pred() and not self._following():
+            # nothing ticks a replica that does not follow its log: catch up before waiting
+            await self._catch_up()
         while not pred():
             left = deadline - loop.time()
             if left <= 0:
                 return False
             fut: asyncio.Future[None] = loop.create_future()
             self._ticks.append(fut)
-            with contextlib.suppress(TimeoutError):
+            # asyncio's: on Python 3.10 wait_for raises it, and it is not the builtin TimeoutError
+            with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(fut, min(left, self.interval))
             if not self._following():
                 await self._catch_up()

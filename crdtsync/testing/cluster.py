@@ -302,7 +302,7 @@ class Cluster:
         if acked:
             self._need_heartbeats(level)
             r.coordinator.check_reachable(level, res.on_unavailable)
-        ev = r.writer.write_raw(field_name, key, d.empty, op, args, kwargs, d.version)
+        ev = r._writer.write_raw(field_name, key, d.empty, op, args, kwargs, d.version)
         self._run(r.flush())
         self._run(r.catch_up())
         if not acked:

@@ -275,7 +275,7 @@ async def crash(replica: Replica) -> None:
     if replica.closed:
         return
     replica._mark_closed()
-    replica.writer.drop_pending()
+    replica._writer.drop_pending()
     await replica.follower.stop()
     await replica.heartbeats.stop()
 

@@ -156,6 +156,19 @@ class CRDT(abc.ABC, Generic[V]):
         """
         return None
 
+    #: the delta version, beyond :attr:`VERSION`, of this type's *stamped* payloads (None:
+    #: it has none). Only batch format 2 carries them, as a group's delta version: each
+    #: payload is what the writer's own delta is made of, the rest comes from the event
+    #: (see :meth:`_stamped_columns`). A reader without the form sees an unsupported
+    #: delta version, never a misread payload.
+    STAMPED_VERSION: ClassVar[int | None] = None
+
+    @classmethod
+    def _stamped_columns(cls, payloads: list[Any], hlcs: list[int], origin: str) -> Any:
+        """The column form (as :meth:`_columns`) of stamped payloads written by ``origin``
+        with event stamps ``hlcs``, validated; ``None`` if any payload is malformed."""
+        raise NotImplementedError
+
     @classmethod
     def _from_columns(cls, cols: Any) -> list[Any]:
         """The delta states of a column form, in order."""

@@ -159,6 +159,16 @@ class GCounter(CRDT[int]):
     def _columns(cls, payloads: list[Any], version: int) -> Any:
         return _delta_columns(payloads)
 
+    # stamped form (delta version 2): the payload is the writer's new total, the actor is
+    # the event's origin (what the replica's writer writes for ``increment``)
+    STAMPED_VERSION = 2
+
+    @classmethod
+    def _stamped_columns(cls, payloads: list[Any], hlcs: list[int], origin: str) -> Any:
+        if set(map(type, payloads)) != {int} or min(payloads) < 1 or max(payloads) > _MAX_TOTAL:
+            return None
+        return [sys.intern(origin)] * len(payloads), payloads
+
     @classmethod
     def _from_columns(cls, cols: Any) -> list[Any]:
         return [GCounter._of({a: n}) for a, n in zip(*cols)]
@@ -166,6 +176,9 @@ class GCounter(CRDT[int]):
     @classmethod
     def _join_columns(cls, table: MutableMapping[str, CRDT[Any]], keys: list[str], cols: Any,
                       start: int) -> tuple[int, list[int]]:
+        fast = getattr(table, "_join_gcounter", None)
+        if fast is not None:  # the counter table of crdtsync._tables raises totals in place
+            return fast(keys, cols, start)  # type: ignore[no-any-return]
         actors, totals = cols
         get = table.get
         new = object.__new__

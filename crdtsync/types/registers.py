@@ -122,6 +122,23 @@ def _check_keys(v: Any, what: str) -> None:
             _check_keys(x, what)
 
 
+def _stored_column(values: list[Any]) -> list[Any] | None:
+    """Wire values of many registers as stored values (validated), or None if an
+    integer does not fit in 64 bits."""
+    kinds = set(map(type, values))
+    if not kinds <= _SCALAR_TYPES:
+        return [stored_from_wire(v, "lww.value") for v in values]
+    if int in kinds:
+        if kinds == {int}:
+            lo, hi = min(values), max(values)
+        else:
+            ints = [v for v in values if type(v) is int]
+            lo, hi = min(ints), max(ints)
+        if lo < _INT_MIN or hi >= _INT_LIMIT:
+            return None
+    return values
+
+
 def store_value(value: Any, what: str = "register value") -> Any:
     """The stored form of a caller's value (validates it)."""
     t = type(value)
@@ -340,14 +357,21 @@ class LWWRegister(StampReads, CRDT[Any]):
             return None
         if set(map(type, actors)) != {str} or min(map(len, actors)) < 1:
             return None
-        kinds = set(map(type, values))
-        if not kinds <= _SCALAR_TYPES:
-            values = [stored_from_wire(v, "lww.value") for v in values]
-        elif int in kinds:
-            ints = [v for v in values if type(v) is int]
-            if min(ints) < _INT_MIN or max(ints) >= _INT_LIMIT:
-                return None
-        return ts, list(map(sys.intern, actors)), values
+        stored = _stored_column(values)
+        if stored is None:
+            return None
+        return ts, list(map(sys.intern, actors)), stored
+
+    # stamped form (delta version 2): the payload is the stored value; ts is the event's
+    # HLC and the actor its origin (what the replica's writer always writes for ``set``)
+    STAMPED_VERSION = 2
+
+    @classmethod
+    def _stamped_columns(cls, payloads: list[Any], hlcs: list[int], origin: str) -> Any:
+        values = _stored_column(payloads)
+        if values is None:
+            return None
+        return hlcs, [sys.intern(origin)] * len(hlcs), values
 
     @classmethod
     def _from_columns(cls, cols: Any) -> list[Any]:

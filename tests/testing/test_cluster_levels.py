@@ -47,12 +47,12 @@ def test_quorum_write_fails_fast_in_a_minority_partition_and_writes_nothing():
         c.partition([MAJORITY, MINORITY])
         c.run_for(c.liveness_ms + 100)  # the minority notices it hears only itself
         r = c.replica("n3")
-        before, next_seq, now = r.context, r.writer.next_seq, c.now_ms
+        before, next_seq, now = r.context, r._writer.next_seq, c.now_ms
         with pytest.raises(Unavailable, match="nothing was written") as info:
             c.update("n3", "members", "team", "add", "lost?")
         assert info.value.event is None
         assert c.now_ms == now  # failed fast: no simulated time passed
-        assert r.context == before and r.writer.next_seq == next_seq and r.pending == 0
+        assert r.context == before and r._writer.next_seq == next_seq and r.pending == 0
         assert r.stats.events_rejected["unavailable"] == 1
         assert c.update("n1", "members", "team", "add", "kept").dot in c.replica("n0").context
         c.heal()
