@@ -137,9 +137,21 @@ def _cli() -> Any:
     @click.option("--data", type=click.Path(file_okay=False), default=None,
                   help="Directory for the replicas' data (default: a temporary one, removed after).")
     @click.option("--seed", type=int, default=7, show_default=True, help="Seed of the simulated shoppers.")
-    def demo(data: str | None, seed: int) -> None:
+    @click.option("--kafka", is_flag=True,
+                  help="Three replica processes over Kafka (a tansu broker started for the demo).")
+    @click.option("--bootstrap", default=None, metavar="HOST:PORT",
+                  help="With --kafka: use this broker instead of starting one.")
+    def demo(data: str | None, seed: int, kafka: bool, bootstrap: str | None) -> None:
         from .demo import run_demo
 
+        if bootstrap is not None and not kafka:
+            raise click.UsageError("--bootstrap goes with --kafka")
+        if kafka:
+            if data is not None:
+                raise click.UsageError("--data is for the local-log demo; the Kafka demo keeps no data")
+            from .demo_kafka import run_kafka_demo
+
+            raise SystemExit(0 if run_kafka_demo(bootstrap, seed=seed) else 1)
         try:
             ok = run_demo(data, seed=seed, keep=data is not None)
         except FileExistsError as exc:

@@ -106,6 +106,42 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def probe_values(r: Replica) -> list[tuple[str, str]]:
+    """What the demo shows of one replica: (label, value) rows."""
+    def flag(name: str) -> str:
+        st = r.state(name, "global")
+        return ("on" if st.value() else "off") + (" (conflict)" if getattr(st, "conflict", False) else "")
+
+    return [
+        ("events seen", str(len(r.context))),
+        *[(f"purchases_7d[{c}]", _fmt(r.value("purchases_7d", c))) for c in CUSTOMERS],
+        ("basket_mean[cust-1]", _fmt(r.value("basket_mean", "cust-1"))),
+        ("segment[cust-1]", _fmt(r.value("segment", "cust-1"))),
+        (f"defects[{STATION}]", _fmt(r.value("defects", STATION))),
+        ("checkout_v2 (kill switch)", flag("checkout_v2")),
+        ("dark_mode (opt-in)", flag("dark_mode")),
+    ]
+
+
+def show_table(out: _Out, title: str, values: dict[str, list[tuple[str, str]]]) -> None:
+    """One row per probe, one column per replica; rows where replicas disagree get a *."""
+    names = list(values)
+    rows = []
+    for i, (label, _) in enumerate(values[names[0]]):
+        vals = [values[n][i][1] for n in names]
+        mark = "" if len(set(vals)) == 1 else " *"
+        rows.append([label + mark, *vals])
+    out.table(title + "  (* = replicas disagree)", ["field[key]", *names], rows)
+
+
+def write_purchases(r: Replica, rng: Any, n: int) -> None:
+    """``n`` simulated purchases: a purchase count and a basket value per customer."""
+    for _ in range(n):
+        c = rng.choice(CUSTOMERS)
+        r.write("purchases_7d", c, "increment", 1)
+        r.write("basket_mean", c, "observe", round(rng.uniform(5, 120), 2))
+
+
 async def _scenario(data: Path, out: _Out, seed: int) -> bool:
     import random
 
@@ -130,31 +166,10 @@ async def _scenario(data: Path, out: _Out, seed: int) -> bool:
             await r.sync(timeout=10)
 
     def show(title: str) -> None:
-        def flag(r: Replica, name: str) -> str:
-            st = r.state(name, "global")
-            return ("on" if st.value() else "off") + (" (conflict)" if getattr(st, "conflict", False) else "")
-
-        probes: list[tuple[str, Callable[[Replica], str]]] = [
-            ("events seen", lambda r: str(len(r.context))),
-            *[(f"purchases_7d[{c}]", lambda r, c=c: _fmt(r.value("purchases_7d", c))) for c in CUSTOMERS],
-            ("basket_mean[cust-1]", lambda r: _fmt(r.value("basket_mean", "cust-1"))),
-            ("segment[cust-1]", lambda r: _fmt(r.value("segment", "cust-1"))),
-            (f"defects[{STATION}]", lambda r: _fmt(r.value("defects", STATION))),
-            ("checkout_v2 (kill switch)", lambda r: flag(r, "checkout_v2")),
-            ("dark_mode (opt-in)", lambda r: flag(r, "dark_mode")),
-        ]
-        rows = []
-        for label, probe in probes:
-            vals = [probe(r) for r in replicas.values()]
-            mark = "" if len(set(vals)) == 1 else " *"
-            rows.append([label + mark, *vals])
-        out.table(title + "  (* = replicas disagree)", ["field[key]", *replicas], rows)
+        show_table(out, title, {n: probe_values(r) for n, r in replicas.items()})
 
     async def shop(r: Replica, n: int) -> None:
-        for _ in range(n):
-            c = rng.choice(CUSTOMERS)
-            r.write("purchases_7d", c, "increment", 1)
-            r.write("basket_mean", c, "observe", round(rng.uniform(5, 120), 2))
+        write_purchases(r, rng, n)
         await r.flush()
 
     try:

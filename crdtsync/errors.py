@@ -28,6 +28,8 @@ __all__ = [
     "DotReuse",
     "StaleRead",
     "Unavailable",
+    "TopicMismatch",
+    "TopicUnavailable",
     "ClockSkew",
     "PreconditionFailed",
     "ResidencyViolation",
@@ -180,6 +182,20 @@ class RecordTooLarge(CrdtSyncError, ValueError):
     Split the batch into smaller records, or raise ``max_record_bytes`` on every process
     that opens the log (readers reject records above their own limit as corrupt).
     """
+
+
+class TopicMismatch(CrdtSyncError, ValueError):
+    """A Kafka topic exists with another partition count than the log's setting.
+
+    The message names the topic, both counts and what to do: open the log with the
+    topic's count, or create a new namespace's topic with the right one (Kafka cannot
+    shrink a topic, and the key-to-partition map changes when it grows).
+    """
+
+
+class TopicUnavailable(Unavailable):
+    """A Kafka topic the log needs is missing and could not be created (no permission,
+    creation disabled, or the broker refused); the message says what to create."""
 
 
 class PolicyViolation(CrdtSyncError, ValueError):

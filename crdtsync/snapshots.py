@@ -38,6 +38,7 @@ from ._encoding import corrupt, packb, unpackb
 from ._storage import remove_if_present, typed_storage_errors
 from .clock import Context
 from .errors import CorruptRecord, UnsupportedVersion
+from .log._protocol import Position, position_from_wire, position_to_wire
 from .types._base import CRDT, decode_nested, encode_nested
 
 __all__ = ["Snapshot", "SnapshotStore", "FileSnapshotStore", "MemorySnapshotStore"]
@@ -55,7 +56,7 @@ class Snapshot:
 
     actor: str
     context: Context
-    position: int | None
+    position: Position | None
     next_seq: int
     hlc: int
     state: Mapping[str, Mapping[str, CRDT[Any]]]
@@ -71,7 +72,7 @@ def encode_snapshot(s: Snapshot) -> bytes:
         tbl = s.state[fname]
         fields.append([fname, [[k, encode_nested(tbl[k])] for k in sorted(tbl)]])
     body = packb([
-        _VERSION, s.actor, s.context.to_payload(), s.position, s.next_seq, s.hlc, fields,
+        _VERSION, s.actor, s.context.to_payload(), position_to_wire(s.position), s.next_seq, s.hlc, fields,
         s.schema, s.events_applied, list(s.unlogged),
     ])
     return _HEADER.pack(_MAGIC, _VERSION, crc32c(body), len(body)) + body
@@ -99,7 +100,7 @@ def decode_snapshot(blob: bytes) -> Snapshot:
         state: dict[str, dict[str, CRDT[Any]]] = {}
         for fname, rows in fields:
             state[fname] = {k: decode_nested(enc) for k, enc in rows}
-        return Snapshot(actor, Context.from_payload(ctx), position, next_seq, hlc, state, schema, applied, unlogged)
+        return Snapshot(actor, Context.from_payload(ctx), position_from_wire(position, "snapshot"), next_seq, hlc, state, schema, applied, unlogged)
     except (ValueError, TypeError, KeyError) as exc:
         raise CorruptRecord(f"snapshot: malformed body ({exc})") from None
 

@@ -35,6 +35,7 @@ from .._storage import remove_if_present
 from ..clock import hlc_wall_ms
 from ..errors import PermissionDenied, ReplicaRemoved, ResidencyViolation
 from ..events import Event
+from ..log._protocol import Position, covers, earliest, format_position
 from ..policy import SEQUENCED
 from ..schema import SCHEMA_FIELD, Definition
 from ..sequenced import FLEET_FIELD, SEQ_FIELD, SequencedOp
@@ -157,7 +158,7 @@ class Admission:
             return key == f"join/{origin}"
         return key.startswith("remove/") and self.definitions.is_admin(role)
 
-    def quarantine(self, position: int, payload: bytes, exc: Exception) -> None:
+    def quarantine(self, position: Position, payload: bytes, exc: Exception) -> None:
         """Keep an undecodable record aside (``<data>/quarantine``) and count it.
 
         The record's bytes (``<position>.bin``) and the reason (``<position>.txt``) are
@@ -170,7 +171,7 @@ class Admission:
         if self.data_dir is None:
             return
         qdir = self.data_dir / "quarantine"
-        stem = f"{position:020d}"
+        stem = format_position(position)
         reason = f"{type(exc).__name__}: {exc}\n".encode()
         kept: list[Path] = []
         try:
@@ -202,10 +203,10 @@ class HeldEvents:
         self.max_drift_ms = max_drift_ms
         self.actor = actor
         # (wall ms from which it may apply, event, batch meta, position applied before its record)
-        self._held: list[tuple[int, Event, Mapping[str, Any], int | None]] = []
+        self._held: list[tuple[int, Event, Mapping[str, Any], Position | None]] = []
         self.due = 0  # earliest wall ms at which a held event may apply
         self._overflowed = False  # more were held than MAX_HELD (those wait for a restart)
-        self._overflow_before: int | None = None
+        self._overflow_before: Position | None = None
 
     def __bool__(self) -> bool:
         return bool(self._held)
@@ -213,14 +214,14 @@ class HeldEvents:
     def __len__(self) -> int:
         return len(self._held)
 
-    def hold(self, ev: Event, meta: Mapping[str, Any], before: int | None) -> None:
+    def hold(self, ev: Event, meta: Mapping[str, Any], before: Position | None) -> None:
         """Hold ``ev``; ``before`` is the position applied before its record."""
         if len(self._held) >= MAX_HELD:
             # still not lost: snapshots do not pass the first held record, so a restart re-reads it
             log.error("%s holds %d future-stamped events already; %s waits for a restart",
                       self.actor, len(self._held), ev.dot)
             if not self._overflowed or (self._overflow_before is not None
-                                        and (before is None or before < self._overflow_before)):
+                                        and (before is None or not covers(before, self._overflow_before))):
                 self._overflowed, self._overflow_before = True, before
             return
         due = hlc_wall_ms(ev.hlc) - self.max_drift_ms
@@ -228,7 +229,7 @@ class HeldEvents:
         self._held.append((due, ev, meta, before))
         self._stats.events_held = len(self._held)
 
-    def take_due(self, wall_ms: int) -> list[tuple[int, Event, Mapping[str, Any], int | None]]:
+    def take_due(self, wall_ms: int) -> list[tuple[int, Event, Mapping[str, Any], Position | None]]:
         """Remove and return the held events that may apply at ``wall_ms``."""
         if not self._held or wall_ms < self.due:
             return []
@@ -238,7 +239,7 @@ class HeldEvents:
         self._stats.events_held = len(self._held)
         return ready
 
-    def floor(self, position: int | None) -> int | None:
+    def floor(self, position: Position | None) -> Position | None:
         """The position a snapshot may name, given the last applied ``position``: the record
         applied before the first record that holds an event, while any is held."""
         if not self._held and not self._overflowed:
@@ -248,4 +249,4 @@ class HeldEvents:
             befores.append(self._overflow_before)
         if any(b is None for b in befores):
             return None
-        return min(b for b in befores if b is not None)
+        return earliest([b for b in befores if b is not None])

@@ -20,6 +20,7 @@ from typing import Any
 from ..clock import HLC, Dot, hlc_wall_ms
 from ..errors import CorruptRecord, FutureTimestamp, IncompatibleState, UnsupportedVersion
 from ..events import Batch, Codec, Columns, Event
+from ..log._protocol import Position
 from ..schema import SCHEMA_FIELD
 from ..sequenced import FLEET_FIELD, SequencedOp
 from ..types._base import CRDT
@@ -81,7 +82,7 @@ class Applier:
         self._on_applied = on_applied
         self._span: Callable[[bytes], tuple[str, int, int] | None] | None = getattr(codec, "span", None)
 
-    def apply_record(self, position: int, payload: bytes) -> int:
+    def apply_record(self, position: Position, payload: bytes) -> int:
         """Apply the record at ``position``; returns the number of events applied."""
         if self._held and self._hlc.wall_ms() >= self._held.due:
             self.retry_held()
@@ -102,7 +103,7 @@ class Applier:
         self._stats.records_applied += 1
         return applied
 
-    def apply_batch(self, batch: Batch, before: int | None | _Here = HERE) -> int:
+    def apply_batch(self, batch: Batch, before: Position | None | _Here = HERE) -> int:
         """Apply the events of ``batch`` this replica has not seen; returns how many applied.
 
         A dot enters the context only when its event is applied. A refused event (its

@@ -26,7 +26,7 @@ from .._dirlock import DirLock
 from ..clock import HLC, Context
 from ..control import ControlChannel, Heartbeat, Membership
 from ..events import Codec, Event, codec_for
-from ..log._protocol import Log, Opening
+from ..log._protocol import Log, Opening, Position
 from ..policy import ReadLevel, WriteLevel
 from ..schema import Definition, Schema
 from ..sequenced import Outcome
@@ -227,7 +227,7 @@ class Replica:
         instead of the event (see :mod:`crdtsync.replica.handles`)."""
         return make_handle(self._writer, field_name, op)
 
-    async def flush(self) -> int | None:
+    async def flush(self) -> Position | None:
         """Append every queued event to the log (group commit: concurrent callers share
         appends); returns the position of the append that carried the last of them. If an
         append fails its events go back to the queue; call ``flush`` again to retry."""
@@ -394,7 +394,7 @@ class Replica:
         return self.store.ctx()
 
     @property
-    def position(self) -> int | None:
+    def position(self) -> Position | None:
         """Position of the last log record applied."""
         return self.store.position
 
@@ -446,6 +446,6 @@ class Replica:
         :mod:`crdtsync.replica.persistence`); no-op without a snapshot store."""
         await self.persistence.snapshot()
 
-    async def compact(self) -> int | None:
+    async def compact(self) -> Position | None:
         """Snapshot, then drop log records the snapshot covers (only for a log this replica owns)."""
         return await self.persistence.compact(self.catch_up, self.owns_log)

@@ -15,7 +15,7 @@ import gc
 import logging
 from collections.abc import Awaitable, Callable
 
-from ..log._protocol import Log, read_range
+from ..log._protocol import Log, Position, covers, position_progress, read_range, stream_of
 from .apply import Applier
 from .store import Store
 
@@ -40,7 +40,7 @@ class Follower:
         self._snapshot = snapshot
         self.closed = False
         self.task: asyncio.Task[None] | None = None
-        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._waiters: list[tuple[Position, asyncio.Future[None]]] = []
 
     @property
     def following(self) -> bool:
@@ -64,17 +64,17 @@ class Follower:
                 fut.set_exception(exc)
         self._waiters.clear()
 
-    def _apply(self, position: int, payload: bytes) -> int:
+    def _apply(self, position: Position, payload: bytes) -> int:
         n = self._applier.apply_record(position, payload)
         self._advance(position)
         return n
 
-    def _advance(self, position: int) -> None:
+    def _advance(self, position: Position) -> None:
         self._store.position = position
         if self._waiters:
             still = []
             for target, fut in self._waiters:
-                if position >= target:
+                if covers(position, target):
                     if not fut.done():
                         fut.set_result(None)
                 else:
@@ -100,7 +100,7 @@ class Follower:
             if self._snapshot_due():
                 await self._snapshot()
             if progress is not None:
-                progress(entry.position, end)
+                progress(position_progress(entry.position), position_progress(end))
             if applied and applied % YIELD_EVERY == 0:
                 await asyncio.sleep(0)
         return applied
@@ -113,7 +113,7 @@ class Follower:
                 async with contextlib.aclosing(reader):  # type: ignore[type-var]
                     n = 0
                     async for entry in reader:
-                        if start is not None and entry.position <= start:
+                        if start is not None and covers(start, entry.position):
                             continue
                         n += self._apply(entry.position, entry.payload)
                         if self._snapshot_due():
@@ -130,10 +130,10 @@ class Follower:
                 log.exception("apply loop of %s failed; retrying in 0.5 s", self.actor)
                 await asyncio.sleep(0.5)
 
-    async def wait_applied(self, position: int, timeout: float | None = None) -> None:
+    async def wait_applied(self, position: Position, timeout: float | None = None) -> None:
         """Wait until the record at ``position`` (or a later one) has been applied."""
         cur = self._store.position
-        if cur is not None and cur >= position:
+        if covers(cur, position):
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         entry = (position, fut)
@@ -152,9 +152,12 @@ class Follower:
         if self.task is None:
             await self.catch_up()
             return
-        # ``end`` is the next position; wait for the record just below it, if any
-        last = None
+        # ``end`` is the next position; wait for the record just below it, if any (a
+        # partitioned log: the last one of every partition)
+        last: dict[object, Position] = {}
         async for entry in read_range(self.log, self._store.position, end):
-            last = entry.position
-        if last is not None:
-            await self.wait_applied(last, timeout)
+            last[stream_of(entry.position)] = entry.position
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        for position in last.values():
+            await self.wait_applied(position, None if deadline is None else max(0.0, deadline - loop.time()))

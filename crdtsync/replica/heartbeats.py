@@ -102,7 +102,7 @@ class Heartbeats:
     def build(self) -> Heartbeat:
         """This replica's heartbeat now."""
         position = self._store.position
-        positions = {"log": position} if position is not None else {}
+        positions = {"log": position} if type(position) is int else {}  # vectors: not in heartbeats yet
         ident = self.identity
         return Heartbeat(
             ident.actor, ident.name, ident.region, ident.role, self._store.ctx(),

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 
 from ..clock import HLC
 from ..errors import StorageError
-from ..log._protocol import Log
+from ..log._protocol import Log, Position
 from ..schema import SCHEMA_FIELD
 from ..sequenced import FLEET_FIELD
 from ..snapshots import Snapshot, SnapshotStore, encode_snapshot
@@ -153,7 +153,7 @@ class Persistence:
         self._refused_at = None
         self._stats.snapshots_written += 1
 
-    async def compact(self, catch_up: Callable[[], Awaitable[object]], owns_log: bool) -> int | None:
+    async def compact(self, catch_up: Callable[[], Awaitable[object]], owns_log: bool) -> Position | None:
         """Snapshot, then drop log records the snapshot covers (see :meth:`Replica.compact`)."""
         await self._writer.flush()
         await catch_up()

@@ -23,7 +23,7 @@ from typing import Any
 from ..clock import HLC, Context, Dot
 from ..errors import CorruptRecord, CrdtSyncError, Unavailable, UnsupportedVersion
 from ..events import Batch, Codec, Event
-from ..log._protocol import Log, read_range
+from ..log._protocol import Log, Position, read_range
 from ..schema import Definition
 from ..sequenced import CANCEL, SEQ_FIELD, Outcome, SequencedOp, evaluate_condition
 from ..types._base import CRDT
@@ -63,7 +63,7 @@ class SequencerClient:
         self._unsettled: list[Event] = []  # sequenced ops whose append failed
         self._lock = asyncio.Lock()
         self._outcomes: dict[int, asyncio.Future[Outcome]] = {}
-        self._scanned: int | None = None  # sequencer position scanned by sync_to_end
+        self._scanned: Position | None = None  # sequencer position scanned by sync_to_end
         self._need = Context()  # dots seen in the sequencer up to _scanned
 
     # -- writing -------------------------------------------------------------------

@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 
 from .._tables import CounterTable, LWWTable, new_table
 from ..clock import Context
+from ..log._protocol import Position
 from ..schema import SCHEMA_FIELD
 from ..snapshots import state_digest
 from ..types._base import CRDT
@@ -32,7 +33,7 @@ class View(NamedTuple):
     key: str
     values: Mapping[str, Any]
     context: Context
-    position: int | None
+    position: Position | None
     hlc: int
 
 
@@ -49,7 +50,7 @@ class Store:
         #: called when :meth:`load` replaced every table (cached references go stale)
         self.on_load: Callable[[], None] = lambda: None
         #: position of the last log record applied
-        self.position: int | None = None
+        self.position: Position | None = None
         #: events folded in (written or applied) since the last snapshot
         self.changed = 0
 
@@ -73,7 +74,7 @@ class Store:
             tbl = self.tables[fname] = new_table(tag)
         return tbl
 
-    def load(self, state: Mapping[str, Mapping[str, CRDT[Any]]], ctx: Context, position: int | None) -> None:
+    def load(self, state: Mapping[str, Mapping[str, CRDT[Any]]], ctx: Context, position: Position | None) -> None:
         """Replace everything with a snapshot's state."""
         self.tables = {}
         for fname, rows in state.items():

@@ -24,7 +24,7 @@ from .._tables import LWWTable
 from ..clock import HLC
 from ..errors import PolicyViolation, StorageError
 from ..events import Codec, Event
-from ..log._protocol import Log
+from ..log._protocol import Log, Position
 from ..policy import LOCAL
 from ..types._base import CRDT
 from ..types.registers import LWWRegister
@@ -65,7 +65,7 @@ class Writer:
         self._inflight: Chunk | None = None  # the events of the append in flight
         self._flushed_to = 1  # every own seq below this was appended (or dropped)
         self._written_top = 0  # the highest own seq taken off the queue (appended or dropped)
-        self._flushing: asyncio.Future[int | None] | None = None  # the append in flight
+        self._flushing: asyncio.Future[Position | None] | None = None  # the append in flight
         self._plans: dict[str, Plan] = {}
         self._plans_at = -1
         #: replaced whenever cached plans go stale: handles compare it by identity
@@ -209,7 +209,7 @@ class Writer:
         return self.queue.event(index)
 
     # -- the log -------------------------------------------------------------------
-    async def flush(self, linger: bool = False) -> int | None:
+    async def flush(self, linger: bool = False) -> Position | None:
         """Append every queued event to the log (see :meth:`Replica.flush`).
 
         ``linger``: before taking the queue, let the tasks ready to run go first once, so
@@ -231,7 +231,7 @@ class Writer:
                 await asyncio.sleep(0)
                 continue
             chunk = self._take()
-            fut: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+            fut: asyncio.Future[Position | None] = asyncio.get_running_loop().create_future()
             self._flushing = fut
             self._inflight = chunk
             self._written_top = max(self._written_top, chunk.last)

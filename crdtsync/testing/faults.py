@@ -133,7 +133,7 @@ class CuttableLog:
         return frozenset(r) if r is not None else None
 
     # -- Log protocol ---------------------------------------------------------------
-    async def append(self, records: Sequence[bytes]) -> int:
+    async def append(self, records: Sequence[bytes]) -> Any:
         self._gate("append")
         # Once forwarded, an append is not interrupted by a cut or by the caller's
         # cancellation (the bytes are on their way); close() waits for it, so nothing
@@ -143,7 +143,7 @@ class CuttableLog:
         task.add_done_callback(_forget(self._inflight))
         return await asyncio.shield(task)
 
-    async def end(self) -> int:
+    async def end(self) -> Any:
         self._gate("end")
         return await self.inner.end()
 
@@ -154,11 +154,11 @@ class CuttableLog:
         if sync is not None:
             await sync()
 
-    async def truncate_before(self, position: int) -> None:
+    async def truncate_before(self, position: Any) -> None:
         self._gate("truncate_before")
         await self.inner.truncate_before(position)
 
-    async def read(self, from_position: int = 0, *, follow: bool = False) -> AsyncGenerator[LogEntry, None]:
+    async def read(self, from_position: Any = 0, *, follow: bool = False) -> AsyncGenerator[LogEntry, None]:
         self._check_open()
         inner = self.inner.read(from_position, follow=follow)
         try:
