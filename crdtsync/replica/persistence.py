@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 
 from ..clock import HLC
 from ..errors import StorageError
-from ..log._protocol import Log, Position
+from ..log._protocol import Log, Position, earliest
 from ..schema import SCHEMA_FIELD
 from ..sequenced import FLEET_FIELD
 from ..snapshots import Snapshot, SnapshotStore, encode_snapshot
@@ -165,12 +165,11 @@ class Persistence:
             await self.log.truncate_before(keep)
         return self._store.position
 
-    def keep_floor(self) -> int | None:
+    def keep_floor(self) -> Position | None:
         """The position compaction may drop records before: the snapshot's, lowered for
         held-back events (they must stay readable) and for every retention floor."""
         keep = self._held.floor(self._store.position)
-        for floor in self.retention:
-            f = floor()
-            if f is not None and (keep is None or f < keep):
-                keep = f
-        return keep
+        floors = [f for f in (floor() for floor in self.retention) if f is not None]
+        if not floors:
+            return keep
+        return earliest([*floors, keep] if keep is not None else floors)
