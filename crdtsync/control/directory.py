@@ -30,6 +30,8 @@ class DirectoryControl:
     """
 
     _MAGIC = b"CSHB"
+    #: a reader sees only each replica's latest message: senders send full heartbeats
+    latest_only = True
 
     def __init__(self, path: str | os.PathLike[str], *, poll_interval: float = 0.005) -> None:
         self.path = Path(path)

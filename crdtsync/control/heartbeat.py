@@ -40,7 +40,7 @@ from ._wire import TAG as _TAG
 from ._wire import frozen_map as _frozen_map
 from ._wire import pairs as _pairs
 
-__all__ = ["HEARTBEAT_VERSION", "Heartbeat"]
+__all__ = ["HEARTBEAT_SECTIONS", "HEARTBEAT_VERSION", "Heartbeat"]
 
 HEARTBEAT_VERSION = 2
 
@@ -160,3 +160,36 @@ class Heartbeat:
             _pairs(echo, "echo", int),
             frozenset(pruned),
         )
+
+    # -- as a stream state (crdtsync.control.stream) --------------------------------
+    def to_state(self, resync: frozenset[str] | set[str] = frozenset()) -> dict[str, Any]:
+        """This heartbeat as the sections of a stream state (see :data:`HEARTBEAT_SECTIONS`);
+        ``resync`` lists the senders whose stream this replica lost (asking for a full)."""
+        return {
+            "s": {"actor": self.actor, "region": self.region, "role": self.role,
+                  "wall_ms": self.wall_ms, "hlc": self.hlc, "ping": self.ping},
+            "ctx": self.context,
+            "pos": self.positions,
+            "models": self.models,
+            "echo": self.echo,
+            "pruned": dict.fromkeys(self.pruned, 1),
+            "resync": dict.fromkeys(resync, 1),
+        }
+
+    @classmethod
+    def from_state(cls, name: str, state: Mapping[str, Any]) -> Heartbeat:
+        """The heartbeat a stream state describes (the sender is ``name``); bad values
+        raise ``CorruptRecord`` (the wire is untrusted)."""
+        s = state["s"]
+        try:
+            return cls(s.get("actor"), name, s.get("region"), s.get("role"), state["ctx"],
+                       s.get("wall_ms"), s.get("hlc"), state["pos"], state["models"],
+                       s.get("ping", 0), state["echo"], frozenset(state["pruned"]))
+        except (TypeError, ValueError) as exc:
+            corrupt(_TAG, f"stream state of {name!r:.40}: {exc}")
+
+
+#: the sections of a heartbeat's stream state and their types
+HEARTBEAT_SECTIONS: dict[str, type] = {
+    "s": dict, "ctx": Context, "pos": dict, "models": dict, "echo": dict, "pruned": dict, "resync": dict,
+}

@@ -30,7 +30,18 @@ from ..errors import FutureTimestamp, ReplicaRemoved
 from ..policy import ACKS, ALL, QUORUM, Group, WriteLevel
 from .heartbeat import Heartbeat
 
-__all__ = ["Membership", "MembershipStats"]
+__all__ = ["Membership", "MembershipStats", "needed"]
+
+
+def needed(level: WriteLevel, group_size: int) -> int:
+    """How many members of a group of ``group_size`` an ack level needs."""
+    if isinstance(level, ACKS):
+        return level.n
+    if isinstance(level, QUORUM):
+        return group_size // 2 + 1
+    if isinstance(level, ALL):
+        return max(group_size, 1)
+    raise TypeError(f"{level!r} is not an ack level (ACKS, QUORUM, ALL)")
 
 
 @dataclass
@@ -202,13 +213,7 @@ class Membership:
 
     def needed(self, level: WriteLevel, group_size: int) -> int:
         """How many members of a group of ``group_size`` an ack level needs."""
-        if isinstance(level, ACKS):
-            return level.n
-        if isinstance(level, QUORUM):
-            return group_size // 2 + 1
-        if isinstance(level, ALL):
-            return max(group_size, 1)
-        raise TypeError(f"{level!r} is not an ack level (ACKS, QUORUM, ALL)")
+        return needed(level, group_size)
 
     def answered(self, ping: int, group: Group = None) -> frozenset[str]:
         """Members of ``group`` whose latest heartbeat answers this replica's ``ping``
