@@ -22,7 +22,6 @@ instead of listed per replica. Sections (a stream state, sent as deltas, see
   their heartbeat's ``echo``); ``answers``: per asker, ``[ping, [[region, count], ...],
   missing]``: how many members of each region answered that ping and the rows of their
   joined contexts the asker's last heartbeat did not hold;
-* ``resync``: streams the hub lost (those senders send a full heartbeat next).
 
 Everything is O(what changed) per round: ``fresh`` changes for the origins that wrote,
 ``acks`` lists only writes in flight, ``pings``/``answers`` only reads in flight. The
@@ -48,7 +47,7 @@ __all__ = ["AGGREGATE_SECTIONS", "EdgeView", "HubAggregator", "needed"]
 #: the sections of an aggregate's stream state and their types
 AGGREGATE_SECTIONS: dict[str, type] = {
     "s": dict, "size": dict, "live": dict, "fresh": dict, "acks": dict, "stable": dict,
-    "pings": dict, "answers": dict, "resync": dict,
+    "pings": dict, "answers": dict,
 }
 
 
@@ -81,7 +80,7 @@ class HubAggregator:
         self._pending: set[str] = set()  # origins with writes not yet everywhere
         self._fresh_seen: dict[str, int] = {}
 
-    def state(self, now_ms: int, resync: set[str] | frozenset[str] = frozenset()) -> dict[str, Any]:
+    def state(self, now_ms: int) -> dict[str, Any]:
         """The aggregate now, as a stream state."""
         m = self.membership
         names = self._members()
@@ -120,7 +119,7 @@ class HubAggregator:
         return {
             "s": {"hub": self.name, "wall_ms": now_ms, "heard_ms": heard},
             "size": size, "live": live, "fresh": fresh, "acks": acks, "stable": stable,
-            "pings": pings, "answers": answers, "resync": dict.fromkeys(resync, 1),
+            "pings": pings, "answers": answers,
         }
 
     def _quorum_reads(self, beats: list[Any], now_ms: int) -> tuple[dict[str, int], dict[str, list[Any]]]:

@@ -162,9 +162,8 @@ class Heartbeat:
         )
 
     # -- as a stream state (crdtsync.control.stream) --------------------------------
-    def to_state(self, resync: frozenset[str] | set[str] = frozenset()) -> dict[str, Any]:
-        """This heartbeat as the sections of a stream state (see :data:`HEARTBEAT_SECTIONS`);
-        ``resync`` lists the senders whose stream this replica lost (asking for a full)."""
+    def to_state(self) -> dict[str, Any]:
+        """This heartbeat as the sections of a stream state (see :data:`HEARTBEAT_SECTIONS`)."""
         return {
             "s": {"actor": self.actor, "region": self.region, "role": self.role,
                   "wall_ms": self.wall_ms, "hlc": self.hlc, "ping": self.ping},
@@ -173,7 +172,6 @@ class Heartbeat:
             "models": self.models,
             "echo": self.echo,
             "pruned": dict.fromkeys(self.pruned, 1),
-            "resync": dict.fromkeys(resync, 1),
         }
 
     @classmethod
@@ -191,5 +189,5 @@ class Heartbeat:
 
 #: the sections of a heartbeat's stream state and their types
 HEARTBEAT_SECTIONS: dict[str, type] = {
-    "s": dict, "ctx": Context, "pos": dict, "models": dict, "echo": dict, "pruned": dict, "resync": dict,
+    "s": dict, "ctx": Context, "pos": dict, "models": dict, "echo": dict, "pruned": dict,
 }

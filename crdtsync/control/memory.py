@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from .stream import Retained
 from .transport import Deliver
 
-__all__ = ["MemoryControl"]
+__all__ = ["MemoryControl", "MemoryTopics"]
 
 
 class MemoryControl:
@@ -28,9 +29,36 @@ class MemoryControl:
         self._last: dict[str, bytes] = {}
         self._groups: list[frozenset[str]] | None = None
         self.published = 0
+        # topics: topic -> subscriber name -> deliver; topic -> publisher -> last message
+        self._subs: dict[str, dict[str, Deliver]] = {}
+        self._retained: dict[str, Retained] = {}
+        #: bytes delivered to each subscriber (all topics), for byte budgets
+        self.bytes_read: dict[str, int] = {}
 
     def endpoint(self) -> _MemoryEndpoint:
+        """A one-stream endpoint (:class:`ControlChannel`): hears every other endpoint."""
         return _MemoryEndpoint(self)
+
+    def topics(self) -> MemoryTopics:
+        """A topic endpoint (:class:`ControlTransport`) for one replica of a hub/edge fleet."""
+        return MemoryTopics(self)
+
+    def _subscribe(self, name: str, topic: str, deliver: Deliver) -> None:
+        self._subs.setdefault(topic, {})[name] = deliver
+        for src, data in self._retained.get(topic, Retained()).replay():  # what was said before
+            if src != name and self.connected(src, name):
+                self._deliver(name, deliver, data)
+
+    def _publish_to(self, src: str, topic: str, data: bytes) -> None:
+        self._retained.setdefault(topic, Retained()).add(src, data)
+        self.published += 1
+        for dst, deliver in list(self._subs.get(topic, {}).items()):
+            if dst != src and self.connected(src, dst):
+                self._deliver(dst, deliver, data)
+
+    def _deliver(self, dst: str, deliver: Deliver, data: bytes) -> None:
+        self.bytes_read[dst] = self.bytes_read.get(dst, 0) + len(data)
+        deliver(data)
 
     def partition(self, groups: Iterable[Iterable[str]]) -> None:
         """Only replicas in the same group hear each other (names not listed: one more group)."""
@@ -42,6 +70,11 @@ class MemoryControl:
         self._groups = None
         for name, data in self._last.items():
             self._send(name, data)
+        for topic, kept in self._retained.items():
+            for name, data in kept.replay():
+                for dst, deliver in list(self._subs.get(topic, {}).items()):
+                    if dst != name:
+                        self._deliver(dst, deliver, data)
 
     def connected(self, a: str, b: str) -> bool:
         return self._groups is None or any(a in g and b in g for g in self._groups)
@@ -74,3 +107,23 @@ class _MemoryEndpoint:
     async def close(self) -> None:
         if self._name is not None:
             self._hub._endpoints.pop(self._name, None)
+
+
+class MemoryTopics:
+    """One replica's topic endpoint on a :class:`MemoryControl` (a ``ControlTransport``)."""
+
+    def __init__(self, hub: MemoryControl) -> None:
+        self._hub = hub
+        self._names: set[str] = set()
+
+    def subscribe(self, name: str, topic: str, deliver: Deliver) -> None:
+        self._names.add(name)
+        self._hub._subscribe(name, topic, deliver)
+
+    async def publish_to(self, name: str, topic: str, data: bytes) -> None:
+        self._hub._publish_to(name, topic, data)
+
+    async def close(self) -> None:
+        for subs in self._hub._subs.values():
+            for name in self._names:
+                subs.pop(name, None)

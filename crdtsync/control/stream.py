@@ -10,17 +10,20 @@ state it rebuilt and its sequence number, and applies a delta **only on the exac
 was computed against**: a delta whose base is not the held message (a gap: a lost
 message, a restarted sender, a late joiner) is dropped and counted, and that sender is
 listed in :attr:`StreamDecoder.resync` until its next full message arrives. The receiver
-puts that list in its own next heartbeat (the ``resync`` section), and a sender that sees
-its name there sends a full message at once. So a receiver's view of a sender is always
+puts that list in its own next message (``want``), and a sender that sees
+its name there sends a full message at once. The request travels in the message header
+(``want``), readable even in a message whose delta cannot be applied: two replicas that
+lost each other's streams (a healed partition) still hear each other's requests. So a receiver's view of a sender is always
 a state the sender really had: convergence of membership views never rests on a guess.
 
 Wire format (version 1), deterministic msgpack::
 
     ["ctlstream", 1, [kind: str, sender: str, epoch: int >= 0, seq: int >= 1,
-                      base: int >= 0, sections: [[name: str, set: list, dropped: [str]], ...]]]
+                      base: int >= 0, want: [str], sections: [[name: str, set: list, dropped: [str]], ...]]]
 
 ``base`` is 0 for a full message (then ``dropped`` is empty and ``set`` holds the whole
-section), else ``seq - 1``. ``epoch`` identifies one run of the sender's encoder (a
+section), else ``seq - 1``. ``want`` lists, sorted, the senders whose full message the sender asks
+for. ``epoch`` identifies one run of the sender's encoder (a
 restarted sender starts a new epoch with a full message). For a context section ``set``
 is :meth:`Context.to_payload` rows of the replicas that changed and ``dropped`` the
 replicas no longer in it; for a map section ``set`` is ``[[key, value], ...]`` sorted by
@@ -37,8 +40,12 @@ from typing import Any
 
 from .._encoding import check_envelope, corrupt, packb, unpackb
 from ..clock import Context
+from ..errors import BadInput
 
-__all__ = ["STREAM_TAG", "STREAM_VERSION", "Section", "State", "StreamDecoder", "StreamEncoder", "StreamStats"]
+__all__ = [
+    "STREAM_TAG", "STREAM_VERSION", "Received", "Retained", "Section", "State", "StreamDecoder", "StreamEncoder",
+    "StreamStats", "is_stream", "peek",
+]
 
 STREAM_TAG = "ctlstream"
 STREAM_VERSION = 1
@@ -92,12 +99,18 @@ class StreamEncoder:
         self._want_full = True
         self.stats = StreamStats()
 
+    @property
+    def full_wanted(self) -> bool:
+        """Whether the next message is full because one was asked for."""
+        return self._want_full
+
     def request_full(self) -> None:
         """Send the next message in full (a receiver lost the thread)."""
         self._want_full = True
 
-    def encode(self, state: State) -> bytes:
-        """The next message of the stream for ``state`` (a delta, or full when due)."""
+    def encode(self, state: State, want: set[str] | frozenset[str] = frozenset()) -> bytes:
+        """The next message of the stream for ``state`` (a delta, or full when due);
+        ``want``: senders whose stream this replica lost."""
         self.seq += 1
         full = self._want_full or self._last is None or self._since_full + 1 >= self.full_every
         sections: list[list[Any]] = []
@@ -118,7 +131,8 @@ class StreamEncoder:
             if changed or dropped:
                 sections.append([name, changed, dropped])
         base = 0 if full else self.seq - 1
-        data = packb([STREAM_TAG, STREAM_VERSION, [self.kind, self.sender, self.epoch, self.seq, base, sections]])
+        data = packb([STREAM_TAG, STREAM_VERSION,
+                      [self.kind, self.sender, self.epoch, self.seq, base, sorted(want), sections]])
         self._last = {k: (v if isinstance(v, Context) else dict(v)) for k, v in state.items()}
         if full:
             self._want_full, self._since_full = False, 0
@@ -132,13 +146,16 @@ class StreamEncoder:
 
 @dataclass(frozen=True)
 class Received:
-    """One decoded stream message, applied: whose, which, and the sender's whole state."""
+    """One decoded stream message: whose, which, what the sender asks for, and (when it
+    could be applied) the sender's whole state."""
 
     kind: str
     sender: str
     seq: int
     full: bool
-    state: dict[str, Section]
+    #: the sender's state, ``None`` when the message was stale or its base not held
+    state: dict[str, Section] | None
+    want: frozenset[str]
     #: per section, the entries this message set (all of them in a full message)
     changed: dict[str, list[Any]]
 
@@ -170,14 +187,16 @@ class StreamDecoder:
         self._held.pop((kind, sender), None)
         self.resync.get(kind, set()).discard(sender)
 
-    def decode(self, data: bytes) -> Received | None:
-        """Apply one message; returns the sender's new state, or ``None`` when the message
-        is stale or a delta on a base not held (counted; the sender goes to :attr:`resync`).
-        Bad bytes raise ``CorruptRecord``/``UnsupportedVersion`` and change nothing."""
+    def decode(self, data: bytes) -> Received:
+        """Apply one message. Its ``state`` is ``None`` when the message is stale or a
+        delta on a base not held (counted; the sender goes to :attr:`resync`). Bad bytes
+        raise ``CorruptRecord``/``UnsupportedVersion`` and change nothing."""
         _, body = check_envelope(unpackb(data, what=STREAM_TAG), STREAM_TAG, STREAM_VERSION)
-        if not (isinstance(body, list) and len(body) == 6):
-            corrupt(STREAM_TAG, "expected a 6-field body")
-        kind, sender, epoch, seq, base, sections = body
+        if not (isinstance(body, list) and len(body) == 7):
+            corrupt(STREAM_TAG, "expected a 7-field body")
+        kind, sender, epoch, seq, base, want, sections = body
+        if not (isinstance(want, list) and all(isinstance(w, str) for w in want)):
+            corrupt(STREAM_TAG, "want must be a list of names")
         if kind not in self.schema:
             corrupt(STREAM_TAG, f"unknown stream kind {kind!r:.40}")
         if not isinstance(sender, str) or not sender:
@@ -195,11 +214,11 @@ class StreamDecoder:
         full = base == 0
         if held is not None and held.epoch == epoch and seq <= held.seq:
             self.stats.stale += 1
-            return None
+            return Received(kind, sender, seq, full, None, frozenset(want), {})
         if not full and (held is None or held.epoch != epoch or held.seq != base):
             self.stats.gaps += 1
             self.resync[kind].add(sender)
-            return None
+            return Received(kind, sender, seq, full, None, frozenset(want), {})
         state = self._apply(self.schema[kind], sections, None if full else held.state if held else None)
         self._held[key] = _Held(epoch, seq, state)
         if full:
@@ -208,7 +227,7 @@ class StreamDecoder:
         else:
             self.stats.deltas += 1
         changed = {sec[0]: sec[1] for sec in sections}
-        return Received(kind, sender, seq, full, state, changed)
+        return Received(kind, sender, seq, full, state, frozenset(want), changed)
 
     @staticmethod
     def _apply(types: Mapping[str, type], sections: list[Any], base: dict[str, Section] | None) -> dict[str, Section]:
@@ -250,3 +269,35 @@ class StreamDecoder:
                     new.pop(k, None)
                 state[name] = new
         return state
+
+
+def peek(data: bytes) -> tuple[str, int] | None:
+    """``(sender, base)`` of a stream message (base 0: full), ``None`` if it is not one."""
+    try:
+        obj = unpackb(data, what=STREAM_TAG)
+    except BadInput:
+        return None
+    if not (isinstance(obj, list) and len(obj) == 3 and obj[0] == STREAM_TAG and isinstance(obj[2], list)
+            and len(obj[2]) == 7 and isinstance(obj[2][1], str) and type(obj[2][4]) is int):
+        return None
+    return obj[2][1], obj[2][4]
+
+
+class Retained:
+    """What a transport keeps for late subscribers of one topic: per sender, its last full
+    message and every delta after it (so a joiner can rebuild each sender's state with
+    no gap), or the last message when it is not a stream message (full heartbeats)."""
+
+    def __init__(self) -> None:
+        self._tail: dict[str, list[bytes]] = {}
+
+    def add(self, sender: str, data: bytes) -> None:
+        p = peek(data)
+        if p is None or p[1] == 0:
+            self._tail[sender] = [data]
+        else:
+            self._tail.setdefault(sender, []).append(data)
+
+    def replay(self) -> list[tuple[str, bytes]]:
+        """Every retained message, oldest first per sender."""
+        return [(s, d) for s, tail in self._tail.items() for d in tail]

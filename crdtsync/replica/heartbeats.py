@@ -12,7 +12,7 @@ registers (freshness SLO check, pruning, retrying held events).
 On the wire heartbeats are a numbered stream of deltas with a periodic full one
 (:mod:`crdtsync.control.stream`); a gap in a sender's stream is never patched over: this
 replica keeps that sender's last good heartbeat and lists it in its own heartbeat's
-``resync`` section until a full one arrives. Where heartbeats go and what is read follows
+``want`` list until a full one arrives. Where heartbeats go and what is read follows
 the replica's :class:`~crdtsync.control.topology.Topology`: peers read every peer; a hub
 reads every heartbeat and also publishes its aggregate; an edge reads only its hub's
 aggregate (:mod:`crdtsync.control.aggregate`). Full-format heartbeat bytes
@@ -160,15 +160,16 @@ class Heartbeats:
             elif is_stream(bytes(hb[:16])):
                 gaps = self.decoder.stats.gaps
                 rec = self.decoder.decode(bytes(hb))
-                if rec is None:
+                if self.identity.name in rec.want:
+                    self.request_full()
+                    self.wake()
+                if rec.state is None:
                     if self.decoder.stats.gaps > gaps:
                         self._stats.reject("heartbeat_gap")
                         self.wake()  # ask for a full one soon
                     return False
                 if rec.kind == "agg":
                     return self._observe_aggregate(rec.sender, rec.state, rec.changed, rec.full)
-                if self.identity.name in rec.state["resync"]:
-                    self.request_full()
                 h = Heartbeat.from_state(rec.sender, rec.state)
             else:
                 h = Heartbeat.decode(hb)
@@ -200,8 +201,6 @@ class Heartbeats:
         if self.edge is None or hub != self.topology.hub:
             return False  # not this replica's hub (a misrouted topic): nothing to learn
         self.edge.observe(state, changed, full, self.now_ms())
-        if self.identity.name in state["resync"]:
-            self.request_full()
         pings = self.edge.pings()
         for asker in [a for a in self.echo if a not in pings]:
             del self.echo[asker]  # reads no longer in flight
@@ -221,10 +220,10 @@ class Heartbeats:
         hb = self.build()
         self.observe(hb)
         lost = self.resync()
-        out = [(self.topology.heartbeat_topic(), self.encoder.encode(hb.to_state(lost)))]
+        out = [(self.topology.heartbeat_topic(), self.encoder.encode(hb.to_state(), lost))]
         if self.aggregator is not None and self.agg_encoder is not None:
-            agg = self.aggregator.state(self.now_ms(), lost)
-            out.append((aggregate_topic(self.identity.name), self.agg_encoder.encode(agg)))
+            agg = self.aggregator.state(self.now_ms())
+            out.append((aggregate_topic(self.identity.name), self.agg_encoder.encode(agg, lost)))
         return out
 
     async def publish(self) -> None:
