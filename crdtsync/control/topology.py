@@ -45,8 +45,10 @@ class Topology:
         role: ``"peer"``, ``"hub"`` or ``"edge"``.
         hub: for an edge, the name of the hub whose aggregate it reads.
         full_every: a full (not delta) heartbeat at least every this many messages; a
-            receiver that lost a delta waits at most this long (or asks sooner). Edges
-            default to a long period: their full heartbeats are read by every hub.
+            receiver that lost a delta waits at most this long (it asks at once, so the
+            period only bounds a lost request). Defaults: 32 for peers; 256 for hubs
+            (a full aggregate lists every member's fresh seq, read by all its edges);
+            1024 for edges (their full heartbeats are read by every hub).
         ping_ttl_ms: how long a hub relays an edge's quorum-read ping to the other edges.
     """
 
@@ -68,7 +70,7 @@ class Topology:
         """Messages between two full heartbeats."""
         if self.full_every is not None:
             return self.full_every
-        return 1024 if self.role == EDGE else 32
+        return {PEER: 32, HUB: 256, EDGE: 1024}[self.role]
 
     def heartbeat_topic(self) -> str:
         """Where this replica publishes its heartbeats."""
