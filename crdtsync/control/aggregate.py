@@ -21,7 +21,7 @@ instead of listed per replica. Sections (a stream state, sent as deltas, see
 * ``pings``: quorum-read pings of askers heard within the ping TTL (edges answer them in
   their heartbeat's ``echo``); ``answers``: per asker, ``[ping, [[region, count], ...],
   missing]``: how many members of each region answered that ping and the rows of their
-  joined contexts the asker's last heartbeat did not hold;
+  joined contexts (each as of its first answer) the asker's last heartbeat did not hold;
 
 Everything is O(what changed) per round: ``fresh`` changes for the origins that wrote,
 ``acks`` lists only writes in flight, ``pings``/``answers`` only reads in flight. The
@@ -77,6 +77,7 @@ class HubAggregator:
         self.liveness_ms = liveness_ms
         self.ping_ttl_ms = ping_ttl_ms
         self._pings: dict[str, tuple[int, int]] = {}  # asker -> (ping, first heard ms)
+        self._answered: dict[str, dict[str, tuple[str, Context]]] = {}  # asker -> answerer -> (region, ctx)
         self._pending: set[str] = set()  # origins with writes not yet everywhere
         self._fresh_seen: dict[str, int] = {}
 
@@ -126,17 +127,24 @@ class HubAggregator:
         for hb in beats:
             if hb.ping and hb.ping != self._pings.get(hb.name, (0, 0))[0] and hb.name != self.name:
                 self._pings[hb.name] = (hb.ping, now_ms)
+                self._answered[hb.name] = {}
         for asker, (_, at) in list(self._pings.items()):
             if now_ms - at > self.ping_ttl_ms or asker not in self.membership:
                 del self._pings[asker]
+                self._answered.pop(asker, None)
         answers: dict[str, list[Any]] = {}
         for asker, (ping, _) in self._pings.items():
+            # each answerer's context as of its first answer: what the read must see (a
+            # later context is more than it needs, and under steady writes never caught)
+            got = self._answered[asker]
+            for hb in beats:
+                if hb.name != asker and hb.name not in got and (hb.echo.get(asker, 0) >= ping or hb.name == self.name):
+                    got[hb.name] = (hb.region, hb.context)
             counts: dict[str, int] = {}
             joined = Context()
-            for hb in beats:
-                if hb.name != asker and (hb.echo.get(asker, 0) >= ping or hb.name == self.name):
-                    counts[hb.region] = counts.get(hb.region, 0) + 1
-                    joined = joined.join(hb.context)
+            for region, ctx in got.values():
+                counts[region] = counts.get(region, 0) + 1
+                joined = joined.join(ctx)
             asked = self.membership.get(asker)
             base = asked.context if asked is not None else Context()
             rows, _ = joined.row_delta(joined.meet(base))
