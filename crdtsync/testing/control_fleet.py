@@ -112,6 +112,15 @@ class ControlFleet:
         return self.nodes[name].replica
 
     # -- the modelled data plane ------------------------------------------------------
+    def seed_history(self, writers: int, max_seq: int = 50) -> None:
+        """Start as a fleet that has run a while: the first ``writers`` edges have written
+        up to ``max_seq`` events each, and every node holds them (contexts of that many
+        rows, as a full heartbeat carries)."""
+        vv = {self.replica(e).actor: self.rng.randint(1, max_seq) for e in self.edges[:writers]}
+        self.delivered = self._previous = self._older = Context.from_vv(vv)
+        for node in self.nodes.values():
+            node.replica.store.set_context(self.delivered)
+
     def write(self, name: str) -> Dot:
         """Node ``name`` writes one event now (applied there at once)."""
         node = self.nodes[name]
