@@ -11,12 +11,12 @@ import random
 
 import pytest
 
+from crdtsync._encoding import packb
 from crdtsync.clock import Context, Dot
 from crdtsync.control import Heartbeat, Membership
 from crdtsync.control.heartbeat import HEARTBEAT_SECTIONS
 from crdtsync.control.stream import Retained, StreamDecoder, StreamEncoder, peek
 from crdtsync.errors import CorruptRecord, UnsupportedVersion
-from crdtsync._encoding import packb
 
 SCHEMA = {"hb": HEARTBEAT_SECTIONS}
 
@@ -126,7 +126,7 @@ def test_membership_built_from_streams_matches_one_built_from_full_heartbeats_un
             last_applied[n] = beat
         for s in dec.resync["hb"]:
             senders[s].request_full()  # the receiver's request, heard by the sender
-    for n, beat in last_applied.items():
+    for beat in last_applied.values():
         via_full.observe(beat, 20_000)
     assert {h.name: h.context for h in via_stream} == {h.name: h.context for h in via_full}
     assert via_stream.stable_context() == via_full.stable_context()

@@ -37,12 +37,13 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from .._encoding import corrupt
 from ..clock import Context, Dot
 from ..errors import Unavailable
 from ..policy import Group, WriteLevel
 from .membership import Membership, needed
 
-__all__ = ["AGGREGATE_SECTIONS", "EdgeView", "HubAggregator", "needed"]
+__all__ = ["AGGREGATE_SECTIONS", "EdgeView", "HubAggregator", "needed", "validate_aggregate"]
 
 #: the sections of an aggregate's stream state and their types
 AGGREGATE_SECTIONS: dict[str, type] = {
@@ -152,6 +153,31 @@ class HubAggregator:
         return {a: p for a, (p, _) in self._pings.items()}, answers
 
 
+def _is_count(v: Any) -> bool:
+    return type(v) is int and v >= 0
+
+
+def validate_aggregate(sender: str, state: Mapping[str, Any]) -> None:
+    """Check an aggregate's values (the wire is untrusted): ``CorruptRecord`` if bad."""
+    s = state["s"]
+    if not all(_is_count(s.get(k)) for k in ("wall_ms", "heard_ms")):
+        corrupt("aggregate", "s.wall_ms and s.heard_ms must be non-negative ints")
+    for sec in ("size", "live", "fresh", "stable", "pings"):
+        if not all(_is_count(v) for v in state[sec].values()):
+            corrupt("aggregate", f"{sec} values must be non-negative ints")
+    for origin, hist in state["acks"].items():
+        if not (isinstance(hist, list) and all(
+                isinstance(h, list) and len(h) == 3 and isinstance(h[0], str) and _is_count(h[1])
+                and _is_count(h[2]) for h in hist)):
+            corrupt("aggregate", f"acks[{origin!r:.40}] must be [[region, seq, count], ...]")
+    for asker, ans in state["answers"].items():
+        if not (isinstance(ans, list) and len(ans) == 3 and _is_count(ans[0]) and isinstance(ans[1], list)
+                and all(isinstance(p, list) and len(p) == 2 and isinstance(p[0], str) and _is_count(p[1])
+                        for p in ans[1])):
+            corrupt("aggregate", f"answers[{asker!r:.40}] must be [ping, [[region, count], ...], rows]")
+        Context.from_payload(ans[2], what="aggregate answer")
+
+
 class EdgeView:
     """An edge's view of the fleet: its hub's latest aggregate plus its own state.
 
@@ -179,17 +205,12 @@ class EdgeView:
     def observe(self, state: dict[str, Any], changed: Mapping[str, list[Any]], full: bool, now_ms: int) -> None:
         """Take in the hub's aggregate (``changed``: the sections' changed entries)."""
         s = state["s"]
-        for k in ("wall_ms", "heard_ms"):
-            if type(s.get(k)) is not int:
-                from .._encoding import corrupt
-
-                corrupt("aggregate", f"s.{k} must be an int")
-        fresh_rows = [(k, v) for k, v in changed.get("fresh", []) if type(v) is int]
+        fresh_rows = [(k, v) for k, v in changed.get("fresh", [])]
         if full:
             self._samples.clear()
             self._covered_ms = None
             self.lost = False
-            fresh_rows = [(k, v) for k, v in state["fresh"].items() if type(v) is int]
+            fresh_rows = list(state["fresh"].items())
         self._samples.append((s["heard_ms"], fresh_rows))
         if len(self._samples) > self.history:
             self._samples.clear()
@@ -238,7 +259,7 @@ class EdgeView:
             return mine
         hist = self.state["acks"].get(dot.replica)
         if hist is not None:
-            n = sum(c for r, s, c in hist if match(r) and s >= dot.seq)
+            n: int = sum(c for r, s, c in hist if match(r) and s >= dot.seq)
             return max(n, mine)
         if dot.seq <= self.state["fresh"].get(dot.replica, 0):
             return self.size(group)  # every member reported it

@@ -34,7 +34,7 @@ version :class:`~crdtsync.errors.UnsupportedVersion`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -173,10 +173,15 @@ class StreamDecoder:
     Args:
         schema: per kind, the sections a state has and their types (``Context`` or
             ``dict``); unknown sections in a message are refused as corrupt.
+        validate: per kind, a check of a rebuilt state (``(sender, state)``, raising
+            ``CorruptRecord``), run before the state is kept: a bad message never
+            becomes the base of the next delta.
     """
 
-    def __init__(self, schema: Mapping[str, Mapping[str, type]]) -> None:
+    def __init__(self, schema: Mapping[str, Mapping[str, type]],
+                 validate: Mapping[str, Callable[[str, dict[str, Any]], object]] | None = None) -> None:
         self.schema = schema
+        self.validate = dict(validate or {})
         self._held: dict[tuple[str, str], _Held] = {}
         #: senders (by kind) whose stream has a gap: waiting for their next full message
         self.resync: dict[str, set[str]] = {k: set() for k in schema}
@@ -220,6 +225,9 @@ class StreamDecoder:
             self.resync[kind].add(sender)
             return Received(kind, sender, seq, full, None, frozenset(want), {})
         state = self._apply(self.schema[kind], sections, None if full else held.state if held else None)
+        check = self.validate.get(kind)
+        if check is not None:
+            check(sender, state)
         self._held[key] = _Held(epoch, seq, state)
         if full:
             self.stats.fulls += 1
@@ -256,6 +264,7 @@ class StreamDecoder:
             else:
                 if not isinstance(changed, list):
                     corrupt(STREAM_TAG, f"{name}: set must be a list of pairs")
+                assert not isinstance(old, Context)
                 new = dict(old)
                 prev = None
                 for pair in changed:

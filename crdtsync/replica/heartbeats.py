@@ -30,7 +30,7 @@ from typing import Any
 
 from ..clock import HLC
 from ..control import ControlChannel, ControlTransport, DirectoryControl, Heartbeat, Membership
-from ..control.aggregate import AGGREGATE_SECTIONS, EdgeView, HubAggregator
+from ..control.aggregate import AGGREGATE_SECTIONS, EdgeView, HubAggregator, validate_aggregate
 from ..control.heartbeat import HEARTBEAT_SECTIONS
 from ..control.stream import StreamDecoder, StreamEncoder, is_stream
 from ..control.topology import EDGE, Topology, aggregate_topic
@@ -90,7 +90,8 @@ class Heartbeats:
         latest_only = bool(getattr(control, "latest_only", False))
         self.encoder = StreamEncoder("hb", identity.name, hlc.peek(),
                                      full_every=1 if latest_only else self.topology.full_period)
-        self.decoder = StreamDecoder({"hb": HEARTBEAT_SECTIONS, "agg": AGGREGATE_SECTIONS})
+        self.decoder = StreamDecoder({"hb": HEARTBEAT_SECTIONS, "agg": AGGREGATE_SECTIONS},
+                                     {"hb": Heartbeat.from_state, "agg": validate_aggregate})
         #: a hub's aggregate builder and encoder (set up by the replica's assembly)
         self.aggregator: HubAggregator | None = None
         self.agg_encoder: StreamEncoder | None = None

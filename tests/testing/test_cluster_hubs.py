@@ -98,3 +98,24 @@ def test_lost_heartbeats_are_gaps_that_are_repaired_never_applied_on_a_wrong_bas
                 assert m.get(n).context == c.replica(n).context, (hub, n)
         ev = c.update("n6", "members", "team", "add", "after", write=ALL())
         assert holders(c, ev.dot) == c.names
+
+
+def test_a_forged_aggregate_is_counted_and_dropped_and_the_edge_keeps_its_view():
+    from crdtsync.control.stream import StreamEncoder
+
+    with Cluster(5, schema=[QSET], seed=5, hubs=1) as c:
+        c.run_for(300)
+        r = c.replica("n1")  # an edge of hub n0
+        view = r.coordinator.view
+        size = view.size(None)
+        hub = c.replica("n0").heartbeats.aggregator
+        bad = dict(hub.state(c.now_ms))
+        bad["acks"] = {"x~1": [["eu", -3, "many"]]}
+        forged = StreamEncoder("agg", "n0", epoch=99).encode(bad)
+        assert not r.observe_heartbeat(forged)
+        assert r.stats.events_rejected["bad_heartbeat"] == 1
+        assert view.size(None) == size
+        key = ("agg", "n0")
+        assert r.heartbeats.decoder._held[key].epoch != 99  # never kept as a base
+        ev = c.update("n1", "members", "team", "add", "still")
+        assert len(holders(c, ev.dot)) >= 3
