@@ -28,8 +28,8 @@ from ._harness import progress, table
 
 HUBS = 3
 WRITE_RATE = 0.001
-HISTORY = 500
-ROUNDS = 5
+HISTORY = 200
+ROUNDS = 3
 
 
 def _kb(n: float) -> str:

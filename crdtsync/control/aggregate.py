@@ -95,7 +95,9 @@ class HubAggregator:
             if n in alive:
                 live[region[n]] = live.get(region[n], 0) + 1
         beats = list(m)
-        fresh = {hb.actor: hb.context.max_seq(hb.actor) for hb in beats}
+        # (members that never wrote have nothing to cover: left out, so a full aggregate
+        # grows with the writers, not the fleet)
+        fresh = {a: n for a, n in ((hb.actor, hb.context.max_seq(hb.actor)) for hb in beats) if n}
         heard = min((hb.wall_ms for hb in beats), default=now_ms)
         for actor, seq in fresh.items():
             if self._fresh_seen.get(actor) != seq:
