@@ -46,7 +46,7 @@ from typing import Any
 
 import msgpack
 
-from ._harness import Result, fmt_rate, measure_interleaved, progress, table
+from ._harness import fmt_rate, measure_interleaved, progress, table
 
 KEYS = [f"cust-{i:05d}" for i in range(1000)]
 #: RSS bytes per LWW key of :func:`memory_per_key` before issue 9 (commit 703aac5, this

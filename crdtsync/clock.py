@@ -487,6 +487,32 @@ class Context:
                 ranges[r] = tuple(_runs(seqs))
         return cls._raw(vv, ranges)
 
+    def row_delta(self, base: Context) -> tuple[list[Any], list[str]]:
+        """What turns ``base`` into this context, replica by replica: the payload rows (as
+        :meth:`to_payload`) of the replicas whose dots differ, and the replicas ``base``
+        has and this context lacks (pruned). ``base.patch(*ctx.row_delta(base)) == ctx``."""
+        mine = Context._raw(
+            {r: n for r, n in self._vv.items() if base._vv.get(r, 0) != n
+             or self._ranges.get(r, ()) != base._ranges.get(r, ())},
+            {r: c for r, c in self._ranges.items() if c != base._ranges.get(r, ())
+             or self._vv.get(r, 0) != base._vv.get(r, 0)},
+        )
+        gone = sorted(base.replicas() - self.replicas())
+        return mine.to_payload(), gone
+
+    def patch(self, rows: Any, dropped: Iterable[str], what: str = "context delta") -> Context:
+        """This context with each replica of ``rows`` (payload rows, validated like
+        :meth:`from_payload`) holding exactly that row's dots, and ``dropped`` removed."""
+        change = Context.from_payload(rows, what=what)
+        vv, ranges = dict(self._vv), dict(self._ranges)
+        for r in change.replicas():
+            _set(vv, r, change._vv.get(r, 0))
+            _set(ranges, r, change._ranges.get(r, ()))
+        for r in dropped:
+            vv.pop(r, None)
+            ranges.pop(r, None)
+        return Context._raw(vv, ranges)
+
     def encode(self) -> bytes:
         return packb([_CONTEXT_VERSION, self.to_payload()])
 

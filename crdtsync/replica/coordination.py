@@ -1,7 +1,8 @@
 """Coordination: what each consistency level waits for, decided in one place.
 
 :class:`Coordinator` answers the policy engine's questions from heartbeats
-(:class:`~crdtsync.control.Membership`) and the store: is a write acknowledged at
+(through a :class:`~crdtsync.replica.views.FleetView`: every peer's heartbeats, or an
+edge's hub aggregate) and the store: is a write acknowledged at
 ``ACKS``/``QUORUM``/``ALL``, are enough peers live to try, how stale may this replica be,
 has a quorum answered a read's ping. For every level that waits it builds a :class:`Wait`:
 the predicate that ends the wait and the error a wait that ran out raises. Two drivers run
@@ -23,19 +24,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from ..clock import Dot
-from ..control import Membership
+from ..control.aggregate import needed
 from ..errors import StaleRead, Unavailable
 from ..events import Event
 from ..policy import ACKS, ALL, LINEARIZABLE, LOCAL, MAX_STALENESS, QUORUM, SESSION, ReadLevel, WriteLevel
 from .definitions import Definitions
-from .fleet import Fleet
 from .heartbeats import Heartbeats
 from .identity import ReplicaIdentity
 from .stats import ReplicaStats
 from .store import Store
+from .views import FleetView
 
 __all__ = ["Coordinator", "Wait"]
 
@@ -63,13 +63,13 @@ class Wait:
 class Coordinator:
     """The policy engine's view of acks, liveness, staleness and quorums for one replica."""
 
-    def __init__(self, identity: ReplicaIdentity, store: Store, membership: Membership, fleet: Fleet,
+    def __init__(self, identity: ReplicaIdentity, store: Store, view: FleetView,
                  heartbeats: Heartbeats, definitions: Definitions, stats: ReplicaStats,
                  liveness: float) -> None:
         self.identity = identity
         self._store = store
-        self.membership = membership
-        self._fleet = fleet
+        #: the fleet as this replica sees it (peers' heartbeats, or its hub's aggregate)
+        self.view = view
         self._heartbeats = heartbeats
         self._definitions = definitions
         self._stats = stats
@@ -78,21 +78,13 @@ class Coordinator:
         self._slo_missed: set[str] = set()
 
     # -- writes ----------------------------------------------------------------------
-    def acks(self, dot: Dot, group: Any) -> frozenset[str]:
-        """The members of ``group`` known to have applied ``dot``."""
-        acks = self.membership.acks(dot, group)
-        me = self.identity.name
-        if dot in self._store.ctx() and me in self._fleet.members(group):
-            acks = acks | {me}
-        return acks
-
     def acknowledged(self, level: WriteLevel, dot: Dot) -> bool:
         """Whether ``dot`` meets ack level ``level`` (``ACKS``/``QUORUM``/``ALL``) now."""
         assert isinstance(level, (ACKS, QUORUM, ALL))
-        members = self._fleet.members(level.group)
-        if not members:
+        size = self.view.size(level.group)
+        if not size:
             return False
-        return len(self.acks(dot, level.group) & members) >= self.membership.needed(level, len(members))
+        return self.view.ack_count(dot, level.group) >= needed(level, size)
 
     def check_reachable(self, level: WriteLevel, on_unavailable: str) -> None:
         """Fail fast, before writing anything, when too few replicas are live for ``level``."""
@@ -102,14 +94,12 @@ class Coordinator:
                 f"{level!r} needs heartbeats, and this replica has no control channel "
                 "(open it with control=True or a ControlChannel)"
             )
-        members = self._fleet.members(level.group)
-        needed = self.membership.needed(level, len(members))
-        now = self._heartbeats.now_ms()
-        live = self.membership.live(level.group, now, int(self.liveness * 1000)) & members
-        if len(live) < needed and on_unavailable == "raise":
+        need = needed(level, self.view.size(level.group))
+        now, within = self._heartbeats.now_ms(), int(self.liveness * 1000)
+        if self.view.live_count(level.group, now, within) < need and on_unavailable == "raise":
             self._stats.reject("unavailable")
             raise Unavailable(
-                f"{level!r} needs {needed} of {sorted(members)} but only {sorted(live)} were heard from "
+                f"{level!r} needs {need} {self.view.describe_live(level.group, now, within)} were heard from "
                 f"within {self.liveness:g}s; nothing was written"
             )
 
@@ -122,7 +112,7 @@ class Coordinator:
             if on_unavailable == "local":
                 self._stats.reject("degraded_write")
                 return None
-            got = sorted(self.acks(ev.dot, level.group))
+            got = self.view.acked_by(ev.dot, level.group)
             return Unavailable(
                 f"{what}: {level!r} not reached within {waited} (acknowledged by {got}); "
                 f"the write is applied {where} and will keep replicating, but it is not acknowledged",
@@ -171,9 +161,8 @@ class Coordinator:
             def unanswered(waited: str) -> Exception | None:
                 if lenient:
                     return None
-                answered = sorted(self.membership.answered(ping, quorum.group))
                 return Unavailable(f"{what}: {quorum!r} read at {where} not satisfied within {waited} "
-                                   f"(answered: {answered})")
+                                   f"({self.view.answered(ping, quorum.group)})")
 
             return Wait(lambda: self.quorum_read_ready(quorum, ping), unanswered, prompt=True)
         if level == LINEARIZABLE:
@@ -190,16 +179,12 @@ class Coordinator:
     def quorum_read_ready(self, level: QUORUM | ALL, ping: int) -> bool:
         """Whether enough of ``level``'s group answered ``ping`` and local state includes
         everything they reported (then a read sees every write they acknowledged)."""
-        members = self._fleet.members(level.group)
-        answered = self.membership.answered(ping, level.group) & members
-        if not members or len(answered) < self.membership.needed(level, len(members)):
-            return False
-        return self.membership.frontier(answered - {self.identity.name}) <= self._store.ctx()
+        return self.view.quorum_read_ready(level, ping)
 
     # -- staleness ---------------------------------------------------------------------
     def staleness_ms(self) -> float:
         """How stale this replica may be (ms): see :meth:`Replica.staleness_ms`."""
-        return self.membership.staleness(self._heartbeats.now_ms(), self._store.ctx())
+        return self.view.staleness(self._heartbeats.now_ms())
 
     def freshness(self) -> dict[str, tuple[float, float]]:
         """Freshness of every field with an SLO: ``{field: (staleness_s, max_lag_s)}``."""

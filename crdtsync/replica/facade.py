@@ -25,6 +25,7 @@ from typing import Any
 from .._dirlock import DirLock
 from ..clock import HLC, Context
 from ..control import ControlChannel, Heartbeat, Membership
+from ..control.topology import Topology
 from ..events import Codec, Event, codec_for
 from ..log._protocol import Log, Opening, Position
 from ..policy import ReadLevel, WriteLevel
@@ -95,8 +96,11 @@ class Replica:
         liveness: float | None = None,
         sequencer: Log | None = None,
         admins: Iterable[str] | None = None,
+        topology: Topology | None = None,
     ) -> None:
         self.identity = identity
+        #: this replica's place in the control fleet (peer, hub or edge); configuration
+        self.topology = topology or Topology()
         self.actor = identity.actor
         self.schema = schema
         self.log = log_
@@ -142,6 +146,7 @@ class Replica:
         liveness: float | None = None,
         sequencer: Log | None = None,
         admins: Iterable[str] | None = None,
+        topology: Topology | None = None,
     ) -> Opening[Replica]:
         """Open (or create) a replica.
 
@@ -177,13 +182,18 @@ class Replica:
                 replicas (``_fleet``); events of other roles there are rejected and
                 counted (``permission``). ``None`` (default): any role. Configure every
                 replica of a fleet alike.
+            topology: this replica's control role (:class:`~crdtsync.control.topology.Topology`):
+                ``peer`` (default, reads every peer's heartbeat), ``hub`` (reads every
+                heartbeat, publishes an aggregate) or ``edge`` (reads only its hub's
+                aggregate). Hubs and edges need a ``ControlTransport`` (topics), e.g.
+                ``MemoryControl().topics()``.
         """
 
         return open_replica(cls, data_dir, schema=schema, log=log, name=name, region=region, role=role,
                             identity=identity, codec=codec, fsync=fsync, snapshots=snapshots,
                             snapshot_every=snapshot_every, hlc=hlc, follow=follow, progress=progress,
                             control=control, heartbeat_interval=heartbeat_interval, liveness=liveness,
-                            sequencer=sequencer, admins=admins)
+                            sequencer=sequencer, admins=admins, topology=topology)
 
     def start(self) -> None:
         """Start the background apply loop (follows the log) and heartbeats."""

@@ -54,6 +54,9 @@ class Fleet:
         self.roster: dict[str, tuple[str, str, int]] = {}
         #: removed incarnations dropped from the context
         self.pruned: set[str] = set()
+        #: whether every member applied ``actor``'s events up to ``upto`` (the
+        #: coordinator's fleet view: this replica's membership, or an edge's hub)
+        self.stable_for: Callable[[str, int], bool] = membership.stable_for
 
     # -- learning from the log -----------------------------------------------------
     def learn(self, key: str, reg: CRDT[Any], origin: str | None = None) -> None:
@@ -141,7 +144,7 @@ class Fleet:
             return []
         done = []
         for actor, upto in removed.items():
-            if actor not in self.pruned and self.membership.stable_for(actor, upto):
+            if actor not in self.pruned and self.stable_for(actor, upto):
                 self.pruned.add(actor)
                 done.append(actor)
         if done:

@@ -8,6 +8,15 @@ remote events were applied or a peer pinged (bursts coalesce). Received heartbea
 clock-skew monitor; the control channel is untrusted like the log, so bad ones are
 counted and dropped, never raised. Every beat also runs the periodic duties the replica
 registers (freshness SLO check, pruning, retrying held events).
+
+On the wire heartbeats are a numbered stream of deltas with a periodic full one
+(:mod:`crdtsync.control.stream`); a gap in a sender's stream is never patched over: this
+replica keeps that sender's last good heartbeat and lists it in its own heartbeat's
+``want`` list until a full one arrives. Where heartbeats go and what is read follows
+the replica's :class:`~crdtsync.control.topology.Topology`: peers read every peer; a hub
+reads every heartbeat and also publishes its aggregate; an edge reads only its hub's
+aggregate (:mod:`crdtsync.control.aggregate`). Full-format heartbeat bytes
+(:meth:`Heartbeat.encode`) are still accepted.
 """
 
 from __future__ import annotations
@@ -17,9 +26,14 @@ import contextlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from ..clock import HLC
-from ..control import ControlChannel, DirectoryControl, Heartbeat, Membership
+from ..control import ControlChannel, ControlTransport, DirectoryControl, Heartbeat, Membership
+from ..control.aggregate import AGGREGATE_SECTIONS, EdgeView, HubAggregator, validate_aggregate
+from ..control.heartbeat import HEARTBEAT_SECTIONS
+from ..control.stream import StreamDecoder, StreamEncoder, is_stream
+from ..control.topology import EDGE, Topology, aggregate_topic
 from ..errors import BadInput, ReplicaRemoved
 from ..log._protocol import Log
 from .identity import ReplicaIdentity
@@ -53,7 +67,8 @@ class Heartbeats:
 
     def __init__(self, identity: ReplicaIdentity, control: ControlChannel | None, interval: float,
                  store: Store, membership: Membership, skew: ClockSkewMonitor, stats: ReplicaStats,
-                 hlc: HLC, pruned: set[str], on_heard: Callable[[], None]) -> None:
+                 hlc: HLC, pruned: set[str], on_heard: Callable[[], None],
+                 topology: Topology | None = None) -> None:
         self.identity = identity
         self.control = control
         self.interval = interval
@@ -69,12 +84,30 @@ class Heartbeats:
         self.ping = 0  # this replica's pending quorum-read ping
         self.echo: dict[str, int] = {}  # latest ping answered, by asking replica
         self.closed = False
+        self.topology = topology or Topology()
+        # a channel that keeps only each sender's latest message (a file per replica)
+        # cannot carry deltas: a reader may miss any message but the last
+        latest_only = bool(getattr(control, "latest_only", False))
+        self.encoder = StreamEncoder("hb", identity.name, hlc.peek(),
+                                     full_every=1 if latest_only else self.topology.full_period)
+        self.decoder = StreamDecoder({"hb": HEARTBEAT_SECTIONS, "agg": AGGREGATE_SECTIONS},
+                                     {"hb": Heartbeat.from_state, "agg": validate_aggregate})
+        #: a hub's aggregate builder and encoder (set up by the replica's assembly)
+        self.aggregator: HubAggregator | None = None
+        self.agg_encoder: StreamEncoder | None = None
+        #: an edge's view of the fleet, from its hub's aggregate
+        self.edge: EdgeView | None = (
+            EdgeView(identity.name, identity.region) if self.topology.role == EDGE else None)
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         if self.control is not None and (self._task is None or self._task.done()):
-            self.control.start(self.identity.name, self.receive)
+            if isinstance(self.control, ControlTransport):
+                for topic in self.topology.subscriptions():
+                    self.control.subscribe(self.identity.name, topic, self.receive)
+            else:
+                self.control.start(self.identity.name, self.receive)
             self._wake = asyncio.Event()
             self._task = asyncio.get_running_loop().create_task(
                 self._beat(), name=f"crdtsync-heartbeat-{self.identity.actor}")
@@ -110,10 +143,37 @@ class Heartbeats:
             frozenset(self._pruned),
         )
 
+    def resync(self) -> set[str]:
+        """Senders whose stream this replica lost (it asks them for a full message)."""
+        out: set[str] = set()
+        for names in self.decoder.resync.values():
+            out |= names
+        if self.edge is not None and self.edge.lost and self.topology.hub is not None:
+            out.add(self.topology.hub)
+        return out
+
     def observe(self, hb: Heartbeat | bytes) -> bool:
-        """Take in a heartbeat (see :meth:`Replica.observe_heartbeat`)."""
+        """Take in a heartbeat, a stream message or a hub aggregate (see
+        :meth:`Replica.observe_heartbeat`); bad input is counted and dropped."""
         try:
-            h = Heartbeat.decode(hb) if isinstance(hb, (bytes, bytearray, memoryview)) else hb
+            if isinstance(hb, Heartbeat):
+                h = hb
+            elif is_stream(bytes(hb[:16])):
+                gaps = self.decoder.stats.gaps
+                rec = self.decoder.decode(bytes(hb))
+                if self.identity.name in rec.want:
+                    self.request_full()
+                    self.wake()
+                if rec.state is None:
+                    if self.decoder.stats.gaps > gaps:
+                        self._stats.reject("heartbeat_gap")
+                        self.wake()  # ask for a full one soon
+                    return False
+                if rec.kind == "agg":
+                    return self._observe_aggregate(rec.sender, rec.state, rec.changed, rec.full)
+                h = Heartbeat.from_state(rec.sender, rec.state)
+            else:
+                h = Heartbeat.decode(hb)
             if h.name != self.identity.name and not self.membership.is_removed(h.actor):
                 # before the drift check: a peer whose heartbeats are refused as too far
                 # ahead still tells this replica where the fleet's clocks are
@@ -132,19 +192,58 @@ class Heartbeats:
         self._on_heard()
         return fresh
 
+    def request_full(self) -> None:
+        """A receiver lost this replica's stream: send full messages next."""
+        self.encoder.request_full()
+        if self.agg_encoder is not None:
+            self.agg_encoder.request_full()
+
+    def _observe_aggregate(self, hub: str, state: dict[str, Any], changed: dict[str, Any], full: bool) -> bool:
+        if self.edge is None or hub != self.topology.hub:
+            return False  # not this replica's hub (a misrouted topic): nothing to learn
+        self.edge.observe(state, changed, full, self.now_ms())
+        pings = self.edge.pings()
+        for asker in [a for a in self.echo if a not in pings]:
+            del self.echo[asker]  # reads no longer in flight
+        for asker, ping in pings.items():
+            if ping > self.echo.get(asker, 0):
+                self.echo[asker] = ping
+                self.wake()  # answer the asker now
+        skew = state["s"].get("wall_ms")
+        if type(skew) is int:
+            self._skew.observe(hub, skew)
+        self._on_heard()
+        return True
+
+    def messages(self) -> list[tuple[str, bytes]]:
+        """Build this replica's heartbeat (observed here first) and, on a hub, its
+        aggregate: the ``(topic, bytes)`` to publish now."""
+        hb = self.build()
+        self.observe(hb)
+        lost = self.resync()
+        out = [(self.topology.heartbeat_topic(), self.encoder.encode(hb.to_state(), lost))]
+        if self.aggregator is not None and self.agg_encoder is not None:
+            agg = self.aggregator.state(self.now_ms())
+            out.append((aggregate_topic(self.identity.name), self.agg_encoder.encode(agg, lost)))
+        return out
+
     async def publish(self) -> None:
-        """Run the periodic duties, then publish a heartbeat now. A duty that fails is
-        logged; the other duties and the heartbeat go on (a replica that stopped beating
-        would look unreachable to its peers)."""
+        """Run the periodic duties, then publish a heartbeat (and aggregate) now. A duty
+        that fails is logged; the other duties and the heartbeat go on (a replica that
+        stopped beating would look unreachable to its peers)."""
         for duty in self.duties:
             try:
                 duty()
             except Exception:
                 log.exception("a heartbeat duty of %s (%r) failed", self.identity.actor, duty)
-        hb = self.build()
-        self.observe(hb)
-        if self.control is not None:
-            await self.control.publish(hb.encode())
+        msgs = self.messages()
+        if self.control is None:
+            return
+        for topic, data in msgs:
+            if isinstance(self.control, ControlTransport):
+                await self.control.publish_to(self.identity.name, topic, data)
+            else:
+                await self.control.publish(data)
 
     async def _beat(self) -> None:
         assert self._wake is not None

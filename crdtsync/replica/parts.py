@@ -20,6 +20,9 @@ from .._dirlock import DirLock
 from .._storage import storage_error
 from ..clock import HLC
 from ..control import ControlChannel, Membership
+from ..control.aggregate import HubAggregator
+from ..control.stream import StreamEncoder
+from ..control.topology import HUB, Topology
 from ..errors import StorageError
 from ..events import Codec, codec_for
 from ..log._protocol import Log, Opening
@@ -39,6 +42,7 @@ from .sequencer import SequencerClient
 from .skew import ClockSkewMonitor
 from .store import Store
 from .subscriptions import Subscriptions
+from .views import FleetView, HubFedView, PeerView
 from .waiting import Waiter
 from .writer import Writer
 
@@ -70,8 +74,26 @@ def assemble(r: Replica, snapshots: SnapshotStore | None, snapshot_every: int,
         return r.follower.following
 
     r.waiter = Waiter(r.heartbeat_interval, r.catch_up, following)
+    topology = r.topology
     r.heartbeats = Heartbeats(identity, r.control, r.heartbeat_interval, r.store, r.membership, r.skew, stats,
-                              hlc, r.fleet.pruned, r.waiter.tick)
+                              hlc, r.fleet.pruned, r.waiter.tick, topology)
+    view: FleetView
+    if r.heartbeats.edge is not None:
+        view = HubFedView(r.store, r.heartbeats.edge, r.fleet.pruned)
+    else:
+        view = PeerView(identity, r.store, r.membership, r.fleet)
+    r.fleet.stable_for = view.stable_for
+    if topology.role == HUB:
+        roster = r.fleet.roster
+
+        def region_of(name: str) -> str:
+            hb = r.membership.get(name)
+            return hb.region if hb is not None else roster.get(name, ("", "default", 0))[1]
+
+        r.heartbeats.aggregator = HubAggregator(
+            identity.name, r.membership, r.fleet.members, region_of, r.admission.removed, r.fleet.pruned,
+            int(r.liveness * 1000), topology.ping_ttl_ms)
+        r.heartbeats.agg_encoder = StreamEncoder("agg", identity.name, hlc.peek(), full_every=topology.full_period)
     r.sequencer_client = SequencerClient(actor, r.sequencer, log_, r.store, r.definitions, stats, hlc, r.codec,
                                          meta, r.waiter, r.catch_up, following, r.sync)
 
@@ -85,7 +107,7 @@ def assemble(r: Replica, snapshots: SnapshotStore | None, snapshot_every: int,
     r.persistence = Persistence(actor, snapshots, snapshot_every, r.store, r._writer, r.sequencer_client, r.held,
                                 r.definitions, r.fleet, stats, hlc, log_)
     r.follower = Follower(actor, log_, r.store, r.applier, r.persistence.due, r.persistence.due_snapshot)
-    r.coordinator = Coordinator(identity, r.store, r.membership, r.fleet, r.heartbeats, r.definitions, stats,
+    r.coordinator = Coordinator(identity, r.store, view, r.heartbeats, r.definitions, stats,
                                 r.liveness)
     r.levels = LevelDriver(r.admission, r.definitions, r.coordinator, r._writer, r.sequencer_client,
                            r.heartbeats, r.waiter, r.store, log_)
@@ -114,6 +136,7 @@ def open_replica(
     liveness: float | None,
     sequencer: Log | None,
     admins: Iterable[str] | None,
+    topology: Topology | None = None,
 ) -> Opening[Replica]:
     """What :meth:`Replica.open` does (see its docstring for the arguments)."""
 
@@ -150,7 +173,7 @@ def open_replica(
             codec=codec if not isinstance(codec, str) else codec_for(codec),
             hlc=hlc, snapshot_every=snapshot_every, owns_log=owns,
             control=chan, heartbeat_interval=heartbeat_interval, liveness=liveness,
-            sequencer=sequencer, admins=admins,
+            sequencer=sequencer, admins=admins, topology=topology,
         )
         await r.persistence.recover(lambda: r.catch_up(progress=progress))
         r.admission.recovered = True

@@ -9,7 +9,9 @@ Needs the ``testing`` extra (``pip install crdtsync[testing]``, which brings hyp
 * :class:`TypeSpec`, :class:`Op`, :class:`HistoryEvent`: how a type and its reference
   model are described; :func:`spec_for` gives the built-in spec of any crdtsync type.
 * :class:`~crdtsync.testing.cluster.Cluster` and :func:`assert_converged`: real replicas
-  in a seeded simulated network with faults.
+  in a seeded simulated network with faults (peers, or hubs and edges);
+  :class:`~crdtsync.testing.control_fleet.ControlFleet`: thousands of replicas' control
+  code over a modelled data plane, for control-traffic byte budgets.
 * History checkers (:mod:`crdtsync.testing.checkers`, unrelated to the law suite's
   ``Op``/``HistoryEvent``): record client operations in a :class:`History` and check
   linearizability (:func:`check_linearizable`), Jepsen's set-full
@@ -42,6 +44,7 @@ from .checkers import (
     check_set_full,
 )
 from .cluster import Cluster, assert_converged
+from .control_fleet import ControlFleet
 from .faults import CuttableLog, LogCut, crash
 from .laws import (
     CRDTLaws,
@@ -64,6 +67,7 @@ __all__ = [
     "metadata_size",
     "CRDTLaws",
     "Cluster",
+    "ControlFleet",
     "CounterBoundsResult",
     "CounterModel",
     "History",

@@ -33,6 +33,14 @@ or reorder) and draw their losses from a second seeded generator, so turning the
 does not change which data messages a seed drops. A (re)started node first hears the
 last heartbeat of every connected peer, as with :class:`~crdtsync.control.MemoryControl`,
 then sends its own at once.
+
+Heartbeats travel as each replica's control code sends them: numbered delta streams
+with periodic full messages (:mod:`crdtsync.control.stream`), so a dropped heartbeat is a
+gap the receiver detects and repairs by asking for a full one. With ``hubs=k`` the first
+``k`` nodes are hubs and the others edges (assigned round-robin to the hubs), or give
+``topologies`` per node: messages go only to the nodes subscribed to their topic
+(:mod:`crdtsync.control.topology`), and :attr:`Cluster.control_bytes` counts, per node,
+the control bytes it read.
 A peer is *live* when its heartbeat arrived within ``liveness_ms`` of simulated time
 (default three heartbeat intervals).
 
@@ -56,6 +64,8 @@ from typing import Any
 
 from ..clock import HLC, Context
 from ..control import Deliver
+from ..control.stream import Retained
+from ..control.topology import EDGE, HUB, Topology
 from ..errors import CorruptRecord, UnsupportedVersion
 from ..events import Event, MsgpackCodec
 from ..log.memory import MemoryLog
@@ -150,6 +160,8 @@ class Cluster:
         names: Sequence[str] | None = None,
         heartbeat_ms: int | None = 100,
         liveness_ms: int | None = None,
+        hubs: int = 0,
+        topologies: dict[str, Topology] | None = None,
     ) -> None:
         if n < 1:
             raise ValueError("a cluster needs at least one node")
@@ -174,7 +186,9 @@ class Cluster:
         self.heartbeats_sent = 0
         self.heartbeats_delivered = 0
         self.heartbeats_dropped = 0
-        self._last_hb: dict[str, bytes] = {}
+        #: control bytes each node read (heartbeats and hub aggregates)
+        self.control_bytes: dict[str, int] = {}
+        self._retained: dict[str, Retained] = {}  # per topic: what a (re)joining node is given
         self._loop = asyncio.new_event_loop()
         self._codec = MsgpackCodec()
         names = list(names) if names is not None else [f"n{i}" for i in range(n)]
@@ -186,6 +200,12 @@ class Cluster:
                 roles[i % len(roles)] if roles else "default",
             )
             self.nodes[name] = _Node(name, ident)
+        self.topologies: dict[str, Topology] = dict(topologies or {})
+        if hubs:
+            hub_names = list(self.nodes)[:hubs]
+            for i, name in enumerate(self.nodes):
+                self.topologies.setdefault(name, Topology(HUB) if i < hubs
+                                           else Topology(EDGE, hub=hub_names[(i - hubs) % hubs]))
         self._groups: list[frozenset[str]] | None = None
         self._shipped: dict[tuple[str, str], int] = {}
         self._in_flight: list[_Message] = []
@@ -205,15 +225,25 @@ class Cluster:
             snapshot_every=self.snapshot_every, hlc=hlc, follow=False,
             control=_SimulatedControl() if beats else None,
             heartbeat_interval=max(self.heartbeat_ms or 0, _STEP_MS) / 1000,
-            liveness=self.liveness_ms / 1000,
+            liveness=self.liveness_ms / 1000, topology=self.topology(name),
         ))
         r.skew.mono_ms = lambda: self.now_ms  # peers' clocks carried forward in simulated time
         node.hb_at = node.hb_mark = None
         if beats:
-            for src, data in self._last_hb.items():  # what peers said before we (re)joined
-                if src != name and self.connected(src, name):
-                    r.observe_heartbeat(data)
+            subs = self.topology(name).subscriptions()
+            for topic in subs:  # what peers said before we (re)joined
+                for src, data in self._retained.get(topic, Retained()).replay():
+                    if src != name and self.connected(src, name):
+                        self._read(name, data)
             self._heartbeats(with_faults=with_faults, only=name)  # a started replica speaks at once
+
+    def topology(self, name: str) -> Topology:
+        """Node ``name``'s control role (peer unless configured)."""
+        return self.topologies.get(name, Topology())
+
+    def _read(self, dst: str, data: bytes) -> None:
+        self.control_bytes[dst] = self.control_bytes.get(dst, 0) + len(data)
+        self.replica(dst).observe_heartbeat(data)
 
     def _clock_of(self, node: _Node) -> Callable[[], int]:
         def wall_ms() -> int:
@@ -497,30 +527,33 @@ class Cluster:
         if self.heartbeat_ms is None:
             return
         up = self.up()
-        sent: list[tuple[str, bytes]] = []
+        sent: list[tuple[str, str, bytes]] = []
         for name in up if only is None else [only]:
             node = self.nodes[name]
             r = self.replica(name)
-            mark = (r.context, r.heartbeats.ping, tuple(sorted(r.heartbeats.echo.items())))
+            beats = r.heartbeats
+            # a replica reports at once when what it would say changed, when it lost a
+            # peer's stream or was asked for a full one; a hub also when it heard news
+            mark = (r.context, beats.ping, tuple(sorted(beats.echo.items())), frozenset(beats.resync()),
+                    beats.encoder.full_wanted, beats.aggregator is not None and r.membership.stats.accepted)
             if only is None and node.hb_at is not None and mark == node.hb_mark \
                     and self.now_ms - node.hb_at < self.heartbeat_ms:
                 continue
-            hb = r.heartbeat()
-            r.observe_heartbeat(hb)  # a replica counts itself in acks and quorums
             node.hb_at, node.hb_mark = self.now_ms, mark
-            data = hb.encode()
-            self._last_hb[name] = data
-            self.heartbeats_sent += 1
-            sent.append((name, data))
+            for topic, data in r.heartbeats.messages():  # (it observes its own heartbeat)
+                self._retained.setdefault(topic, Retained()).add(name, data)
+                self.heartbeats_sent += 1
+                sent.append((name, topic, data))
         drop = self.faults.heartbeat_drop if self.faults.heartbeat_drop is not None else self.faults.drop
-        for src, data in sent:
+        readers = {n: self.topology(n).subscriptions() for n in up}
+        for src, topic, data in sent:
             for dst in up:
-                if dst == src or not self.connected(src, dst):
+                if dst == src or topic not in readers[dst] or not self.connected(src, dst):
                     continue
                 if with_faults and drop and self._hb_rng.random() < drop:
                     self.heartbeats_dropped += 1
                     continue
-                self.replica(dst).observe_heartbeat(data)
+                self._read(dst, data)
                 self.heartbeats_delivered += 1
 
     # -- checks ---------------------------------------------------------------
