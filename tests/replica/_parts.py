@@ -114,6 +114,7 @@ class Assembly:
         from crdtsync.replica.heartbeats import Heartbeats
         from crdtsync.replica.levels import LevelDriver
         from crdtsync.replica.sequencer import SequencerClient
+        from crdtsync.replica.views import PeerView
         from crdtsync.replica.waiting import Waiter
 
         self.identity = identity or ident()
@@ -140,8 +141,8 @@ class Assembly:
         meta = {"region": self.identity.region, "role": self.identity.role}
         self.sequencer = SequencerClient(actor, self.log, self.log, self.store, self.defs, self.stats, self.hlc,
                                          CODEC, meta, self.waiter, self.catch_ups, lambda: following, self.syncs)
-        self.coordinator = Coordinator(self.identity, self.store, self.membership, self.fleet, self.heartbeats,
-                                       self.defs, self.stats, liveness)
+        view = PeerView(self.identity, self.store, self.membership, self.fleet)
+        self.coordinator = Coordinator(self.identity, self.store, view, self.heartbeats, self.defs, self.stats, liveness)
         self.driver = LevelDriver(self.admission, self.defs, self.coordinator, self.writer, self.sequencer,
                                   self.heartbeats, self.waiter, self.store, self.log)
         if self.control is not None:

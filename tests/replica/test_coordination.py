@@ -28,7 +28,7 @@ def test_a_write_is_acknowledged_once_enough_members_report_its_dot() -> None:
     p.hear(B, Context())
     p.hear(C, Context())
     ev = own_write(p)
-    assert p.coordinator.acks(ev.dot, None) == frozenset({"a"}), "this replica applied it"
+    assert p.coordinator.view.acks(ev.dot, None) == frozenset({"a"}), "this replica applied it"
     assert p.coordinator.acknowledged(ACKS(1), ev.dot)
     assert not p.coordinator.acknowledged(QUORUM(), ev.dot), "2 of 3 needed"
     p.hear(B, Context().add(ev.dot))
@@ -43,7 +43,7 @@ def test_acks_count_only_members_of_the_group() -> None:
     p.hear(C, Context())
     ev = own_write(p)
     p.hear(C, Context().add(ev.dot))
-    assert p.coordinator.acks(ev.dot, "us") == frozenset({"c"})
+    assert p.coordinator.view.acks(ev.dot, "us") == frozenset({"c"})
     assert not p.coordinator.acknowledged(ACKS(1, group="eu"), Dot("x~1", 1)), "nobody has an unknown dot"
     assert p.coordinator.acknowledged(ALL(group="us"), ev.dot)
 

@@ -8,6 +8,8 @@ from typing import Any
 
 from crdtsync.clock import HLC, Context, Dot
 from crdtsync.control import Heartbeat, MemoryControl
+from crdtsync.control.heartbeat import HEARTBEAT_SECTIONS
+from crdtsync.control.stream import StreamDecoder
 from crdtsync.replica.heartbeats import Heartbeats, default_control
 from crdtsync.replica.stats import ReplicaStats
 
@@ -117,7 +119,7 @@ def test_publish_runs_the_duties_then_sends_the_heartbeat_to_peers() -> None:
         p.hb.control.start("a", p.hb.receive)  # type: ignore[union-attr]
         await p.hb.publish()
         assert order == ["duty"]
-        assert [Heartbeat.decode(b).name for b in got] == ["a"]
+        assert [StreamDecoder({"hb": HEARTBEAT_SECTIONS}).decode(b).sender for b in got] == ["a"]
         assert p.membership.get("a") is not None, "its own heartbeat counts in acks and stability"
         await peer.publish(heartbeat(PEER, Context(), 999_000).encode())
         assert p.membership.get("b") is not None, "received through the channel"
