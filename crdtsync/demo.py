@@ -36,12 +36,14 @@ STATION = "line-4"
 
 
 def demo_schema() -> Schema:
+    from .inference.bank import bank_fields  # type: ignore[import-not-found]
     from .types.aggregates import Mean, WindowedCounter
     from .types.counters import GCounter
     from .types.flags import DisableWinsFlag, EnableWinsFlag, VariantFlag
     from .types.registers import LWWRegister
 
     return Schema([
+        *bank_fields(),  # what the credit-limit decision reads (crdtsync.inference.bank)
         Feature("purchases_7d", lambda: WindowedCounter(bucket_ms=HOUR, buckets=168),
                 description="purchases in the last 7 days (hourly buckets)"),
         Feature("basket_mean", Mean, description="mean basket value"),
@@ -151,6 +153,9 @@ async def _scenario(data: Path, out: _Out, seed: int) -> bool:
     onprem = await Replica.open(data / "onprem", schema=schema, name="onprem", region="eu", role="dc")
     edge = await Replica.open(data / "edge-7", schema=schema, name="edge-7", region="eu", role="edge")
     replicas = {"cloud": cloud, "onprem": onprem, "edge-7": edge}
+    from .inference.bank import CreditDecisions, write_customer
+
+    decisions = await CreditDecisions.open({"cloud": cloud, "edge-7": edge})
     fwd = {
         "onprem": Forwarder(onprem.log, cloud.log, origin=onprem.actor, state_path=data / "onprem" / "forwarder.json"),
         "edge-7": Forwarder(edge.log, cloud.log, origin=edge.actor, state_path=data / "edge-7" / "forwarder.json"),
@@ -179,6 +184,7 @@ async def _scenario(data: Path, out: _Out, seed: int) -> bool:
         for r in replicas.values():
             await shop(r, 20)
         await edge.update("defects", STATION, "increment", 2)
+        write_customer(cloud, "cust-1", 4_200, 0.35)  # the bank's view of cust-1 today
         await replicate()
         show("after the first sync")
 
@@ -200,6 +206,12 @@ async def _scenario(data: Path, out: _Out, seed: int) -> bool:
         out.say(f"edge outbox holds [bold]{depth}[/bold] records waiting for the uplink; "
                 "the edge keeps serving from its local log")
         show("while the edge is offline (values differ)")
+        out.rule("decision while they disagree: the credit-limit model on the cloud and at the edge")
+        write_customer(cloud, "cust-1", 5_600, 0.12)  # verified income up, risk down: in the cloud only
+        await replicate()
+        apart = await decisions.decide("cust-1")
+        for line in apart.lines():
+            out.say(line)
 
         out.rule("3. the uplink returns: the outbox drains and every replica converges")
         fwd["edge-7"].connected = True
@@ -211,6 +223,11 @@ async def _scenario(data: Path, out: _Out, seed: int) -> bool:
         for n, c in ctxs.items():
             out.say(f"  {n:7} context {c}")
         converged = len(set(ctxs.values())) == 1 and len(set(digests.values())) == 1
+        out.rule("decision after converging: both replicas see the same events")
+        together = await decisions.decide("cust-1")
+        for line in together.lines():
+            out.say(line)
+        converged = converged and together.agree
         flag = cloud.state("checkout_v2", "global")
         out.say(f"checkout_v2 is [bold]{'on' if flag.value() else 'off'}[/bold] everywhere: "
                 "the kill switch's declared rule (disable wins) decided the concurrent toggle"
@@ -225,6 +242,7 @@ async def _scenario(data: Path, out: _Out, seed: int) -> bool:
             out.say("[bold red]NOT converged[/bold red]")
         return converged
     finally:
+        await decisions.close()
         for r in replicas.values():
             await r.close()
 

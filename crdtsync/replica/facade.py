@@ -188,12 +188,10 @@ class Replica:
                 aggregate). Hubs and edges need a ``ControlTransport`` (topics), e.g.
                 ``MemoryControl().topics()``.
         """
-
         return open_replica(cls, data_dir, schema=schema, log=log, name=name, region=region, role=role,
-                            identity=identity, codec=codec, fsync=fsync, snapshots=snapshots,
-                            snapshot_every=snapshot_every, hlc=hlc, follow=follow, progress=progress,
-                            control=control, heartbeat_interval=heartbeat_interval, liveness=liveness,
-                            sequencer=sequencer, admins=admins, topology=topology)
+                            identity=identity, codec=codec, fsync=fsync, snapshots=snapshots, snapshot_every=snapshot_every,
+                            hlc=hlc, follow=follow, progress=progress, control=control, heartbeat_interval=heartbeat_interval,
+                            liveness=liveness, sequencer=sequencer, admins=admins, topology=topology)
 
     def start(self) -> None:
         """Start the background apply loop (follows the log) and heartbeats."""
