@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from crdtsync.types.collections import ORMap, ORSet
 from crdtsync.types.counters import PNCounter
 from crdtsync.types.flags import EnableWinsFlag, VariantFlag
@@ -93,3 +95,53 @@ def test_a_revive_of_a_variant_flag_stays_after_the_key_is_removed() -> None:
     assert before.get("X").killed is False
     assert ab.get("X").killed is False and ba.get("X").killed is False
     assert ab == ba
+
+
+# -- known bug, not fixed yet ----------------------------------------------------------
+#: an element remove made after a key remove does not outlive a stale concurrent copy of
+#: the add (found by property_tests/test_monotone_removes.py, present before issue 9; a
+#: fix that records each element's live dots in the key's removal record is on branch
+#: ``ormap-fix``, not landed: it breaks the removal-record size bounds of
+#: property_tests/test_metadata_bounded.py and needs an ORMap format version 3)
+KNOWN_BUG = ("element remove after a key remove is undone by a stale concurrent copy of the add "
+             "(see the comment above; fix in progress on branch ormap-fix)")
+
+
+def _send(states: dict[str, ORMap], src: str, op: tuple[Any, ...]) -> ORMap:
+    """Run ``op`` (a mutator name and its arguments) at ``src``; return its delta."""
+    delta = getattr(states[src], op[0])(*op[1:], actor=src, ts=1)
+    states[src] = states[src].join(delta)
+    return delta
+
+
+@pytest.mark.xfail(strict=True, reason=KNOWN_BUG)
+def test_an_element_remove_after_a_key_remove_outlives_a_stale_concurrent_copy() -> None:
+    """The property test's counterexample: r1 saw r0 add 0 at X/p, removed X, then
+    removed 0 at X/p. r2's concurrent update of X/q carries a stale copy of that add;
+    delivered to r1 it must not bring 0 back at X/p."""
+    states = {r: ORMap(value_type=lambda: ORMap(value_type=ORSet)) for r in ("r0", "r1", "r2")}
+    e0 = _send(states, "r0", ("update", "X", "update", "p", "add", 0))
+    states["r1"] = states["r1"].join(e0)
+    states["r2"] = states["r2"].join(e0)
+    _send(states, "r0", ("update", "X", "update", "p", "add", 0))
+    _send(states, "r0", ("update", "X", "update", "p", "add", 0))
+    e3 = _send(states, "r2", ("update", "X", "remove", "q"))
+    _send(states, "r1", ("remove", "X"))
+    _send(states, "r1", ("update", "X", "update", "p", "remove", 0))
+    assert states["r1"].value().get("X", {}).get("p", frozenset()) == frozenset()
+    r1 = states["r1"].join(e3)
+    assert r1.value().get("X", {}).get("p", frozenset()) == frozenset()
+
+
+@pytest.mark.xfail(strict=True, reason=KNOWN_BUG)
+def test_one_level_deep_an_element_removed_after_its_key_stays_removed() -> None:
+    """The same race one level up: a removes X, then removes 0 from X, while b's
+    concurrent add of 1 at X carries its copy of c's 0 and d's 2: 0 stays removed."""
+    base = ORMap(value_type=ORSet)
+    base = base.join(base.update("X", "add", 0, actor="c"))
+    base = base.join(base.update("X", "add", 2, actor="d"))
+    a, b = base, base
+    b = b.join(b.update("X", "add", 1, actor="b"))
+    a = a.join(a.remove("X", actor="a"))
+    a = a.join(a.update("X", "remove", 0, actor="a"))
+    assert a.join(b).value() == b.join(a).value() == {"X": frozenset({1, 2})}
