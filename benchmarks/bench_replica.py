@@ -464,9 +464,9 @@ def run(quick: bool = False) -> str:
             ["restart from a snapshot after all events (open + empty tail)", f"{restart[1]:.2f} s"],
         ]))
         progress("replica: memory per LWW key")
-        per_key = sorted(memory_per_key(10, 20_000 if quick else 100_000) for _ in range(3))[1]
+        per_key = sorted(memory_per_key(10, 100_000) for _ in range(3))[1]
         lines.append(f"\n### Memory\n\nRSS per LWW key after 10 overwrite rounds of "
-                     f"{20_000 if quick else 100_000:,} keys (fresh process, median of 3): **{per_key:.0f} B**. "
+                     f"100,000 keys (fresh process, median of 3): **{per_key:.0f} B**. "
                      f"Before issue 9 (commit 703aac5, same command): {MEMORY_BEFORE_ISSUE_9} B.")
         targets.append(f"memory per LWW key {per_key:.0f} B, {per_key / MEMORY_BEFORE_ISSUE_9:.2f}x before issue 9 "
                        f"(target <= 1.2x: {_met(per_key <= 1.2 * MEMORY_BEFORE_ISSUE_9)})")
