@@ -195,6 +195,11 @@ class LineageLog:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._task is not None and self._task.get_loop() is not asyncio.get_running_loop():
+            raise RuntimeError(
+                "this lineage log was used on another event loop: close it (and its replica) on the "
+                "loop that used it, e.g. inside the same asyncio.run()"
+            )
         if self._task is not None and not self._task.done():
             await self._task
         try:

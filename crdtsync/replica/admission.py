@@ -66,6 +66,9 @@ class Admission:
         #: removed incarnations -> the last seq still accepted from them (0: none)
         self.removed: dict[str, int] = {}
         self.pins: dict[str, tuple[str, str]] = {}  # origin -> (region, role) it first claimed
+        # (origin, claim) pairs already logged: a forger repeating itself is counted in the
+        # stats every time but logged once, so a flood of refusals cannot flood the log
+        self._logged: set[tuple[str, Any]] = set()
         #: set once recovery applied this replica's own log: own events new after that are forged
         self.recovered = False
 
@@ -107,15 +110,27 @@ class Admission:
         if origin == self.actor and self.recovered and claim != (self.identity.region, self.identity.role):
             # this replica's own events are never new to it unless forged (its own
             # records read back are duplicates, so its claim is never pinned)
-            log.warning("a record claims to be this replica's (%s) with %s; rejected", origin, claim)
+            self._warn_once(origin, claim, "a record claims to be this replica's (%s) with %s; rejected "
+                            "(logged once per claim, counted every time)", origin, claim)
             return "identity_mismatch"
         pinned = self.pins.setdefault(origin, claim)
         if pinned != claim:
-            log.warning("%s claims %s but first claimed %s; rejected", origin, claim, pinned)
+            self._warn_once(origin, claim, "%s claims %s but first claimed %s; rejected "
+                            "(logged once per claim, counted every time)", origin, claim, pinned)
             return "identity_mismatch"
         if self.scope is not None and region not in self.scope:
             return "residency"
         return None
+
+    _LOGGED_MAX = 1024  # distinct forged claims logged; past it, only the stats count them
+
+    def _warn_once(self, origin: str, claim: Any, msg: str, *args: Any) -> None:
+        key = (origin, claim)
+        if key in self._logged or len(self._logged) >= self._LOGGED_MAX:
+            log.debug(msg, *args)
+            return
+        self._logged.add(key)
+        log.warning(msg, *args)
 
     def late(self, origin: str, seq: int) -> bool:
         """Whether ``origin``'s event ``seq`` comes after its removal from the fleet."""

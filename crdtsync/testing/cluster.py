@@ -120,6 +120,10 @@ class _Node:
     skew_ms: int = 0
     hb_at: int | None = None  # cluster time of this node's last heartbeat
     hb_mark: tuple[Any, ...] | None = None  # (context, ping, echo) it reported then
+    #: payloads already appended to ``log`` by delivery: a record whose dots stay out of the
+    #: context (refused as forged, held for a future stamp) is not appended again on every
+    #: re-ship, or such records would multiply from log to log
+    delivered: set[bytes] = field(default_factory=set)
 
 
 class _SimulatedControl:
@@ -508,7 +512,10 @@ class Cluster:
         self._in_flight = keep
         for dst, payloads in batches.items():
             r = self.replica(dst)
-            fresh = [p for p in payloads if self._is_new(r, p)]
+            held = self.nodes[dst].delivered
+            # duplicates within one delivery stay (the replica must apply them idempotently)
+            fresh = [p for p in payloads if p not in held and self._is_new(r, p)]
+            held.update(fresh)
             if fresh:
                 self._run(r.log.append(fresh))
             self._run(r.catch_up())

@@ -205,8 +205,13 @@ def test_explain_reproduces_every_prediction_after_snapshots_and_compaction(tmp_
 
 def test_an_altered_event_log_is_detected(tmp_path: Path) -> None:
     w = World(tmp_path)
-    preds, _ = run(scenario(w))
-    run(w.close())
+
+    async def record() -> list[Any]:
+        preds, _ = await scenario(w)
+        await w.close()  # on the loop that opened them (a replica is bound to its loop)
+        return preds
+
+    preds = run(record())
     edge = [p for p in preds if p.record.replica.startswith("edge~")]
     # the last edge decision with a field whose value came from one unambiguous event:
     # change that event's value in place, re-computing the frame's CRC so the log accepts it

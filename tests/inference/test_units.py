@@ -177,6 +177,23 @@ def test_a_failed_lineage_flush_keeps_its_records_for_the_next() -> None:
     run(main())
 
 
+def test_closing_a_lineage_log_on_another_event_loop_is_a_clear_error() -> None:
+    log = MemoryLog()
+    ll = LineageLog(log, batch_size=1)
+
+    async def use() -> None:
+        r = await replica(log, "a")
+        r.write("income", "c", "set", 10.0)
+        r.write("debt", "c", "set", 1.0)
+        await Predictor(r, limit_model(), lineage=ll).predict("c")  # starts a background flush
+        await r.close()
+
+    run(use())
+    with pytest.raises(RuntimeError, match="another event loop"):
+        run(ll.close())
+    assert not ll.closed
+
+
 # -- predictor, cache, levels ----------------------------------------------------------
 
 def test_cache_hits_until_an_input_changes_locally_or_remotely_and_per_model() -> None:

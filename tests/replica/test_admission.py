@@ -46,6 +46,18 @@ def test_an_origin_is_pinned_to_its_first_claim_and_a_forged_claim_is_refused() 
     assert adm.pins["b~1"] == ("eu", "default"), "a refused claim does not move the pin"
 
 
+def test_a_repeated_forged_claim_is_refused_every_time_but_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    adm = make()
+    assert adm.batch_verdict("b~1", "eu", "default") is None
+    with caplog.at_level("WARNING", logger="crdtsync.replica"):
+        verdicts = [adm.batch_verdict("b~1", "us", "default") for _ in range(500)]
+        assert adm.batch_verdict("b~1", "eu", "admin") == "identity_mismatch"
+    assert verdicts == ["identity_mismatch"] * 500
+    warned = [r.getMessage() for r in caplog.records if "first claimed" in r.getMessage()]
+    assert len(warned) == 2, "one warning per distinct forged claim, not per batch"
+    assert "('us', 'default')" in warned[0] and "('eu', 'admin')" in warned[1]
+
+
 def test_a_malformed_claim_is_bad_identity_and_pins_nothing() -> None:
     adm = make()
     assert adm.batch_verdict("b~1", None, "default") == "bad_identity"
