@@ -38,6 +38,7 @@ from .apply import Applier
 from .coordination import Coordinator
 from .definitions import Definitions
 from .fleet import Fleet
+from .antientropy import AntiEntropy
 from .follower import Follower
 from .handles import WriteHandle, make_handle
 from .heartbeats import Heartbeats
@@ -76,6 +77,7 @@ class Replica:
     applier: Applier
     persistence: Persistence
     follower: Follower
+    antientropy: AntiEntropy
     coordinator: Coordinator
     levels: LevelDriver
 

@@ -41,6 +41,8 @@ class Follower:
         self.closed = False
         self.task: asyncio.Task[None] | None = None
         self._waiters: list[tuple[Position, asyncio.Future[None]]] = []
+        #: sees every record read (anti-entropy's journal); None: nobody
+        self.tap: Callable[[bytes], None] | None = None
 
     @property
     def following(self) -> bool:
@@ -67,6 +69,8 @@ class Follower:
     def _apply(self, position: Position, payload: bytes) -> int:
         n = self._applier.apply_record(position, payload)
         self._advance(position)
+        if self.tap is not None:
+            self.tap(payload)
         return n
 
     def _advance(self, position: Position) -> None:

@@ -36,6 +36,7 @@ from ..control.stream import StreamDecoder, StreamEncoder, is_stream
 from ..control.topology import EDGE, Topology, aggregate_topic
 from ..errors import BadInput, ReplicaRemoved
 from ..log._protocol import Log
+from .antientropy import AntiEntropy, is_digest
 from .identity import ReplicaIdentity
 from .skew import ClockSkewMonitor
 from .stats import ReplicaStats
@@ -98,6 +99,8 @@ class Heartbeats:
         #: an edge's view of the fleet, from its hub's aggregate
         self.edge: EdgeView | None = (
             EdgeView(identity.name, identity.region) if self.topology.role == EDGE else None)
+        #: anti-entropy (digests next to heartbeats; set up by the replica's assembly)
+        self.antientropy: AntiEntropy | None = None
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -155,6 +158,10 @@ class Heartbeats:
     def observe(self, hb: Heartbeat | bytes) -> bool:
         """Take in a heartbeat, a stream message or a hub aggregate (see
         :meth:`Replica.observe_heartbeat`); bad input is counted and dropped."""
+        if not isinstance(hb, Heartbeat) and is_digest(hb):
+            if self.antientropy is not None:
+                self.antientropy.observe(bytes(hb))
+            return False
         try:
             if isinstance(hb, Heartbeat):
                 h = hb
@@ -225,6 +232,10 @@ class Heartbeats:
         if self.aggregator is not None and self.agg_encoder is not None:
             agg = self.aggregator.state(self.now_ms())
             out.append((aggregate_topic(self.identity.name), self.agg_encoder.encode(agg, lost)))
+        if self.antientropy is not None:
+            digest = self.antientropy.message()
+            if digest is not None:  # after the heartbeat: a latest-only channel keeps it a beat
+                out.append((self.topology.heartbeat_topic(), digest))
         return out
 
     async def publish(self) -> None:
@@ -244,6 +255,8 @@ class Heartbeats:
                 await self.control.publish_to(self.identity.name, topic, data)
             else:
                 await self.control.publish(data)
+        if self.antientropy is not None:
+            await self.antientropy.repair()
 
     async def _beat(self) -> None:
         assert self._wake is not None

@@ -29,6 +29,7 @@ from ..log._protocol import Log, Opening
 from ..schema import Definition, Schema
 from ..snapshots import FileSnapshotStore, SnapshotStore
 from .admission import Admission, HeldEvents
+from .antientropy import AntiEntropy
 from .apply import Applier
 from .coordination import Coordinator
 from .definitions import Definitions
@@ -111,6 +112,9 @@ def assemble(r: Replica, snapshots: SnapshotStore | None, snapshot_every: int,
                                 r.liveness)
     r.levels = LevelDriver(r.admission, r.definitions, r.coordinator, r._writer, r.sequencer_client,
                            r.heartbeats, r.waiter, r.store, log_)
+    r.antientropy = AntiEntropy(identity.name, r.store, log_, r.codec)
+    r.follower.tap = r.antientropy.tap
+    r.heartbeats.antientropy = r.antientropy
     r.heartbeats.duties += [r.coordinator.check_slo, r.fleet.reclaim, r.applier.retry_held]
 
 

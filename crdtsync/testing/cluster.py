@@ -446,6 +446,8 @@ class Cluster:
         for name in self.up():  # events held for a future timestamp apply once clocks agree
             self.replica(name).retry_held()
         self._heartbeats(with_faults=True)
+        for name in self.up():  # anti-entropy: re-publish what peers' digests showed they lack
+            self._run(self.replica(name).antientropy.repair())
 
     def run(self, steps: int) -> None:
         for _ in range(steps):
