@@ -232,10 +232,6 @@ class Heartbeats:
         if self.aggregator is not None and self.agg_encoder is not None:
             agg = self.aggregator.state(self.now_ms())
             out.append((aggregate_topic(self.identity.name), self.agg_encoder.encode(agg, lost)))
-        if self.antientropy is not None:
-            digest = self.antientropy.message()
-            if digest is not None:  # after the heartbeat: a latest-only channel keeps it a beat
-                out.append((self.topology.heartbeat_topic(), digest))
         return out
 
     async def publish(self) -> None:
@@ -256,6 +252,14 @@ class Heartbeats:
             else:
                 await self.control.publish(data)
         if self.antientropy is not None:
+            # the digest goes after the heartbeat, on the same topic (a channel that keeps
+            # each sender's latest message shows it until the next heartbeat)
+            digest = self.antientropy.message()
+            if digest is not None:
+                if isinstance(self.control, ControlTransport):
+                    await self.control.publish_to(self.identity.name, self.topology.heartbeat_topic(), digest)
+                else:
+                    await self.control.publish(digest)
             await self.antientropy.repair()
 
     async def _beat(self) -> None:

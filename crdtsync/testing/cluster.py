@@ -13,7 +13,11 @@ has not seen to its own log (so it can relay them) and applies them. Faults:
   log and snapshots survive); ``restart(node)`` recovers it from snapshot + log tail;
 * clock skew: ``skew_ms`` per node shifts that node's wall clock.
 
-Lost messages are recovered by anti-entropy: :meth:`settle` re-ships every connected
+Lost messages are recovered by anti-entropy, in the background: with heartbeats on,
+every node runs its replica's anti-entropy part (:mod:`crdtsync.replica.antientropy`):
+digests travel with the heartbeats (their losses drawn from a third seeded generator)
+and each step starts with every node re-publishing the records a peer's digest showed
+it lacks, so :meth:`run` repairs drops. :meth:`settle` still re-ships every connected
 link from the start, as replicas do after a reconnect. Everything is driven by one
 seeded ``random.Random`` and one private event loop without background tasks, so a run
 is reproducible from its seed. The API is synchronous (use it from plain or
@@ -149,7 +153,10 @@ class Cluster:
     ``heartbeat_ms``: simulated ms between a node's heartbeats (``0``: every step;
     ``None``: no heartbeats, and no level-aware operations). ``liveness_ms``: simulated
     ms of silence after which a peer counts as unreachable (default three heartbeat
-    intervals, at least three steps' worth).
+    intervals, at least three steps' worth). ``antientropy``: nodes exchange
+    anti-entropy digests with their heartbeats and re-publish, at the start of every
+    step, the records a peer lacks (:mod:`crdtsync.replica.antientropy`), so dropped
+    records are repaired during :meth:`run`.
     """
 
     def __init__(
@@ -166,6 +173,7 @@ class Cluster:
         liveness_ms: int | None = None,
         hubs: int = 0,
         topologies: dict[str, Topology] | None = None,
+        antientropy: bool = True,
     ) -> None:
         if n < 1:
             raise ValueError("a cluster needs at least one node")
@@ -176,6 +184,11 @@ class Cluster:
         # heartbeat losses come from their own stream: enabling heartbeats must not change
         # which data messages a seed drops
         self._hb_rng = random.Random(f"crdtsync-heartbeats-{seed}")
+        #: whether nodes exchange anti-entropy digests (with heartbeats) and re-publish
+        self.antientropy = antientropy
+        self._ae_rng = random.Random(f"crdtsync-antientropy-{seed}")
+        #: anti-entropy digests delivered so far
+        self.digests_delivered = 0
         self.faults = NetworkFaults()
         self.now_ms = 1_700_000_000_000
         self.step_count = 0
@@ -441,13 +454,13 @@ class Cluster:
         apply, then exchange the heartbeats that are due."""
         self.step_count += 1
         self.now_ms += self.rng.randint(0, _STEP_MS)
+        for name in self.up() if self.antientropy else ():  # re-publish what peers' digests showed they lack
+            self._run(self.replica(name).antientropy.repair())
         self._ship(with_faults=True)
         self._deliver(with_faults=True)
         for name in self.up():  # events held for a future timestamp apply once clocks agree
             self.replica(name).retry_held()
         self._heartbeats(with_faults=True)
-        for name in self.up():  # anti-entropy: re-publish what peers' digests showed they lack
-            self._run(self.replica(name).antientropy.repair())
 
     def run(self, steps: int) -> None:
         for _ in range(steps):
@@ -564,6 +577,25 @@ class Cluster:
                     continue
                 self._read(dst, data)
                 self.heartbeats_delivered += 1
+        if only is None and self.antientropy:
+            self._digests(with_faults=with_faults, up=up, readers=readers)
+
+    def _digests(self, *, with_faults: bool, up: list[str], readers: dict[str, Any]) -> None:
+        """Anti-entropy digests: each node's, when due, to the nodes reading its heartbeat
+        topic (not retained, not counted as heartbeats; losses from their own generator)."""
+        drop = self.faults.heartbeat_drop if self.faults.heartbeat_drop is not None else self.faults.drop
+        for src in up:
+            data = self.replica(src).antientropy.message()
+            if data is None:
+                continue
+            topic = self.topology(src).heartbeat_topic()
+            for dst in up:
+                if dst == src or topic not in readers[dst] or not self.connected(src, dst):
+                    continue
+                if with_faults and drop and self._ae_rng.random() < drop:
+                    continue
+                self.digests_delivered += 1
+                self._read(dst, data)
 
     # -- checks ---------------------------------------------------------------
     def rebuild(self, name: str, *, use_snapshot: bool) -> Replica:

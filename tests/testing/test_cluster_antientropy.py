@@ -58,9 +58,7 @@ def test_dropped_records_are_repaired_by_run_alone() -> None:
 
 def test_without_anti_entropy_the_same_run_does_not_converge() -> None:
     """The control: the links alone never repair (so the test above can fail)."""
-    with Cluster(4, schema=[TAGS, HITS], seed=7, heartbeat_ms=50) as c:
-        for n in c.up():
-            c.replica(n).heartbeats.antientropy = None
+    with Cluster(4, schema=[TAGS, HITS], seed=7, heartbeat_ms=50, antientropy=False) as c:
         _write_lossy(c, 40)
         c.run(200)
         assert not _converged(c)
