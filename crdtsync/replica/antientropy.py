@@ -24,7 +24,8 @@ enters its context, so it is never re-published), and anyone who can append to t
 could already append those bytes.
 
 **Where records come from.** The :class:`Journal`: the bytes of the records this
-replica applied (read from its log by the follower), bounded by ``journal_bytes``
+replica applied (read from its log by the follower) and of the records it appended
+itself (:class:`JournaledLog`, the writer's log), bounded by ``journal_bytes``
 (oldest first out). Dots a peer lacks that no journal entry covers any more are
 counted as ``unrepairable`` (a replica that lost them as well as its log needs a peer
 whose journal still holds them, or a snapshot).
@@ -55,7 +56,7 @@ from ..log._protocol import Log
 from ..schema import SCHEMA_FIELD
 from .store import Store
 
-__all__ = ["MAGIC", "AntiEntropy", "AntiEntropyStats", "Digest", "Journal", "is_digest"]
+__all__ = ["MAGIC", "AntiEntropy", "AntiEntropyStats", "Digest", "Journal", "JournaledLog", "is_digest"]
 
 log = logging.getLogger("crdtsync.replica")
 
@@ -257,6 +258,25 @@ class AntiEntropyStats:
     unrepairable: int = 0
     #: key ranges whose hash differed from a peer with the same context
     divergent_ranges: int = 0
+
+
+class JournaledLog:
+    """A log whose appends are also recorded in a :class:`Journal` (given to the writer,
+    so this replica's own records are journaled even if the log loses them before the
+    follower reads them back). Everything else is the wrapped log's."""
+
+    def __init__(self, inner: Log, journal: Journal) -> None:
+        self._inner = inner
+        self._journal = journal
+
+    async def append(self, records: Any) -> Any:
+        pos = await self._inner.append(records)
+        for payload in records:
+            self._journal.add(payload)
+        return pos
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
 
 
 class AntiEntropy:

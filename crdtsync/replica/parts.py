@@ -29,7 +29,7 @@ from ..log._protocol import Log, Opening
 from ..schema import Definition, Schema
 from ..snapshots import FileSnapshotStore, SnapshotStore
 from .admission import Admission, HeldEvents
-from .antientropy import AntiEntropy
+from .antientropy import AntiEntropy, JournaledLog
 from .apply import Applier
 from .coordination import Coordinator
 from .definitions import Definitions
@@ -67,7 +67,11 @@ def assemble(r: Replica, snapshots: SnapshotStore | None, snapshot_every: int,
     hlc.fence = r.skew.check
     r.admission = Admission(identity, r.definitions, stats, r.scope, r.data_dir)
     r.held = HeldEvents(stats, hlc.max_drift_ms, actor)
-    r._writer = Writer(actor, r.store, r.definitions, r.admission, r.subscriptions, stats, hlc, r.codec, log_, meta)
+    r.antientropy = AntiEntropy(identity.name, r.store, log_, r.codec)
+    # the writer's appends are journaled: own records the log loses before they are read back
+    writer_log = JournaledLog(log_, r.antientropy.journal)
+    r._writer = Writer(actor, r.store, r.definitions, r.admission, r.subscriptions, stats, hlc, r.codec,
+                       writer_log, meta)  # type: ignore[arg-type]
     r.definitions.on_learn = r.store.on_load = r.subscriptions.on_change = r._writer.invalidate
     r.fleet = Fleet(identity, r.store, r.membership, r.admission, r.definitions, r.skew, stats, r._writer.invalidate)
 
@@ -112,7 +116,6 @@ def assemble(r: Replica, snapshots: SnapshotStore | None, snapshot_every: int,
                                 r.liveness)
     r.levels = LevelDriver(r.admission, r.definitions, r.coordinator, r._writer, r.sequencer_client,
                            r.heartbeats, r.waiter, r.store, log_)
-    r.antientropy = AntiEntropy(identity.name, r.store, log_, r.codec)
     r.follower.tap = r.antientropy.tap
     r.heartbeats.antientropy = r.antientropy
     r.heartbeats.duties += [r.coordinator.check_slo, r.fleet.reclaim, r.applier.retry_held]
