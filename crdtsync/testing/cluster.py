@@ -448,6 +448,28 @@ class Cluster:
         if self.nodes[name].replica is None:
             self._start(name)
 
+    def backup(self, name: str) -> tuple[list[bytes], MemorySnapshotStore]:
+        """A copy of node ``name``'s disk now: its log's records and its snapshots."""
+        node = self.nodes[name]
+        snaps = MemorySnapshotStore()
+        snaps.blobs = list(node.snapshots.blobs)
+        return list(node.log._records), snaps
+
+    def restore_backup(self, name: str, backup: tuple[list[bytes], MemorySnapshotStore]) -> None:
+        """Crash node ``name`` and restart it from an old :meth:`backup` of its disk: it has
+        forgotten everything after it (its peers' links start shipping its new log afresh)."""
+        if self.nodes[name].replica is not None:
+            self.crash(name)
+        records, snaps = backup
+        node = self.nodes[name]
+        node.log = MemoryLog()
+        if records:
+            self._run(node.log.append(records))
+        node.snapshots = snaps
+        for link in [k for k in self._shipped if k[0] == name]:
+            del self._shipped[link]
+        self.restart(name)
+
     # -- the network --------------------------------------------------------------
     def step(self) -> None:
         """One network step: advance the clock, ship new records, deliver due messages,
