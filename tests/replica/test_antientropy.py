@@ -109,3 +109,30 @@ def test_bad_digest_bytes_on_the_control_channel_are_counted_not_raised() -> Non
         await r.close()
 
     asyncio.run(body())
+
+
+def test_digests_travel_over_directory_control_next_to_heartbeats(tmp_path) -> None:
+    """A real LocalLog and DirectoryControl (a latest-only channel): digests arrive and
+    heartbeats still do (the peer is a live member)."""
+    async def body() -> None:
+        from crdtsync.log.local import LocalLog
+
+        log_a = await LocalLog.open(tmp_path / "log")
+        log_b = await LocalLog.open(tmp_path / "log")
+        a = await Replica.open(None, schema=SCHEMA, log=log_a, name="a", control=True, heartbeat_interval=0.05)
+        b = await Replica.open(None, schema=SCHEMA, log=log_b, name="b", control=True, heartbeat_interval=0.05)
+        a.write("members", "k", "add", "x")
+        await a.flush()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while not (a.antientropy.stats.digests_received and b.antientropy.stats.digests_received
+                   and b.membership.get("a") is not None and b.value("members", "k") == frozenset({"x"})):
+            assert loop.time() < deadline, "no digests or heartbeats over DirectoryControl"
+            await asyncio.sleep(0.05)
+        assert a.antientropy.stats.digests_bad == b.antientropy.stats.digests_bad == 0
+        await a.close()
+        await b.close()
+        await log_a.close()
+        await log_b.close()
+
+    asyncio.run(asyncio.wait_for(body(), 30))
