@@ -157,7 +157,7 @@ class Journal:
 
     def _span(self, payload: bytes) -> tuple[str, int, int] | None:
         span = getattr(self._codec, "span", None)
-        got = span(payload) if span is not None else None
+        got: tuple[str, int, int] | None = span(payload) if span is not None else None
         if got is not None:
             return got
         try:
@@ -376,7 +376,7 @@ class AntiEntropy:
         (the rest wait for the next round; re-applying is idempotent by dot)."""
         if not self._queue:
             return 0
-        take = []
+        take: list[tuple[tuple[str, int, int], bytes]] = []
         while self._queue and len(take) < self.max_records:
             take.append(self._queue.popitem(last=False))
         await self._log.append([p for _, p in take])

@@ -34,11 +34,11 @@ from ..sequenced import Outcome
 from ..snapshots import SnapshotStore
 from ..types._base import CRDT
 from .admission import Admission, HeldEvents
+from .antientropy import AntiEntropy
 from .apply import Applier
 from .coordination import Coordinator
 from .definitions import Definitions
 from .fleet import Fleet
-from .antientropy import AntiEntropy
 from .follower import Follower
 from .handles import WriteHandle, make_handle
 from .heartbeats import Heartbeats

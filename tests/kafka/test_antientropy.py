@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 
-from crdtsync import Feature, GCounter, ORSet, Replica
 from crdtsync.adapters.kafka import KafkaLog
+
+from crdtsync import Feature, GCounter, ORSet, Replica
 from crdtsync.control import MemoryControl
 from crdtsync.testing.kafka import TansuBroker
 
