@@ -466,6 +466,7 @@ class Cluster:
         if records:
             self._run(node.log.append(records))
         node.snapshots = snaps
+        node.delivered.clear()  # what delivery appended to the old log is not in this one
         for link in [k for k in self._shipped if k[0] == name]:
             del self._shipped[link]
         self.restart(name)
