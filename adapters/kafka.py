@@ -90,6 +90,10 @@ class KafkaLogStats:
 class KafkaLog:
     """A :class:`~crdtsync.log.Log` over one Kafka topic; open with :meth:`open`."""
 
+    #: a broker can lose records (restarted empty, retention): replicas on it run
+    #: anti-entropy (:mod:`crdtsync.replica.antientropy`)
+    may_lose_records = True
+
     def __init__(self, settings: KafkaSettings, *, router: Callable[[Sequence[bytes]], int] | None = None) -> None:
         self.settings = settings
         self.topic = settings.topic

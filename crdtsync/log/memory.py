@@ -102,9 +102,12 @@ class MemoryLog:
 
     def __init__(
         self, *, max_record_bytes: int = 16 * 1024 * 1024, seed: int | None = 0,
-        regions: Iterable[str] | None = None,
+        regions: Iterable[str] | None = None, may_lose_records: bool = False,
     ) -> None:
         self.max_record_bytes = max_record_bytes
+        #: this log stands for a transport that can lose records (a broker, a lossy link):
+        #: replicas on it run anti-entropy (:mod:`crdtsync.replica.antientropy`)
+        self.may_lose_records = may_lose_records
         #: regions this log carries (a residency scope), or None for a private log
         self.regions: frozenset[str] | None = frozenset(regions) if regions is not None else None
         self._control: MemoryControl | None = None

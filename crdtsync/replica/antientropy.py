@@ -283,7 +283,8 @@ class AntiEntropy:
     """Digests out, digests in, and re-publishing what peers lack (see the module doc)."""
 
     def __init__(self, name: str, store: Store, log_: Log, codec: Codec, *, every: int = 5,
-                 max_records: int = 256, journal_bytes: int = 64 << 20, ranges: int = RANGES) -> None:
+                 max_records: int = 256, journal_bytes: int = 64 << 20, ranges: int = RANGES,
+                 enabled: bool = True) -> None:
         if every < 1:
             raise ValueError(f"every must be >= 1, got {every}")
         if max_records < 1:
@@ -295,6 +296,9 @@ class AntiEntropy:
         self.max_records = max_records
         self.ranges = ranges
         self.journal = Journal(journal_bytes, codec)
+        #: whether digests are published (the replica enables it on logs that can lose
+        #: records, see ``may_lose_records``); peers' digests are taken in either way
+        self.enabled = enabled
         self.stats = AntiEntropyStats()
         self._beats = 0
         # records queued for re-publishing: span -> bytes (a dict: each once)
@@ -311,6 +315,8 @@ class AntiEntropy:
 
     def message(self) -> bytes | None:
         """This replica's digest bytes when one is due (every ``every`` calls), else None."""
+        if not self.enabled:
+            return None
         self._beats += 1
         if (self._beats - 1) % self.every:
             return None

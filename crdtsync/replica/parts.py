@@ -67,9 +67,14 @@ def assemble(r: Replica, snapshots: SnapshotStore | None, snapshot_every: int,
     hlc.fence = r.skew.check
     r.admission = Admission(identity, r.definitions, stats, r.scope, r.data_dir)
     r.held = HeldEvents(stats, hlc.max_drift_ms, actor)
-    r.antientropy = AntiEntropy(identity.name, r.store, log_, r.codec)
+    # anti-entropy runs over logs that can lose records (Kafka: broker loss, retention; the
+    # simulated Cluster's lossy links). A LocalLog or MemoryLog is the one durable copy its
+    # replicas share: nothing to repair, so no journal, no digests, no cost on the hot path.
+    lossy = bool(getattr(log_, "may_lose_records", False))
+    r.antientropy = AntiEntropy(identity.name, r.store, log_, r.codec, journal_bytes=(64 << 20) if lossy else 0,
+                                enabled=lossy)
     # the writer's appends are journaled: own records the log loses before they are read back
-    writer_log = JournaledLog(log_, r.antientropy.journal)
+    writer_log = JournaledLog(log_, r.antientropy.journal) if lossy else log_
     r._writer = Writer(actor, r.store, r.definitions, r.admission, r.subscriptions, stats, hlc, r.codec,
                        writer_log, meta)  # type: ignore[arg-type]
     r.definitions.on_learn = r.store.on_load = r.subscriptions.on_change = r._writer.invalidate
@@ -116,8 +121,9 @@ def assemble(r: Replica, snapshots: SnapshotStore | None, snapshot_every: int,
                                 r.liveness)
     r.levels = LevelDriver(r.admission, r.definitions, r.coordinator, r._writer, r.sequencer_client,
                            r.heartbeats, r.waiter, r.store, log_)
-    r.follower.tap = r.antientropy.tap
     r.heartbeats.antientropy = r.antientropy
+    if lossy:
+        r.follower.tap = r.antientropy.tap
     r.heartbeats.duties += [r.coordinator.check_slo, r.fleet.reclaim, r.applier.retry_held]
 
 

@@ -216,7 +216,8 @@ class Cluster:
                 regions[i % len(regions)] if regions else "default",
                 roles[i % len(roles)] if roles else "default",
             )
-            self.nodes[name] = _Node(name, ident)
+            # the links between nodes drop records: the nodes' logs say so (anti-entropy)
+            self.nodes[name] = _Node(name, ident, log=MemoryLog(may_lose_records=antientropy))
         self.topologies: dict[str, Topology] = dict(topologies or {})
         if hubs:
             hub_names = list(self.nodes)[:hubs]
@@ -462,7 +463,7 @@ class Cluster:
             self.crash(name)
         records, snaps = backup
         node = self.nodes[name]
-        node.log = MemoryLog()
+        node.log = MemoryLog(may_lose_records=self.antientropy)
         if records:
             self._run(node.log.append(records))
         node.snapshots = snaps
