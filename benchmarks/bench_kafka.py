@@ -70,8 +70,8 @@ async def _crdt_writer(bootstrap: str, ns: str, rate: float, events: int) -> dic
         done = False
 
         async def flusher() -> None:
-            while not done or r.pending():
-                if r.pending():
+            while not done or r.pending:
+                if r.pending:
                     await r.flush()
                 else:
                     await asyncio.sleep(0.0005)
@@ -90,7 +90,7 @@ async def _crdt_writer(bootstrap: str, ns: str, rate: float, events: int) -> dic
                 for _ in range(min(500, events - written)):
                     r.write(FIELD, f"k{written}", "set", [time.time(), PAD])
                     written += 1
-                while r.pending() > 20_000:
+                while r.pending > 20_000:
                     await asyncio.sleep(0.0005)
                 await asyncio.sleep(0)
         done = True
@@ -180,6 +180,8 @@ async def _raw_reader(bootstrap: str, topic: str, partitions: int, events: int, 
         now = time.time()
         for msgs in got.values():
             for m in msgs:
+                if m.headers or len(m.value or b"") < _RAW_HEAD.size:
+                    continue  # the epoch markers the topic's creation through KafkaLog placed
                 sent, n = _RAW_HEAD.unpack_from(m.value)
                 lags.extend([now - sent] * n)
                 count += n
