@@ -59,8 +59,9 @@ def _pct(xs: list[float], q: float) -> float:
 
 # -- child processes ------------------------------------------------------------------
 async def _crdt_writer(bootstrap: str, ns: str, rate: float, events: int) -> dict[str, Any]:
-    from crdtsync import Feature, LWWRegister, Replica
     from crdtsync.adapters.kafka import KafkaLog
+
+    from crdtsync import Feature, LWWRegister, Replica
 
     async with KafkaLog.open(bootstrap, namespace=ns, check_interval=60) as kl:
         r = await Replica.open(None, schema=[Feature(FIELD, LWWRegister)], log=kl, name="writer",
@@ -101,8 +102,9 @@ async def _crdt_writer(bootstrap: str, ns: str, rate: float, events: int) -> dic
 
 
 async def _crdt_reader(bootstrap: str, ns: str, events: int, timeout: float) -> dict[str, Any]:
-    from crdtsync import Feature, LWWRegister, Replica
     from crdtsync.adapters.kafka import KafkaLog
+
+    from crdtsync import Feature, LWWRegister, Replica
 
     lags: list[float] = []
     last = [0.0]
@@ -132,7 +134,6 @@ async def _crdt_reader(bootstrap: str, ns: str, events: int, timeout: float) -> 
 
 async def _raw_writer(bootstrap: str, topic: str, records_file: str, rate: float) -> dict[str, Any]:
     from aiokafka import AIOKafkaProducer
-
     from crdtsync.adapters.kafka import KafkaSettings
 
     recs = json.loads(Path(records_file).read_text())  # [[partition, events, hex value], ...]
@@ -161,7 +162,6 @@ async def _raw_writer(bootstrap: str, topic: str, records_file: str, rate: float
 
 async def _raw_reader(bootstrap: str, topic: str, partitions: int, events: int, timeout: float) -> dict[str, Any]:
     from aiokafka import AIOKafkaConsumer, TopicPartition
-
     from crdtsync.adapters.kafka import KafkaSettings
 
     consumer = AIOKafkaConsumer(**KafkaSettings(bootstrap).consumer())
@@ -241,6 +241,7 @@ def _pair(reader_args: list[str], writer_args: list[str], timeout: float) -> tup
 async def _capture(bootstrap: str, ns: str) -> list[list[Any]]:
     """The records crdtsync put on ``ns``'s topic: [partition, events, hex value] each."""
     from crdtsync.adapters.kafka import KafkaLog
+
     from crdtsync.events import MsgpackCodec
 
     codec = MsgpackCodec()
@@ -314,7 +315,7 @@ def run(quick: bool = False) -> str:
         return statistics.median(r[system][key] for r in results[name])
 
     rows = []
-    for name, rate, events in scenarios:
+    for name, _rate, events in scenarios:
         for system in ("crdtsync", "raw aiokafka"):
             lost = max(r[system]["lost"] for r in results[name])
             rows.append([name, system, f"{events:,}", f"{med(name, system, 'p50_ms'):.1f}",
