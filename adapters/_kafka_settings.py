@@ -48,7 +48,7 @@ class KafkaSettings:
     max_request_size: int = 1024 * 1024
     request_timeout_ms: int = 30_000
     # consumer
-    fetch_max_wait_ms: int = 100
+    fetch_max_wait_ms: int = 10
     # security, passed to every client as is
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str | None = None

@@ -40,7 +40,10 @@ topic ``<namespace>.dlq`` (headers ``crdtsync-reason``, ``crdtsync-topic``,
 ``crdtsync-partition``, ``crdtsync-offset``, ``crdtsync-reporter``), is counted
 (``stats.dead_lettered``, ``stats.dead_letter_reasons``) and is not yielded; reading goes
 on. Each reading process reports it, so a bad record appears once per reader in the DLQ.
-Origins forged against a replica's pins are refused by the replica's admission.
+Origins forged against a replica's pins (a record claiming another region or role than its
+origin's first claim, or this replica's own id) are judged by the replica's admission, which
+files them here through :meth:`KafkaLog.dead_letter` (reasons ``forged origin``, ``forged
+region``): the same DLQ, headers and counters.
 """
 
 from __future__ import annotations
@@ -346,23 +349,38 @@ class KafkaLog:
                 return False  # dead-lettered already by an earlier read of this log
             reason = self._check.reason(msg.value or b"")
             if reason is not None:
-                self._dead[where] = None
-                if len(self._dead) > _DEAD_REMEMBERED:
-                    del self._dead[next(iter(self._dead))]
-                self._dead_letter(partition, msg, reason)
+                self._file(partition, msg.offset, msg.value or b"", reason)
                 return False
         self.stats.records_read += 1
         return True
 
-    def _dead_letter(self, partition: int, msg: Any, reason: str) -> None:
+    def dead_letter(self, position: VectorPosition | int, payload: bytes, reason: str) -> None:
+        """File the record at ``position`` (one this log yielded) in the DLQ: a reader
+        refused it for good (e.g. the replica's admission, for a forged origin). Counted as
+        the log's own dead letters are; a record is filed once per log however often it is
+        reported. A no-op when dead letters are off."""
+        if not self.settings.dead_letters:
+            return
+        if not isinstance(position, VectorPosition) or position.partition is None:
+            raise ValueError(f"dead_letter needs a record position this log yielded, got {position!r}")
+        if position.generation != self._guard.generation:
+            return  # a lost generation's offsets name nothing now; the re-read reports it again
+        self._file(position.partition, position.offsets[position.partition], payload, reason)
+
+    def _file(self, partition: int, offset: int, value: bytes, reason: str) -> None:
+        where = (self._guard.generation, partition, offset)
+        if where in self._dead:
+            return  # dead-lettered already by an earlier read or report
+        self._dead[where] = None
+        if len(self._dead) > _DEAD_REMEMBERED:
+            del self._dead[next(iter(self._dead))]
         kind = reason.split(":", 1)[0]
         self.stats.dead_lettered += 1
         self.stats.dead_letter_reasons[kind] = self.stats.dead_letter_reasons.get(kind, 0) + 1
-        log.warning("dead-lettering the record at %s/%d@%d: %s", self.topic, partition, msg.offset, reason)
+        log.warning("dead-lettering the record at %s/%d@%d: %s", self.topic, partition, offset, reason)
         headers = [("crdtsync-reason", reason.encode()), ("crdtsync-topic", self.topic.encode()),
-                   ("crdtsync-partition", str(partition).encode()), ("crdtsync-offset", str(msg.offset).encode()),
+                   ("crdtsync-partition", str(partition).encode()), ("crdtsync-offset", str(offset).encode()),
                    ("crdtsync-reporter", self._reporter.encode())]
-        value = msg.value or b""
         room = self.max_record_bytes - sum(len(k) + len(v) + 8 for k, v in headers) - 64
         if len(value) > room:  # the dead letter keeps the start of an oversized record
             value = value[: max(room, 0)]

@@ -2,7 +2,7 @@
 
     python -m benchmarks                 # everything (about 10-15 minutes on 2 cores)
     python -m benchmarks --quick         # smaller sizes, for a quick look
-    python -m benchmarks --only types    # one suite: types, replica, log, policy, inference, control
+    python -m benchmarks --only types    # one suite: types, replica, log, policy, inference, control, kafka
     python -m benchmarks --no-write      # print instead of writing the docs page
 
 With --only, only those suites' sections of docs/benchmarks.md are replaced; the others
@@ -20,11 +20,11 @@ import sys
 import time
 from pathlib import Path
 
-from . import bench_control, bench_inference, bench_policy, bench_replica, bench_types
+from . import bench_control, bench_inference, bench_kafka, bench_policy, bench_replica, bench_types
 from ._harness import git_rev, machine, progress
 
 ROOT = Path(__file__).resolve().parent.parent
-SUITES = ("types", "replica", "log", "policy", "inference", "control")
+SUITES = ("types", "replica", "log", "policy", "inference", "control", "kafka")
 
 
 def _log_suite(quick: bool) -> str:
@@ -74,6 +74,8 @@ def main() -> None:
         sections.append("## Inference and lineage\n\n" + bench_inference.run(args.quick))
     if "control" in suites:
         sections.append("## Control at fleet scale\n\n" + bench_control.run(args.quick))
+    if "kafka" in suites:
+        sections.append("## Kafka\n\n" + bench_kafka.run(args.quick))
     cmd = "python -m benchmarks" + (" --quick" if args.quick else "") + "".join(f" --only {s}" for s in args.only or [])
     report = "\n".join([
         "# Benchmarks",

@@ -71,8 +71,10 @@ def _codec_times(fleet: ControlFleet) -> tuple[float, float, float, float]:
     return (_time(hb.encode), _time(lambda: Heartbeat.decode(full)), _time(delta_encode), _time(delta_decode))
 
 
-def run(quick: bool = False) -> str:
-    sizes = (100, 1000) if quick else (100, 1000, 10_000)
+def run(quick: bool = False, sizes: tuple[int, ...] | None = None) -> str:
+    """The section's text; ``sizes`` (edge counts) overrides the default rows."""
+    if sizes is None:
+        sizes = (100, 1000) if quick else (100, 1000, 10_000)
     rows = []
     codec_rows = []
     for n in sizes:

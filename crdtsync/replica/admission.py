@@ -21,13 +21,19 @@ refused for a transient reason is applied when the reason passes. Local writes a
 checked by :meth:`Admission.check_write` with the same rules, so an honest writer never
 produces what its peers refuse. Undecodable records are quarantined
 (``<data>/quarantine``) and counted.
+
+Refusals for good are also *reported*: a log that keeps a dead-letter channel (KafkaLog's
+``<ns>.dlq``) offers ``dead_letter(position, payload, reason)``, and :class:`Admission`
+calls it, through :meth:`Admission.reading`, with the record being applied when a batch is
+refused for its claimed identity (a forged origin or region). The verdict itself stays
+here; the log only files the record.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +49,10 @@ from .definitions import Definitions
 from .identity import ReplicaIdentity
 from .stats import ReplicaStats
 
-__all__ = ["Admission", "HeldEvents"]
+__all__ = ["Admission", "HeldEvents", "RefusalSink"]
+
+#: where refused-for-good records are filed: ``(position, payload, reason)``
+RefusalSink = Callable[[Position, bytes, str], None]
 
 log = logging.getLogger("crdtsync.replica")
 
@@ -71,6 +80,21 @@ class Admission:
         self._logged: set[tuple[str, Any]] = set()
         #: set once recovery applied this replica's own log: own events new after that are forged
         self.recovered = False
+        #: where refused records are filed (the log's dead-letter channel), if anywhere
+        self.sink: RefusalSink | None = None
+        self._record: tuple[Position, bytes] | None = None  # the record being applied
+
+    def reading(self, position: Position, payload: bytes) -> None:
+        """The apply loop is about to apply the record ``payload`` at ``position``
+        (refusals of its batch are filed with it); :meth:`done_reading` after."""
+        self._record = (position, payload)
+
+    def done_reading(self) -> None:
+        self._record = None
+
+    def _report(self, reason: str) -> None:
+        if self.sink is not None and self._record is not None:
+            self.sink(self._record[0], self._record[1], reason)
 
     # -- local writes ------------------------------------------------------------
     def check_write(self, fname: str, key: str | None = None) -> Definition:
@@ -112,13 +136,17 @@ class Admission:
             # records read back are duplicates, so its claim is never pinned)
             self._warn_once(origin, claim, "a record claims to be this replica's (%s) with %s; rejected "
                             "(logged once per claim, counted every time)", origin, claim)
+            self._report(_forgery(origin, claim, (self.identity.region, self.identity.role)))
             return "identity_mismatch"
         pinned = self.pins.setdefault(origin, claim)
         if pinned != claim:
             self._warn_once(origin, claim, "%s claims %s but first claimed %s; rejected "
                             "(logged once per claim, counted every time)", origin, claim, pinned)
+            self._report(_forgery(origin, claim, pinned))
             return "identity_mismatch"
         if self.scope is not None and region not in self.scope:
+            self._report(f"forged region: {origin} claims region {region!r}, outside this log's scope "
+                         f"{sorted(self.scope)}")
             return "residency"
         return None
 
@@ -203,6 +231,12 @@ class Admission:
             log.error("could not keep the quarantined record at position %s in %s: %s", position, qdir, err)
             for path in kept:
                 remove_if_present(path)
+
+
+def _forgery(origin: str, claim: tuple[str, str], pinned: tuple[str, str]) -> str:
+    """The dead-letter reason for ``origin`` claiming ``claim`` when it is ``pinned``."""
+    kind = "forged region" if claim[0] != pinned[0] else "forged origin"
+    return (f"{kind}: {origin} claims (region, role) {claim!r:.80}, but is pinned to {pinned!r:.80}")
 
 
 class HeldEvents:

@@ -16,6 +16,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from ..log._protocol import Log, Position, covers, position_progress, read_range, stream_of
+from .admission import Admission
 from .apply import Applier
 from .store import Store
 
@@ -31,8 +32,11 @@ class Follower:
     """Catch-up and tailing of one replica's log, and the waiters on its position."""
 
     def __init__(self, actor: str, log_: Log, store: Store, applier: Applier,
-                 snapshot_due: Callable[[], bool], snapshot: Callable[[], Awaitable[None]]) -> None:
+                 snapshot_due: Callable[[], bool], snapshot: Callable[[], Awaitable[None]],
+                 admission: Admission | None = None) -> None:
         self.actor = actor
+        #: told which record is being applied, so it can file refusals with it
+        self._admission = admission
         self.log = log_
         self._store = store
         self._applier = applier
@@ -67,7 +71,15 @@ class Follower:
         self._waiters.clear()
 
     def _apply(self, position: Position, payload: bytes) -> int:
-        n = self._applier.apply_record(position, payload)
+        adm = self._admission
+        if adm is None:
+            n = self._applier.apply_record(position, payload)
+        else:
+            adm.reading(position, payload)
+            try:
+                n = self._applier.apply_record(position, payload)
+            finally:
+                adm.done_reading()
         self._advance(position)
         if self.tap is not None:
             self.tap(payload)

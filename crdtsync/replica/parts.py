@@ -116,7 +116,10 @@ def assemble(r: Replica, snapshots: SnapshotStore | None, snapshot_every: int,
                         r.subscriptions, stats, hlc, r.codec, applied)
     r.persistence = Persistence(actor, snapshots, snapshot_every, r.store, r._writer, r.sequencer_client, r.held,
                                 r.definitions, r.fleet, stats, hlc, log_)
-    r.follower = Follower(actor, log_, r.store, r.applier, r.persistence.due, r.persistence.due_snapshot)
+    # a log with a dead-letter channel files the records admission refuses for good
+    r.admission.sink = getattr(log_, "dead_letter", None)
+    r.follower = Follower(actor, log_, r.store, r.applier, r.persistence.due, r.persistence.due_snapshot,
+                          r.admission if r.admission.sink is not None else None)  # no cost otherwise
     r.coordinator = Coordinator(identity, r.store, view, r.heartbeats, r.definitions, stats,
                                 r.liveness)
     r.levels = LevelDriver(r.admission, r.definitions, r.coordinator, r._writer, r.sequencer_client,

@@ -22,9 +22,12 @@ def namespace(prefix: str = "t") -> str:
 
 
 def batch_record(origin: str, seq: int, field: str = "clicks", key: str = "u1", *, version: int = 2,
-                 region: str | None = None) -> bytes:
-    """A real crdtsync batch record of one GCounter increment."""
+                 region: str | None = None, role: str | None = None) -> bytes:
+    """A real crdtsync batch record of one GCounter increment (claiming ``region`` and
+    ``role`` when given)."""
     delta = GCounter().increment(1, actor=origin)
-    meta = {"region": region} if region is not None else {}
+    meta: dict[str, str] = {"region": region} if region is not None else {}
+    if role is not None:
+        meta["role"] = role
     ev = Event(origin, seq, 1_000 + seq, field, key, delta)
     return MsgpackCodec(write_version=version).encode(Batch.of([ev], meta))

@@ -106,8 +106,9 @@ def test_bad_records_go_to_the_dlq_and_reading_goes_on(crdtsync_kafka: str) -> N
 
 def test_replicas_stay_healthy_under_bad_and_forged_records(crdtsync_kafka: str) -> None:
     """Bad records from a plain producer while replicas run: the log dead-letters what it can
-    judge alone; a forged origin (an honest writer's id claiming another region) is refused
-    by the replica's admission and counted; both replicas keep converging."""
+    judge alone; forged origins (an honest writer's id claiming another region, another
+    role) are refused by the replica's admission, counted, and filed in the DLQ with the
+    reason in headers; both replicas keep converging."""
     from crdtsync import Feature, GCounter, Replica
 
     schema = [Feature("clicks", GCounter)]
@@ -122,24 +123,46 @@ def test_replicas_stay_healthy_under_bad_and_forged_records(crdtsync_kafka: str)
             await a.flush()
             await b.sync(timeout=10)
             assert b.value("clicks", "u1") == 1
-            # a's id claiming another region, at a seq a has not reached (an earlier seq would
-            # be dropped as a duplicate of a's genuine event, whichever partition comes first)
-            forged = batch_record(a.actor, 1000, "clicks", "u1", region="us")
-            await _produce(crdtsync_kafka, la.topic, [os.urandom(64), msgpack.packb([7, "x"]), forged])
+            # a's id claiming another region / role, at seqs a has not reached (an earlier seq
+            # would be dropped as a duplicate of a's genuine event, whichever partition comes first)
+            forged_region = batch_record(a.actor, 1000, "clicks", "u1", region="us")
+            forged_origin = batch_record(a.actor, 1001, "clicks", "u1", region="eu", role="admin")
+            await _produce(crdtsync_kafka, la.topic,
+                           [os.urandom(64), msgpack.packb([7, "x"]), forged_region, forged_origin])
             for _ in range(20):
                 a.write("clicks", "u1", "increment", 1)
                 await a.flush()
             for _ in range(100):
-                if b.value("clicks", "u1") == 21 and lb.stats.dead_lettered == 2:
+                if b.value("clicks", "u1") == 21 and lb.stats.dead_lettered == 4:
                     break
                 await asyncio.sleep(0.05)
-            # the forged event was refused: its dot never entered b's context
+            # the forged events were refused: their dots never entered b's context
             assert a.value("clicks", "u1") == b.value("clicks", "u1") == 21
-            assert b.stats.events_rejected.get("identity_mismatch") == 1
+            assert b.stats.events_rejected.get("identity_mismatch") == 2
             assert b.context.max_seq(a.actor) == a.context.max_seq(a.actor) < 1000
-            assert lb.stats.dead_letter_reasons == {"CorruptRecord": 1, "UnsupportedVersion": 1}
+            assert lb.stats.dead_letter_reasons == {"CorruptRecord": 1, "UnsupportedVersion": 1,
+                                                    "forged region": 1, "forged origin": 1}
+            # a read its own forged records too: they claim to be its own, so it refused and filed them
+            assert a.stats.events_rejected.get("identity_mismatch") == 2
+            assert la.stats.dead_letter_reasons.get("forged region") == 1
+            assert la.stats.dead_letter_reasons.get("forged origin") == 1
             assert a.digest() == b.digest()
-            await a.close()
+            # both readers filed each record once: 4 from each log
+            letters = await _dead_letters(crdtsync_kafka, f"{ns}.dlq", 8)
+            assert len(letters) == 8 and la.stats.dead_letter_errors == lb.stats.dead_letter_errors == 0
+            forged = {v: h for v, h in letters if h["crdtsync-reason"].startswith(b"forged")}
+            assert set(forged) == {forged_region, forged_origin}
+            assert forged[forged_region]["crdtsync-reason"].startswith(b"forged region: " + a.actor.encode())
+            assert b"'us'" in forged[forged_region]["crdtsync-reason"]
+            assert forged[forged_origin]["crdtsync-reason"].startswith(b"forged origin: " + a.actor.encode())
+            assert b"'admin'" in forged[forged_origin]["crdtsync-reason"]
+            for _, h in letters:
+                assert h["crdtsync-topic"] == la.topic.encode() and int(h["crdtsync-offset"]) >= 0
+            # the log does not yield a filed record again: a fresh read of b's log skips them
             await b.close()
+            again = [e.payload async for e in lb.read(0)]
+            assert forged_region not in again and forged_origin not in again
+            assert lb.stats.dead_lettered == 4
+            await a.close()
 
     arun(body(), 60)
