@@ -70,8 +70,7 @@ from ..clock import HLC, Context
 from ..control import Deliver
 from ..control.stream import Retained
 from ..control.topology import EDGE, HUB, Topology
-from ..errors import CorruptRecord, UnsupportedVersion
-from ..events import Event, MsgpackCodec
+from ..events import Event
 from ..log.memory import MemoryLog
 from ..policy import (
     ACKS,
@@ -87,6 +86,7 @@ from ..replica import Replica, ReplicaIdentity
 from ..replica.coordination import Wait
 from ..schema import Definition, Schema
 from ..snapshots import MemorySnapshotStore
+from ._links import DataLinks
 
 __all__ = ["Cluster", "NetworkFaults", "assert_converged"]
 
@@ -104,14 +104,6 @@ class NetworkFaults:
     delay: int = 0  # max steps a message may wait
     #: loss rate of heartbeats (the control channel); None: the same as ``drop``
     heartbeat_drop: float | None = None
-
-
-@dataclass
-class _Message:
-    src: str
-    dst: str
-    payload: bytes
-    due: int
 
 
 @dataclass
@@ -207,7 +199,6 @@ class Cluster:
         self.control_bytes: dict[str, int] = {}
         self._retained: dict[str, Retained] = {}  # per topic: what a (re)joining node is given
         self._loop = asyncio.new_event_loop()
-        self._codec = MsgpackCodec()
         names = list(names) if names is not None else [f"n{i}" for i in range(n)]
         self.nodes: dict[str, _Node] = {}
         for i, name in enumerate(names[:n]):
@@ -225,8 +216,7 @@ class Cluster:
                 self.topologies.setdefault(name, Topology(HUB) if i < hubs
                                            else Topology(EDGE, hub=hub_names[(i - hubs) % hubs]))
         self._groups: list[frozenset[str]] | None = None
-        self._shipped: dict[tuple[str, str], int] = {}
-        self._in_flight: list[_Message] = []
+        self.links = DataLinks(self)
         for name in self.nodes:
             self._start(name, with_faults=False)  # so everyone knows the fleet from the start
 
@@ -297,7 +287,7 @@ class Cluster:
     @property
     def in_flight(self) -> int:
         """Data messages still on the wire (a partition or crash loses the ones it cuts)."""
-        return len(self._in_flight)
+        return len(self.links.in_flight)
 
     # -- application operations -------------------------------------------------
     def write(self, name: str, field_name: str, key: str, op: str, *args: Any, **kwargs: Any) -> Event:
@@ -442,7 +432,7 @@ class Cluster:
         if node.replica is not None:
             node.replica._mark_closed()
             node.replica = None
-        self._in_flight = [m for m in self._in_flight if name not in (m.src, m.dst)]
+        self.links.cut(name)
 
     def restart(self, name: str) -> None:
         """Restart a crashed node from its snapshot and log."""
@@ -468,8 +458,7 @@ class Cluster:
             self._run(node.log.append(records))
         node.snapshots = snaps
         node.delivered.clear()  # what delivery appended to the old log is not in this one
-        for link in [k for k in self._shipped if k[0] == name]:
-            del self._shipped[link]
+        self.links.forget_source(name)
         self.restart(name)
 
     # -- the network --------------------------------------------------------------
@@ -480,8 +469,8 @@ class Cluster:
         self.now_ms += self.rng.randint(0, _STEP_MS)
         for name in self.up() if self.antientropy else ():  # re-publish what peers' digests showed they lack
             self._run(self.replica(name).antientropy.repair())
-        self._ship(with_faults=True)
-        self._deliver(with_faults=True)
+        self.links.ship(with_faults=True)
+        self.links.deliver(with_faults=True)
         for name in self.up():  # events held for a future timestamp apply once clocks agree
             self.replica(name).retry_held()
         self._heartbeats(with_faults=True)
@@ -500,72 +489,18 @@ class Cluster:
         """Anti-entropy until quiet: re-ship every connected link from the start, deliver
         everything (no drops), apply; repeats until no node learns anything new. Ends with
         a loss-free heartbeat round, so every node's view of its peers is current."""
-        for a, b in list(self._shipped):
-            if self.connected(a, b):
-                self._shipped[(a, b)] = 0
+        self.links.reship_all()
         for _ in range(max_rounds):
             before = self._fingerprint()
-            self._ship(with_faults=False)
-            self._deliver(with_faults=False, all_due=True)
-            if self._fingerprint() == before and not self._in_flight:
+            self.links.ship(with_faults=False)
+            self.links.deliver(with_faults=False, all_due=True)
+            if self._fingerprint() == before and not self.links.in_flight:
                 self._heartbeats(with_faults=False)
                 return
         raise AssertionError(f"cluster did not settle within {max_rounds} rounds")
 
     def _fingerprint(self) -> tuple[Any, ...]:
         return tuple((n, node.replica.context if node.replica else None) for n, node in self.nodes.items())
-
-    def _ship(self, *, with_faults: bool) -> None:
-        up = self.up()
-        for src in up:
-            src_log = self.nodes[src].log
-            records = src_log._records  # nothing appends while we ship
-            base = src_log._start
-            end = base + len(records)
-            for dst in up:
-                if dst == src or not self.connected(src, dst):
-                    continue
-                start = max(self._shipped.get((src, dst), 0), base)
-                for pos in range(start, end):
-                    payload = records[pos - base]
-                    if with_faults and self.faults.drop and self.rng.random() < self.faults.drop:
-                        continue
-                    due = self.step_count + (self.rng.randint(0, self.faults.delay) if with_faults and self.faults.delay else 0)
-                    self._in_flight.append(_Message(src, dst, payload, due))
-                    if with_faults and self.faults.duplicate and self.rng.random() < self.faults.duplicate:
-                        self._in_flight.append(_Message(src, dst, payload, due + 1))
-                self._shipped[(src, dst)] = end
-        if with_faults and self.faults.reorder:
-            self.rng.shuffle(self._in_flight)
-
-    def _deliver(self, *, with_faults: bool, all_due: bool = False) -> None:
-        keep: list[_Message] = []
-        batches: dict[str, list[bytes]] = {}
-        for m in self._in_flight:
-            if not all_due and m.due > self.step_count:
-                keep.append(m)
-                continue
-            if self.nodes[m.dst].replica is None or not self.connected(m.src, m.dst):
-                continue  # lost
-            batches.setdefault(m.dst, []).append(m.payload)
-        self._in_flight = keep
-        for dst, payloads in batches.items():
-            r = self.replica(dst)
-            held = self.nodes[dst].delivered
-            # duplicates within one delivery stay (the replica must apply them idempotently)
-            fresh = [p for p in payloads if p not in held and self._is_new(r, p)]
-            held.update(fresh)
-            if fresh:
-                self._run(r.log.append(fresh))
-            self._run(r.catch_up())
-
-    def _is_new(self, r: Replica, payload: bytes) -> bool:
-        try:
-            batch = self._codec.decode(payload)
-        except (CorruptRecord, UnsupportedVersion):
-            return True  # let the replica quarantine and count it
-        ctx = r.context
-        return any(ev.dot not in ctx for ev in batch.events)
 
     def _heartbeats(self, *, with_faults: bool, only: str | None = None) -> None:
         """Every live node whose heartbeat is due (or node ``only``, now) reports to every
