@@ -29,7 +29,9 @@ class KafkaSettings:
     ``namespace`` and ``scope`` name the topic ``<namespace>.events.<scope>`` (and the dead
     letters ``<namespace>.dlq``); ``partitions`` is the partition count the topic must have
     (checked at open); ``strong_fields`` are the fields whose records go to partition 0, so
-    its order is the SEQUENCED order (sequenced operations always do).
+    its order is the SEQUENCED order (sequenced operations always do). The control channel
+    (heartbeats, anti-entropy digests) is ``<namespace>.control`` with ``control_partitions``
+    partitions (:class:`~crdtsync.adapters.kafka.KafkaControl`), shared by every scope.
     """
 
     bootstrap_servers: str
@@ -59,6 +61,8 @@ class KafkaSettings:
     check_interval: float = 2.0
     # dead letters
     dead_letters: bool = True
+    # the control channel (heartbeats, digests): partitions of <namespace>.control
+    control_partitions: int = 4
 
     def __post_init__(self) -> None:
         if not self.bootstrap_servers:
@@ -69,6 +73,8 @@ class KafkaSettings:
                 raise ValueError(f"{name}={value!r}: use letters, digits, '.', '_' and '-' only")
         if self.partitions < 1:
             raise ValueError(f"partitions must be >= 1, got {self.partitions}")
+        if self.control_partitions < 1:
+            raise ValueError(f"control_partitions must be >= 1, got {self.control_partitions}")
         if self.acks != "all":
             raise ValueError(f"acks={self.acks!r}: crdtsync needs acks='all' (an ack from every in-sync replica)")
         if self.compression not in COMPRESSIONS:
@@ -94,6 +100,11 @@ class KafkaSettings:
     @property
     def dlq_topic(self) -> str:
         return f"{self.namespace}.dlq"
+
+    @property
+    def control_topic(self) -> str:
+        """The control channel's topic (:class:`~crdtsync.adapters.kafka.KafkaControl`)."""
+        return f"{self.namespace}.control"
 
     @property
     def max_record_bytes(self) -> int:

@@ -61,12 +61,14 @@ from typing import Any
 from crdtsync.errors import LogClosed
 from crdtsync.log._protocol import LogEntry, Opening, VectorPosition, check_records
 
+from ._kafka_control import KafkaControl
 from ._kafka_epoch import BrokerDataLoss, EpochGuard, sleep_or_stop
 from ._kafka_route import EventRouter, RecordCheck
+from ._kafka_send import send_one
 from ._kafka_settings import KafkaSettings
 from ._kafka_topics import TopicAdmin
 
-__all__ = ["BrokerDataLoss", "KafkaLog", "KafkaLogStats", "KafkaSettings"]
+__all__ = ["BrokerDataLoss", "KafkaControl", "KafkaLog", "KafkaLogStats", "KafkaSettings"]
 
 log = logging.getLogger("crdtsync.kafka")
 
@@ -161,6 +163,11 @@ class KafkaLog:
         await self._probe.start()
         await self._place_markers()
         self._monitor = asyncio.get_running_loop().create_task(self._watch(), name=f"crdtsync-kafka-{self.topic}")
+
+    def control_channel(self) -> KafkaControl:
+        """A new control channel on this log's namespace (``<namespace>.control``): what a
+        replica on this log uses for heartbeats by default (``Replica.open(control=True)``)."""
+        return KafkaControl(self.settings)
 
     # -- Log protocol ----------------------------------------------------------------
     async def append(self, records: Sequence[bytes]) -> VectorPosition:
@@ -315,16 +322,11 @@ class KafkaLog:
             raise LogClosed(f"KafkaLog({self.topic}) is closed; open a new one")
 
     async def _send(self, partition: int, values: Sequence[bytes], headers: list[tuple[str, bytes]]) -> list[Any]:
-        from aiokafka.producer.message_accumulator import BatchBuilder
-
-        # the producer's codec id (aiokafka keeps it on its accumulator)
-        codec = self._producer._message_accumulator._compression_type
         futures = []
         async with self._locks[partition]:
             for value in values:
-                builder = BatchBuilder(self.settings.max_request_size, codec)
-                builder.append(timestamp=None, key=None, value=value, headers=headers)
-                futures.append(await self._producer.send_batch(builder, self.topic, partition=partition))
+                futures.append(await send_one(self._producer, self.settings.max_request_size, self.topic,
+                                              partition, value, headers=headers))
         return list(await asyncio.gather(*futures))
 
     async def _raw_end_offsets(self) -> list[int]:

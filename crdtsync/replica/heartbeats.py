@@ -50,9 +50,14 @@ log = logging.getLogger("crdtsync.replica")
 HEARTBEAT_GAP = 0.001
 
 
-def default_control(log_: Log) -> ControlChannel | None:
+def default_control(log_: Log) -> ControlChannel | ControlTransport | None:
     """The control channel that goes with a log: a MemoryLog's in-process hub, a
-    LocalLog's ``control/`` directory; ``None`` for other logs."""
+    LocalLog's ``control/`` directory, a log's own ``control_channel()`` (a KafkaLog's
+    ``<namespace>.control`` topic); ``None`` for other logs."""
+    make = getattr(log_, "control_channel", None)
+    if callable(make):
+        made: ControlChannel | ControlTransport = make()
+        return made
     hub = getattr(log_, "control", None)
     if hub is not None and hasattr(hub, "endpoint"):
         ep: ControlChannel = hub.endpoint()

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from .._dirlock import DirLock
 from .._storage import storage_error
 from ..clock import HLC
-from ..control import ControlChannel, Membership
+from ..control import ControlChannel, ControlTransport, Membership
 from ..control.aggregate import HubAggregator
 from ..control.stream import StreamEncoder
 from ..control.topology import HUB, Topology
@@ -177,7 +177,7 @@ def open_replica(
         store = snapshots
         if store is None and ddir is not None:
             store = FileSnapshotStore(ddir / "snapshots" / ident.actor)
-        chan: ControlChannel | None
+        chan: ControlChannel | ControlTransport | None
         if control is True:
             chan = default_control(the_log)
         elif control is False or control is None:

@@ -1,6 +1,7 @@
 """Broker loss repaired by anti-entropy, over a real broker.
 
-Three replicas, each with its own KafkaLog, heartbeats on a MemoryControl hub. ``a`` and
+Three replicas, each with its own KafkaLog; heartbeats and digests travel on the broker's
+control topic (``<ns>.control``), which the restart empties too. ``a`` and
 ``b`` write and follow; the broker is killed and restarted empty and the logs detect the
 loss (epoch markers); ``c`` joins after it, so nothing it could read holds what ``a`` and
 ``b`` wrote before. ``c``'s digest shows its peers what it lacks and they re-publish the records from their journals: everyone
@@ -11,10 +12,9 @@ from __future__ import annotations
 
 import asyncio
 
-from crdtsync.adapters.kafka import KafkaLog
+from crdtsync.adapters.kafka import KafkaControl, KafkaLog
 
 from crdtsync import Feature, GCounter, ORSet, Replica
-from crdtsync.control import MemoryControl
 from crdtsync.testing.kafka import TansuBroker
 
 from ._util import arun, namespace
@@ -34,12 +34,11 @@ def test_broker_restarted_empty_anti_entropy_republishes_and_nothing_is_lost(crd
     async def body() -> None:
         ns = namespace("ae")
         opts = {"namespace": ns, "check_interval": 0.3, "partitions": 4}
-        hub = MemoryControl()
         async with KafkaLog.open(crdtsync_tansu.bootstrap, **opts) as la, \
                 KafkaLog.open(crdtsync_tansu.bootstrap, **opts) as lb:
             kw = {"schema": SCHEMA, "heartbeat_interval": 0.1}
-            a = await Replica.open(None, log=la, name="a", control=hub.endpoint(), **kw)
-            b = await Replica.open(None, log=lb, name="b", control=hub.endpoint(), **kw)
+            a = await Replica.open(None, log=la, name="a", **kw)
+            b = await Replica.open(None, log=lb, name="b", **kw)
             added: set[str] = set()
             for i in range(60):
                 a.write("count", "k", "increment", 1)
@@ -53,7 +52,7 @@ def test_broker_restarted_empty_anti_entropy_republishes_and_nothing_is_lost(crd
             await until(lambda: la.stats.broker_losses == 1 and lb.stats.broker_losses == 1)
             # c joins after the loss: the broker holds none of what a and b wrote
             lc = await KafkaLog.open(crdtsync_tansu.bootstrap, **opts)
-            c = await Replica.open(None, log=lc, name="c", control=hub.endpoint(), **kw)
+            c = await Replica.open(None, log=lc, name="c", **kw)
             assert c.value("count", "k") == 0 and not c.value("members", "k")
             for i in range(10):
                 a.write("count", "k", "increment", 1)
@@ -73,6 +72,9 @@ def test_broker_restarted_empty_anti_entropy_republishes_and_nothing_is_lost(crd
             # digests go out every 5th heartbeat: c may converge (from its own digest, which
             # a and b answered) before a peer's next digest reaches it; it does arrive
             await until(lambda: c.antientropy.stats.digests_received > 0, 10)
+            assert all(isinstance(r.control, KafkaControl) for r in reps)
+            # the restart emptied the control topic as well: publishing failed, then recovered
+            assert all(r.control.stats.published > 0 and r.control.stats.delivered > 0 for r in reps)
             for r in reps:
                 await r.close()
             await lc.close()
