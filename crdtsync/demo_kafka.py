@@ -8,7 +8,10 @@ line on each child's stdin, one JSON answer per line on its stdout:
 
 1. connected: everyone writes and flushes; everyone syncs (reads every partition);
 2. the edge is cut off: it neither flushes nor reads the topic (its replica does not
-   follow the log) and keeps serving and writing locally, while the others write on;
+   follow the log), and on the control topic ``<ns>.control`` (heartbeats) it and the
+   others stop hearing each other (:meth:`KafkaControl.block`); it keeps serving and writing
+   locally, while the others write on, the cloud with a ``QUORUM`` write that cloud and
+   on-prem acknowledge over the control topic;
 3. the link returns: the edge flushes what it queued and catches up; all converge.
 
 Over Kafka the edge's queue lives in memory (the durable edge outbox over Kafka is the
@@ -32,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from .demo import STATION, _Out, demo_schema, probe_values, show_table, write_purchases
+from .policy import QUORUM
 
 __all__ = ["run_kafka_demo"]
 
@@ -61,10 +65,20 @@ class _Worker:
             self._write("defects", STATION, "increment", 2)
         await self.r.flush()
 
-    async def phase2(self) -> None:
+    async def cut(self) -> None:
+        """The edge's uplink goes: on the control topic each side stops hearing the other."""
+        control = self.r.control
+        control.block(["cloud", "onprem"] if self.name == "edge-7" else ["edge-7"])
+
+    async def phase2(self) -> dict[str, Any]:
+        answer: dict[str, Any] = {"done": "phase2"}
         if self.name == "cloud":
             self._write("checkout_v2", "global", "disable")  # the operator hits the kill switch
-            self._write("segment", "cust-1", "set", "premium")
+            # a QUORUM write: acknowledged by cloud and on-prem over the control topic
+            started = time.perf_counter()
+            ev = await self.r.at(write=QUORUM(), timeout=10.0).update("segment", "cust-1", "set", "premium")
+            answer["quorum_ack_ms"] = round((time.perf_counter() - started) * 1000, 1)
+            answer["acked"] = self.r.acknowledged(QUORUM(), ev.dot)
         if self.name == "edge-7":
             self.connected = False
             self._write("checkout_v2", "global", "enable")  # the store manager enables it for a test
@@ -75,9 +89,11 @@ class _Worker:
         write_purchases(self.r, self.rng, 40)
         if self.connected:
             await self.r.flush()
+        return answer
 
     async def reconnect(self) -> None:
         self.connected = True
+        self.r.control.unblock()
         await self.r.flush()
 
     async def sync(self) -> None:
@@ -99,7 +115,7 @@ async def _child(bootstrap: str, ns: str, name: str, data_dir: str, seed: int) -
     async with KafkaLog.open(bootstrap, namespace=ns) as log:
         # the edge applies the log only when it syncs, so being cut off is real
         r = await Replica.open(data_dir, schema=demo_schema(), log=log, name=name, region="eu",
-                               role=ROLES[name], control=False, follow=name != "edge-7")
+                               role=ROLES[name], follow=name != "edge-7")  # control: <ns>.control
         w = _Worker(r, log, name, seed)
         print(json.dumps({"ready": name}), flush=True)
         while True:
@@ -110,8 +126,7 @@ async def _child(bootstrap: str, ns: str, name: str, data_dir: str, seed: int) -
             if cmd == "report":
                 answer = w.report()
             else:
-                await getattr(w, cmd)()
-                answer = {"done": cmd}
+                answer = await getattr(w, cmd)() or {"done": cmd}
             print(json.dumps(answer), flush=True)
         await r.close()
 
@@ -176,8 +191,12 @@ def _scenario(fleet: _Fleet, out: _Out, where: str) -> bool:
     show("after the first sync")
 
     out.rule("2. the edge loses its uplink; everyone keeps writing")
+    fleet.all("cut")
     for name in ROLES:
-        fleet.ask(name, "phase2")
+        answer = fleet.ask(name, "phase2")
+        if "acked" in answer:
+            out.say(f"the cloud's QUORUM write segment\\[cust-1]=premium: acknowledged by cloud and on-prem "
+                    f"over the control topic in {answer['quorum_ack_ms']} ms (2 of 3; the edge is unreachable)")
         time.sleep(0.002)
     fleet.all("sync")
     reports = show("while the edge is offline (values differ)")

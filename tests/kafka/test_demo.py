@@ -21,6 +21,8 @@ def _check(res: subprocess.CompletedProcess[str]) -> None:
     assert "converged: same events seen" in out and "NOT converged" not in out
     # while cut off the edge disagreed and held events; afterwards all three agree
     assert re.search(r"the edge holds \d+ events it could not send", out)
+    # heartbeats travel on the control topic: a QUORUM write is acknowledged without the edge
+    assert re.search(r"QUORUM write segment\[cust-1\]=premium: acknowledged by cloud and on-prem\s+over\s+the control topic", out)
     offline = out.split("while the edge is offline")[1].split("after reconnecting")[0]
     assert "segment[cust-1] *" in offline and "loyal-local" in offline
     final = out.split("after reconnecting")[1]
