@@ -8,13 +8,15 @@ Two interfaces:
 * :class:`ControlTransport` (topics): ``subscribe(topic, deliver)`` and
   ``publish(topic, data)``. A fleet with hubs and edges (:mod:`crdtsync.control.topology`)
   needs it: edges publish their heartbeats on the hubs' topic and read only their own
-  hub's aggregate topic, so nobody reads the whole fleet but the hubs. A Kafka control
-  transport maps each topic to a key (and partition) of ``<ns>.control``.
+  hub's aggregate topic, so nobody reads the whole fleet but the hubs.
+  :class:`~crdtsync.adapters.kafka.KafkaControl` maps each topic to a key prefix on one
+  partition of ``<ns>.control``.
 
 Both deliver untrusted bytes: the receiver decodes and validates them (like a log).
 Implementations: :class:`~crdtsync.control.memory.MemoryControl` (one process, both
 interfaces), :class:`~crdtsync.control.directory.DirectoryControl` (processes of one host,
-one stream).
+one stream), :class:`~crdtsync.adapters.kafka.KafkaControl` (machines sharing a Kafka
+broker, topics).
 """
 
 from __future__ import annotations
