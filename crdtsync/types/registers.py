@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
 import msgpack
 
-from .._encoding import canonical, corrupt, is_finite_number, packb
+from .._encoding import canonical, corrupt, is_finite_number, pack_small, packb
 from ..clock import Context, Dot, default_hlc
 from ._base import CRDT, actor_of, register, want_int, want_list, want_str
 from ._dots import Removals, check_dots_in_context, join_dotfun, reused
@@ -108,6 +108,22 @@ class _Packed(bytes):
     __slots__ = ()
 
 
+_FLAT_TYPES = frozenset({type(None), bool, float, str, bytes})
+
+
+def _flat(v: list[Any] | tuple[Any, ...]) -> bool:
+    """Whether ``v`` is a list of plain scalars (ints within 64 bits): already canonical,
+    so its stored form is just its msgpack bytes (the common ``[score, label]`` value)."""
+    for x in v:
+        t = type(x)
+        if t in _FLAT_TYPES:
+            continue
+        if t is int and _INT_MIN <= x < _INT_LIMIT:
+            continue
+        return False
+    return True
+
+
 def _check_keys(v: Any, what: str) -> None:
     """Dict keys must survive a msgpack round trip and sort deterministically."""
     if isinstance(v, list):
@@ -158,6 +174,8 @@ def store_value(value: Any, what: str = "register value") -> Any:
         return str.__str__(value)
     if isinstance(value, bytes):
         return bytes(value)
+    if (t is list or t is tuple) and _flat(value):
+        return _Packed(pack_small(value))
     if isinstance(value, (list, tuple, dict)):
         try:
             canon = canonical(value)
@@ -207,6 +225,8 @@ def stored_from_wire(v: Any, what: str) -> Any:
         if not _INT_MIN <= v < _INT_LIMIT:
             corrupt(what, "integer does not fit in 64 bits")
         return v
+    if type(v) is list and _flat(v):
+        return _Packed(pack_small(v))
     if isinstance(v, (list, dict)):
         canon = canonical(v)  # TypeError (bad type, too deep) becomes CorruptRecord
         _check_keys(canon, what)
