@@ -543,4 +543,4 @@ def test_flat_list_values_take_the_fast_path_and_store_the_same_bytes() -> None:
     with pytest.raises((CorruptRecord, TypeError), match="64 bits"):
         stored_from_wire([-(2**63) - 1], "v")
     r = LWWRegister().set([3, "a"], actor="a", ts=5)
-    assert r.value == [3, "a"] and r.value is not r.value  # a fresh copy per read
+    assert r.value() == [3, "a"] and r.value() is not r.value()  # a fresh copy per read
