@@ -22,6 +22,7 @@ draws how they fit:
 
 from __future__ import annotations
 
+from .antientropy import AntiEntropySettings
 from .facade import Replica
 from .heartbeats import default_control
 from .identity import ReplicaIdentity
@@ -31,4 +32,4 @@ from .store import View
 from .subscriptions import Change, ChangeStream
 
 __all__ = ["Replica", "ReplicaIdentity", "Change", "ChangeStream", "View", "ReplicaStats", "Session", "Leveled",
-           "default_control"]
+           "default_control", "AntiEntropySettings"]

@@ -56,7 +56,7 @@ from ..log._protocol import Log
 from ..schema import SCHEMA_FIELD
 from .store import Store
 
-__all__ = ["MAGIC", "AntiEntropy", "AntiEntropyStats", "Digest", "Journal", "JournaledLog", "is_digest"]
+__all__ = ["MAGIC", "AntiEntropy", "AntiEntropySettings", "AntiEntropyStats", "Digest", "Journal", "JournaledLog", "is_digest"]
 
 log = logging.getLogger("crdtsync.replica")
 
@@ -277,6 +277,40 @@ class JournaledLog:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
+
+
+@dataclass(frozen=True)
+class AntiEntropySettings:
+    """How a replica runs anti-entropy (``Replica.open(antientropy=...)``).
+
+    Attributes:
+        enabled: ``None`` (default): on for logs that can lose records
+            (``may_lose_records``: a KafkaLog), off for a LocalLog or MemoryLog, the one
+            durable copy their replicas share. ``True``/``False`` force it.
+        every: publish a digest every this many heartbeats.
+        max_records: records re-published per heartbeat round at most (the rest next round).
+        journal_bytes: the in-memory journal of applied and appended records that repairs
+            are drawn from, oldest out first.
+    """
+
+    enabled: bool | None = None
+    every: int = 5
+    max_records: int = 256
+    journal_bytes: int = 64 << 20
+
+    def __post_init__(self) -> None:
+        if self.every < 1:
+            raise ValueError(f"every must be >= 1, got {self.every}")
+        if self.max_records < 1:
+            raise ValueError(f"max_records must be >= 1, got {self.max_records}")
+        if self.journal_bytes < 0:
+            raise ValueError(f"journal_bytes must be >= 0, got {self.journal_bytes}")
+
+    def active(self, log_: Log) -> bool:
+        """Whether anti-entropy runs for a replica on ``log_``."""
+        if self.enabled is not None:
+            return self.enabled
+        return bool(getattr(log_, "may_lose_records", False))
 
 
 class AntiEntropy:

@@ -34,7 +34,7 @@ from ..sequenced import Outcome
 from ..snapshots import SnapshotStore
 from ..types._base import CRDT
 from .admission import Admission, HeldEvents
-from .antientropy import AntiEntropy
+from .antientropy import AntiEntropy, AntiEntropySettings
 from .apply import Applier
 from .coordination import Coordinator
 from .definitions import Definitions
@@ -99,8 +99,11 @@ class Replica:
         sequencer: Log | None = None,
         admins: Iterable[str] | None = None,
         topology: Topology | None = None,
+        antientropy: AntiEntropySettings | None = None,
     ) -> None:
         self.identity = identity
+        #: how anti-entropy runs (on by default on logs that can lose records)
+        self.antientropy_settings = antientropy or AntiEntropySettings()
         #: this replica's place in the control fleet (peer, hub or edge); configuration
         self.topology = topology or Topology()
         self.actor = identity.actor
@@ -149,6 +152,7 @@ class Replica:
         sequencer: Log | None = None,
         admins: Iterable[str] | None = None,
         topology: Topology | None = None,
+        antientropy: AntiEntropySettings | None = None,
     ) -> Opening[Replica]:
         """Open (or create) a replica.
 
@@ -188,12 +192,16 @@ class Replica:
                 ``peer`` (default, reads every peer's heartbeat), ``hub`` (reads every
                 heartbeat, publishes an aggregate) or ``edge`` (reads only its hub's
                 aggregate). Hubs and edges need a ``ControlTransport`` (topics), e.g.
-                ``MemoryControl().topics()``.
+                ``MemoryControl().topics()`` or a KafkaLog's control topic.
+            antientropy: :class:`~crdtsync.replica.antientropy.AntiEntropySettings`:
+                whether digests run (default: on logs that can lose records, e.g. Kafka),
+                how often, how much is re-published per round, the journal's size.
         """
         return open_replica(cls, data_dir, schema=schema, log=log, name=name, region=region, role=role,
                             identity=identity, codec=codec, fsync=fsync, snapshots=snapshots, snapshot_every=snapshot_every,
                             hlc=hlc, follow=follow, progress=progress, control=control, heartbeat_interval=heartbeat_interval,
-                            liveness=liveness, sequencer=sequencer, admins=admins, topology=topology)
+                            liveness=liveness, sequencer=sequencer, admins=admins, topology=topology,
+                            antientropy=antientropy)
 
     def start(self) -> None:
         """Start the background apply loop (follows the log) and heartbeats."""

@@ -29,7 +29,7 @@ from ..log._protocol import Log, Opening
 from ..schema import Definition, Schema
 from ..snapshots import FileSnapshotStore, SnapshotStore
 from .admission import Admission, HeldEvents
-from .antientropy import AntiEntropy, JournaledLog
+from .antientropy import AntiEntropy, AntiEntropySettings, JournaledLog
 from .apply import Applier
 from .coordination import Coordinator
 from .definitions import Definitions
@@ -70,9 +70,10 @@ def assemble(r: Replica, snapshots: SnapshotStore | None, snapshot_every: int,
     # anti-entropy runs over logs that can lose records (Kafka: broker loss, retention; the
     # simulated Cluster's lossy links). A LocalLog or MemoryLog is the one durable copy its
     # replicas share: nothing to repair, so no journal, no digests, no cost on the hot path.
-    lossy = bool(getattr(log_, "may_lose_records", False))
-    r.antientropy = AntiEntropy(identity.name, r.store, log_, r.codec, journal_bytes=(64 << 20) if lossy else 0,
-                                enabled=lossy)
+    ae = r.antientropy_settings
+    lossy = ae.active(log_)
+    r.antientropy = AntiEntropy(identity.name, r.store, log_, r.codec, every=ae.every, max_records=ae.max_records,
+                                journal_bytes=ae.journal_bytes if lossy else 0, enabled=lossy)
     # the writer's appends are journaled: own records the log loses before they are read back
     writer_log = JournaledLog(log_, r.antientropy.journal) if lossy else log_
     r._writer = Writer(actor, r.store, r.definitions, r.admission, r.subscriptions, stats, hlc, r.codec,
@@ -153,6 +154,7 @@ def open_replica(
     sequencer: Log | None,
     admins: Iterable[str] | None,
     topology: Topology | None = None,
+    antientropy: AntiEntropySettings | None = None,
 ) -> Opening[Replica]:
     """What :meth:`Replica.open` does (see its docstring for the arguments)."""
 
@@ -189,7 +191,7 @@ def open_replica(
             codec=codec if not isinstance(codec, str) else codec_for(codec),
             hlc=hlc, snapshot_every=snapshot_every, owns_log=owns,
             control=chan, heartbeat_interval=heartbeat_interval, liveness=liveness,
-            sequencer=sequencer, admins=admins, topology=topology,
+            sequencer=sequencer, admins=admins, topology=topology, antientropy=antientropy,
         )
         await r.persistence.recover(lambda: r.catch_up(progress=progress))
         r.admission.recovered = True

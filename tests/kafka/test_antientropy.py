@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from crdtsync.adapters.kafka import KafkaControl, KafkaLog
 
-from crdtsync import Feature, GCounter, ORSet, Replica
+from crdtsync import Feature, GCounter, MemoryLog, ORSet, Replica
+from crdtsync.replica import AntiEntropySettings
 from crdtsync.testing.kafka import TansuBroker
 
 from ._util import arun, namespace
@@ -80,3 +82,33 @@ def test_broker_restarted_empty_anti_entropy_republishes_and_nothing_is_lost(crd
             await lc.close()
 
     arun(body(), 90)
+
+
+def test_antientropy_settings_reach_the_replica(crdtsync_kafka: str) -> None:
+    """``Replica.open(antientropy=...)``: digests every N beats, capped repairs, forced
+    off on a lossy log or on over a durable one; bad settings are a ValueError."""
+    with pytest.raises(ValueError, match="every"):
+        AntiEntropySettings(every=0)
+    with pytest.raises(ValueError, match="journal_bytes"):
+        AntiEntropySettings(journal_bytes=-1)
+
+    async def body() -> None:
+        async with KafkaLog.open(crdtsync_kafka, namespace=namespace("aes")) as kl:
+            tuned = await Replica.open(None, schema=SCHEMA, log=kl, name="t", heartbeat_interval=0.05,
+                                       antientropy=AntiEntropySettings(every=1, max_records=7, journal_bytes=1 << 20))
+            off = await Replica.open(None, schema=SCHEMA, log=kl, name="o", heartbeat_interval=0.05,
+                                     antientropy=AntiEntropySettings(enabled=False))
+            assert tuned.antientropy.enabled and tuned.antientropy.max_records == 7
+            assert tuned.antientropy.journal.max_bytes == 1 << 20
+            assert not off.antientropy.enabled
+            await until(lambda: tuned.antientropy.stats.digests_sent >= 5, 10)  # a digest every beat
+            assert off.antientropy.stats.digests_sent == 0
+            assert off.antientropy.stats.digests_received > 0  # it still hears its peer's
+            await tuned.close()
+            await off.close()
+        forced = await Replica.open(None, schema=SCHEMA, log=MemoryLog(), name="m",
+                                    antientropy=AntiEntropySettings(enabled=True))
+        assert forced.antientropy.enabled  # a durable log: on only when asked
+        await forced.close()
+
+    arun(body(), 60)
