@@ -184,17 +184,19 @@ def _increment(w: Writer, fname: str) -> WriteHandle:
         if tbl is None and type(store.tables.get(fname)) is CounterTable:
             refresh()  # the first write made the table
 
-    def handle(key: str, n: int = 1, **kwargs: Any) -> None:
+    def handle(key: str, n: int = 1) -> None:
+        # (no **kwargs: GCounter.increment takes none but ``actor``, which the handle
+        # passes; a keyword raises TypeError here as it would in the mutator)
         if w.generation is not gen or schema._generation != schema_gen:
             refresh()
         row = rows.get(key)
-        if (tbl is None or type(key) is not str or type(n) is not int or n < 1 or kwargs or listening
+        if (tbl is None or type(key) is not str or type(n) is not int or n < 1 or listening
                 or (row is None and key in tbl)):
-            general(key, (n,), kwargs)
+            general(key, (n,), {})
             return
         total = (row.get(actor, 0) if row is not None else 0) + n
         if total >= _I64_LIMIT:
-            general(key, (n,), kwargs)  # (it raises the general path's error)
+            general(key, (n,), {})  # (it raises the general path's error)
             return
         t = time_ns()
         if clk._fast_from <= t < clk._fast_to and get_ident() == clk._owner:
