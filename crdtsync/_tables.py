@@ -24,7 +24,10 @@ writes from one writer whose stamps all exceed it and increase along the batch w
 against every row, so it is stored in bulk without a comparison per key
 (:meth:`LWWTable._join_lww`); a replica's own writes, stamped by a clock that has
 observed every stamp applied here, take the same shortcut one at a time
-(:meth:`LWWTable.own_setter`).
+(:meth:`LWWTable.own_overlay`). Both go to the table's *overlay* (``own``: key -> the
+stamp and stored value, unpacked), which is packed into rows in bulk when the table is
+next read or joined into otherwise (:meth:`LWWTable.fold`): a key written many times
+between two reads is packed once.
 """
 
 from __future__ import annotations
@@ -82,7 +85,7 @@ def _row_value(row: bytes, kind: int) -> Any:
 class LWWTable(MutableMapping[str, CRDT[Any]]):
     """A dict-like table of LWW registers stored packed (see module docstring)."""
 
-    __slots__ = ("_rows", "_actors", "_actor_ix", "_objects", "max_ts", "own", "_own_ai", "cache")
+    __slots__ = ("_rows", "_actors", "_actor_ix", "_objects", "max_ts", "own", "_own_ai", "_foreign", "cache")
 
     def __init__(self) -> None:
         #: decoded scalar values of rows read lately (every path that changes a row drops
@@ -90,8 +93,10 @@ class LWWTable(MutableMapping[str, CRDT[Any]]):
         #: :attr:`own` is empty (reads fold it first)
         self.cache: dict[str, Any] = {}
         #: own writes not packed yet: key -> (ts, scalar value), see :meth:`own_overlay`
-        self.own: dict[str, tuple[int, Any]] = {}
+        #: and remote records joined in bulk: key -> (ts, stored value, actor index)
+        self.own: dict[str, tuple[Any, ...]] = {}
         self._own_ai = 0
+        self._foreign = False  # whether the overlay holds entries of the second form
         #: an upper bound of every stamp in the table (see the module docstring)
         self.max_ts = -1
         self._rows: dict[str, bytes] = {}
@@ -167,17 +172,28 @@ class LWWTable(MutableMapping[str, CRDT[Any]]):
             self._own_ai = ai
         return self.own
 
+    #: overlay entries at most, after a remote record joined in bulk (then it is folded)
+    OVERLAY_LIMIT = 65_536
+
     def fold(self) -> None:
-        """Pack the own writes of :meth:`own_overlay` into rows."""
+        """Pack the overlay into rows: the own writes of :meth:`own_overlay` (``(ts,
+        value)``, of the own actor) and the records joined in bulk by :meth:`_join_lww`
+        (``(ts, value, actor index)``). Every entry won against every row and every
+        earlier entry when it was put there (its stamp exceeded ``max_ts``), so a later
+        entry for a key replacing an earlier one is the join."""
         own = self.own
         if not own:
             return
         ai = self._own_ai
-        stamps, values = zip(*own.values())
-        if set(map(type, values)) == {int} and min(values) >= _I64_MIN and max(values) < _I64_LIMIT:
-            new = map(_INT_ROW.pack, stamps, repeat(ai), repeat(_KIND_INT), values)
+        if self._foreign:
+            self._foreign = False
+            new = [_row(e[0], e[2], e[1]) if len(e) == 3 else _row(e[0], ai, e[1]) for e in own.values()]
         else:
-            new = map(_row, stamps, repeat(ai), values)
+            stamps, values = zip(*own.values())
+            if set(map(type, values)) == {int} and min(values) >= _I64_MIN and max(values) < _I64_LIMIT:
+                new = map(_INT_ROW.pack, stamps, repeat(ai), repeat(_KIND_INT), values)  # type: ignore[assignment]
+            else:
+                new = map(_row, stamps, repeat(ai), values)  # type: ignore[assignment]
         self._rows.update(zip(own, new))
         cache = self.cache
         if cache:
@@ -249,8 +265,6 @@ class LWWTable(MutableMapping[str, CRDT[Any]]):
         Same result as ``self[k] = self[k].join(d)`` per delta (an unchanged row is left
         as it is), without building a register per delta or per current row.
         """
-        if self.own:
-            self.fold()
         cache = self.cache
         if cache:
             drop = cache.pop
@@ -260,22 +274,26 @@ class LWWTable(MutableMapping[str, CRDT[Any]]):
         rows = self._rows
         n = len(keys)
         if self._objects is None and n > start:
-            # one writer, stamps rising along the record and above every row here: every
-            # delta wins, the last one per key (the highest stamp) is what stays
+            # one writer, stamps rising along the record and above every row and overlay
+            # entry here: every delta wins, the last one per key (the highest stamp) is
+            # what stays; it goes to the overlay, packed when the table is next read
             first_actor = actors[start]
             acts = actors[start:] if start else actors
             if (self.max_ts < ts[start] and ts[-1] < _I64_LIMIT and acts.count(first_actor) == n - start
                     and all(map(operator.lt, islice(ts, start, None), islice(ts, start + 1, None)))):
                 ai = self._ix(first_actor)
                 if ai is not None:
-                    vals = values[start:] if start else values
-                    if set(map(type, vals)) == {int} and min(vals) >= _I64_MIN and max(vals) < _I64_LIMIT:
-                        new = map(_INT_ROW.pack, islice(ts, start, None), repeat(ai), repeat(_KIND_INT), vals)
-                    else:
-                        new = map(_row, islice(ts, start, None), repeat(ai), vals)
-                    rows.update(zip(islice(keys, start, None), new))
+                    # into the overlay, packed when the table is next read (see fold)
+                    own = self.own
+                    own.update(zip(islice(keys, start, None),
+                                   zip(islice(ts, start, None), islice(values, start, None), repeat(ai))))
+                    self._foreign = True
                     self.max_ts = ts[-1]
+                    if len(own) > self.OVERLAY_LIMIT:
+                        self.fold()
                     return n - start, []
+        if self.own:
+            self.fold()
         names = self._actors
         actor_ix = self._actor_ix
         unpack = _HDR.unpack_from

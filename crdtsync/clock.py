@@ -577,6 +577,19 @@ class HLC:
     good; a stamp the owner was issuing during the switch is re-issued under the lock,
     so no two stamps are ever equal (CPython's GIL orders the plain reads and writes).
 
+    Fast path: when the owner issues the first stamp of a wall millisecond (the wall part
+    is new, no drift), the clock opens a *window*, ``[_fast_from, _fast_to)`` in
+    ``time_ns`` units: that millisecond. While ``time_ns()`` stays inside it, the next
+    stamp is ``last + 1`` whatever else the slow path would compute (the wall part is not
+    new, so the fence is not asked; the clock is not ahead of the wall, so there is no
+    drift to check), and the owner takes it without the division, the fence test or the
+    branches: :meth:`stamp_fast` (inlined by the write handles). Everything else that can
+    move the clock closes the window (``_fast_to = 0``): :meth:`update`, :meth:`observe`,
+    :meth:`restore` and a second thread (all through ``_claim``); the window is only
+    opened with the default wall clock and ``max_drift_ms >= 1`` (a rollover of the
+    logical part into the next millisecond then needs 65,536 stamps in one millisecond
+    before the slow path would differ).
+
     Fence: :attr:`fence`, when set, is called as ``fence(stamp_wall_ms)`` before a stamp
     whose wall part is new (at most once per millisecond) or is far ahead of this host's
     wall clock; it raises (e.g. :class:`~crdtsync.errors.ClockSkew`) to refuse the stamp,
@@ -584,7 +597,8 @@ class HLC:
     ahead of its peers' (their apply would hold such events back).
     """
 
-    __slots__ = ("_clock", "_wall_default", "_last", "_lock", "_owner", "_peak", "_shared", "fence",
+    __slots__ = ("_clock", "_wall_default", "_last", "_lock", "_owner", "_peak", "_shared", "_fast_from",
+                 "_fast_to", "fence",
                  "max_drift_ms", "rejected")
 
     def __init__(self, *, max_drift_ms: int = 60_000, clock: Callable[[], int] = _wall_ms) -> None:
@@ -595,6 +609,9 @@ class HLC:
         self._owner: int | None = None
         self._shared = False
         self._peak = 0  # _last as every locked call left it (the owner's plain write may lag it)
+        #: the fast path's window, time_ns units (see the class doc); closed: _fast_to = 0
+        self._fast_from = 0
+        self._fast_to = 0
         #: called before a stamp with a new wall part; raises to refuse it (see the class doc)
         self.fence: Callable[[int], None] | None = None
         self.max_drift_ms = max_drift_ms
@@ -616,19 +633,39 @@ class HLC:
 
     def now(self) -> int:
         """A timestamp for a local event, greater than every earlier one."""
+        t = _time_ns()
+        if self._fast_from <= t < self._fast_to and _get_ident() == self._owner:
+            ts = self._last = self._last + 1  # (stamp_fast, inlined)
+            if self._shared:
+                ts = self._reissue(ts)
+            return ts
         if self._shared or _get_ident() != self._owner:
             return self._now_shared()
-        wall = _time_ns() // 1_000_000 if self._wall_default else self._clock()
+        wall = t // 1_000_000 if self._wall_default else self._clock()
         ts = wall << _LOGICAL_BITS
         last = self._last
         if ts <= last:
             if (last - ts) >> _LOGICAL_BITS > self.max_drift_ms and self.fence is not None:
                 self.fence((last + 1) >> _LOGICAL_BITS)
             ts = last + 1
-        elif self.fence is not None:
-            self.fence(wall)
+        else:
+            if self.fence is not None:
+                self.fence(wall)
+            if self._wall_default and self.max_drift_ms >= 1:  # open the window of this ms
+                self._fast_from = wall * 1_000_000
+                self._fast_to = self._fast_from + 1_000_000
         self._last = ts
         if self._shared:  # another thread appeared while we stamped: re-issue under the lock
+            self._fast_to = 0
+            ts = self._reissue(ts)
+        return ts
+
+    def stamp_fast(self) -> int:
+        """The next stamp when the caller, the owner thread, has seen ``time_ns()`` inside
+        the window (see the class doc): ``last + 1``, re-issued under the lock if another
+        thread appeared meanwhile. A handle inlines the test and this body."""
+        ts = self._last = self._last + 1
+        if self._shared:
             ts = self._reissue(ts)
         return ts
 
@@ -638,7 +675,9 @@ class HLC:
             return ts
 
     def _claim(self) -> None:
-        """Under the lock: note which thread owns the clock, or that several use it."""
+        """Under the lock: note which thread owns the clock, or that several use it; the
+        caller is about to move the clock, so the fast path's window closes."""
+        self._fast_to = 0
         if self._owner is None:
             self._owner = _get_ident()
         elif not self._shared and _get_ident() != self._owner:

@@ -276,7 +276,7 @@ class Applier:
                 or (origin in self._admission.removed and last > self._admission.removed[origin])
                 or any(self._admission.verdict(g.field, g.cls.TYPE_TAG, region, role) is not None for g in groups)):
             return self.apply_batch(cols.batch())  # refusals leave dots out, event by event
-        top = max(hlcs[skip:]) if skip else max(hlcs)
+        top = hlcs[-1] if cols.rising else max(hlcs[skip:]) if skip else max(hlcs)
         clock = self._hlc
         if hlc_wall_ms(top) - clock._clock() > clock.max_drift_ms:
             return self.apply_batch(cols.batch())  # per-event timestamp verdicts

@@ -16,11 +16,18 @@ queue and to the packed table row directly
 mutators, list/dict values, a table holding a newer stamp than this clock's, subscribers
 to notify) takes the general path of :meth:`~crdtsync.replica.writer.Writer.write_raw`,
 so a handle never behaves differently from ``write``.
+
+Both specialised handles inline the clock's fast path (:meth:`~crdtsync.clock.HLC.stamp_fast`:
+``time_ns()`` inside the clock's window of the current millisecond, on the owner thread):
+the test and ``last + 1`` cost less than half a call of :meth:`~crdtsync.clock.HLC.now`,
+which they call otherwise.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from threading import get_ident
+from time import time_ns
 from typing import Any
 
 from .._tables import CounterTable, LWWTable
@@ -78,7 +85,8 @@ def make_handle(w: Writer, fname: str, op: str) -> WriteHandle:
 def _lww_set(w: Writer, fname: str) -> WriteHandle:
     """The handle of ``set`` on an LWW field (see the module docstring)."""
     store, queue, stats, subs = w._store, w.queue, w._stats, w._subs
-    now = w.hlc.now
+    clk = w.hlc
+    now = clk.now
     keys = queue.keys
     push_key, push_stamp, push_fix, push_item = keys.append, queue.stamps.append, queue.fix.append, queue.items.append
     schema = w._definitions.schema
@@ -118,7 +126,13 @@ def _lww_set(w: Writer, fname: str) -> WriteHandle:
                 or (t is not int and t not in _FAST_SCALARS) or (t is int and not _I64_MIN <= value < _U64_LIMIT)):
             general(key, value)
             return
-        ts = now()
+        t = time_ns()
+        if clk._fast_from <= t < clk._fast_to and get_ident() == clk._owner:
+            ts = clk._last = clk._last + 1  # (HLC.stamp_fast, inlined)
+            if clk._shared:
+                ts = clk._reissue(ts)
+        else:
+            ts = now()
         if ts <= tbl.max_ts:  # type: ignore[union-attr]  # the table holds a stamp from beyond this clock
             general(key, value, ts)  # (with this stamp: the event write() would have made)
             return
@@ -139,7 +153,8 @@ def _increment(w: Writer, fname: str) -> WriteHandle:
     (the stamped delta form) and the counter table raises it in place; no counter or
     delta object is made."""
     queue, stats, subs, actor, store = w.queue, w._stats, w._subs, w.actor, w._store
-    now = w.hlc.now
+    clk = w.hlc
+    now = clk.now
     push_key, push_stamp, push_fix, push_item = queue.keys.append, queue.stamps.append, queue.fix.append, queue.items.append
     schema = w._definitions.schema
     gen: object = None
@@ -169,19 +184,27 @@ def _increment(w: Writer, fname: str) -> WriteHandle:
         if tbl is None and type(store.tables.get(fname)) is CounterTable:
             refresh()  # the first write made the table
 
-    def handle(key: str, n: int = 1, **kwargs: Any) -> None:
+    def handle(key: str, n: int = 1) -> None:
+        # (no **kwargs: GCounter.increment takes none but ``actor``, which the handle
+        # passes; a keyword raises TypeError here as it would in the mutator)
         if w.generation is not gen or schema._generation != schema_gen:
             refresh()
         row = rows.get(key)
-        if (tbl is None or type(key) is not str or type(n) is not int or n < 1 or kwargs or listening
+        if (tbl is None or type(key) is not str or type(n) is not int or n < 1 or listening
                 or (row is None and key in tbl)):
-            general(key, (n,), kwargs)
+            general(key, (n,), {})
             return
         total = (row.get(actor, 0) if row is not None else 0) + n
         if total >= _I64_LIMIT:
-            general(key, (n,), kwargs)  # (it raises the general path's error)
+            general(key, (n,), {})  # (it raises the general path's error)
             return
-        ts = now()
+        t = time_ns()
+        if clk._fast_from <= t < clk._fast_to and get_ident() == clk._owner:
+            ts = clk._last = clk._last + 1  # (HLC.stamp_fast, inlined)
+            if clk._shared:
+                ts = clk._reissue(ts)
+        else:
+            ts = now()
         if row is None:
             rows[key] = {actor: total}
         else:

@@ -173,3 +173,58 @@ def test_registers_stamped_beyond_i64_are_kept_and_read_on_every_join_path() -> 
         assert st.value("s", "old") == "far" and t.max_ts >= big
         t.join_in("old", LWWRegister._raw(big + 1, "e~1", "higher"))
         assert st.value("s", "old") == "higher" and sorted(t) == sorted(set(t))
+
+
+def test_remote_bulk_joins_and_own_writes_share_the_overlay_like_joins_one_by_one() -> None:
+    """Records joined in bulk wait in the overlay with the own writes (unpacked); every
+    read, iteration and slow join sees the same states as joining each delta into a dict."""
+    import random
+
+    rng = random.Random(9)
+    st = _store()
+    t = st.table("s", "lww")
+    assert isinstance(t, LWWTable)
+    ref: dict[str, LWWRegister] = {}
+    keys = [f"k{i}" for i in range(12)]
+    own = t.own_overlay("a~1")
+    assert own is not None
+    for step in range(400):
+        move = rng.random()
+        if move < 0.4:  # a remote record whose stamps all win: the bulk path
+            n = rng.randint(1, 6)
+            actor = rng.choice(["b~1", "c~1"])
+            ks = [rng.choice(keys) for _ in range(n)]
+            ts = list(range(t.max_ts + 1, t.max_ts + 1 + n))
+            vals = [rng.choice([step, float(step), f"v{step}", None, 2**63 + step]) for _ in range(n)]
+            t._join_lww(ks, (ts, [actor] * n, vals), 0)
+            for k, s, v in zip(ks, ts, vals):
+                d = LWWRegister._raw(s, actor, v)
+                ref[k] = d if k not in ref else ref[k].join(d)
+        elif move < 0.7:  # an own write through the overlay (as the set handle does)
+            k, s = rng.choice(keys), t.max_ts + 1
+            own[k] = (s, step)
+            t.max_ts = s
+            d = LWWRegister._raw(s, "a~1", step)
+            ref[k] = d if k not in ref else ref[k].join(d)
+        elif move < 0.8:  # a remote record with a losing stamp: the slow path (folds first)
+            k = rng.choice(keys)
+            t._join_lww([k], ([5], ["d~1"], ["old"]), 0)
+            d = LWWRegister._raw(5, "d~1", "old")
+            ref[k] = d if k not in ref else ref[k].join(d)
+        else:  # reads
+            k = rng.choice(keys)
+            want = ref[k].value() if k in ref else None
+            assert st.value("s", k) == want and t.value_of(k) == want
+            assert (t.get(k) == ref.get(k)) and not t.own
+    assert sorted(t) == sorted(ref)
+    assert {k: t[k] for k in t} == ref
+
+
+def test_the_overlay_is_folded_once_it_holds_the_limit(monkeypatch: Any) -> None:
+    monkeypatch.setattr(LWWTable, "OVERLAY_LIMIT", 4)
+    t = LWWTable()
+    t._join_lww(["a", "b", "c"], ([1, 2, 3], ["b~1"] * 3, [1, 2, 3]), 0)
+    assert len(t.own) == 3 and not t._rows
+    t._join_lww(["d", "e"], ([4, 5], ["b~1"] * 2, [4, 5]), 0)
+    assert not t.own and len(t._rows) == 5
+    assert [t.value_of(k) for k in "abcde"] == [1, 2, 3, 4, 5]
