@@ -40,6 +40,7 @@ from typing import Any
 from crdtsync.control.topology import HUBS_TOPIC, PEERS_TOPIC
 from crdtsync.control.transport import Deliver
 
+from ._kafka_send import send_one
 from ._kafka_settings import KafkaSettings
 from ._kafka_topics import TopicAdmin
 
@@ -126,8 +127,6 @@ class KafkaControl:
         _check_name("topic", topic)
         _check_name("sender name", name)
         self._check_open()
-        from ._kafka_send import send_one
-
         await self._start_producer()
         key = topic.encode() + _SEP + name.encode()
         try:
