@@ -40,6 +40,8 @@ topic ``<namespace>.dlq`` (headers ``crdtsync-reason``, ``crdtsync-topic``,
 ``crdtsync-partition``, ``crdtsync-offset``, ``crdtsync-reporter``), is counted
 (``stats.dead_lettered``, ``stats.dead_letter_reasons``) and is not yielded; reading goes
 on. Each reading process reports it, so a bad record appears once per reader in the DLQ.
+The log judges the envelope only (:meth:`~crdtsync.events.MsgpackCodec.envelope`); a record
+whose events do not decode is quarantined by the replica applying it, which files it here.
 Origins forged against a replica's pins (a record claiming another region or role than its
 origin's first claim, or this replica's own id) are judged by the replica's admission, which
 files them here through :meth:`KafkaLog.dead_letter` (reasons ``forged origin``, ``forged
