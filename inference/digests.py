@@ -46,6 +46,12 @@ def plain_outputs(outputs: Mapping[str, Any]) -> Any:
     return canonical({str(k): _plain(v) for k, v in outputs.items()})
 
 
+#: packed (name, [dtype, shape]) heads of numpy outputs, by (name, dtype, shape): the same
+#: few per model, so each digest hashes a cached head and the array's bytes
+_HEADS: dict[tuple[Any, Any, Any], bytes] = {}
+_HEADS_KEPT = 4096
+
+
 def output_digest(outputs: Mapping[str, Any]) -> bytes:
     """The digest of one row's model outputs: for each output name in sorted order, the
     packed name, then for a numpy value its packed ``[dtype, shape]`` and raw bytes (whose
@@ -53,11 +59,17 @@ def output_digest(outputs: Mapping[str, Any]) -> bytes:
     h = hashlib.blake2b(digest_size=DIGEST_BYTES)
     for k in sorted(outputs):
         v = outputs[k]
-        h.update(pack_small(str(k)))
         dtype = getattr(v, "dtype", None)
         if dtype is not None and hasattr(v, "tobytes"):
-            h.update(pack_small([dtype.str, list(v.shape)]))
+            where = (k, dtype, v.shape)
+            head = _HEADS.get(where)
+            if head is None:
+                if len(_HEADS) >= _HEADS_KEPT:
+                    _HEADS.clear()
+                head = _HEADS[where] = pack_small(str(k)) + pack_small([dtype.str, list(v.shape)])
+            h.update(head)
             h.update(v.tobytes())
         else:
+            h.update(pack_small(str(k)))
             h.update(pack_small([0, canonical(_plain(v))]))
     return h.digest()

@@ -434,3 +434,89 @@ def test_batch_predictions_explain_by_re_running_their_batch() -> None:
         await a.close()
 
     run(main())
+
+
+# -- the one-row path and lazily built records ------------------------------------------
+
+def test_run_one_is_run_batch_of_one_row_bit_for_bit_with_the_same_errors() -> None:
+    from crdtsync.inference._scenario import dataset
+
+    m = lr_model()
+    X, _, _ = dataset()
+    for i in range(40):
+        row = list(map(float, X[i]))
+        one, batch = m.run_one(row), m.run_batch([row])[0]
+        assert set(one) == set(batch)
+        for k in one:
+            assert np.asarray(one[k]).tobytes() == np.asarray(batch[k]).tobytes()
+            assert np.asarray(one[k]).dtype == np.asarray(batch[k]).dtype
+    two = OnnxModel(_onnx_two_inputs(), name="sum", inputs={"a": ["x1", "x2"], "b": ["x3"]})
+    assert float(two.run_one([1.0, 2.0, 3.0])["y"]) == 6.0  # columns picked per input
+    assert float(two.run_one([0.5, 0.5, 0.0])["y"]) == 1.0  # the kept arrays are refilled
+    with pytest.raises(ModelInputError, match="needs numbers; feature 'x2' is None"):
+        two.run_one([1.0, None, 3.0])
+    with pytest.raises(ModelInputError, match="needs numbers; feature 'x1' is 'high'"):
+        two.run_one(["high", 1.0, 3.0])
+
+
+def test_onnx_outputs_are_read_only() -> None:
+    from crdtsync.inference._scenario import dataset
+
+    X, _, _ = dataset()
+    m = lr_model()
+    for out in (m.run_one(list(map(float, X[0]))), m.run_batch([list(map(float, X[0]))] * 2)[1]):
+        with pytest.raises(ValueError, match="read-only"):
+            out["probabilities"] *= 100  # the lineage digest of these outputs is taken later
+
+
+def test_a_record_built_later_digests_what_the_prediction_read_and_answered() -> None:
+    """The record is built when first used (or by the lineage flush): its digests are
+    those of the row read and the outputs returned, whatever happens in between."""
+    from crdtsync.inference import input_digest, output_digest
+    from crdtsync.inference._scenario import dataset, schema
+
+    async def main() -> None:
+        X, _, names = dataset()
+        a = await Replica.open(schema=schema(names), log=MemoryLog(), name="a")
+        for f, v in zip(names, X[3]):
+            a.write(f, "e", "set", float(v))
+        a.write("model_enabled", "e", "enable")
+        ll = LineageLog(MemoryLog())
+        p = Predictor(a, lr_model(), flags=["model_enabled"], lineage=ll)
+        first = await p.predict("e")
+        row = [first.values[f] for f in p.fields]
+        a.write(names[0], "e", "set", 123.0)  # a later write does not reach the recorded row
+        second = await p.predict("e")
+        assert ll.pending == 2
+        assert await ll.flush() == 2  # the flush builds and encodes both records
+        rec = first.record
+        assert rec is first.record  # built once
+        assert rec.input_digest == input_digest(row) and rec.output_digest == output_digest(first.outputs)
+        assert second.values[names[0]] == 123.0 and second.record.input_digest != rec.input_digest
+        reader = LineageReader(ll.log)
+        await reader.refresh()
+        got = reader.get(rec.prediction_id)
+        assert (got.input_digest, got.output_digest, got.key) == (rec.input_digest, rec.output_digest, "e")
+        assert dict(first.values) == dict(zip(p.fields, row)) and len(first.values) == len(p.fields)
+        await a.close()
+
+    run(main())
+
+
+def test_list_valued_features_are_handed_out_as_copies() -> None:
+    schema = Schema([Feature("vec", LWWRegister), Feature("x", LWWRegister)])
+    model = CallableModel(lambda d: {"n": len(d["vec"]) + d["x"]}, features=["vec", "x"], name="n")
+
+    async def main() -> None:
+        a = await replica(MemoryLog(), "a", schema)
+        a.write("vec", "k", "set", [1.0, 2.0])
+        a.write("x", "k", "set", 1.0)
+        pred = await Predictor(a, model).predict("k")
+        pred.values["vec"].append(99.0)  # a caller's change to what it was handed ...
+        assert pred.values["vec"] == [1.0, 2.0]  # ... is not the prediction's
+        from crdtsync.inference import input_digest
+
+        assert pred.record.input_digest == input_digest([[1.0, 2.0], 1.0])
+        await a.close()
+
+    run(main())
