@@ -22,8 +22,9 @@ DIGEST_BYTES = 16
 
 def input_digest(values: Sequence[Any]) -> bytes:
     """The digest of feature/flag values in the order a predictor reads them."""
+    row = values if type(values) is list else list(values)
     try:
-        blob = pack_small(list(values))
+        blob = pack_small(row)
     except (TypeError, ValueError):  # dicts in any key order, tuples: canonical form first
         blob = pack_small(canonical(list(values)))
     return hashlib.blake2b(blob, digest_size=DIGEST_BYTES).digest()
@@ -56,7 +57,7 @@ def output_digest(outputs: Mapping[str, Any]) -> bytes:
     """The digest of one row's model outputs: for each output name in sorted order, the
     packed name, then for a numpy value its packed ``[dtype, shape]`` and raw bytes (whose
     length those fix), for any other value its canonical packing tagged ``0``."""
-    h = hashlib.blake2b(digest_size=DIGEST_BYTES)
+    parts = []
     for k in sorted(outputs):
         v = outputs[k]
         dtype = getattr(v, "dtype", None)
@@ -67,9 +68,9 @@ def output_digest(outputs: Mapping[str, Any]) -> bytes:
                 if len(_HEADS) >= _HEADS_KEPT:
                     _HEADS.clear()
                 head = _HEADS[where] = pack_small(str(k)) + pack_small([dtype.str, list(v.shape)])
-            h.update(head)
-            h.update(v.tobytes())
+            parts.append(head)
+            parts.append(v.tobytes())
         else:
-            h.update(pack_small(str(k)))
-            h.update(pack_small([0, canonical(_plain(v))]))
-    return h.digest()
+            parts.append(pack_small(str(k)))
+            parts.append(pack_small([0, canonical(_plain(v))]))
+    return hashlib.blake2b(b"".join(parts), digest_size=DIGEST_BYTES).digest()

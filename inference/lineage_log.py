@@ -18,7 +18,7 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -36,8 +36,24 @@ log = logging.getLogger("crdtsync.inference")
 
 
 class PendingRecord(Protocol):
-    """A lineage record built on demand (:meth:`build` returns the same record each time)."""
+    """A lineage record not built yet (a predictor's): what the encoder reads of a
+    :class:`LineageRecord`, and :meth:`build` for the record itself (the same each time)."""
 
+    time: int
+    key: str
+    context: Context
+    strong_positions: Mapping[str, Any]
+    staleness_ms: float | None
+    batch: tuple[int, int, int] | None
+
+    @property
+    def spec(self) -> PredictorSpec | None: ...
+    @property
+    def replica(self) -> str: ...
+    @property
+    def input_digest(self) -> bytes: ...
+    @property
+    def output_digest(self) -> bytes: ...
     def build(self) -> LineageRecord: ...
 
 
@@ -90,7 +106,7 @@ class LineageLog:
 
     def submit(self, record: LineageRecord | PendingRecord) -> None:
         """Queue ``record``; it is encoded and appended by a flush (background or explicit).
-        A :class:`PendingRecord` (what a predictor hands over) is built then, in the
+        A :class:`PendingRecord` (what a predictor hands over) is digested then, in the
         flush, off the prediction's path."""
         pending = self._pending
         pending.append(record)
@@ -133,8 +149,7 @@ class LineageLog:
         out = [pack_small(s.encode_row()) for s in specs]
         bases = self._bases
         max_rows = self.max_delta_rows
-        for item in records:
-            rec = item if type(item) is LineageRecord else item.build()  # type: ignore[union-attr]
+        for rec in records:  # (a PendingRecord has every attribute read here)
             spec = rec.spec
             if spec is None:
                 raise ValueError("a lineage record needs its predictor spec")

@@ -207,6 +207,13 @@ class OnnxModel:
                                        tuple(sorted(settings.items())))
         self._plans, self._features = self._plan()
         self._one = threading.local()  # run_one's input arrays, one set per thread
+        # run_one's session call: the binding under InferenceSession.run, whose checks
+        # (input names, OrtValue ownership, WebGPU graph capture, falling back to
+        # another execution provider) hold by construction for run_one's own CPU arrays;
+        # the public run when that binding is not there or other providers are in play
+        binding = getattr(self.session, "_sess", None)
+        cpu_only = tuple(self.providers) == ("CPUExecutionProvider",)
+        self._run = binding.run if cpu_only and callable(getattr(binding, "run", None)) else self.session.run
         known = [o.name for o in self.session.get_outputs()]
         wanted = self._given_outputs if self._given_outputs is not None else known
         unknown = [o for o in wanted if o not in known]
@@ -311,7 +318,7 @@ class OnnxModel:
             except (TypeError, ValueError):
                 self.feeds([row])  # raises the ModelInputError naming the bad value
                 raise
-        return self._outputs(self.session.run(self._out_names, feeds), 1)[0]
+        return self._outputs(self._run(self._out_names, feeds, None), 1)[0]
 
     def run_batch(self, rows: Sequence[Sequence[Any]]) -> list[Outputs]:
         if not rows:

@@ -26,6 +26,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from crdtsync.clock import Context
 from crdtsync.errors import ModelInputError
 from crdtsync.policy import LINEARIZABLE, LOCAL, SEQUENCED
 
@@ -80,26 +81,45 @@ class Prediction:
 
 
 class _PendingRecord:
-    """A prediction's :class:`LineageRecord` before it is built: the row read and the
-    outputs, digested when :meth:`build` is first called (the same record every time)."""
+    """A prediction's :class:`LineageRecord` before it is built: what the predictor read
+    and answered, digested when first needed. The lineage log encodes it as it stands
+    (it has the attributes the encoder reads); :meth:`build` makes the record itself,
+    the same one every time."""
 
-    __slots__ = ("_parts", "_row", "_outputs", "_din", "_dout", "_rec")
+    __slots__ = ("_by", "spec", "replica", "time", "key", "context", "strong_positions", "staleness_ms", "batch",
+                 "_row", "_out", "_din", "_dout", "_rec")
 
-    def __init__(self, parts: tuple[Any, ...], row: Sequence[Any], outputs: Outputs,
+    def __init__(self, by: Predictor, t: int, key: str, ctx: Context, strong: Mapping[str, Any],
+                 stale: float | None, batch: tuple[int, int, int] | None, row: Sequence[Any], out: Outputs,
                  din: bytes | None, dout: bytes | None) -> None:
-        self._parts = parts
-        self._row, self._outputs, self._din, self._dout = row, outputs, din, dout
+        self._by, self.time, self.key, self.context, self.strong_positions = by, t, key, ctx, strong
+        self.spec, self.replica = by.spec, by.spec.actor
+        self.staleness_ms, self.batch, self._row, self._out, self._din, self._dout = stale, batch, row, out, din, dout
         self._rec: LineageRecord | None = None
+
+    @property
+    def input_digest(self) -> bytes:
+        d = self._din
+        if d is None:
+            d = self._din = input_digest(self._row)
+        return d
+
+    @property
+    def output_digest(self) -> bytes:
+        d = self._dout
+        if d is None:
+            d = self._dout = output_digest(self._out)
+        return d
 
     def build(self) -> LineageRecord:
         rec = self._rec
         if rec is None:
-            actor, t, model_id, features, flags, key, ctx, strong, levels, stale, spec, batch = self._parts
-            din = self._din if self._din is not None else input_digest(self._row)
-            dout = self._dout if self._dout is not None else output_digest(self._outputs)
-            rec = self._rec = LineageRecord(prediction_id(actor, t), t, actor, model_id, features, flags, key, ctx,
-                                            strong, din, dout, levels, stale, spec, batch)
-            self._parts = self._row = self._outputs = None  # type: ignore[assignment]
+            by, t = self._by, self.time
+            actor = by.spec.actor
+            rec = self._rec = LineageRecord(prediction_id(actor, t), t, actor, by.model.identity, by.features,
+                                            by.flags, self.key, self.context, self.strong_positions,
+                                            self.input_digest, self.output_digest, by._levels, self.staleness_ms,
+                                            by.spec, self.batch)
         return rec
 
 
@@ -219,6 +239,8 @@ class Predictor:
         """Predict for one entity (see the module doc)."""
         if self._gates:
             await self._gate(key)
+        if self.cache is None and self._run_one is not None:
+            return self._predict_one(key)
         return self.predict_now([key])[0]
 
     async def predict_batch(self, keys: Sequence[str]) -> list[Prediction]:
@@ -274,26 +296,44 @@ class Predictor:
                     if cache is not None:
                         cache.put(self.model.identity, keys[i], digests[i], o, d, b)  # type: ignore[arg-type]
         stale = replica.staleness_ms() if replica.control is not None else None
-        stamps = self._stamps
-        spec, model_id, actor = self.spec, self.model.identity, replica.actor
         strong = {f: position for f in self._strong} if self._strong else {}
-        features, flags, levels = self.features, self.flags, self._levels
-        peek = replica.hlc.peek
-        lineage, tracer = self.lineage, self._tracer
-        result = []
         self.stats.predictions += n
-        for i, key in enumerate(keys):
-            t = peek()
-            if t <= stamps.last:
-                t = stamps.last + 1
-            stamps.last = t
-            row = rows[i]
-            rec = _PendingRecord((actor, t, model_id, features, flags, key, ctx, strong, levels, stale, spec,
-                                  batches[i]), row, outs[i], digests[i], dout[i])  # type: ignore[arg-type]
-            p = Prediction(key, outs[i], _RowValues(self._ix, row), rec, hits[i] is not None)  # type: ignore[arg-type]
-            result.append(p)
-            if lineage is not None:
-                lineage.submit(rec)
-            if tracer is not None:
-                tracer.emit(p.record, {f: p.values[f] for f in flags})
-        return result
+        return [self._finish(key, rows[i], outs[i], digests[i], dout[i], batches[i], hits[i] is not None,  # type: ignore[arg-type]
+                             ctx, strong, stale) for i, key in enumerate(keys)]
+
+    def _predict_one(self, key: str) -> Prediction:
+        """:meth:`predict_now` of one key without a cache, through the model's one-row path
+        (the online-serving call: the same reads, model call and record)."""
+        replica = self.replica
+        store = replica.store
+        ctx, position = store.ctx(), store.position
+        row = self._read(key)
+        try:
+            out = self._run_one(row[:self._nf] if self.flags else row)  # type: ignore[misc]
+        except ModelInputError:
+            self.stats.input_errors += 1
+            raise
+        stats = self.stats
+        stats.model_calls += 1
+        stats.predictions += 1
+        stale = replica.staleness_ms() if replica.control is not None else None
+        strong = {f: position for f in self._strong} if self._strong else {}
+        return self._finish(key, row, out, None, None if self._lazy_outputs else output_digest(out), None, False,
+                            ctx, strong, stale)
+
+    def _finish(self, key: str, row: list[Any], out: Outputs, din: bytes | None, dout: bytes | None,
+                batch: tuple[int, int, int] | None, cached: bool, ctx: Any, strong: Mapping[str, Any],
+                stale: float | None) -> Prediction:
+        """The prediction of one row: its time, its (pending) record, logged and traced."""
+        stamps = self._stamps
+        t = self.replica.hlc.peek()
+        if t <= stamps.last:
+            t = stamps.last + 1
+        stamps.last = t
+        rec = _PendingRecord(self, t, key, ctx, strong, stale, batch, row, out, din, dout)
+        p = Prediction(key, out, _RowValues(self._ix, row), rec, cached)
+        if self.lineage is not None:
+            self.lineage.submit(rec)
+        if self._tracer is not None:
+            self._tracer.emit(p.record, {f: p.values[f] for f in self.flags})
+        return p
