@@ -51,7 +51,6 @@ region``): the same DLQ, headers and counters.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
@@ -68,6 +67,7 @@ from ._kafka_epoch import BrokerDataLoss, EpochGuard, sleep_or_stop
 from ._kafka_route import EventRouter, RecordCheck
 from ._kafka_send import send_one
 from ._kafka_settings import KafkaSettings
+from ._kafka_stop import stop_all
 from ._kafka_topics import TopicAdmin
 
 __all__ = ["BrokerDataLoss", "KafkaControl", "KafkaLog", "KafkaLogStats", "KafkaSettings"]
@@ -215,14 +215,7 @@ class KafkaLog:
             return
         self._closed = True
         self._stop.set()
-        if self._monitor is not None:
-            self._monitor.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._monitor
-        for client in (self._producer, self._probe):
-            if client is not None:
-                with contextlib.suppress(Exception):
-                    await client.stop()
+        await stop_all(f"KafkaLog({self.topic})", [self._monitor], [self._producer, self._probe])
         await self._admin.close()
 
     async def truncate_before(self, position: Any) -> None:
@@ -410,8 +403,7 @@ class KafkaLog:
             async for entry in reader.entries(follow):
                 yield entry
         finally:
-            with contextlib.suppress(Exception):
-                await consumer.stop()
+            await stop_all(f"KafkaLog({self.topic}) reader", [], [consumer])
 
     async def __aenter__(self) -> KafkaLog:
         return self
