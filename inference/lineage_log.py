@@ -3,7 +3,9 @@
 :class:`LineageLog` takes records from predictors (:meth:`LineageLog.submit` appends a
 reference to a list: nothing is encoded while a prediction waits), and a flush encodes
 them in batches (:mod:`crdtsync.inference.record` describes the compact format) and
-appends them to any :class:`~crdtsync.log.Log`: a :class:`~crdtsync.log.LocalLog` by
+appends them to any :class:`~crdtsync.log.Log`, up to ``rows_per_record`` rows packed back to
+back in one log record (a log record costs more than a row: framing, a checksum, an index
+entry; a damaged one loses its rows, which the reader counts): a :class:`~crdtsync.log.LocalLog` by
 default (``lineage/`` in a replica's data directory), a Kafka topic's log when the replica
 is on Kafka. Flushes run in the background (after ``batch_size`` records or
 ``flush_interval`` seconds) and on :meth:`flush`/:meth:`close`; a flush whose append fails
@@ -18,12 +20,14 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from crdtsync._encoding import corrupt, pack_small, unpackb
+import msgpack
+
+from crdtsync._encoding import corrupt, pack_small
 from crdtsync.clock import Context
 from crdtsync.errors import CorruptRecord, LineageNotFound, UnsupportedVersion
 from crdtsync.log._protocol import Log
@@ -83,9 +87,13 @@ class LineageLog:
     """Batched, compact writing of lineage records to a log."""
 
     def __init__(self, log_: Log, *, batch_size: int = 256, flush_interval: float = 0.05,
-                 max_delta_rows: int = 8, owns_log: bool = False) -> None:
+                 max_delta_rows: int = 8, rows_per_record: int = 64, owns_log: bool = False) -> None:
+        if rows_per_record < 1:
+            raise ValueError(f"rows_per_record must be >= 1, got {rows_per_record}")
         self.log = log_
         self.batch_size = batch_size
+        #: lineage rows packed back to back into one log record, at most
+        self.rows_per_record = rows_per_record
         self.flush_interval = flush_interval
         self.max_delta_rows = max_delta_rows
         self.owns_log = owns_log
@@ -198,9 +206,11 @@ class LineageLog:
             t0 = time.perf_counter()
             saved = (dict(self._bases), self._last, self.stats.bases, self.stats.record_bytes)
             blobs = self._encode(records, specs)
+            n = self.rows_per_record
+            payloads = blobs if n == 1 else [b"".join(blobs[i:i + n]) for i in range(0, len(blobs), n)]
             self.stats.encode_seconds += time.perf_counter() - t0
             try:
-                await self.log.append(blobs)
+                await self.log.append(payloads)
             except BaseException:
                 # nothing was appended: put everything back and forget the bases we made
                 self._pending[:0] = records
@@ -243,6 +253,18 @@ async def open_lineage_log(path: str | Path, **kwargs: Any) -> LineageLog:
     return LineageLog(local, owns_log=True, **kwargs)
 
 
+def _rows_of(payload: bytes) -> Iterator[Any]:
+    """The lineage rows of one log record: msgpack objects back to back (one or more)."""
+    up = msgpack.Unpacker(None, raw=False, strict_map_key=False, use_list=True,
+                          max_buffer_size=max(len(payload), 1))
+    up.feed(payload)
+    try:
+        yield from up
+    except (ValueError, TypeError, msgpack.FormatError, msgpack.StackError, RecursionError,
+            OverflowError, MemoryError) as exc:
+        corrupt("lineage record", f"not valid msgpack ({type(exc).__name__}: {exc})")
+
+
 class LineageReader:
     """Reads a lineage log and finds records by prediction id."""
 
@@ -265,10 +287,11 @@ class LineageReader:
         async for entry in read_range(self.log, self._after, await self.log.end()):
             self._after = entry.position
             try:
-                self._take(unpackb(entry.payload, what="lineage record"))
+                for row in _rows_of(entry.payload):
+                    self._take(row)
             except (CorruptRecord, UnsupportedVersion) as exc:
                 self.corrupt.append(entry.position)
-                log.warning("lineage log: skipping the record at %d: %s", entry.position, exc)
+                log.warning("lineage log: skipping the rest of the record at %d: %s", entry.position, exc)
         return len(self._rows) - before
 
     def _take(self, row: Any) -> None:

@@ -24,6 +24,10 @@ around a hundred bytes. Layouts (msgpack lists, version 1)::
     prediction: [1, "P", spec_id, base_id, hlc, key, delta rows, strong positions,
                  input digest, output digest, staleness ms or None, batch]
 
+A log record holds one or more of these rows back to back (a msgpack stream; the lineage
+log packs up to ``rows_per_record`` per record), in the order they were encoded, so a
+spec or base always precedes the predictions that name it.
+
 ``batch`` is ``None`` or ``[batch id, row, rows]`` for outputs computed by one model call
 on several rows (explain re-runs that call: a batch may round differently from one row).
 

@@ -108,6 +108,21 @@ def _record(ctx: Context, spec: Any, t: int) -> LineageRecord:
                          b"\x01" * 16, b"\x02" * 16, dict(zip(spec.fields, spec.read_levels)), 3.0, spec)
 
 
+def _row_sizes(payloads: list[bytes]) -> list[tuple[str, int]]:
+    """(kind, bytes) of every lineage row of the log records ``payloads``."""
+    import msgpack
+
+    out = []
+    for payload in payloads:
+        up = msgpack.Unpacker(raw=False)
+        up.feed(payload)
+        start = 0
+        for row in up:
+            out.append((row[1], up.tell() - start))
+            start = up.tell()
+    return out
+
+
 def test_records_stay_small_with_1000_replicas_and_round_trip_exactly() -> None:
     async def main() -> None:
         from crdtsync.inference.record import PredictorSpec
@@ -127,9 +142,10 @@ def test_records_stay_small_with_1000_replicas_and_round_trip_exactly() -> None:
             recs.append(_record(ctx, spec, t))
             ll.submit(recs[-1])
         await ll.flush()
-        sizes = [len(e.payload) for e in [x async for x in ll.log.read(0)]]
-        assert ll.stats.records == len(recs)
-        pred_sizes = sorted(sizes[1 + ll.stats.bases:])  # rough: bases are large, records small
+        payloads = [e.payload async for e in ll.log.read(0)]
+        assert len(payloads) == -(-(1 + ll.stats.bases + len(recs)) // ll.rows_per_record)  # rows packed per record
+        pred_sizes = sorted(n for kind, n in _row_sizes(payloads) if kind == "P")
+        assert len(pred_sizes) == ll.stats.records == len(recs)
         assert ll.stats.record_bytes / len(recs) < 256
         assert pred_sizes[len(pred_sizes) // 2] <= 256
         assert ll.stats.bases < 30, "the base is re-logged only when the drift grows"
@@ -593,3 +609,34 @@ def test_sequenced_inputs_are_replayed_in_log_order_and_explained() -> None:
 
     with tempfile.TemporaryDirectory() as d:
         run(main(Path(d)))
+
+
+def test_rows_are_packed_per_log_record_and_a_damaged_record_loses_only_its_rows() -> None:
+    async def main() -> None:
+        a = await replica(MemoryLog(), "a")
+        a.write("income", "c", "set", 10.0)
+        a.write("debt", "c", "set", 1.0)
+        one, three = LineageLog(MemoryLog(), rows_per_record=1), LineageLog(MemoryLog(), rows_per_record=3)
+        pids = {}
+        for ll in (one, three):
+            p = Predictor(a, limit_model(), lineage=ll)
+            pids[id(ll)] = [(await p.predict("c")).prediction_id for _ in range(7)]
+            await ll.flush()
+        # spec + base + 7 predictions: 9 log records one row each, or 3 of 3 rows
+        assert [len([e async for e in ll.log.read(0)]) for ll in (one, three)] == [9, 3]
+        for ll in (one, three):
+            rd = LineageReader(ll.log)
+            await rd.refresh()
+            assert rd.ids() == pids[id(ll)] and not rd.corrupt
+        payloads = [e.payload async for e in three.log.read(0)]
+        damaged = MemoryLog()
+        await damaged.append([payloads[0], payloads[1][:-3] + b"\xc1\xc1\xc1", payloads[2]])
+        rd = LineageReader(damaged)
+        await rd.refresh()
+        # the damaged record's rows before the damage are read, the rest counted lost
+        assert len(rd.corrupt) == 1 and rd.ids() == pids[id(three)][:3] + pids[id(three)][4:]
+        with pytest.raises(ValueError, match="rows_per_record"):
+            LineageLog(MemoryLog(), rows_per_record=0)
+        await a.close()
+
+    run(main())
