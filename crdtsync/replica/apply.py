@@ -162,6 +162,7 @@ class Applier:
         verdicts: dict[tuple[str, str], str | None] = {}
         tables: dict[str, MutableMapping[str, CRDT[Any]]] = {}
         notify = self._subs.active
+        changes: list[Change] = []
         applied = 0
         left_out: list[Event] = []  # refused or held: their dots stay out of the context
         for ev in events:
@@ -210,7 +211,7 @@ class Applier:
             elif fname == FLEET_FIELD:
                 self._fleet.learn(ev.key, tbl[ev.key], origin)
             elif notify:
-                self._subs.notify(Change(fname, ev.key, ev, False))
+                changes.append(Change(fname, ev.key, ev, False))
         if left_out:
             out = {ev.seq for ev in left_out}
             self._store.set_context(ctx.add_all(ev.dot for ev in events if ev.seq not in out))
@@ -218,7 +219,14 @@ class Applier:
             self._store.set_context(ctx.add_range(origin, first, last))
         else:
             self._store.set_context(ctx.add_all(ev.dot for ev in events))
+        self._notify(changes)
         return self._applied(origin, applied)
+
+    def _notify(self, changes: list[Change]) -> None:
+        """Offer the changes of the record just applied (state and context updated)."""
+        notify = self._subs.notify
+        for c in changes:
+            notify(c)
 
     def retry_held(self) -> int:
         """Apply held events whose timestamps this clock now accepts; returns how many.
@@ -245,14 +253,14 @@ class Applier:
         """:meth:`_apply_batch` for a columnar record, without an Event per event.
 
         The same verdicts, counts and context as :meth:`_apply_batch`, which it hands the
-        record to whenever the shortcut would not be exact: subscribers to notify, a
+        record to whenever the shortcut would not be exact: a
         definition in the record (it changes the verdicts of the events after it), one
         field under two entries (the first event's type decides for a key), a record
         that does not extend the origin's contiguous prefix, or a timestamp from the
         future.
         """
         groups = cols.groups
-        if (self._subs.active or len({g.field for g in groups}) != len(groups)
+        if (len({g.field for g in groups}) != len(groups)
                 or any(g.field in (SCHEMA_FIELD, FLEET_FIELD) or g.cls is SequencedOp for g in groups)):
             return self.apply_batch(cols.batch())
         ctx = self._store.ctx()
@@ -288,6 +296,8 @@ class Applier:
             self._stats.events_duplicate += skip
         applied = 0
         refused_seqs: set[int] = set()
+        subs = self._subs
+        notified: list[tuple[Any, int, list[int]]] = []  # (group, first index, refused) to notify
         for g in groups:
             pos = g.positions
             start = skip if pos is None else bisect.bisect_left(pos, skip)
@@ -302,6 +312,8 @@ class Applier:
             else:
                 done, refused = _join_each(tbl, g.keys, g.deltas, start)  # type: ignore[arg-type]
             applied += done
+            if subs.active and subs.wants(fname):
+                notified.append((g, start, refused))
             for i in refused:
                 self._stats.reject("incompatible_type")
                 seq = first + (i if pos is None else pos[i])
@@ -312,4 +324,29 @@ class Applier:
             self._store.set_context(ctx.add_all(Dot(origin, q) for q in range(first + skip, last + 1) if q not in refused_seqs))
         else:
             self._store.set_context(ctx.add_range(origin, first, last))
+        if notified:
+            self._notify(_changes(cols, notified))
         return self._applied(origin, applied)
+
+
+def _changes(cols: Columns, notified: list[tuple[Any, int, list[int]]]) -> list[Change]:
+    """The changes of a columnar record's applied events (each group from its first new
+    index, without its refused events), in the record's event order."""
+    origin, first, hlcs = cols.origin, cols.first_seq, cols.hlcs
+    new = tuple.__new__
+    out: list[tuple[int, Change]] = []
+    for g, start, refused in notified:
+        skip = set(refused)
+        pos = g.positions
+        fname, fversion = g.field, g.field_version
+        deltas = g.delta_list()
+        keys = g.keys
+        for j in range(start, len(keys)):
+            if j in skip:
+                continue
+            i = j if pos is None else pos[j]
+            ev = new(Event, (origin, first + i, hlcs[i], fname, keys[j], deltas[j], fversion))
+            out.append((i, new(Change, (fname, keys[j], ev, False))))
+    if len(notified) > 1:
+        out.sort(key=lambda p: p[0])
+    return [c for _, c in out]

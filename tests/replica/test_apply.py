@@ -210,3 +210,39 @@ async def test_a_register_stamped_beyond_i64_is_applied_not_a_crash() -> None:
         assert r.value("s", "k") == "far" and r.value("s", "k3") == "later"
         assert r.view("k2", ["s"]).values == {"s": "far2"}
         await r.close()
+
+
+@sync
+async def test_subscribers_see_the_same_changes_from_the_columnar_path_as_from_events(monkeypatch: Any) -> None:
+    """A format-2 record is joined column by column also when someone subscribes: the
+    changes offered are those of the event path (same events, record order, refused and
+    duplicate events left out), and each is offered once the whole record is applied."""
+    from crdtsync.replica.apply import Applier
+
+    events = [Event("z~1", i + 1, H0 + i, "s" if i % 3 else "c", f"k{i % 4}",
+                    LWWRegister._raw(H0 + i, "z~1", i) if i % 3 else GCounter._of({"z~1": i + 1}))
+              for i in range(12)]
+    per_path = {}
+    for name, codec in (("events", MsgpackCodec(write_version=1)), ("columns", V2)):
+        log = MemoryLog()
+        r = await _open(log)
+        seen: list[tuple[Any, ...]] = []
+        r.subscribe(lambda c: seen.append((c.field, c.key, c.event.dot, c.event.hlc, c.event.delta.value(),
+                                           c.local, c.event.dot in r.context, r.value(c.field, c.key))),
+                    ["s", "c"])
+        calls = []
+        real = Applier.apply_batch
+        monkeypatch.setattr(Applier, "apply_batch", lambda self, *a, **k: (calls.append(1), real(self, *a, **k))[1])
+        await log.append([codec.encode(Batch.of(events[:3], META))])  # a prefix, then the whole again
+        await log.append([codec.encode(Batch.of(events, META))])
+        await r.catch_up()
+        monkeypatch.setattr(Applier, "apply_batch", real)
+        per_path[name] = (seen, len(calls), r.export_state(), r.context)
+        await r.close()
+    (ev_seen, ev_calls, ev_state, ev_ctx), (col_seen, col_calls, col_state, col_ctx) = per_path["events"], per_path["columns"]
+    assert col_calls == 0 and ev_calls == 2  # format 2 took the columnar path throughout
+    assert col_seen == ev_seen and (col_state, col_ctx) == (ev_state, ev_ctx)
+    assert [s[2].seq for s in col_seen] == list(range(1, 13))  # each event once, in record order
+    assert all(s[6] for s in col_seen)  # the record's dots are in the context when offered
+    # the value read in the callback is the one after the whole record
+    assert [s[7] for s in col_seen if s[1] == "k0" and s[0] == "s"] == [8, 8]  # k0 set at seqs 5 and 9
