@@ -24,7 +24,7 @@ from crdtsync.control.heartbeat import HEARTBEAT_SECTIONS
 from crdtsync.control.stream import StreamDecoder, StreamEncoder
 from crdtsync.testing.control_fleet import ControlFleet
 
-from ._harness import progress, table
+from ._harness import git_rev, progress, table
 
 HUBS = 3
 WRITE_RATE = 0.001
@@ -103,6 +103,10 @@ def run(quick: bool = False, sizes: tuple[int, ...] | None = None) -> str:
         codec_rows.append([f"{n:,}", f"{len(fleet.replica(fleet.edges[1]).heartbeat().encode()):,} B",
                            f"{fe * 1e6:.0f} / {fd * 1e6:.0f} µs", f"{de * 1e6:.0f} / {dd * 1e6:.0f} µs"])
     out = [
+        f"Command: `python -m benchmarks --only control` (commit `{git_rev()}`, {time.strftime('%Y-%m-%d')}; "
+        "the byte columns are deterministic, the seconds move with the machine's load). \"hub join round\" "
+        "is the one round in which a hub first joins every edge's full context, not a steady-state round.",
+        "",
         f"{HUBS} hubs, write rate {WRITE_RATE} per edge per round, {HISTORY} writers of history "
         f"(or N if fewer), {ROUNDS} measured rounds. Budgets: 8 KB per edge, 4 MB per hub, per round.",
         "",
