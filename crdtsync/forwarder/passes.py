@@ -212,7 +212,8 @@ class Forwarder:
         if up:
             self.shipped_pos = position
             self.outbox.acknowledged(position)
-            self.stats.outbox_depth = len(self.outbox)
+            if self.stats.outbox_depth is not None:  # counted once: keep it current
+                self.stats.outbox_depth = len(self.outbox)
         else:
             self.received_pos = position
         self.state.save(self.shipped_pos, self.received_pos)

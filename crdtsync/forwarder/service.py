@@ -124,6 +124,7 @@ class ForwarderService:
             self._stop.set()
         fwd = self.forwarder
         try:
+            await self._publish(force=True)  # the outbox depth, before any connection
             while not self._stop.is_set():
                 if fwd.shared is None and not await self._connect():
                     continue

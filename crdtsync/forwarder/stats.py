@@ -44,8 +44,9 @@ class ForwarderStats:
     #: records whose origin could not be decoded: copied in neither direction (replicas
     #: quarantine them where they are)
     undecodable: int = 0
-    #: local records of this origin not acknowledged by the shared log (at the last refresh)
-    outbox_depth: int = 0
+    #: local records of this origin not acknowledged by the shared log (at the last
+    #: refresh; None: not counted yet)
+    outbox_depth: int | None = None
     #: records of the shared log past the received position when the last down pass
     #: began (partitioned logs: every partition's offsets, own records and markers
     #: included; None for a single-stream log, whose positions do not count records)
