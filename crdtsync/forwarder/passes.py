@@ -42,6 +42,7 @@ class Forwarder:
     """Bridge ``local`` (the edge's log) and ``shared`` for replica actor ``origin``.
 
     ``batch`` records go in one append (split by partition on a partitioned shared log);
+    ``down_batch`` (default: ``batch``) is the same for the down direction;
     ``max_batches`` (default: no limit) caps the batches of one pass, on top of the bound
     every pass has (the source's end when the pass started). Progress is checkpointed to
     ``state_path`` after every batch. ``shared`` may be None (not connected yet: passes
@@ -58,10 +59,13 @@ class Forwarder:
         codec: Codec | None = None,
         batch: int = 256,
         max_batches: int | None = None,
+        down_batch: int | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if batch < 1:
             raise ValueError(f"batch must be at least 1, got {batch}")
+        if down_batch is not None and down_batch < 1:
+            raise ValueError(f"down_batch must be at least 1 (or None: batch), got {down_batch}")
         if max_batches is not None and max_batches < 1:
             raise ValueError(f"max_batches must be at least 1 (or None), got {max_batches}")
         self.local = local
@@ -71,6 +75,7 @@ class Forwarder:
         self.state = ForwarderState(state_path)
         self.state_path = self.state.path
         self.batch = batch
+        self.down_batch = down_batch or batch
         self.max_batches = max_batches
         self.clock = clock
         #: False: passes are no-ops (a link switched off by hand)
@@ -139,6 +144,7 @@ class Forwarder:
         if not up:
             self.stats.down_behind = records_behind(after, end)
         route = getattr(dst, "partition_of", None) if up else None
+        size = self.batch if up else self.down_batch
         copied = batches = 0
         chunk: list[bytes] = []
         last = after
@@ -148,7 +154,7 @@ class Forwarder:
                 if origin is not None and (origin == self.origin) == up:
                     chunk.append(e.payload)
                 last = e.position
-                if len(chunk) >= self.batch:
+                if len(chunk) >= size:
                     copied += await self._append(dst, chunk, route, up)
                     chunk = []
                     self._checkpoint(up, last)

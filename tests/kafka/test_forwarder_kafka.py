@@ -33,10 +33,12 @@ from crdtsync.log._protocol import VectorPosition
 from crdtsync.testing.checkers import History, check_counter_bounds, check_set_full
 from crdtsync.testing.kafka import free_port
 
+from ._edge_worker import ADD_EVERY
 from ._util import arun, batch_record, namespace
 
 ROOT = Path(__file__).resolve().parents[2]
-EDGE_EVENTS = 100_000
+EDGE_INCREMENTS = 75_000  # and a set add for every third: 100k events
+EDGE_EVENTS = EDGE_INCREMENTS + EDGE_INCREMENTS // ADD_EVERY
 
 
 def test_forwarder_routes_each_record_to_its_partition_and_resumes_at_its_vector(crdtsync_kafka: str,
@@ -115,6 +117,13 @@ class _Procs:
         return s if s is not None and s["pid"] == self.procs[name].pid else None
 
     def wait(self, what: str, cond: Any, timeout: float) -> None:
+        t = time.monotonic()
+        try:
+            self._wait(what, cond, timeout)
+        finally:
+            print(f"  {what}: {time.monotonic() - t:.1f} s", file=sys.stderr)
+
+    def _wait(self, what: str, cond: Any, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while not cond():
             for name, p in self.procs.items():
@@ -140,8 +149,8 @@ class _Procs:
                 p.kill()
                 p.wait()
 
-    def history(self, names: list[str]) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], int]:
-        """(set rows, counter rows, increments written) for the checkers, from every
+    def history(self, names: list[str]) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], int, int]:
+        """(set rows, counter rows, increments, set adds) for the checkers, from every
         process's batch lines and final read."""
         set_rows: list[tuple[Any, ...]] = []
         counter_rows: list[tuple[Any, ...]] = []
@@ -151,13 +160,15 @@ class _Procs:
                 start, end, first, n = json.loads(line)
                 incs += n
                 for i in range(first, first + n):
-                    set_rows.append((name, "add", f"{name}-{i}", None, start, end))
                     counter_rows.append((name, "add", 1, None, start, end))
+                    if i % ADD_EVERY == 0:
+                        set_rows.append((name, "add", f"{name}-{i}", None, start, end))
+        adds = len(set_rows)
         for name in names:
             read = json.loads((self.tmp / f"{name}.read").read_text())
             set_rows.append((f"{name}-reader", "read", None, read["set"], read["start"], read["end"]))
             counter_rows.append((f"{name}-reader", "read", None, read["hits"], read["start"], read["end"]))
-        return set_rows, counter_rows, incs
+        return set_rows, counter_rows, incs, adds
 
 
 def test_an_edge_cut_off_writes_100k_events_drains_through_two_kills_and_converges(crdtsync_kafka: str,
@@ -167,14 +178,14 @@ def test_an_edge_cut_off_writes_100k_events_drains_through_two_kills_and_converg
     w.link.write_text(f"127.0.0.1:{free_port()}")  # nothing listens there: the link is cut
     try:
         for name in ("cloud-a", "cloud-b"):
-            w.start(name, role="cloud", bootstrap=crdtsync_kafka, per_batch=20, pause=0.05)
-        w.start("edge", role="edge", link_file=str(w.link), events=EDGE_EVENTS, per_batch=250, fwd_batch=2)
+            w.start(name, role="cloud", bootstrap=crdtsync_kafka, per_batch=30, pause=0.05)
+        w.start("edge", role="edge", link_file=str(w.link), increments=EDGE_INCREMENTS, per_batch=250, fwd_batch=2)
 
         # 1. cut off: the edge writes all 100k events into its outbox, retrying the broker
         def edge_wrote() -> bool:
             s = w.fresh_status("edge")
-            return bool(s and s["written"] == EDGE_EVENTS and s["fwd"]["connect_failures"] >= 2
-                        and (s["fwd"]["outbox_depth"] or 0) >= EDGE_EVENTS // 2 // 250)  # a record per flush at least
+            return bool(s and s["written"] >= EDGE_EVENTS and s["fwd"]["connect_failures"] >= 2
+                        and (s["fwd"]["outbox_depth"] or 0) >= EDGE_INCREMENTS // 250)  # a record per flush at least
         w.wait("the edge's writes", edge_wrote, 40)
         s = w.fresh_status("edge")
         assert s is not None and s["fwd"]["shipped"] == 0 and not s["fwd"]["connected"]
@@ -208,7 +219,7 @@ def test_an_edge_cut_off_writes_100k_events_drains_through_two_kills_and_converg
         def converged() -> bool:
             got = [w.fresh_status(n) for n in names]
             return all(g is not None and not g["writing"] for g in got) and \
-                len({g["digest"] for g in got}) == 1 and len({g["context"] for g in got}) == 1  # type: ignore[index]
+                len({(g["digest"], g["digest_context"], g["context"]) for g in got}) == 1  # type: ignore[index]
         w.wait("convergence", converged, 40)
         (tmp_path / "report").touch()
         w.wait("the final reads", lambda: all((tmp_path / f"{n}.read").exists() for n in names), 20)
@@ -217,11 +228,11 @@ def test_an_edge_cut_off_writes_100k_events_drains_through_two_kills_and_converg
         w.stop_all()
 
         # 4. the checkers: nothing lost, nothing duplicated
-        set_rows, counter_rows, incs = w.history(names)
-        assert incs >= EDGE_EVENTS // 2 + 200
+        set_rows, counter_rows, incs, adds = w.history(names)
+        assert incs > EDGE_INCREMENTS and adds > EDGE_INCREMENTS // ADD_EVERY
         sets = check_set_full(History.from_ops(set_rows))
         assert sets.lost_count == 0 and sets.duplicated_count == 0 and not sets.unexpected, str(sets)
-        assert sets.valid and sets.stable_count == incs, str(sets)
+        assert sets.valid and sets.stable_count == adds, str(sets)
         bounds = check_counter_bounds(History.from_ops(counter_rows))
         assert bounds.valid and bounds.reads == 3, str(bounds)
         reads = [json.loads((tmp_path / f"{n}.read").read_text())["hits"] for n in names]
@@ -229,6 +240,8 @@ def test_an_edge_cut_off_writes_100k_events_drains_through_two_kills_and_converg
         duplicated = [max(0, v - incs) for v in reads]
         assert lost == [0, 0, 0] and duplicated == [0, 0, 0], (reads, incs)
         assert edge_fwd["shipped"] > 0  # the last life shipped the rest
+        # each kill re-sends at most the batch in flight: 2 records of <= 250 + 84 events
+        assert all(f["duplicates"] <= 2 * 2 * (250 + 250 // ADD_EVERY + 1) for f in final), final
 
         # 5. cut off again, the edge restarts and serves the converged state from its own log
         w.link.write_text(f"127.0.0.1:{free_port()}")
@@ -245,4 +258,5 @@ def test_an_edge_cut_off_writes_100k_events_drains_through_two_kills_and_converg
             if p.poll() is None:
                 p.kill()
                 p.wait()
-    print(f"store-and-forward over Kafka: {time.monotonic() - t0:.1f} s")
+    print(f"store-and-forward over Kafka: {time.monotonic() - t0:.1f} s; events re-sent after the kills "
+          f"(duplicates the replicas ignored): {[f['duplicates'] for f in final]}", file=sys.stderr)
