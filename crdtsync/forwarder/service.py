@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from ..errors import BadInput
 from ..log._protocol import Log
 from .passes import Forwarder
 from .state import write_atomically
@@ -118,7 +119,10 @@ class ForwarderService:
 
     async def run(self) -> None:
         """Connect, pass, back off and reconnect until :meth:`stop`; then close the
-        shared log and write the stats file one last time."""
+        shared log and write the stats file one last time.
+
+        Raises what retrying cannot fix: :class:`~crdtsync.errors.BadInput` from a pass
+        (a state file written for another shared log)."""
         self._stop = asyncio.Event()
         if self._stopping:
             self._stop.set()
@@ -130,8 +134,8 @@ class ForwarderService:
                     continue
                 try:
                     report = await asyncio.wait_for(fwd.run_once(), self.pass_timeout)
-                except asyncio.CancelledError:
-                    raise
+                except (asyncio.CancelledError, BadInput):
+                    raise  # BadInput: a state file for another log; retrying cannot fix it
                 except Exception as exc:  # the link (or the broker) failed mid-pass
                     fwd.stats.link_failures += 1
                     await self._lost(exc, "pass")
