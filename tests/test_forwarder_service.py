@@ -251,3 +251,52 @@ def test_a_state_file_for_another_log_stops_the_service_instead_of_retrying(tmp_
         assert fwd.shared is None and fwd.stats.link_failures == 0
 
     asyncio.run(body())
+
+
+def test_crdtsync_status_shows_an_edges_forwarder(tmp_path: Path) -> None:
+    """``crdtsync status EDGE_DIR`` reads the forwarder's state and stats files and counts
+    the outbox in the edge's log itself (no forwarder running, no network)."""
+    import os
+    import subprocess
+    import sys
+
+    from crdtsync import Feature, LocalLog, Replica
+
+    shipped_by_service: list[int] = []
+
+    async def body() -> None:
+        edge = await Replica.open(tmp_path / "edge", schema=[Feature("clicks", GCounter)], name="edge", control=False)
+        shared = await LocalLog.open(tmp_path / "shared")
+        fwd = Forwarder(edge.log, None, origin=edge.actor, state_path=tmp_path / "edge" / "forwarder.json")
+
+        async def open_shared() -> LocalLog:
+            return shared
+
+        edge.write("clicks", "a", "increment", 1)
+        await edge.flush()
+        sleep = _Script(lambda svc: svc.stats.shipped >= 1)
+        svc = ForwarderService(fwd, open_shared, sleep=sleep, stats_interval=0.0)
+        sleep.service = svc
+        await asyncio.wait_for(svc.run(), 10)
+        shipped_by_service.append(fwd.stats.shipped)
+        for n in range(3):  # written after the forwarder stopped: the outbox
+            edge.write("clicks", "a", "increment", 1)
+            await edge.flush()
+        await edge.close()
+
+    asyncio.run(body())
+    env = {**os.environ, "COLUMNS": "160"}
+    res = subprocess.run([sys.executable, "-m", "crdtsync.cli", "status", str(tmp_path / "edge")],
+                         capture_output=True, text=True, timeout=60, env=env)
+    assert res.returncode == 0, res.stderr
+    out = res.stdout
+    assert "forwarder" in out and "forwarder.json" in out, out
+    row = next(line for line in out.splitlines() if "outbox depth" in line)
+    assert row.rstrip(" │").split()[-1] == "3", row
+    shipped = next(line for line in out.splitlines() if line.strip("│ ").startswith("shipped  "))
+    assert shipped.rstrip(" │").split()[-1] == str(shipped_by_service[0]), shipped
+    assert "reconnects" in out and "last error" in out
+    (tmp_path / "edge" / "forwarder.json").write_text("{broken")
+    res = subprocess.run([sys.executable, "-m", "crdtsync.cli", "status", str(tmp_path / "edge")],
+                         capture_output=True, text=True, timeout=60, env=env)
+    assert res.returncode == 0 and "not JSON" in res.stdout and "delete it" in res.stdout, res.stdout + res.stderr
