@@ -12,6 +12,7 @@ import asyncio
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -182,5 +183,34 @@ def test_a_batch_is_split_by_partition_and_checkpointed_only_when_every_part_lan
             assert order == sorted(order), "each partition's part keeps the local order"
         assert fwd.stats.appends == len(shared.appends) - failed_run_appends and fwd.stats.shipped == 12
         await local.close()
+
+    asyncio.run(body())
+
+
+def test_a_data_loss_of_the_shared_log_ships_the_whole_outbox_again() -> None:
+    class _Losing(MemoryLog):
+        """A shared log with KafkaLog's data-loss alarm (``on_loss``)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.listeners: list[Any] = []
+
+        def on_loss(self, listener: Any) -> Any:
+            self.listeners.append(listener)
+            return lambda: self.listeners.remove(listener)
+
+    async def body() -> None:
+        local, shared = MemoryLog(), _Losing()
+        for s in range(1, 6):
+            await local.append([record(EDGE, s)])
+        fwd = Forwarder(local, shared, origin=EDGE)
+        assert (await fwd.run_once()).shipped == 5 and (await fwd.run_once()).shipped == 0
+        for listener in list(shared.listeners):
+            listener("broker restarted empty")
+        assert fwd.stats.broker_losses == 1
+        assert (await fwd.run_once()).shipped == 5, "everything again: the broker may have lost it"
+        assert await fwd.outbox_depth() == 0
+        fwd.shared = None  # disconnecting unsubscribes
+        assert shared.listeners == []
 
     asyncio.run(body())

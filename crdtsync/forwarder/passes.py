@@ -69,7 +69,9 @@ class Forwarder:
         if max_batches is not None and max_batches < 1:
             raise ValueError(f"max_batches must be at least 1 (or None), got {max_batches}")
         self.local = local
-        self.shared = shared
+        self._shared: Log | None = None
+        self._unsubscribe: Callable[[], None] | None = None
+        self._reship = False
         self.origin = origin
         self.codec = codec or MsgpackCodec()
         self.state = ForwarderState(state_path)
@@ -85,6 +87,29 @@ class Forwarder:
         self.shipped_pos, self.received_pos = self.state.load()
         self.outbox = OutboxGauge(local, self._is_own)
         self._caught_up_at: float | None = None
+        self.shared = shared
+
+    @property
+    def shared(self) -> Log | None:
+        """The shared log (None: not connected). Setting it subscribes to its data-loss
+        alarm when it has one (``KafkaLog.on_loss``): after a loss the next up pass ships
+        the whole outbox again, since the broker may have lost what it acknowledged."""
+        return self._shared
+
+    @shared.setter
+    def shared(self, log_: Log | None) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        self._shared = log_
+        on_loss = getattr(log_, "on_loss", None)
+        if on_loss is not None:
+            self._unsubscribe = on_loss(self._broker_lost)
+
+    def _broker_lost(self, event: Any) -> None:
+        self.stats.broker_losses += 1
+        self._reship = True
+        log.error("forwarder %s: the shared log lost data (%s); shipping the whole outbox again", self.origin, event)
 
     # -- records -----------------------------------------------------------------------
     def _origin_of(self, payload: bytes, count: bool = True) -> str | None:
@@ -137,6 +162,11 @@ class Forwarder:
         now, checkpointing after every batch; returns (how many were copied, whether the
         pass reached that end)."""
         assert self.shared is not None
+        if up and self._reship:
+            self._reship = False
+            self.shipped_pos = None
+            self.outbox = OutboxGauge(self.local, self._is_own)
+            self.stats.outbox_depth = None
         src, dst = (self.local, self.shared) if up else (self.shared, self.local)
         after = self.shipped_pos if up else self.received_pos
         end = await src.end()

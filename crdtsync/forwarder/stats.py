@@ -54,6 +54,8 @@ class ForwarderStats:
     #: seconds since the forwarder was last caught up: everything the two logs held when
     #: that pass began was copied (None: never caught up yet)
     lag_s: float | None = None
+    #: data losses the shared log reported (each makes the next up pass ship the whole outbox)
+    broker_losses: int = 0
     #: the link: whether the shared log is open, failed connects, connects after a failure
     connected: bool = False
     connect_failures: int = 0
