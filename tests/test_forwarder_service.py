@@ -279,7 +279,7 @@ def test_crdtsync_status_shows_an_edges_forwarder(tmp_path: Path) -> None:
         sleep.service = svc
         await asyncio.wait_for(svc.run(), 10)
         shipped_by_service.append(fwd.stats.shipped)
-        for n in range(3):  # written after the forwarder stopped: the outbox
+        for _ in range(3):  # written after the forwarder stopped: the outbox
             edge.write("clicks", "a", "increment", 1)
             await edge.flush()
         await edge.close()

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from crdtsync.adapters._kafka_route import EventRouter
 
 from crdtsync import Forwarder, GCounter, LocalLog, MemoryLog
@@ -178,7 +177,7 @@ def test_a_batch_is_split_by_partition_and_checkpointed_only_when_every_part_lan
         shipped = [r for _, rs in shared.appends for r in rs]
         assert set(shipped) == set(records), "nothing lost"
         assert len(shipped) - len(records) == len(landed), "the failed batch's landed parts sent again, once"
-        for p, rs in shared.appends:
+        for _, rs in shared.appends:
             order = [records.index(r) for r in rs]
             assert order == sorted(order), "each partition's part keeps the local order"
         assert fwd.stats.appends == len(shared.appends) - failed_run_appends and fwd.stats.shipped == 12

@@ -16,7 +16,6 @@ restart through the state file.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
@@ -117,13 +116,6 @@ class _Procs:
         return s if s is not None and s["pid"] == self.procs[name].pid else None
 
     def wait(self, what: str, cond: Any, timeout: float) -> None:
-        t = time.monotonic()
-        try:
-            self._wait(what, cond, timeout)
-        finally:
-            print(f"  {what}: {time.monotonic() - t:.1f} s", file=sys.stderr)
-
-    def _wait(self, what: str, cond: Any, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while not cond():
             for name, p in self.procs.items():
