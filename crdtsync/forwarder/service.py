@@ -25,13 +25,11 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
-
 from ..errors import BadInput
 from ..log._protocol import Log
 from .passes import Forwarder
 from .state import write_atomically
-from .stats import stats_path_for
+from .stats import ForwarderStats, stats_path_for
 
 __all__ = ["Backoff", "ForwarderService"]
 
@@ -108,7 +106,8 @@ class ForwarderService:
         self._stats_at: float | None = None
 
     @property
-    def stats(self) -> Any:
+    def stats(self) -> ForwarderStats:
+        """The forwarder's stats (the service updates the connection fields)."""
         return self.forwarder.stats
 
     def stop(self) -> None:
