@@ -25,6 +25,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+
 from ..errors import BadInput
 from ..log._protocol import Log
 from .passes import Forwarder
