@@ -16,6 +16,7 @@ restart through the state file.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -252,3 +253,61 @@ def test_an_edge_cut_off_writes_100k_events_drains_through_two_kills_and_converg
                 p.wait()
     print(f"store-and-forward over Kafka: {time.monotonic() - t0:.1f} s; events re-sent after the kills "
           f"(duplicates the replicas ignored): {[f['duplicates'] for f in final]}", file=sys.stderr)
+
+
+def test_a_paused_broker_is_a_dead_link_and_the_service_reconnects_when_it_answers(crdtsync_tansu: Any,
+                                                                                   tmp_path: Path) -> None:
+    """SIGSTOP of the broker mid-drain: connections stay open and nothing answers. The
+    pass times out, the service backs off and reconnects once the broker runs again, and
+    every record arrives (at least once)."""
+    from crdtsync.forwarder import Backoff, ForwarderService
+
+    broker = crdtsync_tansu
+    ns = namespace("paused")
+    records = [batch_record("edge~1", s, key=f"k{s % 40}") for s in range(1, 401)]
+
+    async def body() -> tuple[list[bytes], int]:
+        local = await LocalLog.open(tmp_path / "edge", fsync="never")
+        for r in records:
+            await local.append([r])
+        fwd = Forwarder(local, None, origin="edge~1", state_path=tmp_path / "f.json", batch=4, max_batches=4)
+
+        async def open_kafka() -> KafkaLog:
+            return await KafkaLog.open(broker.bootstrap, namespace=ns, partitions=3, request_timeout_ms=1500)
+
+        svc = ForwarderService(fwd, open_kafka, interval=0.02, pass_timeout=2.0, connect_timeout=2.0,
+                               backoff=Backoff(0.05, 0.3), stats_interval=0.0)
+        task = asyncio.create_task(svc.run())
+        loop = asyncio.get_running_loop()
+
+        async def until(what: str, cond: Any, timeout: float) -> None:
+            deadline = loop.time() + timeout
+            while not cond():
+                assert not task.done(), task.exception() if task.done() else None
+                assert loop.time() < deadline, f"timed out waiting for {what}: {fwd.stats}"
+                await asyncio.sleep(0.005)
+
+        await until("the drain to start", lambda: fwd.stats.shipped >= 40, 20)
+        broker.pause()
+        try:
+            shipped_at_pause = fwd.stats.shipped
+            await until("the dead link", lambda: fwd.stats.link_failures >= 1, 15)
+            assert fwd.stats.shipped < len(records), "paused mid-drain"
+            await asyncio.sleep(0.5)  # backing off against a broker that answers nothing
+        finally:
+            broker.resume()
+        await until("the drain to finish", lambda: fwd.stats.outbox_depth == 0 and fwd.stats.connected, 30)
+        assert fwd.stats.reconnects >= 1 and fwd.stats.shipped >= len(records) - shipped_at_pause
+        err = fwd.stats.last_error or ""
+        assert any(e in err for e in ("TimeoutError", "RequestTimedOutError", "KafkaConnectionError")), err
+        svc.stop()
+        await task
+        await local.close()
+        async with KafkaLog.open(broker.bootstrap, namespace=ns, partitions=3) as kl:
+            return [e.payload async for e in kl.read(0)], fwd.stats.link_failures
+
+    landed, failures = arun(body(), 90)
+    assert set(landed) == set(records), "every record arrived"
+    resent = len(landed) - len(records)
+    assert resent <= 4 * failures, f"{resent} records sent twice: more than a batch per failed pass"
+    print(f"paused broker: {resent} records sent twice", file=sys.stderr)
