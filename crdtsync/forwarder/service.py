@@ -141,7 +141,7 @@ class ForwarderService:
                     await self._lost(exc, "pass")
                     continue
                 await self._publish()
-                if report.complete and not (report.shipped or report.received):
+                if not (report.shipped or report.received):  # idle (or switched off by hand)
                     await self._pause(self.interval)
         finally:
             await self._close_shared()
