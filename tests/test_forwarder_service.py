@@ -300,3 +300,21 @@ def test_crdtsync_status_shows_an_edges_forwarder(tmp_path: Path) -> None:
     res = subprocess.run([sys.executable, "-m", "crdtsync.cli", "status", str(tmp_path / "edge")],
                          capture_output=True, text=True, timeout=60, env=env)
     assert res.returncode == 0 and "not JSON" in res.stdout and "delete it" in res.stdout, res.stdout + res.stderr
+
+
+def test_a_forwarder_switched_off_by_hand_idles_at_the_interval() -> None:
+    async def body() -> None:
+        shared = MemoryLog()
+        fwd = Forwarder(MemoryLog(), None, origin=EDGE)
+        fwd.connected = False
+
+        async def open_shared() -> MemoryLog:
+            return shared
+
+        sleep = _Script(lambda svc: len(sleep.delays) >= 5)
+        svc = ForwarderService(fwd, open_shared, interval=0.25, sleep=sleep)
+        sleep.service = svc
+        await asyncio.wait_for(svc.run(), 5)
+        assert sleep.delays == [0.25] * 5 and fwd.stats.passes == 0
+
+    asyncio.run(body())
