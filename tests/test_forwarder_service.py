@@ -302,6 +302,7 @@ def test_crdtsync_status_shows_an_edges_forwarder(tmp_path: Path) -> None:
     assert res.returncode == 0 and "not JSON" in res.stdout and "delete it" in res.stdout, res.stdout + res.stderr
 
 
+@pytest.mark.timeout(10)  # a busy loop never yields to wait_for
 def test_a_forwarder_switched_off_by_hand_idles_at_the_interval() -> None:
     async def body() -> None:
         shared = MemoryLog()
