@@ -30,7 +30,6 @@ backoff; publishing then raises, and the replica's heartbeat loop logs it and be
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import zlib
 from collections.abc import Iterable
@@ -42,6 +41,7 @@ from crdtsync.control.transport import Deliver
 
 from ._kafka_send import send_one
 from ._kafka_settings import KafkaSettings
+from ._kafka_stop import stop_all
 from ._kafka_topics import TopicAdmin
 
 __all__ = ["KafkaControl", "KafkaControlStats", "control_partition"]
@@ -143,14 +143,7 @@ class KafkaControl:
         if self._closed:
             return
         self._closed = True
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._reader
-        for client in (self._producer, self._consumer):
-            if client is not None:
-                with contextlib.suppress(Exception):
-                    await client.stop()
+        await stop_all(f"KafkaControl({self.topic})", [self._reader], [self._producer, self._consumer])
         await self._admin.close()
 
     # -- faults (tests) --------------------------------------------------------------------
@@ -171,7 +164,7 @@ class KafkaControl:
     async def _ensure_topic(self) -> None:
         if self._topic_ready:
             return
-        if self._admin._admin is None:
+        if not self._admin.started:
             await self._admin.start()
         await self._admin.ensure(self.topic, self.partitions)
         self._topic_ready = True

@@ -9,9 +9,15 @@ contiguous seqs) are never split, so a group-committed batch with several keys l
 the partition of its first event; every replica reads every partition, and joins commute,
 so placement affects load spreading and ordering within the strong partition only.
 
-Checking: :class:`RecordCheck` decides whether a record read from the topic is a crdtsync
-batch this build can apply (decodes, known version, within the size limit, its region in
-the topic's scope). What fails goes to the dead-letter topic with the reason.
+Checking: :class:`RecordCheck` decides from a record's envelope whether a record read from
+the topic is a crdtsync batch this build can take (within the size limit, a batch of a
+known version with a valid origin, first seq and meta, its region in the topic's scope).
+What fails goes to the dead-letter topic with the reason. The events themselves are not
+decoded here: the replica decodes each record once, and files what it cannot decode
+(quarantined, ``CorruptRecord``) or refuses (forged origin) in the same dead-letter topic
+through :meth:`~crdtsync.adapters.kafka.KafkaLog.dead_letter`. Decoding here as well
+cost every record a second full decode, and the writer's own records read back (which a
+replica skips by their header) a first one.
 """
 
 from __future__ import annotations
@@ -92,11 +98,11 @@ class RecordCheck:
         if len(payload) > self.max_record_bytes:
             return f"oversized: {len(payload)} bytes > max_record_bytes {self.max_record_bytes}"
         try:
-            batch = self._codec.decode_record(payload)
+            _, _, meta = self._codec.envelope(payload)
         except BadInput as exc:
             return f"{type(exc).__name__}: {exc}"
         if self.regions is not None:
-            region = batch.meta.get("region")
+            region = meta.get("region")
             if region is not None and region not in self.regions:
                 return f"forged region: {region!r} is outside this topic's scope {sorted(self.regions)}"
         return None

@@ -35,7 +35,15 @@ class TopicAdmin:
         self.settings = settings
         self._admin: Any = None
 
+    @property
+    def started(self) -> bool:
+        """Whether :meth:`start` ran (and :meth:`close` did not since)."""
+        return self._admin is not None
+
     async def start(self) -> None:
+        """Connect the admin client (a no-op when started)."""
+        if self._admin is not None:
+            return
         from aiokafka.admin import AIOKafkaAdminClient
 
         self._admin = AIOKafkaAdminClient(**self.settings.common())

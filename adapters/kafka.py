@@ -40,6 +40,8 @@ topic ``<namespace>.dlq`` (headers ``crdtsync-reason``, ``crdtsync-topic``,
 ``crdtsync-partition``, ``crdtsync-offset``, ``crdtsync-reporter``), is counted
 (``stats.dead_lettered``, ``stats.dead_letter_reasons``) and is not yielded; reading goes
 on. Each reading process reports it, so a bad record appears once per reader in the DLQ.
+The log judges the envelope only (:meth:`~crdtsync.events.MsgpackCodec.envelope`); a record
+whose events do not decode is quarantined by the replica applying it, which files it here.
 Origins forged against a replica's pins (a record claiming another region or role than its
 origin's first claim, or this replica's own id) are judged by the replica's admission, which
 files them here through :meth:`KafkaLog.dead_letter` (reasons ``forged origin``, ``forged
@@ -49,7 +51,6 @@ region``): the same DLQ, headers and counters.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
@@ -66,6 +67,7 @@ from ._kafka_epoch import BrokerDataLoss, EpochGuard, sleep_or_stop
 from ._kafka_route import EventRouter, RecordCheck
 from ._kafka_send import send_one
 from ._kafka_settings import KafkaSettings
+from ._kafka_stop import stop_all
 from ._kafka_topics import TopicAdmin
 
 __all__ = ["BrokerDataLoss", "KafkaControl", "KafkaLog", "KafkaLogStats", "KafkaSettings"]
@@ -218,14 +220,7 @@ class KafkaLog:
             return
         self._closed = True
         self._stop.set()
-        if self._monitor is not None:
-            self._monitor.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._monitor
-        for client in (self._producer, self._probe):
-            if client is not None:
-                with contextlib.suppress(Exception):
-                    await client.stop()
+        await stop_all(f"KafkaLog({self.topic})", [self._monitor], [self._producer, self._probe])
         await self._admin.close()
 
     async def truncate_before(self, position: Any) -> None:
@@ -413,8 +408,7 @@ class KafkaLog:
             async for entry in reader.entries(follow):
                 yield entry
         finally:
-            with contextlib.suppress(Exception):
-                await consumer.stop()
+            await stop_all(f"KafkaLog({self.topic}) reader", [], [consumer])
 
     async def __aenter__(self) -> KafkaLog:
         return self

@@ -3,8 +3,8 @@
 One tansu broker (:class:`~crdtsync.testing.kafka.TansuBroker`, loopback, started and
 killed here) and, per scenario, two OS processes of this module:
 
-* **crdtsync**: a *writer* replica process writes LWW sets of one field, each to a fresh
-  key, with the event's scheduled wall-clock time (``time.time()``) as the value, and a
+* **crdtsync**: a *writer* replica process writes LWW sets of one field (through a write
+  handle, ``replica.writer(field, "set")``), each to a fresh key, with the event's scheduled wall-clock time (``time.time()``) as the value, and a
   flusher task appends the queue to its KafkaLog (group commit); a *reader* replica process
   on its own KafkaLog of the same namespace subscribes to the field, and on each remote
   change takes ``time.time() - value``. Both processes share the host's clock, so that is
@@ -78,18 +78,19 @@ async def _crdt_writer(bootstrap: str, ns: str, rate: float, events: int) -> dic
                     await asyncio.sleep(0.0005)
 
         task = asyncio.get_running_loop().create_task(flusher())
+        put = r.writer(FIELD, "set")  # the hot-loop write API (same events as r.write)
         t0 = time.time()
         written = 0
         while written < events:
             if rate:
                 due = min(events, int((time.time() - t0) * rate) + 1)
                 while written < due:
-                    r.write(FIELD, f"k{written}", "set", [t0 + written / rate, PAD])
+                    put(f"k{written}", [t0 + written / rate, PAD])
                     written += 1
                 await asyncio.sleep(0.001)
             else:
                 for _ in range(min(500, events - written)):
-                    r.write(FIELD, f"k{written}", "set", [time.time(), PAD])
+                    put(f"k{written}", [time.time(), PAD])
                     written += 1
                 while r.pending > 20_000:
                     await asyncio.sleep(0.0005)

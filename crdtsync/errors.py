@@ -48,7 +48,6 @@ __all__ = [
     "LineageNotFound",
     "BeyondHorizon",
     "LineageMismatch",
-    "NotReplayable",
 ]
 
 
@@ -292,11 +291,6 @@ class LineageNotFound(CrdtSyncError, KeyError):
 class BeyondHorizon(CrdtSyncError):
     """The state at a recorded context can no longer be rebuilt: the events it needs were
     compacted away and no kept checkpoint precedes it (outside the configured horizon)."""
-
-
-class NotReplayable(CrdtSyncError):
-    """A field's state cannot be rebuilt by joining deltas (``SEQUENCED`` fields are
-    evaluated in log order as operations); explain and as_of do not fold it."""
 
 
 class LineageMismatch(CrdtSyncError):

@@ -421,6 +421,34 @@ class MsgpackCodec:
             return None  # (not a valid record: decoding says so, and it is quarantined)
         return origin, first, n
 
+    def envelope(self, data: bytes) -> tuple[str, int, dict[str, str]]:
+        """``(origin, first_seq, meta)`` of a record, checking only its envelope: a batch of
+        a format this build reads (raises :class:`UnsupportedVersion` for a newer one), the
+        right number of parts, a valid origin, first seq and meta (:class:`CorruptRecord`
+        otherwise). The events are not decoded: :meth:`decode_record` validates them. For
+        a log that sorts out what is not a crdtsync batch before any replica decodes it."""
+        up = msgpack.Unpacker(None, raw=False, max_buffer_size=len(data) + 1)
+        up.feed(data)
+        try:
+            parts = up.read_array_header()
+            version = up.unpack() if parts else None
+            head = [up.unpack() for _ in range(3)] if parts >= 4 else None
+        except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError,
+                msgpack.OutOfData, RecursionError, OverflowError, MemoryError) as exc:
+            corrupt("batch", f"not a crdtsync batch ({type(exc).__name__})")
+        _want(_is_int(version) and version >= 1, "bad batch version")
+        if version > BATCH_VERSION:
+            raise UnsupportedVersion(
+                f"batch format version {version} is newer than this build understands ({BATCH_VERSION}); "
+                "upgrade crdtsync on this replica"
+            )
+        want = 10 if version == 2 else 5
+        _want(parts == want and head is not None, f"expected {want} fields in a format-{version} batch")
+        origin, first_seq, meta_rows = head  # type: ignore[misc]
+        _want(type(origin) is str and 0 < len(origin) <= 256, "bad origin")
+        _want(type(first_seq) is int and first_seq >= 1, "bad first_seq")
+        return origin, first_seq, _meta_of(meta_rows)
+
     def decode(self, data: bytes) -> Batch:
         rec = self.decode_record(data)
         return rec.batch() if type(rec) is Columns else rec  # type: ignore[return-value]

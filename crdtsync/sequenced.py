@@ -38,10 +38,10 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ._encoding import corrupt, is_finite_number
-from .errors import IncompatibleState
+from .errors import CrdtSyncError, IncompatibleState
 from .types._base import CRDT, register
 
-__all__ = ["SequencedOp", "Outcome", "evaluate_condition", "SEQ_FIELD", "FLEET_FIELD", "CANCEL"]
+__all__ = ["SequencedOp", "Outcome", "Evaluation", "evaluate", "evaluate_condition", "SEQ_FIELD", "FLEET_FIELD", "CANCEL"]
 
 #: the mutator name of a cancellation: a writer whose append failed re-sends the same dot
 #: with this op before its next operation; whichever copy the log orders first wins
@@ -140,6 +140,55 @@ def evaluate_condition(cond: tuple[str, Any] | None, current: Any) -> bool:
         return bool(current is not None and current >= arg)
     except TypeError:
         return False
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What one sequenced operation does to the state it finds (see :func:`evaluate`).
+
+    Attributes:
+        state: the field's new state, when the operation took effect (``None`` otherwise).
+        stamp: the sequencing stamp it took (``None`` unless it took effect); the next
+            operation's stamp is above it.
+        error: why it could not take effect, when that is an error (no such mutator, bad
+            arguments) rather than a condition that did not hold.
+        failed: the mutator raised (the same failure at every replica).
+        cancelled: a cancellation (the writer gave up on this seq).
+    """
+
+    state: CRDT[Any] | None
+    stamp: int | None
+    error: str | None = None
+    failed: bool = False
+    cancelled: bool = False
+
+    @property
+    def applied(self) -> bool:
+        return self.state is not None
+
+
+def evaluate(op: SequencedOp, state: CRDT[Any], origin: str, hlc: int, last_stamp: int | None) -> Evaluation:
+    """Evaluate ``op`` (written by ``origin`` at ``hlc``) against ``state``, the field's
+    state at that point in log order, after operations whose largest stamp is
+    ``last_stamp`` (``None``: none yet). Pure: the replica applying its log
+    (:class:`~crdtsync.replica.sequencer.SequencerClient`) and the fold rebuilding a past
+    state (:class:`~crdtsync.inference.Fold`) both call it, so they cannot disagree."""
+    if op.op == CANCEL:
+        return Evaluation(None, None, cancelled=True)
+    if op.target != state.TYPE_TAG or op.op not in type(state).MUTATORS:
+        return Evaluation(None, None, f"{state.TYPE_TAG} has no mutator {op.op!r} (operation for {op.target!r})")
+    if not evaluate_condition(op.cond, state.value()):
+        return Evaluation(None, None)
+    stamp = max(hlc, last_stamp + 1) if last_stamp is not None else hlc
+    kwargs = dict(op.kwargs)
+    kwargs["actor"] = origin
+    if type(state).NEEDS_TIME:
+        kwargs["ts"] = stamp
+    try:
+        new = state.join(getattr(state, op.op)(*op.args, **kwargs))
+    except (TypeError, ValueError, CrdtSyncError) as exc:
+        return Evaluation(None, None, f"{type(exc).__name__}: {exc}", failed=True)
+    return Evaluation(new, stamp)
 
 
 def _normal(v: Any) -> Any:

@@ -22,8 +22,9 @@ DIGEST_BYTES = 16
 
 def input_digest(values: Sequence[Any]) -> bytes:
     """The digest of feature/flag values in the order a predictor reads them."""
+    row = values if type(values) is list else list(values)
     try:
-        blob = pack_small(list(values))
+        blob = pack_small(row)
     except (TypeError, ValueError):  # dicts in any key order, tuples: canonical form first
         blob = pack_small(canonical(list(values)))
     return hashlib.blake2b(blob, digest_size=DIGEST_BYTES).digest()
@@ -46,18 +47,30 @@ def plain_outputs(outputs: Mapping[str, Any]) -> Any:
     return canonical({str(k): _plain(v) for k, v in outputs.items()})
 
 
+#: packed (name, [dtype, shape]) heads of numpy outputs, by (name, dtype, shape): the same
+#: few per model, so each digest hashes a cached head and the array's bytes
+_HEADS: dict[tuple[Any, Any, Any], bytes] = {}
+_HEADS_KEPT = 4096
+
+
 def output_digest(outputs: Mapping[str, Any]) -> bytes:
     """The digest of one row's model outputs: for each output name in sorted order, the
     packed name, then for a numpy value its packed ``[dtype, shape]`` and raw bytes (whose
     length those fix), for any other value its canonical packing tagged ``0``."""
-    h = hashlib.blake2b(digest_size=DIGEST_BYTES)
+    parts = []
     for k in sorted(outputs):
         v = outputs[k]
-        h.update(pack_small(str(k)))
         dtype = getattr(v, "dtype", None)
         if dtype is not None and hasattr(v, "tobytes"):
-            h.update(pack_small([dtype.str, list(v.shape)]))
-            h.update(v.tobytes())
+            where = (k, dtype, v.shape)
+            head = _HEADS.get(where)
+            if head is None:
+                if len(_HEADS) >= _HEADS_KEPT:
+                    _HEADS.clear()
+                head = _HEADS[where] = pack_small(str(k)) + pack_small([dtype.str, list(v.shape)])
+            parts.append(head)
+            parts.append(v.tobytes())
         else:
-            h.update(pack_small([0, canonical(_plain(v))]))
-    return h.digest()
+            parts.append(pack_small(str(k)))
+            parts.append(pack_small([0, canonical(_plain(v))]))
+    return hashlib.blake2b(b"".join(parts), digest_size=DIGEST_BYTES).digest()

@@ -1,7 +1,9 @@
 """The fold: the state of fields of an entity at a causal context, rebuilt from the log.
 
 State at context ``C`` is the join of the deltas of the events whose dots are in ``C``
-(invariant 3 of ARCHITECTURE.md). :class:`Fold` computes it for any (fields, key, C)
+(invariant 3 of ARCHITECTURE.md). A ``SEQUENCED`` field's state is not a join: its
+operations are replayed in log order with the replica's own evaluation (see
+:meth:`Fold._sequenced_state`). :class:`Fold` computes it for any (fields, key, C)
 from an :class:`~crdtsync.inference.history.EventHistory`, starting from the newest
 :class:`~crdtsync.inference.history.Checkpoint` whose context is inside ``C`` when there
 is one (the log before it may have been compacted away) and joining the events of ``C``
@@ -22,9 +24,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from crdtsync.clock import Context
-from crdtsync.errors import BeyondHorizon, LineageMismatch, NotReplayable
+from crdtsync.errors import BeyondHorizon, LineageMismatch
 from crdtsync.policy import SEQUENCED
 from crdtsync.schema import SCHEMA_FIELD, Definition, Schema
+from crdtsync.sequenced import SEQ_FIELD, evaluate
 from crdtsync.types._base import CRDT
 
 from .history import Checkpoint, CheckpointStore, EventHistory
@@ -59,10 +62,13 @@ class Fold:
         self.schema = schema
         self._defs: dict[str, Definition] = {}
         self._joinable: set[str] = set()
+        #: the last SEQUENCED replay: (context, base, states), reused for its other fields
+        self._replayed: tuple[Context, Checkpoint | None, int, dict[tuple[str, str], CRDT[Any]]] | None = None
 
     async def refresh(self) -> None:
         """Read what the log gained since the last refresh."""
         await self.history.refresh()
+        self._replayed = None
 
     # -- definitions ----------------------------------------------------------------
     def definition(self, field: str) -> Definition:
@@ -122,8 +128,7 @@ class Fold:
         """The state of ``field`` of ``key`` at ``ctx`` (call :meth:`check` first)."""
         if field not in self._joinable:
             if self.definition(field).policy.resolve().write == SEQUENCED:
-                raise NotReplayable(f"field {field!r} is SEQUENCED: its operations are evaluated in log order, "
-                                    "not joined, and this version does not replay them")
+                return self._sequenced_state(field, key, ctx, base)
             self._joinable.add(field)
         st: CRDT[Any] | None = None
         bctx = None
@@ -135,6 +140,48 @@ class Fold:
             if d in ctx and (bctx is None or d not in bctx):
                 st = e.delta if st is None else st.join(e.delta)
         return st if st is not None else self.definition(field).empty()
+
+    def _sequenced_state(self, field: str, key: str, ctx: Context, base: Checkpoint | None) -> CRDT[Any]:
+        """The state of a ``SEQUENCED`` field at ``ctx``: its operations are not joined but
+        evaluated one after the other in log order (each against the state it finds, with
+        a stamp above every earlier one), so the fold replays every sequenced operation
+        of ``ctx`` (of every field: they share the stamp) in the order of the log, from
+        ``base`` when there is one, with the replica's own evaluation
+        (:func:`~crdtsync.sequenced.evaluate`). A dot the log holds twice (an operation
+        and its cancellation) counts where it comes first, as it did at the replica."""
+        got = self._replayed
+        ops = len(self.history.sequenced)
+        if got is None or got[0] is not ctx or got[1] is not base or got[2] != ops:
+            got = self._replayed = (ctx, base, ops, self._replay(ctx, base))
+        st = got[3].get((field, key))
+        if st is None and base is not None:
+            st = base.state.get(field, {}).get(key)
+        return st if st is not None else self.definition(field).empty()
+
+    def _replay(self, ctx: Context, base: Checkpoint | None) -> dict[tuple[str, str], CRDT[Any]]:
+        states: dict[tuple[str, str], CRDT[Any]] = {}
+        bctx = base.context if base is not None else None
+        stamp: int | None = None
+        if base is not None:
+            kept = base.state.get(SEQ_FIELD, {}).get("stamp")
+            stamp = int(kept.value() or 0) if kept is not None else None
+        seen: set[tuple[str, int]] = set()
+        for field, key, e in self.history.sequenced:
+            d = (e.origin, e.seq)
+            if d not in ctx or (bctx is not None and d in bctx) or d in seen:
+                continue
+            seen.add(d)
+            where = (field, key)
+            cur = states.get(where)
+            if cur is None:
+                cur = base.state.get(field, {}).get(key) if base is not None else None
+                if cur is None:
+                    cur = self.definition(field).empty()
+            done = evaluate(e.delta, cur, e.origin, e.hlc, stamp)  # type: ignore[arg-type]
+            if done.state is not None:
+                states[where] = done.state
+                stamp = done.stamp
+        return states
 
     def values(self, fields: Iterable[str], key: str, ctx: Context) -> dict[str, Any]:
         """The values of ``fields`` of ``key`` at ``ctx`` (checked: see :meth:`check`)."""

@@ -37,6 +37,7 @@ from crdtsync.errors import CorruptRecord, UnsupportedVersion
 from crdtsync.events import Codec, codec_for
 from crdtsync.log._protocol import Log, read_range
 from crdtsync.schema import SCHEMA_FIELD
+from crdtsync.sequenced import SequencedOp
 from crdtsync.snapshots import Snapshot, decode_snapshot, encode_snapshot
 from crdtsync.types._base import CRDT
 
@@ -78,6 +79,9 @@ class EventHistory:
         self._after: int | None = None
         #: positions of records that did not decode (skipped, their dots missing)
         self.undecodable: list[int] = []
+        #: every sequenced operation, of every field whatever ``fields`` says, in log
+        #: order: ``(field, key, event)`` (what a SEQUENCED field's replay walks)
+        self.sequenced: list[tuple[str, str, HistoryEvent]] = []
 
     async def refresh(self) -> int:
         """Index what the log gained since the last call; returns how many events."""
@@ -96,10 +100,15 @@ class EventHistory:
                 continue
             keep = self.fields
             for ev in batch.events:
-                if keep is not None and ev.field not in keep:
+                op = type(ev.delta) is SequencedOp
+                if keep is not None and ev.field not in keep and not op:
                     continue
                 k = (ev.field, ev.key)
                 he = HistoryEvent(ev.origin, ev.seq, ev.hlc, ev.delta, entry.position)
+                if op:
+                    self.sequenced.append((ev.field, ev.key, he))
+                    if keep is not None and ev.field not in keep:
+                        continue
                 lst = events.get(k)
                 if lst is None:
                     events[k] = [he]

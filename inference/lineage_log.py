@@ -18,9 +18,10 @@ import asyncio
 import logging
 import secrets
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from crdtsync._encoding import corrupt, pack_small, unpackb
 from crdtsync.clock import Context
@@ -29,9 +30,31 @@ from crdtsync.log._protocol import Log
 
 from .record import VERSION, LineageRecord, PredictorSpec, apply_delta, context_delta, prediction_id
 
-__all__ = ["LineageLog", "LineageReader", "LineageStats", "open_lineage_log"]
+__all__ = ["LineageLog", "LineageReader", "LineageStats", "PendingRecord", "open_lineage_log"]
 
 log = logging.getLogger("crdtsync.inference")
+
+
+class PendingRecord(Protocol):
+    """A lineage record not built yet (a predictor's): what the encoder reads of a
+    :class:`LineageRecord`, and :meth:`build` for the record itself (the same each time)."""
+
+    time: int
+    key: str
+    context: Context
+    strong_positions: Mapping[str, Any]
+    staleness_ms: float | None
+    batch: tuple[int, int, int] | None
+
+    @property
+    def spec(self) -> PredictorSpec | None: ...
+    @property
+    def replica(self) -> str: ...
+    @property
+    def input_digest(self) -> bytes: ...
+    @property
+    def output_digest(self) -> bytes: ...
+    def build(self) -> LineageRecord: ...
 
 
 @dataclass
@@ -67,7 +90,7 @@ class LineageLog:
         self.max_delta_rows = max_delta_rows
         self.owns_log = owns_log
         self.stats = LineageStats()
-        self._pending: list[LineageRecord] = []
+        self._pending: list[LineageRecord | PendingRecord] = []
         self._specs: list[PredictorSpec] = []
         self._bases: dict[str, _Base] = {}
         self._last: tuple[Context, str, list[Any]] | None = None  # (ctx, actor, delta) of the last record
@@ -81,8 +104,10 @@ class LineageLog:
         """Log ``spec`` with the next flush (before any record that names it)."""
         self._specs.append(spec)
 
-    def submit(self, record: LineageRecord) -> None:
-        """Queue ``record``; it is encoded and appended by a flush (background or explicit)."""
+    def submit(self, record: LineageRecord | PendingRecord) -> None:
+        """Queue ``record``; it is encoded and appended by a flush (background or explicit).
+        A :class:`PendingRecord` (what a predictor hands over) is digested then, in the
+        flush, off the prediction's path."""
         pending = self._pending
         pending.append(record)
         if len(pending) >= self.batch_size:
@@ -120,11 +145,11 @@ class LineageLog:
             return 0
 
     # -- encoding ---------------------------------------------------------------------
-    def _encode(self, records: list[LineageRecord], specs: list[PredictorSpec]) -> list[bytes]:
+    def _encode(self, records: Sequence[LineageRecord | PendingRecord], specs: list[PredictorSpec]) -> list[bytes]:
         out = [pack_small(s.encode_row()) for s in specs]
         bases = self._bases
         max_rows = self.max_delta_rows
-        for rec in records:
+        for rec in records:  # (a PendingRecord has every attribute read here)
             spec = rec.spec
             if spec is None:
                 raise ValueError("a lineage record needs its predictor spec")

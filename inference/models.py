@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -205,6 +206,14 @@ class OnnxModel:
         self._identity = ModelIdentity(self.name, str(self.version), hashlib.sha256(blob).hexdigest(),
                                        tuple(sorted(settings.items())))
         self._plans, self._features = self._plan()
+        self._one = threading.local()  # run_one's input arrays, one set per thread
+        # run_one's session call: the binding under InferenceSession.run, whose checks
+        # (input names, OrtValue ownership, WebGPU graph capture, falling back to
+        # another execution provider) hold by construction for run_one's own CPU arrays;
+        # the public run when that binding is not there or other providers are in play
+        binding = getattr(self.session, "_sess", None)
+        cpu_only = tuple(self.providers) == ("CPUExecutionProvider",)
+        self._run = binding.run if cpu_only and callable(getattr(binding, "run", None)) else self.session.run
         known = [o.name for o in self.session.get_outputs()]
         wanted = self._given_outputs if self._given_outputs is not None else known
         unknown = [o for o in wanted if o not in known]
@@ -288,14 +297,53 @@ class OnnxModel:
             feeds[p.name] = arr if p.rank == 2 else arr[:, 0]
         return feeds
 
+    def run_one(self, row: Sequence[Any]) -> Outputs:
+        """``run_batch([row])[0]``, bit for bit, without building the input arrays: each
+        input is filled into a one-row array kept per thread (the predictor's hot path)."""
+        try:
+            feeds, fills = self._one.feeds, self._one.fills
+        except AttributeError:  # the first call on this thread
+            np = self._np
+            feeds, fills = {}, []
+            for p in self._plans:
+                buf = np.empty((1, len(p.columns)), dtype=p.dtype)
+                feeds[p.name] = buf if p.rank == 2 else buf[:, 0]
+                fills.append((buf, p.columns, p.columns == tuple(range(len(self._features)))))
+            self._one.feeds, self._one.fills = feeds, fills
+        if None in row:
+            self.feeds([row])  # raises the ModelInputError naming the missing feature
+        for buf, cols, whole in fills:
+            try:
+                buf[0] = row if whole else [row[i] for i in cols]
+            except (TypeError, ValueError):
+                self.feeds([row])  # raises the ModelInputError naming the bad value
+                raise
+        return self._outputs(self._run(self._out_names, feeds, None), 1)[0]
+
     def run_batch(self, rows: Sequence[Sequence[Any]]) -> list[Outputs]:
         if not rows:
             return []
-        raw = self.session.run(self._out_names, self.feeds(rows))
-        n = len(rows)
+        return self._outputs(self.session.run(self._out_names, self.feeds(rows)), len(rows))
+
+    #: outputs are read-only numpy values (a predictor may digest them later)
+    outputs_read_only = True
+
+    def _outputs(self, raw: Sequence[Any], n: int) -> list[Outputs]:
+        """Per-row output mappings of one session run on ``n`` rows (shapes checked; the
+        arrays made read-only, so rows handed out cannot be changed under their digest)."""
         names = self._out_names
-        if n == 1 and all(getattr(a, "shape", ())[:1] == (1,) for a in raw):
-            return [{name: arr[0] for name, arr in zip(names, raw)}]
+        for arr in raw:
+            setflags = getattr(arr, "setflags", None)
+            if setflags is not None:
+                setflags(write=False)
+        if n == 1:
+            one = {}
+            for name, arr in zip(names, raw):
+                if getattr(arr, "shape", ())[:1] != (1,):
+                    break
+                one[name] = arr[0]
+            else:
+                return [one]
         for name, arr in zip(names, raw):
             if getattr(arr, "shape", (None,))[:1] != (n,):
                 raise ModelInputError(f"model {self._identity.ref}: output {name!r} has shape "

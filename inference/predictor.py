@@ -19,12 +19,14 @@ never refuses a prediction) and made strictly increasing per replica, so ids are
 
 from __future__ import annotations
 
+import copy
 import secrets
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from crdtsync.clock import Context
 from crdtsync.errors import ModelInputError
 from crdtsync.policy import LINEARIZABLE, LOCAL, SEQUENCED
 
@@ -42,20 +44,83 @@ if TYPE_CHECKING:
 __all__ = ["Prediction", "Predictor", "PredictorStats"]
 
 
-@dataclass(slots=True)
 class Prediction:
-    """One prediction: outputs, the values read (features and flags) and its lineage."""
+    """One prediction: outputs, the values read (features and flags) and its lineage.
 
-    key: str
-    outputs: Outputs
-    #: field -> value as read (features, then flags); do not modify
-    values: Mapping[str, Any]
-    record: LineageRecord
-    cached: bool = False
+    ``record`` is built on first use (by the caller, the lineage log's flush or a
+    tracer): its digests are most of what a record costs, and most predictions are read
+    for their outputs only. What it digests cannot change meanwhile: the values are the
+    row read (containers are handed out as copies), and outputs are digested at once
+    unless the model hands out read-only ones (:class:`~crdtsync.inference.OnnxModel`).
+    """
+
+    __slots__ = ("key", "outputs", "values", "cached", "_record")
+
+    def __init__(self, key: str, outputs: Outputs, values: Mapping[str, Any],
+                 record: LineageRecord | _PendingRecord, cached: bool = False) -> None:
+        self.key = key
+        self.outputs = outputs
+        #: field -> value as read (features, then flags)
+        self.values = values
+        self.cached = cached
+        self._record = record
+
+    @property
+    def record(self) -> LineageRecord:
+        rec = self._record
+        if type(rec) is not LineageRecord:
+            rec = self._record = rec.build()  # type: ignore[union-attr]
+        return rec  # type: ignore[return-value]
 
     @property
     def prediction_id(self) -> str:
         return self.record.prediction_id
+
+    def __repr__(self) -> str:
+        return f"Prediction(key={self.key!r}, outputs={self.outputs!r}, cached={self.cached})"
+
+
+class _PendingRecord:
+    """A prediction's :class:`LineageRecord` before it is built: what the predictor read
+    and answered, digested when first needed. The lineage log encodes it as it stands
+    (it has the attributes the encoder reads); :meth:`build` makes the record itself,
+    the same one every time."""
+
+    __slots__ = ("_by", "spec", "replica", "time", "key", "context", "strong_positions", "staleness_ms", "batch",
+                 "_row", "_out", "_din", "_dout", "_rec")
+
+    def __init__(self, by: Predictor, t: int, key: str, ctx: Context, strong: Mapping[str, Any],
+                 stale: float | None, batch: tuple[int, int, int] | None, row: Sequence[Any], out: Outputs,
+                 din: bytes | None, dout: bytes | None) -> None:
+        self._by, self.time, self.key, self.context, self.strong_positions = by, t, key, ctx, strong
+        self.spec, self.replica = by.spec, by.spec.actor
+        self.staleness_ms, self.batch, self._row, self._out, self._din, self._dout = stale, batch, row, out, din, dout
+        self._rec: LineageRecord | None = None
+
+    @property
+    def input_digest(self) -> bytes:
+        d = self._din
+        if d is None:
+            d = self._din = input_digest(self._row)
+        return d
+
+    @property
+    def output_digest(self) -> bytes:
+        d = self._dout
+        if d is None:
+            d = self._dout = output_digest(self._out)
+        return d
+
+    def build(self) -> LineageRecord:
+        rec = self._rec
+        if rec is None:
+            by, t = self._by, self.time
+            actor = by.spec.actor
+            rec = self._rec = LineageRecord(prediction_id(actor, t), t, actor, by.model.identity, by.features,
+                                            by.flags, self.key, self.context, self.strong_positions,
+                                            self.input_digest, self.output_digest, by._levels, self.staleness_ms,
+                                            by.spec, self.batch)
+        return rec
 
 
 @dataclass
@@ -65,6 +130,33 @@ class PredictorStats:
     model_calls: int = 0
     #: calls refused because the values did not fit the model (ModelInputError)
     input_errors: int = 0
+
+
+_CONTAINERS = (list, dict)
+
+
+class _RowValues(Mapping[str, Any]):
+    """A prediction's values: a read-only mapping over the row the model was fed (field
+    -> value), built without copying the row into a dict."""
+
+    __slots__ = ("_ix", "_row")
+
+    def __init__(self, ix: Mapping[str, int], row: Sequence[Any]) -> None:
+        self._ix = ix
+        self._row = row
+
+    def __getitem__(self, field: str) -> Any:
+        v = self._row[self._ix[field]]
+        return v if type(v) not in _CONTAINERS else copy.deepcopy(v)  # (the row is digested later)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._ix)
+
+    def __len__(self) -> int:
+        return len(self._ix)
+
+    def __repr__(self) -> str:
+        return repr(dict(self))
 
 
 class _Stamps:
@@ -120,6 +212,13 @@ class Predictor:
         self.spec = PredictorSpec(secrets.randbits(32), replica.actor, model.identity, self.fields,
                                   self._nf, tuple(levels), self._strong)
         self._levels = dict(zip(self.fields, levels))
+        #: the model's one-row path, when it has one (``run_batch([row])[0]``, bit for bit)
+        self._run_one = getattr(model, "run_one", None)
+        #: the model's outputs cannot change after the call (OnnxModel's are read-only
+        #: arrays): their digest can wait until the record is built
+        self._lazy_outputs = bool(getattr(model, "outputs_read_only", False))
+        self._read = replica.store.reader(self.fields)
+        self._ix = {f: i for i, f in enumerate(self.fields)}
         if lineage is not None:
             lineage.register(self.spec)
         self._tracer = prediction_tracer(tracing)
@@ -140,6 +239,8 @@ class Predictor:
         """Predict for one entity (see the module doc)."""
         if self._gates:
             await self._gate(key)
+        if self.cache is None and self._run_one is not None:
+            return self._predict_one(key)
         return self.predict_now([key])[0]
 
     async def predict_batch(self, keys: Sequence[str]) -> list[Prediction]:
@@ -152,56 +253,87 @@ class Predictor:
     def predict_now(self, keys: Sequence[str]) -> list[Prediction]:
         """Predict from the replica's state now, without waiting for read levels (the
         ``LOCAL`` path; :meth:`predict` waits first when a field needs it)."""
-        replica, fields, nf = self.replica, self.fields, self._nf
-        views = [replica.view(k, fields) for k in keys]
-        rows = [[v.values[f] for f in fields] for v in views]
-        digests = [input_digest(r) for r in rows]
+        replica, nf = self.replica, self._nf
+        # one moment for every key: nothing below yields, so no event lands in between
+        store = replica.store
+        ctx, position = store.ctx(), store.position
+        read = self._read
+        rows = [read(k) for k in keys]
         cache = self.cache
+        n = len(keys)
         outs: list[Outputs | None]
+        digests: list[bytes | None]
         dout: list[bytes | None]
         batches: list[tuple[int, int, int] | None]
-        if cache is not None:
+        if cache is not None:  # the cache is keyed by the input digest: computed now
             ident = self.model.identity
-            hits = [cache.get(ident, k, d) for k, d in zip(keys, digests)]
+            digests = [input_digest(r) for r in rows]
+            hits = [cache.get(ident, k, d) for k, d in zip(keys, digests)]  # type: ignore[arg-type]
             outs = [h[0] if h is not None else None for h in hits]
             dout = [h[1] if h is not None else None for h in hits]
             batches = [h[2] if h is not None else None for h in hits]
         else:
-            hits = [None] * len(keys)
-            outs, dout, batches = [None] * len(keys), [None] * len(keys), [None] * len(keys)
+            hits = [None] * n
+            outs, digests, dout, batches = [None] * n, [None] * n, [None] * n, [None] * n
         todo = [i for i, o in enumerate(outs) if o is None]
         if todo:
             try:
-                ran = self.model.run_batch([rows[i][:nf] for i in todo])
+                if len(todo) == 1 and self._run_one is not None:
+                    ran = [self._run_one(rows[todo[0]][:nf])]
+                else:
+                    ran = self.model.run_batch([rows[i][:nf] for i in todo])
             except ModelInputError:
                 self.stats.input_errors += 1
                 raise
             self.stats.model_calls += 1
             bid = secrets.randbits(32) if len(todo) > 1 else None
+            eager = cache is not None or not self._lazy_outputs
             for j, (i, o) in enumerate(zip(todo, ran)):
                 outs[i] = o
-                d = dout[i] = output_digest(o)
                 b = batches[i] = (bid, j, len(todo)) if bid is not None else None
-                if cache is not None:
-                    cache.put(self.model.identity, keys[i], digests[i], o, d, b)
+                if eager:  # outputs a caller could change: digested now
+                    d = dout[i] = output_digest(o)
+                    if cache is not None:
+                        cache.put(self.model.identity, keys[i], digests[i], o, d, b)  # type: ignore[arg-type]
         stale = replica.staleness_ms() if replica.control is not None else None
+        strong = {f: position for f in self._strong} if self._strong else {}
+        self.stats.predictions += n
+        return [self._finish(key, rows[i], outs[i], digests[i], dout[i], batches[i], hits[i] is not None,  # type: ignore[arg-type]
+                             ctx, strong, stale) for i, key in enumerate(keys)]
+
+    def _predict_one(self, key: str) -> Prediction:
+        """:meth:`predict_now` of one key without a cache, through the model's one-row path
+        (the online-serving call: the same reads, model call and record)."""
+        replica = self.replica
+        store = replica.store
+        ctx, position = store.ctx(), store.position
+        row = self._read(key)
+        try:
+            out = self._run_one(row[:self._nf] if self.flags else row)  # type: ignore[misc]
+        except ModelInputError:
+            self.stats.input_errors += 1
+            raise
+        stats = self.stats
+        stats.model_calls += 1
+        stats.predictions += 1
+        stale = replica.staleness_ms() if replica.control is not None else None
+        strong = {f: position for f in self._strong} if self._strong else {}
+        return self._finish(key, row, out, None, None if self._lazy_outputs else output_digest(out), None, False,
+                            ctx, strong, stale)
+
+    def _finish(self, key: str, row: list[Any], out: Outputs, din: bytes | None, dout: bytes | None,
+                batch: tuple[int, int, int] | None, cached: bool, ctx: Any, strong: Mapping[str, Any],
+                stale: float | None) -> Prediction:
+        """The prediction of one row: its time, its (pending) record, logged and traced."""
         stamps = self._stamps
-        spec, model_id, actor = self.spec, self.model.identity, replica.actor
-        strong = self._strong
-        result = []
-        self.stats.predictions += len(views)
-        for i, v in enumerate(views):
-            t = replica.hlc.peek()
-            if t <= stamps.last:
-                t = stamps.last + 1
-            stamps.last = t
-            rec = LineageRecord(prediction_id(actor, t), t, actor, model_id, self.features, self.flags, v.key,
-                                v.context, {f: v.position for f in strong} if strong else {}, digests[i],
-                                dout[i], self._levels, stale, spec, batches[i])  # type: ignore[arg-type]
-            p = Prediction(v.key, outs[i], v.values, rec, hits[i] is not None)  # type: ignore[arg-type]
-            result.append(p)
-            if self.lineage is not None:
-                self.lineage.submit(rec)
-            if self._tracer is not None:
-                self._tracer.emit(rec, {f: p.values[f] for f in self.flags})
-        return result
+        t = self.replica.hlc.peek()
+        if t <= stamps.last:
+            t = stamps.last + 1
+        stamps.last = t
+        rec = _PendingRecord(self, t, key, ctx, strong, stale, batch, row, out, din, dout)
+        p = Prediction(key, out, _RowValues(self._ix, row), rec, cached)
+        if self.lineage is not None:
+            self.lineage.submit(rec)
+        if self._tracer is not None:
+            self._tracer.emit(p.record, {f: p.values[f] for f in self.flags})
+        return p

@@ -25,8 +25,8 @@ produces what its peers refuse. Undecodable records are quarantined
 Refusals for good are also *reported*: a log that keeps a dead-letter channel (KafkaLog's
 ``<ns>.dlq``) offers ``dead_letter(position, payload, reason)``, and :class:`Admission`
 calls it, through :meth:`Admission.reading`, with the record being applied when a batch is
-refused for its claimed identity (a forged origin or region). The verdict itself stays
-here; the log only files the record.
+refused for its claimed identity (a forged origin or region), and with every record it
+quarantines. The verdict itself stays here; the log only files the record.
 """
 
 from __future__ import annotations
@@ -211,6 +211,8 @@ class Admission:
         and the apply loop goes on."""
         self.stats.records_quarantined += 1
         log.warning("quarantined record at position %s: %s", position, exc)
+        if self.sink is not None:  # the log's dead-letter channel files it too
+            self.sink(position, payload, f"{type(exc).__name__}: {exc}")
         if self.data_dir is None:
             return
         qdir = self.data_dir / "quarantine"

@@ -25,7 +25,7 @@ from ..errors import CorruptRecord, CrdtSyncError, Unavailable, UnsupportedVersi
 from ..events import Batch, Codec, Event
 from ..log._protocol import Log, Position, read_range
 from ..schema import Definition
-from ..sequenced import CANCEL, SEQ_FIELD, Outcome, SequencedOp, evaluate_condition
+from ..sequenced import CANCEL, SEQ_FIELD, Outcome, SequencedOp, evaluate
 from ..types._base import CRDT
 from ..types.registers import MaxRegister
 from .definitions import Definitions
@@ -133,42 +133,29 @@ class SequencerClient:
 
     # -- applying --------------------------------------------------------------------
     def apply_op(self, ev: Event, op: SequencedOp, tbl: MutableMapping[str, CRDT[Any]], cur: CRDT[Any] | None) -> None:
-        """Evaluate a sequenced operation against the state it finds, in log order."""
-        d = self._definitions.get(ev.field)
-        state = cur if cur is not None else d.empty()
+        """Evaluate a sequenced operation against the state it finds, in log order
+        (:func:`~crdtsync.sequenced.evaluate`), and keep what it did."""
+        state = cur if cur is not None else self._definitions.get(ev.field).empty()
         before = state.value()
-        if op.op == CANCEL:  # the writer gave up on this seq before the log ordered it
+        stamps = self._store.tables.setdefault(SEQ_FIELD, {})
+        last = stamps.get("stamp")
+        done = evaluate(op, state, ev.origin, ev.hlc, int(last.value() or 0) if last is not None else None)
+        if done.cancelled:  # the writer gave up on this seq before the log ordered it
             self._stats.ops_cancelled += 1
             return
-        error: str | None = None
-        ok = op.target == state.TYPE_TAG and op.op in type(state).MUTATORS and evaluate_condition(op.cond, before)
-        if op.target != state.TYPE_TAG or op.op not in type(state).MUTATORS:
-            error = f"{state.TYPE_TAG} has no mutator {op.op!r} (operation for {op.target!r})"
-        if ok:
-            stamps = self._store.tables.setdefault(SEQ_FIELD, {})
-            last = stamps.get("stamp")
-            stamp = max(ev.hlc, int(last.value() or 0) + 1 if last is not None else ev.hlc)
-            fn = getattr(state, op.op)
-            kwargs = dict(op.kwargs)
-            kwargs["actor"] = ev.origin
-            if type(state).NEEDS_TIME:
-                kwargs["ts"] = stamp
-            try:
-                new = state.join(fn(*op.args, **kwargs))
-            except (TypeError, ValueError, CrdtSyncError) as exc:  # the same failure at every replica
-                ok, error = False, f"{type(exc).__name__}: {exc}"
-                self._stats.reject("op_failed")
-            else:
-                tbl[ev.key] = new
-                stamps["stamp"] = (last if last is not None else MaxRegister()).join(
-                    MaxRegister().set(stamp, actor=ev.origin))
-        elif error is None:
+        if done.state is not None:
+            tbl[ev.key] = done.state
+            stamps["stamp"] = (last if last is not None else MaxRegister()).join(
+                MaxRegister().set(done.stamp, actor=ev.origin))
+        elif done.failed:
+            self._stats.reject("op_failed")
+        elif done.error is None:
             self._stats.ops_refused += 1
         if ev.origin == self.seq_actor:
             fut = self._outcomes.pop(ev.seq, None)
             if fut is not None and not fut.done():
                 after = tbl[ev.key].value() if ev.key in tbl else before
-                fut.set_result(Outcome(ok, before, after, None, error))
+                fut.set_result(Outcome(done.applied, before, after, None, done.error))
 
     # -- LINEARIZABLE reads ---------------------------------------------------------
     async def sync_to_end(self, timeout: float | None = None) -> None:

@@ -9,7 +9,9 @@ of the last record applied. States are immutable values, so reads hand out refer
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, MutableMapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
+from itertools import repeat
+from operator import attrgetter, getitem
 from typing import Any, NamedTuple
 
 from .._tables import CounterTable, LWWTable, new_table
@@ -20,7 +22,7 @@ from ..snapshots import state_digest
 from ..types._base import CRDT
 from .definitions import Definitions
 
-__all__ = ["Store", "View"]
+__all__ = ["RowReader", "Store", "View"]
 
 _ABSENT = object()
 _new_tuple = tuple.__new__
@@ -102,9 +104,11 @@ class Store:
                 return v
         return self.state(fname, key).value()
 
-    def view(self, key: str, fields: Iterable[str], hlc: int) -> View:
+    def row(self, key: str, fields: Sequence[str]) -> list[Any]:
+        """The values of ``fields`` of ``key``, in that order (what :meth:`view` reads; for
+        a caller that wants them as a list, such as a model's input row)."""
         tables = self.tables
-        values = {}
+        out = []
         for f in fields:
             tbl = tables.get(f)
             if type(tbl) is LWWTable:  # the online-serving read: from the decoded-value cache
@@ -113,9 +117,18 @@ class Store:
                     v = tbl.value_of(key, _ABSENT)
                     if v is _ABSENT:
                         v = self.value(f, key)
-                values[f] = v
+                out.append(v)
             else:
-                values[f] = self.value(f, key)
+                out.append(self.value(f, key))
+        return out
+
+    def reader(self, fields: Sequence[str]) -> RowReader:
+        """A :class:`RowReader` of ``fields``: :meth:`row` for a fixed list of fields, faster."""
+        return RowReader(self, fields)
+
+    def view(self, key: str, fields: Iterable[str], hlc: int) -> View:
+        names = fields if isinstance(fields, (list, tuple)) else list(fields)
+        values = dict(zip(names, self.row(key, names)))
         return _new_tuple(View, (key, values, self.ctx(), self.position, hlc))
 
     def keys(self, fname: str) -> list[str]:
@@ -129,3 +142,66 @@ class Store:
 
     def export(self) -> dict[str, dict[str, CRDT[Any]]]:
         return {f: dict(t) for f, t in self.tables.items()}
+
+
+_own_of = attrgetter("own")
+
+
+class RowReader:
+    """``reader(key)``: :meth:`Store.row` of a fixed list of fields (a model's input row,
+    read once per prediction), with the table lookups done once.
+
+    It keeps the fields' tables and, for LWW tables, their decoded-value caches; a row
+    whose every LWW value is cached (and whose tables hold no unfolded own writes) is
+    read with one C-level pass over those caches. Anything else, and any change of the
+    store's tables (a table created, a snapshot loaded), goes through :meth:`Store.row`,
+    so both always return the same values.
+    """
+
+    __slots__ = ("_store", "_fields", "_tables", "_count", "_lww", "_caches", "_rest", "_prefix", "_order")
+
+    def __init__(self, store: Store, fields: Sequence[str]) -> None:
+        self._store = store
+        self._fields = tuple(fields)
+        self._tables: dict[str, Any] | None = None
+        self._plan()
+
+    def _plan(self) -> None:
+        tables = self._store.tables
+        lww, caches, rest, lww_ix = [], [], [], []
+        for i, f in enumerate(self._fields):
+            t = tables.get(f)
+            if type(t) is LWWTable:
+                lww.append(t)
+                caches.append(t.cache)
+                lww_ix.append(i)
+            else:
+                rest.append((i, f))
+        self._tables, self._count = tables, len(tables)
+        self._lww, self._caches, self._rest = tuple(lww), tuple(caches), tuple(rest)
+        #: whether the LWW fields come first (features before flags): then a row is their
+        #: values followed by the others' without reordering
+        self._prefix = lww_ix == list(range(len(lww_ix)))
+        self._order = lww_ix
+
+    def __call__(self, key: str) -> list[Any]:
+        store = self._store
+        tables = store.tables
+        if tables is not self._tables or len(tables) != self._count:
+            self._plan()
+        if not any(map(_own_of, self._lww)):
+            try:
+                head = list(map(getitem, self._caches, repeat(key)))
+            except KeyError:  # a value not decoded yet: the general path decodes (and caches) it
+                return store.row(key, self._fields)
+            value = store.value
+            if self._prefix:
+                head += [value(f, key) for _, f in self._rest]
+                return head
+            out: list[Any] = [None] * len(self._fields)
+            for i, v in zip(self._order, head):
+                out[i] = v
+            for i, f in self._rest:
+                out[i] = value(f, key)
+            return out
+        return store.row(key, self._fields)

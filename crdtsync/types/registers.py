@@ -30,6 +30,7 @@ import operator
 import struct
 import sys
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from itertools import chain
 from operator import itemgetter
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
@@ -138,11 +139,30 @@ def _check_keys(v: Any, what: str) -> None:
             _check_keys(x, what)
 
 
+def _flat_column(values: list[list[Any]]) -> list[Any] | None:
+    """:func:`stored_from_wire` of a column of lists when every one is flat (scalars only,
+    ints within 64 bits), a column at a time: the same stored values, or None to take
+    them one by one (a nested or out-of-range value among them)."""
+    inner = set(map(type, chain.from_iterable(values)))
+    if not inner <= _SCALAR_TYPES:
+        return None
+    if int in inner:
+        ints = [x for x in chain.from_iterable(values) if type(x) is int]
+        if min(ints) < _INT_MIN or max(ints) >= _INT_LIMIT:
+            return None
+    pack = msgpack.Packer(use_bin_type=True, use_single_float=False).pack  # (as pack_small packs)
+    return list(map(_Packed, map(pack, values)))
+
+
 def _stored_column(values: list[Any]) -> list[Any] | None:
     """Wire values of many registers as stored values (validated), or None if an
     integer does not fit in 64 bits."""
     kinds = set(map(type, values))
     if not kinds <= _SCALAR_TYPES:
+        if kinds == {list}:
+            flat = _flat_column(values)
+            if flat is not None:
+                return flat
         return [stored_from_wire(v, "lww.value") for v in values]
     if int in kinds:
         if kinds == {int}:

@@ -29,7 +29,7 @@ from crdtsync.inference.record import LineageRecord, prediction_id
 
 from crdtsync import MemoryLog, Replica
 from crdtsync.clock import Context, Dot
-from crdtsync.errors import LineageNotFound, ModelInputError, ModelUnavailable, NotReplayable
+from crdtsync.errors import LineageNotFound, ModelInputError, ModelUnavailable
 from crdtsync.policy import LOCAL, MAX_STALENESS, Strong, Tunable
 from crdtsync.schema import Feature, Flag, Schema
 from crdtsync.types.flags import EnableWinsFlag
@@ -246,8 +246,8 @@ def test_read_levels_and_strong_positions_are_recorded() -> None:
         assert pred.record.strong_positions == {"debt": a.position}
         fold = Fold(EventHistory(log), schema=schema)
         await fold.refresh()
-        with pytest.raises(NotReplayable):
-            fold.values(["debt"], "c", pred.record.context)
+        # the SEQUENCED field is replayed in log order (see the replay test below)
+        assert fold.values(["debt", "income"], "c", pred.record.context) == {"debt": 1.0, "income": 10.0}
         await a.close()
 
     run(main())
@@ -434,3 +434,162 @@ def test_batch_predictions_explain_by_re_running_their_batch() -> None:
         await a.close()
 
     run(main())
+
+
+# -- the one-row path and lazily built records ------------------------------------------
+
+def test_run_one_is_run_batch_of_one_row_bit_for_bit_with_the_same_errors() -> None:
+    from crdtsync.inference._scenario import dataset
+
+    m = lr_model()
+    X, _, _ = dataset()
+    for i in range(40):
+        row = list(map(float, X[i]))
+        one, batch = m.run_one(row), m.run_batch([row])[0]
+        assert set(one) == set(batch)
+        for k in one:
+            assert np.asarray(one[k]).tobytes() == np.asarray(batch[k]).tobytes()
+            assert np.asarray(one[k]).dtype == np.asarray(batch[k]).dtype
+    two = OnnxModel(_onnx_two_inputs(), name="sum", inputs={"a": ["x1", "x2"], "b": ["x3"]})
+    assert float(two.run_one([1.0, 2.0, 3.0])["y"]) == 6.0  # columns picked per input
+    assert float(two.run_one([0.5, 0.5, 0.0])["y"]) == 1.0  # the kept arrays are refilled
+    with pytest.raises(ModelInputError, match="needs numbers; feature 'x2' is None"):
+        two.run_one([1.0, None, 3.0])
+    with pytest.raises(ModelInputError, match="needs numbers; feature 'x1' is 'high'"):
+        two.run_one(["high", 1.0, 3.0])
+
+
+def test_onnx_outputs_are_read_only() -> None:
+    from crdtsync.inference._scenario import dataset
+
+    X, _, _ = dataset()
+    m = lr_model()
+    for out in (m.run_one(list(map(float, X[0]))), m.run_batch([list(map(float, X[0]))] * 2)[1]):
+        with pytest.raises(ValueError, match="read-only"):
+            out["probabilities"] *= 100  # the lineage digest of these outputs is taken later
+
+
+def test_a_record_built_later_digests_what_the_prediction_read_and_answered() -> None:
+    """The record is built when first used (or by the lineage flush): its digests are
+    those of the row read and the outputs returned, whatever happens in between."""
+    from crdtsync.inference import input_digest, output_digest
+    from crdtsync.inference._scenario import dataset, schema
+
+    async def main() -> None:
+        X, _, names = dataset()
+        a = await Replica.open(schema=schema(names), log=MemoryLog(), name="a")
+        for f, v in zip(names, X[3]):
+            a.write(f, "e", "set", float(v))
+        a.write("model_enabled", "e", "enable")
+        ll = LineageLog(MemoryLog())
+        p = Predictor(a, lr_model(), flags=["model_enabled"], lineage=ll)
+        first = await p.predict("e")
+        row = [first.values[f] for f in p.fields]
+        a.write(names[0], "e", "set", 123.0)  # a later write does not reach the recorded row
+        second = await p.predict("e")
+        assert ll.pending == 2
+        assert await ll.flush() == 2  # the flush builds and encodes both records
+        rec = first.record
+        assert rec is first.record  # built once
+        assert rec.input_digest == input_digest(row) and rec.output_digest == output_digest(first.outputs)
+        assert second.values[names[0]] == 123.0 and second.record.input_digest != rec.input_digest
+        reader = LineageReader(ll.log)
+        await reader.refresh()
+        got = reader.get(rec.prediction_id)
+        assert (got.input_digest, got.output_digest, got.key) == (rec.input_digest, rec.output_digest, "e")
+        assert dict(first.values) == dict(zip(p.fields, row)) and len(first.values) == len(p.fields)
+        await a.close()
+
+    run(main())
+
+
+def test_list_valued_features_are_handed_out_as_copies() -> None:
+    schema = Schema([Feature("vec", LWWRegister), Feature("x", LWWRegister)])
+    model = CallableModel(lambda d: {"n": len(d["vec"]) + d["x"]}, features=["vec", "x"], name="n")
+
+    async def main() -> None:
+        a = await replica(MemoryLog(), "a", schema)
+        a.write("vec", "k", "set", [1.0, 2.0])
+        a.write("x", "k", "set", 1.0)
+        pred = await Predictor(a, model).predict("k")
+        pred.values["vec"].append(99.0)  # a caller's change to what it was handed ...
+        assert pred.values["vec"] == [1.0, 2.0]  # ... is not the prediction's
+        from crdtsync.inference import input_digest
+
+        assert pred.record.input_digest == input_digest([[1.0, 2.0], 1.0])
+        await a.close()
+
+    run(main())
+
+
+def test_sequenced_inputs_are_replayed_in_log_order_and_explained() -> None:
+    """Predictions that read SEQUENCED fields (a CAS-guarded limit, a counter decremented
+    only if enough is left) on two replicas: each replica evaluated the operations in log
+    order, some refused by their condition, one cancelled; explain rebuilds every read
+    value by replaying the operations of the recorded context in log order, also from a
+    checkpoint taken in between, and the same replay answers point-in-time reads."""
+    from crdtsync.events import Batch, Event, MsgpackCodec
+    from crdtsync.inference import CheckpointStore, Retention
+    from crdtsync.sequenced import CANCEL, SequencedOp
+    from crdtsync.types.counters import PNCounter
+
+    schema = Schema([Feature("income", LWWRegister), Feature("limit", LWWRegister, policy=Strong()),
+                     Feature("stock", PNCounter, policy=Strong())])
+    model = CallableModel(lambda d: {"offer": min(d["limit"] or 0, d["income"] or 0) + (d["stock"] or 0)},
+                          features=["income", "limit", "stock"], name="offer")
+
+    async def main(tmp: Path) -> None:
+        log = MemoryLog()
+        a, b = await replica(log, "a", schema), await replica(log, "b", schema)
+        ll = LineageLog(MemoryLog())
+        pa, pb = Predictor(a, model, lineage=ll), Predictor(b, model, lineage=ll)
+        preds = []
+
+        async def both() -> None:
+            await a.sync(timeout=5)
+            await b.sync(timeout=5)
+            preds.extend([await pa.predict("c"), await pb.predict("c")])
+
+        a.write("income", "c", "set", 500.0)
+        await a.update("limit", "c", "set", 100.0)
+        await both()
+        assert await b.compare_and_set("limit", "c", 100.0, 150.0)
+        assert not await a.compare_and_set("limit", "c", 100.0, 120.0)  # refused in log order
+        await b.update("stock", "c", "increment", 3)
+        await both()
+        cp_store = CheckpointStore(tmp / "cp")
+        await Retention(a, cp_store, horizon=3600).checkpoint()  # a base the fold may start from
+        assert await a.decrement_if_enough("stock", "c", 2)
+        assert not await b.decrement_if_enough("stock", "c", 2)  # 1 left: refused
+        # a writer's cancellation ordered before its operation: the dot counts where it
+        # comes first (no effect); the operation after it is a duplicate, at the replicas
+        # and in the replay
+        codec = MsgpackCodec()
+        for op in (SequencedOp("lww", CANCEL), SequencedOp("lww", "set", (7.0,))):
+            ev = Event("z~i1/s", 1, a.hlc.now(), "limit", "c", op)
+            await log.append([codec.encode(Batch.of([ev], {"region": "default", "role": "default"}))])
+        await both()
+        await a.update("limit", "c", "set", 90.0)
+        a.write("income", "c", "set", 80.0)
+        await both()
+        await ll.flush()
+        assert [p.values["limit"] for p in preds] == [100.0, 100.0, 150.0, 150.0, 150.0, 150.0, 90.0, 90.0]
+        assert [p.values["stock"] for p in preds] == [0, 0, 3, 3, 1, 1, 1, 1]
+        assert Dot("z~i1/s", 1) in preds[-1].record.context
+        for cps in (None, cp_store):
+            ex = Explainer(LineageReader(ll.log), Fold(EventHistory(log), cps, schema=schema))
+            ex.add_model(model)
+            for p in preds:
+                e = await ex.explain(p.prediction_id)
+                assert e.ok and e.inputs_match and e.outputs_match, (dict(p.values), e.values)
+                assert e.values == dict(p.values)
+        # the same replay answers point-in-time reads
+        assert (await as_of(a, preds[2].record.context)).value("limit", "c") == 150.0
+        assert (await as_of(a, preds[2].record.context)).value("stock", "c") == 3
+        await a.close()
+        await b.close()
+
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        run(main(Path(d)))

@@ -106,7 +106,8 @@ def test_bad_records_go_to_the_dlq_and_reading_goes_on(crdtsync_kafka: str) -> N
 
 def test_replicas_stay_healthy_under_bad_and_forged_records(crdtsync_kafka: str) -> None:
     """Bad records from a plain producer while replicas run: the log dead-letters what it can
-    judge alone; forged origins (an honest writer's id claiming another region, another
+    judge alone (from the envelope); records whose events do not decode are quarantined by the
+    replica and filed by it; forged origins (an honest writer's id claiming another region, another
     role) are refused by the replica's admission, counted, and filed in the DLQ with the
     reason in headers; both replicas keep converging."""
     from crdtsync import Feature, GCounter, Replica
@@ -127,29 +128,35 @@ def test_replicas_stay_healthy_under_bad_and_forged_records(crdtsync_kafka: str)
             # would be dropped as a duplicate of a's genuine event, whichever partition comes first)
             forged_region = batch_record(a.actor, 1000, "clicks", "u1", region="us")
             forged_origin = batch_record(a.actor, 1001, "clicks", "u1", region="eu", role="admin")
+            # a well-formed envelope around events that do not decode (an entity key that is
+            # not a str): the log passes it on, the replica quarantines it and files it
+            inner = msgpack.packb([2, "m", 1, [], [["clicks", 1, "gcounter", 1]], 5, [], [], [123], [[1]]])
             await _produce(crdtsync_kafka, la.topic,
-                           [os.urandom(64), msgpack.packb([7, "x"]), forged_region, forged_origin])
+                           [os.urandom(64), msgpack.packb([7, "x"]), forged_region, forged_origin, inner])
             for _ in range(20):
                 a.write("clicks", "u1", "increment", 1)
                 await a.flush()
             for _ in range(100):
-                if b.value("clicks", "u1") == 21 and lb.stats.dead_lettered == 4:
+                if b.value("clicks", "u1") == 21 and lb.stats.dead_lettered == 5:
                     break
                 await asyncio.sleep(0.05)
             # the forged events were refused: their dots never entered b's context
             assert a.value("clicks", "u1") == b.value("clicks", "u1") == 21
             assert b.stats.events_rejected.get("identity_mismatch") == 2
             assert b.context.max_seq(a.actor) == a.context.max_seq(a.actor) < 1000
-            assert lb.stats.dead_letter_reasons == {"CorruptRecord": 1, "UnsupportedVersion": 1,
+            assert lb.stats.dead_letter_reasons == {"CorruptRecord": 2, "UnsupportedVersion": 1,
                                                     "forged region": 1, "forged origin": 1}
+            assert b.stats.records_quarantined == 1  # the inner record (the log judged the other two)
             # a read its own forged records too: they claim to be its own, so it refused and filed them
             assert a.stats.events_rejected.get("identity_mismatch") == 2
             assert la.stats.dead_letter_reasons.get("forged region") == 1
             assert la.stats.dead_letter_reasons.get("forged origin") == 1
             assert a.digest() == b.digest()
-            # both readers filed each record once: 4 from each log
-            letters = await _dead_letters(crdtsync_kafka, f"{ns}.dlq", 8)
-            assert len(letters) == 8 and la.stats.dead_letter_errors == lb.stats.dead_letter_errors == 0
+            # both readers filed each record once: 5 from each log
+            letters = await _dead_letters(crdtsync_kafka, f"{ns}.dlq", 10)
+            assert len(letters) == 10 and la.stats.dead_letter_errors == lb.stats.dead_letter_errors == 0
+            inner_letters = [h for v, h in letters if v == inner]
+            assert len(inner_letters) == 2 and all(h["crdtsync-reason"].startswith(b"CorruptRecord") for h in inner_letters)
             forged = {v: h for v, h in letters if h["crdtsync-reason"].startswith(b"forged")}
             assert set(forged) == {forged_region, forged_origin}
             assert forged[forged_region]["crdtsync-reason"].startswith(b"forged region: " + a.actor.encode())
@@ -161,8 +168,8 @@ def test_replicas_stay_healthy_under_bad_and_forged_records(crdtsync_kafka: str)
             # the log does not yield a filed record again: a fresh read of b's log skips them
             await b.close()
             again = [e.payload async for e in lb.read(0)]
-            assert forged_region not in again and forged_origin not in again
-            assert lb.stats.dead_lettered == 4
+            assert forged_region not in again and forged_origin not in again and inner not in again
+            assert lb.stats.dead_lettered == 5
             await a.close()
 
     arun(body(), 60)

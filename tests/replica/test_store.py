@@ -40,6 +40,7 @@ def _agree(st: Store, keys: Any) -> None:
         want = {f: st.state(f, k).value() for f in FIELDS}
         assert view.values == want, k
         assert {f: st.value(f, k) for f in FIELDS} == want, k
+        assert st.reader(FIELDS)(k) == st.row(k, FIELDS) == [want[f] for f in FIELDS], k
 
 
 def test_every_row_change_reaches_cached_reads() -> None:
@@ -228,3 +229,45 @@ def test_the_overlay_is_folded_once_it_holds_the_limit(monkeypatch: Any) -> None
     t._join_lww(["d", "e"], ([4, 5], ["b~1"] * 2, [4, 5]), 0)
     assert not t.own and len(t._rows) == 5
     assert [t.value_of(k) for k in "abcde"] == [1, 2, 3, 4, 5]
+
+
+def test_a_row_reader_kept_across_changes_reads_what_row_reads() -> None:
+    """A reader made once (a predictor's) follows every change: tables created after it,
+    own writes not folded yet, cache misses and fills, rows joined, a snapshot loaded,
+    fields in any order (LWW and other tables mixed)."""
+    st = _store()
+    orders = [FIELDS, ("c", "s", "t"), ("t", "c", "s", "s")]
+    readers = [st.reader(o) for o in orders]
+
+    def check(k: str) -> None:
+        # the readers first: reading a state folds own writes, which would hide a reader
+        # that skipped them
+        first = [r(k) for r in readers]
+        again = [r(k) for r in readers]  # (cache misses first, then hits)
+        for o, got, got2 in zip(orders, first, again):
+            want = [st.state(f, k).value() for f in o]
+            assert got == got2 == st.row(k, o) == want, (o, k)
+
+    check("k")  # no table at all yet
+    t = st.table("s", "lww")
+    assert isinstance(t, LWWTable)
+    t["k"] = LWWRegister._raw(10, "b~1", "remote")
+    check("k")
+    st.table("c", "gcounter")["k"] = GCounter._of({"b~1": 2})
+    st.table("t", "lww")["k"] = LWWRegister._raw(11, "b~1", 1.5)
+    check("k")
+    orders += orders  # readers made now, with every table there, must notice the load below
+    readers += [st.reader(o) for o in orders[len(readers):]]
+    check("k")
+    own = t.own_overlay("a~1")
+    assert own is not None
+    own["k"] = (t.max_ts + 1, "mine")  # an own write the cache has not seen
+    t.max_ts += 1
+    check("k")
+    t.join_in("k", LWWRegister._raw(t.max_ts + 5, "z~1", [1, 2]))  # a remote join wins
+    check("k")
+    t.join_in("k", LWWRegister._raw(t.max_ts + 5, "z~1", 7))  # a scalar: cached by the reads
+    check("k")
+    st.load({"s": {"k": LWWRegister._raw(5, "b~1", "loaded")}}, st.ctx(), 7)  # every table replaced
+    check("k")
+    check("absent")

@@ -8,6 +8,8 @@ import sys
 import tracemalloc
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from crdtsync._encoding import packb
 from crdtsync.clock import HLC, Context, Dot, make_hlc
@@ -544,3 +546,29 @@ def test_flat_list_values_take_the_fast_path_and_store_the_same_bytes() -> None:
         stored_from_wire([-(2**63) - 1], "v")
     r = LWWRegister().set([3, "a"], actor="a", ts=5)
     assert r.value() == [3, "a"] and r.value() is not r.value()  # a fresh copy per read
+
+
+_WIRE_SCALARS = st.one_of(st.none(), st.booleans(), st.integers(min_value=-(2**64), max_value=2**65),
+                          st.floats(allow_nan=True), st.text(max_size=4), st.binary(max_size=4))
+_WIRE_VALUES = st.recursive(st.lists(_WIRE_SCALARS, max_size=4),
+                            lambda inner: st.lists(st.one_of(_WIRE_SCALARS, inner), max_size=3), max_leaves=8)
+
+
+@given(st.lists(_WIRE_VALUES, min_size=1, max_size=12))
+def test_a_column_of_list_values_is_stored_as_each_value_alone_would_be(values) -> None:
+    """The column path (a whole column of flat lists at once, as a format-2 record of
+    ``[score, label]`` values arrives) gives exactly the stored values, and exactly the
+    errors, of :func:`stored_from_wire` one value at a time."""
+    from crdtsync.types.registers import _Packed, _stored_column, stored_from_wire
+
+    try:
+        one_by_one = [stored_from_wire(v, "lww.value") for v in values]
+    except (CorruptRecord, TypeError) as exc:
+        with pytest.raises(type(exc)):
+            _stored_column(values)
+        return
+    column = _stored_column(values)
+    assert column is not None
+    assert [type(x) for x in column] == [type(x) for x in one_by_one]
+    assert all(type(x) is _Packed for x in column)
+    assert [bytes(x) for x in column] == [bytes(x) for x in one_by_one]
