@@ -113,8 +113,12 @@ class Forwarder:
 
     # -- records -----------------------------------------------------------------------
     def _origin_of(self, payload: bytes, count: bool = True) -> str | None:
-        """The origin of a record (None if it does not decode: counted once, by the pass)."""
+        """The origin of a record (None if its envelope does not decode: counted once, by
+        the pass; a record whose events are damaged is copied, and replicas quarantine it)."""
         try:
+            envelope = getattr(self.codec, "envelope", None)  # the origin alone, events not decoded
+            if envelope is not None:
+                return envelope(payload)[0]  # type: ignore[no-any-return]
             decode = getattr(self.codec, "decode_record", None)  # no Event objects for format 2
             rec = decode(payload) if decode is not None else self.codec.decode(payload)
             return rec.origin  # type: ignore[no-any-return]
