@@ -177,7 +177,7 @@ class KafkaLog:
         self._check_open()
         if not batch:
             return await self.end()
-        p = self._router(batch)
+        p = self.partition_of(batch)
         generation = self._guard.generation
         metas = await self._send(p, batch, [])
         first, last = metas[0].offset, metas[-1].offset
@@ -189,6 +189,11 @@ class KafkaLog:
         offsets = [0] * self.partitions
         offsets[p] = first
         return VectorPosition(offsets, p, self._guard.generation)
+
+    def partition_of(self, records: Sequence[bytes]) -> int:
+        """The partition an append of ``records`` goes to (all of them: an append is never
+        split). A forwarder shipping records of mixed keys splits its batch with this."""
+        return self._router(records)
 
     def read(self, from_position: int | VectorPosition = 0, *, follow: bool = False) -> AsyncGenerator[LogEntry, None]:
         if isinstance(from_position, VectorPosition):

@@ -1,7 +1,8 @@
 """The ``crdtsync`` command line (needs the ``cli`` extra: click and rich).
 
 Commands: ``demo`` (the main job on the embedded default), ``inspect`` (decode and page
-through a log's events), ``status`` (a replica's identity, context and counters) and
+through a log's events), ``status`` (a replica's identity, context and counters, and its forwarder's outbox
+depth and stats) and
 ``compact`` (snapshot, then drop the log segments the snapshot covers) and ``explain``
 (rebuild and re-run one prediction from its lineage; :mod:`crdtsync.inference.render`).
 """
@@ -238,9 +239,41 @@ def _cli() -> Any:
 
         return run
 
-    @cli.command(help="Show a replica's identity, context, fields and counters.")
+    def _show_forwarder(r: Any, state: Path) -> Any:
+        """The forwarder section of ``status`` (nothing when the replica has none)."""
+        from .forwarder.status import forwarder_status
+
+        async def show() -> None:
+            f = await forwarder_status(state, r.log, r.actor, r.codec)
+            if f is None:
+                return
+            t = Table(title=f"forwarder ({f['state']})")
+            t.add_column("what")
+            t.add_column("value")
+            t.add_row("outbox depth (own records not yet shipped)", str(f["outbox_depth"]))
+            t.add_row("shipped up to (local position)", repr(f["shipped"]))
+            t.add_row("received up to (shared position)", repr(f["received"]))
+            st = f["stats"]
+            if st is not None:
+                t.add_row("stats written", f"{f['stats_age_s']:.1f} s ago" if f["stats_age_s"] is not None else "?")
+                t.add_row("connected", "yes" if st.get("connected") else "[yellow]no[/yellow]")
+                for key in ("shipped", "received", "down_behind", "lag_s", "reconnects", "connect_failures",
+                            "link_failures", "backoff_s", "last_error"):
+                    value = st.get(key)
+                    t.add_row(key.replace("_", " "), f"{value:.2f}" if isinstance(value, float) else str(value))
+            else:
+                t.add_row("stats", "no stats file (the forwarder does not run as a ForwarderService)")
+            console.print(t)
+            if f["error"]:
+                console.print(f"[red]forwarder: {f['error']}[/red]")
+
+        return show()
+
+    @cli.command(help="Show a replica's identity, context, fields and counters (and its forwarder's).")
     @click.argument("directory", type=click.Path(exists=True, file_okay=False))
-    def status(directory: str) -> None:
+    @click.option("--forwarder-state", type=click.Path(dir_okay=False), default=None,
+                  help="the replica's forwarder state file (default: DIRECTORY/forwarder.json)")
+    def status(directory: str, forwarder_state: str | None) -> None:
         from ._dirlock import is_locked, read_holder
 
         async def show(r: Any) -> None:
@@ -286,6 +319,7 @@ def _cli() -> Any:
             if held:
                 console.print(f"[yellow]{held} events held back: stamped ahead of this host's clock[/yellow]")
             console.print(r.stats)
+            await _show_forwarder(r, Path(forwarder_state) if forwarder_state else Path(directory) / "forwarder.json")
 
         run_loop(_view(_replica_dir(directory))(show))
 
