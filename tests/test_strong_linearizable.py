@@ -310,7 +310,10 @@ def assert_strong_register_run(history: History, fleet: Fleet, finals: list[Any]
     # faults happened and were felt (calls refused during cuts, crashes)
     assert n["ok"] >= len(history) // 2, n
     assert n["cas_true"] >= 20 and n["cas_false"] >= 20, n
-    assert n["fail"] > 0 and fleet.refused() > 0, (n, fleet.refused())
+    # (a call refused by a cut link is the usual way a fault is felt, but on a loaded
+    # machine the cut windows can fall between calls: a clean CI run had 1 failed call
+    # and no refusal; failed calls plus the cut and crash counts below are the check)
+    assert n["fail"] > 0, (n, fleet.refused())
     assert fleet.faults.cuts >= 1 and fleet.faults.crashes >= 1, fleet.faults
     # every replica ends with the same value: the last successful write in log order
     assert len(set(finals)) == 1, finals
