@@ -331,22 +331,20 @@ class Applier:
 
 def _changes(cols: Columns, notified: list[tuple[Any, int, list[int]]]) -> list[Change]:
     """The changes of a columnar record's applied events (each group from its first new
-    index, without its refused events), in the record's event order."""
-    origin, first, hlcs = cols.origin, cols.first_seq, cols.hlcs
+    index, without its refused events), in the record's event order. The events are the
+    record's own (:meth:`~crdtsync.events.Columns.batch`, built once per record)."""
+    events = cols.batch().events
     new = tuple.__new__
     out: list[tuple[int, Change]] = []
     for g, start, refused in notified:
         skip = set(refused)
         pos = g.positions
-        fname, fversion = g.field, g.field_version
-        deltas = g.delta_list()
-        keys = g.keys
-        for j in range(start, len(keys)):
+        for j in range(start, len(g.keys)):
             if j in skip:
                 continue
             i = j if pos is None else pos[j]
-            ev = new(Event, (origin, first + i, hlcs[i], fname, keys[j], deltas[j], fversion))
-            out.append((i, new(Change, (fname, keys[j], ev, False))))
+            ev = events[i]
+            out.append((i, new(Change, (ev.field, ev.key, ev, False))))
     if len(notified) > 1:
         out.sort(key=lambda p: p[0])
     return [c for _, c in out]
