@@ -40,6 +40,7 @@ from typing import Any
 
 import msgpack
 
+from . import speedups
 from ._encoding import pack_small
 from .types._base import CRDT
 from .types.counters import GCounter
@@ -448,13 +449,7 @@ class CounterTable(MutableMapping[str, CRDT[Any]]):
         if not objects and n > start:
             first = actors[start]
             if (actors[start:] if start else actors).count(first) == n - start:  # one writer
-                get = rows.get
-                for key, total in zip(islice(keys, start, None), islice(totals, start, None)):
-                    row = get(key)
-                    if row is None:
-                        rows[key] = {first: total}
-                    elif total > row.get(first, 0):
-                        row[first] = total
+                speedups.hot.raise_totals(rows, keys, totals, start, first)
                 return n - start, []
         refused: list[int] = []
         for i in range(start, n):

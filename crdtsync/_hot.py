@@ -1,0 +1,82 @@
+"""The replica's hottest loops, compiled with mypyc when the build can.
+
+This file is ordinary Python and valid mypyc input at once. ``pip install`` compiles it
+into an extension module when a C compiler and mypyc are at hand (see ``setup.py``);
+:mod:`crdtsync.speedups` then imports the compiled module, else this file as it is (and
+always this file under ``CRDTSYNC_PURE=1``). Either way the same source runs, so the
+compiled and the pure path cannot disagree on a state, a context or an error.
+
+What lives here is only the innermost part of two paths, each planned and guarded by
+its own module, which keeps everything else:
+
+* the column checks of a batch-format-2 record and the accumulation of its stamps
+  (:func:`hlc_column`, :func:`stamped_totals_ok`, called by :mod:`crdtsync.events` and
+  :mod:`crdtsync.types.counters`);
+* the counter join of one writer's record (:func:`raise_totals`, called by
+  :class:`crdtsync._tables.CounterTable`).
+
+Rules for this file, so that mypyc makes it fast and keeps it exact: no imports beyond
+the standard library (what a loop needs from crdtsync is passed in); untrusted input is
+typed ``Any`` and checked with ``type(x) is ...`` (a compiled function raises
+``TypeError`` on an argument that does not match a narrower annotation, which the pure
+one would not); loops over lists and dicts only (mypyc turns those into direct C API
+calls; an attribute of an object of a class it does not compile is a generic lookup,
+slower than the interpreter's specialised one, so nothing here reads one per element).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+__all__ = ["hlc_column", "stamped_totals_ok", "raise_totals"]
+
+U64_LIMIT: Final = 2**64
+U64_MASK: Final = 2**64 - 1
+
+
+def hlc_column(hlc0: int, steps: list[Any]) -> tuple[list[Any], bool] | None:
+    """The stamps of a format-2 record from its start (a u64, checked by the caller) and
+    its steps, and whether they rise (no step wrapped modulo 2**64); None if a step is not
+    an int >= 0 (bools are not ints; any size: the sum is taken modulo 2**64)."""
+    n = len(steps) + 1
+    hlcs: list[Any] = [hlc0] * n
+    h: int = hlc0
+    i = 1
+    for s in steps:
+        if type(s) is not int:
+            return None
+        step: int = s
+        if step < 0:
+            return None
+        h += step
+        hlcs[i] = h
+        i += 1
+    if h < U64_LIMIT:
+        return hlcs, True
+    return [x & U64_MASK for x in hlcs], False
+
+
+def stamped_totals_ok(payloads: list[Any], limit: int) -> bool:
+    """Whether ``payloads`` (not empty) are ints in ``[1, limit]`` (a stamped GCounter
+    column: each a writer's new total; bools are not ints)."""
+    if not payloads:
+        return False
+    for p in payloads:
+        if type(p) is not int or p < 1 or p > limit:
+            return False
+    return True
+
+
+def raise_totals(rows: dict[Any, Any], keys: list[Any], totals: list[Any], start: int, actor: str) -> None:
+    """``rows[key][actor] = max(rows[key][actor], total)`` for the events from ``start``
+    on (one writer's record: keys are str and totals ints, validated by the decoder)."""
+    if start:
+        keys, totals = keys[start:], totals[start:]
+    for key, total in zip(keys, totals):
+        row: dict[Any, Any] | None = rows.get(key)
+        if row is None:
+            rows[key] = {actor: total}
+        else:
+            cur = row.get(actor)
+            if cur is None or total > cur:
+                row[actor] = total
