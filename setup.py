@@ -1,12 +1,13 @@
-"""Build script: the optional mypyc compile of ``crdtsync/_hot.py``.
+"""Build script: the optional compiled parts, ``crdtsync/_hot.py`` (mypyc) and
+``crdtsync/_chandles.c`` (C).
 
-Everything else about the package is in ``pyproject.toml``. The compile is optional at
-every step: without mypyc, with ``CRDTSYNC_PURE=1``, when mypyc refuses the file, or
-when there is no working C compiler, the install still succeeds and
-:mod:`crdtsync.speedups` runs the pure-Python source (see
-``docs/concepts/speedups.md``). A built extension gets the SHA-256 of the source it was
-built from beside it (``_hot.sha256``): ``crdtsync.speedups`` ignores an extension whose
-source has changed since.
+Everything else about the package is in ``pyproject.toml``. Both are optional at every
+step: with ``CRDTSYNC_PURE=1``, without mypyc (for the first), when mypyc refuses the
+file, or when there is no working C compiler, the install still succeeds and
+:mod:`crdtsync.speedups` runs pure Python (see ``docs/concepts/speedups.md``). A built
+extension gets the SHA-256 of the source it was built from beside it
+(``<name>.sha256``): ``crdtsync.speedups`` ignores an extension whose source has
+changed since.
 """
 
 from __future__ import annotations
@@ -17,11 +18,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from setuptools import setup
+from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 HERE = Path(__file__).resolve().parent
 HOT = "crdtsync/_hot.py"
+CHANDLES = "crdtsync/_chandles.c"
+#: extension -> the source whose digest is recorded beside it
+SOURCES = {"crdtsync._hot": HOT, "crdtsync._hot__mypyc": HOT, "crdtsync._chandles": CHANDLES}
 
 
 def _say(msg: str) -> None:
@@ -32,6 +36,10 @@ def _ext_modules() -> list[Any]:
     if os.environ.get("CRDTSYNC_PURE", "") not in ("", "0"):
         _say("CRDTSYNC_PURE is set: installing pure Python only")
         return []
+    return _mypyc_modules() + [Extension("crdtsync._chandles", [CHANDLES], optional=True)]
+
+
+def _mypyc_modules() -> list[Any]:
     try:
         from mypyc.build import mypycify
     except Exception as exc:  # (no mypyc in the build environment)
@@ -61,9 +69,13 @@ class BuildExt(build_ext):
         except Exception as exc:  # (CompileError, LinkError, a missing compiler)
             _say(f"compiling {ext.name} failed ({exc!r}); installing pure Python only")
             return
-        digest = hashlib.sha256((HERE / HOT).read_bytes()).hexdigest()
+        source = SOURCES.get(ext.name)
+        if source is None:
+            return
+        digest = hashlib.sha256((HERE / source).read_bytes()).hexdigest()
+        stem = Path(source).stem
         built = Path(self.get_ext_fullpath(ext.name)).parent
-        targets = {built / "_hot.sha256", HERE / "crdtsync" / "_hot.sha256"}  # (editable installs copy the .so there)
+        targets = {built / f"{stem}.sha256", HERE / "crdtsync" / f"{stem}.sha256"}  # (editable installs copy the .so there)
         for target in targets:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(digest + "\n")
