@@ -6,12 +6,15 @@ into an extension module when a C compiler and mypyc are at hand (see ``setup.py
 always this file under ``CRDTSYNC_PURE=1``). Either way the same source runs, so the
 compiled and the pure path cannot disagree on a state, a context or an error.
 
-What lives here is only the innermost part of two paths, each planned and guarded by
+What lives here is only the innermost part of these paths, each planned and guarded by
 its own module, which keeps everything else:
 
+* the stamp steps a writer encodes (:func:`hlc_steps`, called by
+  :func:`crdtsync.events.encode_v2`);
 * the column checks of a batch-format-2 record and the accumulation of its stamps
-  (:func:`hlc_column`, :func:`stamped_totals_ok`, called by :mod:`crdtsync.events` and
-  :mod:`crdtsync.types.counters`);
+  (:func:`keys_ok`, :func:`hlc_column`, :func:`stamped_totals_ok`,
+  :func:`scalar_column`, called by :mod:`crdtsync.events`,
+  :mod:`crdtsync.types.counters` and :mod:`crdtsync.types.registers`);
 * the counter join of one writer's record (:func:`raise_totals`, called by
   :class:`crdtsync._tables.CounterTable`).
 
@@ -28,10 +31,43 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-__all__ = ["hlc_column", "stamped_totals_ok", "raise_totals"]
+__all__ = ["hlc_steps", "keys_ok", "hlc_column", "stamped_totals_ok", "scalar_column", "raise_totals"]
 
 U64_LIMIT: Final = 2**64
 U64_MASK: Final = 2**64 - 1
+
+
+def hlc_steps(hlcs: Any) -> list[Any]:
+    """The steps between consecutive stamps of a record, modulo 2**64 when one goes back
+    (a list or tuple of ints; the writer's side of :func:`hlc_column`)."""
+    h: list[Any] = hlcs if type(hlcs) is list else list(hlcs)
+    n = len(h)
+    if n < 2:
+        return []
+    steps: list[Any] = [0] * (n - 1)
+    back = False
+    prev: int = h[0]
+    for i in range(1, n):
+        cur: int = h[i]
+        d = cur - prev
+        if d < 0:
+            back = True
+        steps[i - 1] = d
+        prev = cur
+    if back:
+        return [x & U64_MASK for x in steps]
+    return steps
+
+
+def keys_ok(keys: list[Any], limit: int) -> bool:
+    """Whether every entity key of a record is a str of at most ``limit`` characters."""
+    for k in keys:
+        if type(k) is not str:
+            return False
+        key: str = k
+        if len(key) > limit:
+            return False
+    return True
 
 
 def hlc_column(hlc0: int, steps: list[Any]) -> tuple[list[Any], bool] | None:
@@ -65,6 +101,23 @@ def stamped_totals_ok(payloads: list[Any], limit: int) -> bool:
         if type(p) is not int or p < 1 or p > limit:
             return False
     return True
+
+
+def scalar_column(values: list[Any], lo: int, hi: int) -> int:
+    """Of a column of LWW wire values: 1 if every value is a scalar (None, bool, int,
+    float, str, bytes) and every int in ``[lo, hi)``; 0 if some value is not a scalar
+    (whatever the ints); -1 if all are scalars but an int is out of range."""
+    out_of_range = False
+    for v in values:
+        t = type(v)
+        if t is int:
+            if not out_of_range:
+                i: int = v
+                if i < lo or i >= hi:
+                    out_of_range = True
+        elif not (t is float or t is str or v is None or t is bool or t is bytes):
+            return 0
+    return -1 if out_of_range else 1
 
 
 def raise_totals(rows: dict[Any, Any], keys: list[Any], totals: list[Any], start: int, actor: str) -> None:
