@@ -15,8 +15,9 @@ its own module, which keeps everything else:
   (:func:`keys_ok`, :func:`hlc_column`, :func:`stamped_totals_ok`,
   :func:`scalar_column`, called by :mod:`crdtsync.events`,
   :mod:`crdtsync.types.counters` and :mod:`crdtsync.types.registers`);
-* the counter join of one writer's record (:func:`raise_totals`, called by
-  :class:`crdtsync._tables.CounterTable`).
+* the joins of one writer's record: counters (:func:`raise_totals`, called by
+  :class:`crdtsync._tables.CounterTable`) and LWW registers (:func:`strictly_rising`,
+  :func:`overlay_put`, called by :class:`crdtsync._tables.LWWTable`).
 
 Rules for this file, so that mypyc makes it fast and keeps it exact: no imports beyond
 the standard library (what a loop needs from crdtsync is passed in); untrusted input is
@@ -31,7 +32,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-__all__ = ["hlc_steps", "keys_ok", "hlc_column", "stamped_totals_ok", "scalar_column", "raise_totals"]
+__all__ = ["hlc_steps", "keys_ok", "hlc_column", "stamped_totals_ok", "scalar_column", "raise_totals", "strictly_rising", "overlay_put"]
 
 U64_LIMIT: Final = 2**64
 U64_MASK: Final = 2**64 - 1
@@ -133,3 +134,25 @@ def raise_totals(rows: dict[Any, Any], keys: list[Any], totals: list[Any], start
             cur = row.get(actor)
             if cur is None or total > cur:
                 row[actor] = total
+
+
+def strictly_rising(ts: list[Any], start: int) -> bool:
+    """Whether the stamps from ``start`` on rise strictly (ints, validated by the decoder)."""
+    if start >= len(ts):
+        return True
+    prev: int = ts[start]
+    for t in ts[start + 1:]:
+        cur: int = t
+        if cur <= prev:
+            return False
+        prev = cur
+    return True
+
+
+def overlay_put(own: dict[Any, Any], keys: list[Any], ts: list[Any], values: list[Any], start: int, ai: int) -> None:
+    """``own[key] = (ts, value, ai)`` for the events from ``start`` on, in order (the LWW
+    table's overlay of a record every event of which wins: see ``LWWTable.fold``)."""
+    if start:
+        keys, ts, values = keys[start:], ts[start:], values[start:]
+    for key, t, v in zip(keys, ts, values):
+        own[key] = (t, v, ai)

@@ -32,7 +32,6 @@ between two reads is packed once.
 
 from __future__ import annotations
 
-import operator
 import struct
 from collections.abc import Iterator, MutableMapping
 from itertools import islice, repeat
@@ -281,13 +280,12 @@ class LWWTable(MutableMapping[str, CRDT[Any]]):
             first_actor = actors[start]
             acts = actors[start:] if start else actors
             if (self.max_ts < ts[start] and ts[-1] < _I64_LIMIT and acts.count(first_actor) == n - start
-                    and all(map(operator.lt, islice(ts, start, None), islice(ts, start + 1, None)))):
+                    and speedups.hot.strictly_rising(ts, start)):
                 ai = self._ix(first_actor)
                 if ai is not None:
                     # into the overlay, packed when the table is next read (see fold)
                     own = self.own
-                    own.update(zip(islice(keys, start, None),
-                                   zip(islice(ts, start, None), islice(values, start, None), repeat(ai))))
+                    speedups.hot.overlay_put(own, keys, ts, values, start, ai)
                     self._foreign = True
                     self.max_ts = ts[-1]
                     if len(own) > self.OVERLAY_LIMIT:

@@ -22,6 +22,7 @@ never runs code that no longer matches what it reads). :data:`ACTIVE` says what 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import importlib.machinery
@@ -29,10 +30,11 @@ import importlib.util
 import os
 import sys
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
-__all__ = ["ACTIVE", "PARTS", "REASONS", "hot", "chandles", "source_digest", "load_pure", "describe"]
+__all__ = ["ACTIVE", "PARTS", "REASONS", "hot", "chandles", "source_digest", "load_pure", "describe", "pure"]
 
 _DIR = Path(__file__).resolve().parent
 #: extension module -> (its source file, what compiles it)
@@ -101,3 +103,23 @@ ACTIVE: str = ("compiled" if _hot_ext is not None and _c_ext is not None
 def describe() -> str:
     """One line for a benchmark header or a bug report."""
     return f"{ACTIVE} (" + "; ".join(f"{n}: {REASONS[n]}" for n in SOURCES) + ")"
+
+
+_pure_hot: ModuleType | None = None
+
+
+@contextlib.contextmanager
+def pure() -> Iterator[None]:
+    """Run pure Python in this process while inside: the hot loops from the source, and
+    the write handles made inside are the Python closures (callers look :data:`hot` and
+    :data:`chandles` up at each call). For benchmarks that compare both paths in one run;
+    :data:`ACTIVE` keeps saying what the process runs otherwise."""
+    global hot, chandles, _pure_hot
+    if _pure_hot is None:
+        _pure_hot = load_pure("crdtsync._hot_pure")
+    saved = hot, chandles
+    hot, chandles = _pure_hot, None
+    try:
+        yield
+    finally:
+        hot, chandles = saved

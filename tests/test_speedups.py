@@ -122,3 +122,20 @@ def test_an_extension_built_from_another_source_is_not_used(monkeypatch: pytest.
         mod, why = speedups._extension("_chandles")
     assert mod is None and why.startswith("stale")
     assert any("built from another version" in str(w.message) for w in caught)
+
+
+@settings(max_examples=300, deadline=None)
+@given(ts=st.lists(st.integers(min_value=0, max_value=U64 + 5), max_size=8), start=st.integers(0, 9))
+def test_strictly_rising(ts: list[int], start: int) -> None:
+    assert HOT.strictly_rising(ts, start) == REF.strictly_rising(ts, start)
+
+
+@settings(max_examples=300, deadline=None)
+@given(events=st.lists(st.tuples(st.sampled_from("abc"), st.integers(0, U64 - 1), ANY), max_size=8),
+       start=st.integers(0, 8), before=st.dictionaries(st.sampled_from("abcd"), st.tuples(st.integers(0, 9), st.integers())))
+def test_overlay_put(events: list[tuple[str, int, Any]], start: int, before: dict[str, Any]) -> None:
+    keys, ts, values = [e[0] for e in events], [e[1] for e in events], [e[2] for e in events]
+    mine, theirs = dict(before), dict(before)
+    HOT.overlay_put(mine, keys, ts, values, start, 3)
+    REF.overlay_put(theirs, keys, ts, values, start, 3)
+    assert list(mine.items()) == list(theirs.items())  # (same entries, same order)

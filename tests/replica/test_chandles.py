@@ -27,7 +27,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from crdtsync import Feature, Replica
+from crdtsync import Feature, Replica, speedups
 from crdtsync.clock import HLC
 from crdtsync.log import MemoryLog
 from crdtsync.replica import handles
@@ -100,8 +100,13 @@ async def _run(ops: list[tuple[str, Any, Any]], native: bool, window: bool) -> d
         clk.now()
         clk._fast_from, clk._fast_to, clk._owner = 0, 2**62, threading.get_ident()
     w = r._writer
-    s = handles._lww_set(w, "s", native=native)
-    c = handles._increment(w, "c", native=native)
+    saved = speedups.chandles
+    speedups.chandles = chandles  # (the built module, also under CRDTSYNC_PURE=1)
+    try:
+        s = handles._lww_set(w, "s", native=native)
+        c = handles._increment(w, "c", native=native)
+    finally:
+        speedups.chandles = saved
     assert (type(s).__module__ == "crdtsync._chandles") is native
     s("k", 0)  # the tables exist from here on: every later call may take the fast path
     c("k", 1)
@@ -172,8 +177,13 @@ def test_c_handles_take_the_fast_path_for_plain_writes() -> None:
     async def main() -> None:
         r = await _open(MemoryLog())
         w = r._writer
-        s = handles._lww_set(w, "s", native=True)
-        c = handles._increment(w, "c", native=True)
+        saved = speedups.chandles
+        speedups.chandles = chandles
+        try:
+            s = handles._lww_set(w, "s", native=True)
+            c = handles._increment(w, "c", native=True)
+        finally:
+            speedups.chandles = saved
         s("k", 1.5)  # (the first write makes the table: general path)
         c("k", 2)
         calls: list[Any] = []
