@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import math
 import threading
 from typing import Any
 
+import msgpack
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -87,9 +87,8 @@ def _outcome(fn: Any, *args: Any, **kwargs: Any) -> tuple[str, str] | None:
 
 
 def _same_value(a: Any, b: Any) -> bool:
-    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
-        return True
-    return type(a) is type(b) and a == b
+    """Exact equality of read values (NaN equals NaN, also inside a list; 1 is not 1.0)."""
+    return type(a) is type(b) and msgpack.packb(a) == msgpack.packb(b)
 
 
 async def _run(ops: list[tuple[str, Any, Any]], native: bool, window: bool) -> dict[str, Any]:
