@@ -63,7 +63,7 @@ def _extension(name: str) -> tuple[ModuleType | None, str]:
     """The built extension ``name`` if it may be used, else None; and why."""
     if os.environ.get("CRDTSYNC_PURE", "") not in ("", "0"):
         return None, "CRDTSYNC_PURE is set"
-    if not any(_DIR.glob(name + suffix) for suffix in importlib.machinery.EXTENSION_SUFFIXES):
+    if not any((_DIR / (name + suffix)).exists() for suffix in importlib.machinery.EXTENSION_SUFFIXES):
         return None, "not built (no C compiler, or no mypy, at install)"
     try:
         recorded = (_DIR / f"{name}.sha256").read_text().strip()
