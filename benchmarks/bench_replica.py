@@ -109,6 +109,17 @@ def crdtsync_replicated(n: int, workload: str, backend: str, tmp: Path, handle: 
     return run
 
 
+def pure_python(fn: Callable[[], int]) -> Callable[[], int]:
+    """``fn`` run on the pure-Python path (``crdtsync.speedups.pure``), in this process."""
+    from crdtsync import speedups
+
+    def run() -> int:
+        with speedups.pure():
+            return fn()
+
+    return run
+
+
 def loro_replicated(n: int, workload: str) -> Callable[[], int]:
     from loro import ExportMode, LoroCounter, LoroDoc
 
@@ -373,8 +384,12 @@ def run(quick: bool = False) -> str:
     # only grows with history, so comparing its shorter runs flatters pycrdt, not us
     ours_n = 5 * n
     repeat = 3 if quick else 5
+    from crdtsync import speedups
+
     tmp = Path(tempfile.mkdtemp(prefix="crdtsync-bench-"))
-    lines = []
+    lines = [f"\nHot paths in this run: **{speedups.describe()}**. Rows marked *pure Python* run the "
+             "same workload in the same process through `crdtsync.speedups.pure()` (what an install "
+             "without a C compiler, or `CRDTSYNC_PURE=1`, runs).\n"]
     targets: list[str] = []
     try:
         for workload in ("counter", "lww-map"):
@@ -384,6 +399,9 @@ def run(quick: bool = False) -> str:
                 "crdtsync, LocalLog fsync=group": crdtsync_replicated(ours_n, workload, "local:group", tmp),
                 "crdtsync, LocalLog fsync=always": crdtsync_replicated(ours_n, workload, "local:always", tmp),
                 "crdtsync, MemoryLog, write() per op": crdtsync_replicated(ours_n, workload, "memory", tmp, False),
+                "crdtsync, MemoryLog, pure Python": pure_python(crdtsync_replicated(ours_n, workload, "memory", tmp)),
+                "crdtsync, LocalLog fsync=group, pure Python": pure_python(
+                    crdtsync_replicated(ours_n, workload, "local:group", tmp)),
                 "dict + msgpack, packed per op (the floor)": dict_msgpack_replicated(ours_n, workload, False),
                 "dict + msgpack, 1,024 per record (the limit)": dict_msgpack_replicated(ours_n, workload, True),
                 "loro, update per op": loro_replicated(n, workload),
@@ -399,12 +417,15 @@ def run(quick: bool = False) -> str:
             lines.append(table(["system", "throughput (median)", "vs the per-op floor"], rows))
             mem = res["crdtsync, MemoryLog"].ops_per_s
             grp = res["crdtsync, LocalLog fsync=group"].ops_per_s
+            pmem = res["crdtsync, MemoryLog, pure Python"].ops_per_s
+            pgrp = res["crdtsync, LocalLog fsync=group, pure Python"].ops_per_s
             loro = res["loro, update per op"].ops_per_s
             pyc = res["pycrdt, update per op"].ops_per_s
             targets.append(
                 f"{workload}: MemoryLog {mem / floor:.2f}x the per-op floor (target >= 1x: {_met(mem / floor >= 1)}); "
                 f"LocalLog fsync=group {grp / floor:.2f}x (target >= 0.7x: {_met(grp / floor >= 0.7)}); "
-                f"vs loro per op {grp / loro:.1f}x, vs pycrdt per op {grp / pyc:.1f}x (issue 3 target >= 5x: {_met(grp / pyc >= 5)})"
+                f"vs loro per op {grp / loro:.1f}x, vs pycrdt per op {grp / pyc:.1f}x (issue 3 target >= 5x: {_met(grp / pyc >= 5)}); "
+                f"pure Python: MemoryLog {pmem / floor:.2f}x, LocalLog fsync=group {pgrp / floor:.2f}x"
             )
 
         progress("replica: view of 10 features")
@@ -426,16 +447,20 @@ def run(quick: bool = False) -> str:
         gapdir = tmp / "replay-log-gap"
         asyncio.run(_build_log(logdir, events))
         asyncio.run(_build_log(gapdir, events, gap=True))
-        rates, gap_rates, bare_rates = [], [], []
+        rates, gap_rates, bare_rates, pure_rates = [], [], [], []
         for _ in range(3 if quick else 5):  # a noisy machine: median of five, all interleaved
             applied, secs, _ = asyncio.run(_replay(logdir, None))
             rates.append(applied / secs)
+            with speedups.pure():
+                applied, secs, _ = asyncio.run(_replay(logdir, None))
+            pure_rates.append(applied / secs)
             applied, secs, _ = asyncio.run(_replay(gapdir, None))
             gap_rates.append(applied / secs)
             folded, secs = asyncio.run(_bare_fold(logdir))
             assert folded == events, (folded, events)
             bare_rates.append(folded / secs)
         rates.sort()
+        pure_rates.sort()
         gap_rates.sort()
         bare_rates.sort()
         data = tmp / "reader"
@@ -458,6 +483,8 @@ def run(quick: bool = False) -> str:
                        f"(issue 8 target <= 2x: {'met' if slower <= 2 else 'NOT met'})")
         lines.append(table(["measure", "median"], [
             ["replay from an empty replica", fmt_rate(replay) + " events/s"],
+            ["the same, pure Python", f"{fmt_rate(pure_rates[len(pure_rates) // 2])} events/s "
+                                      f"({pure_rates[len(pure_rates) // 2] / bare:.2f}x the bare fold)"],
             ["bare fold of the same bytes (read, unpack, keep each key's total in a dict)", fmt_rate(bare) + " events/s"],
             [f"replay {events:,} events with a permanent gap (one seq skipped after the first record)",
              f"{fmt_rate(gap_replay)} events/s ({slower:.2f}x the time without the gap)"],

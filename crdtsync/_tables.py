@@ -32,7 +32,6 @@ between two reads is packed once.
 
 from __future__ import annotations
 
-import operator
 import struct
 from collections.abc import Iterator, MutableMapping
 from itertools import islice, repeat
@@ -40,6 +39,7 @@ from typing import Any
 
 import msgpack
 
+from . import speedups
 from ._encoding import pack_small
 from .types._base import CRDT
 from .types.counters import GCounter
@@ -280,13 +280,12 @@ class LWWTable(MutableMapping[str, CRDT[Any]]):
             first_actor = actors[start]
             acts = actors[start:] if start else actors
             if (self.max_ts < ts[start] and ts[-1] < _I64_LIMIT and acts.count(first_actor) == n - start
-                    and all(map(operator.lt, islice(ts, start, None), islice(ts, start + 1, None)))):
+                    and speedups.hot.strictly_rising(ts, start)):
                 ai = self._ix(first_actor)
                 if ai is not None:
                     # into the overlay, packed when the table is next read (see fold)
                     own = self.own
-                    own.update(zip(islice(keys, start, None),
-                                   zip(islice(ts, start, None), islice(values, start, None), repeat(ai))))
+                    speedups.hot.overlay_put(own, keys, ts, values, start, ai)
                     self._foreign = True
                     self.max_ts = ts[-1]
                     if len(own) > self.OVERLAY_LIMIT:
@@ -448,13 +447,7 @@ class CounterTable(MutableMapping[str, CRDT[Any]]):
         if not objects and n > start:
             first = actors[start]
             if (actors[start:] if start else actors).count(first) == n - start:  # one writer
-                get = rows.get
-                for key, total in zip(islice(keys, start, None), islice(totals, start, None)):
-                    row = get(key)
-                    if row is None:
-                        rows[key] = {first: total}
-                    elif total > row.get(first, 0):
-                        row[first] = total
+                speedups.hot.raise_totals(rows, keys, totals, start, first)
                 return n - start, []
         refused: list[int] = []
         for i in range(start, n):

@@ -8,8 +8,10 @@ at index ``i`` has seq ``first + i``, so the queue never holds an
 :mod:`crdtsync.replica.handles`, only what the delta is made of: an LWW ``set`` keeps
 its stored value (:data:`LWW_SET`; the delta is ``LWWRegister(stamp, actor, value)``), a
 GCounter ``increment`` this replica's new total (:data:`OWN_TOTAL`; the delta is
-``GCounter({actor: total})``). Those two travel in their type's *stamped* form (see
-:mod:`crdtsync.events`): the payload column is the item column itself.
+``GCounter({actor: total})``), an LWW ``set`` of a flat list of scalars its packed
+stored form (:data:`LWW_PACKED`: a delta like :data:`LWW_SET`'s). Those travel in their
+type's *stamped* form (see :mod:`crdtsync.events`): the payload column is the item
+column itself (for :data:`LWW_PACKED`, the lists unpacked again).
 
 :meth:`Pending.encode` turns a :class:`Chunk` taken off the queue into log records of at
 most :data:`MAX_BATCH` events, straight from the columns: batch format 2
@@ -26,15 +28,16 @@ from typing import Any
 from ..events import Batch, Codec, Event, MsgpackCodec, encode_v2
 from ..types._base import CRDT
 from ..types.counters import GCounter
-from ..types.registers import LWWRegister
+from ..types.registers import LWWRegister, load_value
 
-__all__ = ["Pending", "Chunk", "DELTA", "LWW_SET", "OWN_TOTAL", "MAX_BATCH"]
+__all__ = ["Pending", "Chunk", "DELTA", "LWW_SET", "OWN_TOTAL", "LWW_PACKED", "MAX_BATCH"]
 
 #: events per log record when flushing
 MAX_BATCH = 1024
-#: item kinds: the delta itself; the stored value of an LWW ``set`` stamped with the event;
-#: the new own total of a GCounter ``increment``
-DELTA, LWW_SET, OWN_TOTAL = 0, 1, 2
+#: item kinds: the delta itself; the stored value of an LWW ``set`` stamped with the event
+#: (a scalar); the new own total of a GCounter ``increment``; the stored value of an LWW
+#: ``set`` of a flat list of scalars (its packed bytes: the payload is the list again)
+DELTA, LWW_SET, OWN_TOTAL, LWW_PACKED = 0, 1, 2, 3
 
 Entry = tuple[str, int, 'type[CRDT[Any]]', int]  # (field, field version, delta class, item kind)
 
@@ -127,7 +130,7 @@ class Pending:
     # -- events and records --------------------------------------------------------
     def delta(self, entry: int, stamp: int, item: Any) -> CRDT[Any]:
         kind = self.entries[entry][3]
-        if kind == LWW_SET:
+        if kind == LWW_SET or kind == LWW_PACKED:
             return LWWRegister._raw(stamp, self.actor, item)
         if kind == OWN_TOTAL:
             return GCounter._of({self.actor: item})
@@ -160,9 +163,11 @@ class Pending:
         kind = self.entries[entry][3]
         if kind == DELTA:
             return self.entries[entry][2]._payloads(items)
+        if kind == LWW_PACKED:  # the wire value of a packed list is the list
+            items = list(map(load_value, items))
         if self._stamped:
             return items  # the stamped form: the payloads are the items
-        if kind == LWW_SET:  # the full form [ts, actor, value] (tuples pack as arrays)
+        if kind == LWW_SET or kind == LWW_PACKED:  # the full form [ts, actor, value] (tuples pack as arrays)
             return list(zip(stamps, repeat(self.actor), items))
         return [[(self.actor, total)] for total in items]  # GCounter's [[actor, total]]
 

@@ -14,6 +14,7 @@ from operator import attrgetter, itemgetter
 from types import MappingProxyType
 from typing import Any, ClassVar, TypeVar
 
+from .. import speedups
 from ._base import CRDT, actor_of, check_sorted_unique, register, want_int, want_list, want_str
 
 __all__ = ["GCounter", "PNCounter"]
@@ -165,7 +166,7 @@ class GCounter(CRDT[int]):
 
     @classmethod
     def _stamped_columns(cls, payloads: list[Any], hlcs: list[int], origin: str) -> Any:
-        if set(map(type, payloads)) != {int} or min(payloads) < 1 or max(payloads) > _MAX_TOTAL:
+        if not speedups.hot.stamped_totals_ok(payloads, _MAX_TOTAL):
             return None
         return [sys.intern(origin)] * len(payloads), payloads
 

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
 import msgpack
 
+from .. import speedups
 from .._encoding import canonical, corrupt, is_finite_number, pack_small, packb
 from ..clock import Context, Dot, default_hlc
 from ._base import CRDT, actor_of, register, want_int, want_list, want_str
@@ -51,7 +52,6 @@ _F64 = struct.Struct(">d")
 _TS_LIMIT = 2**64
 _INT_MIN, _INT_LIMIT = -(2**63), 2**64
 _KEY_TYPES = (str, bytes, int, type(None))  # bool is an int
-_SCALAR_TYPES = frozenset({type(None), bool, int, float, str, bytes})
 _first, _second, _third = itemgetter(0), itemgetter(1), itemgetter(2)
 
 
@@ -110,6 +110,7 @@ class _Packed(bytes):
 
 
 _FLAT_TYPES = frozenset({type(None), bool, float, str, bytes})
+_SCALAR_TYPES = _FLAT_TYPES | {int}
 
 
 def _flat(v: list[Any] | tuple[Any, ...]) -> bool:
@@ -157,22 +158,14 @@ def _flat_column(values: list[list[Any]]) -> list[Any] | None:
 def _stored_column(values: list[Any]) -> list[Any] | None:
     """Wire values of many registers as stored values (validated), or None if an
     integer does not fit in 64 bits."""
-    kinds = set(map(type, values))
-    if not kinds <= _SCALAR_TYPES:
-        if kinds == {list}:
+    verdict = speedups.hot.scalar_column(values, _INT_MIN, _INT_LIMIT)
+    if verdict == 0:  # not all scalars
+        if all(type(v) is list for v in values):
             flat = _flat_column(values)
             if flat is not None:
                 return flat
         return [stored_from_wire(v, "lww.value") for v in values]
-    if int in kinds:
-        if kinds == {int}:
-            lo, hi = min(values), max(values)
-        else:
-            ints = [v for v in values if type(v) is int]
-            lo, hi = min(ints), max(ints)
-        if lo < _INT_MIN or hi >= _INT_LIMIT:
-            return None
-    return values
+    return values if verdict == 1 else None
 
 
 def store_value(value: Any, what: str = "register value") -> Any:

@@ -107,6 +107,52 @@ async def test_handle_writes_equal_write_calls_in_state_context_and_records(code
     assert by_handle[3]["k"]["s"] == VALUES[-2]
 
 
+FLAT = [[1733.2, "xxxx"], (1, "a"), [], [True, None, b"x", -0.0], [2**64 - 1, -(2**63)], ["only"], [1.5] * 40]
+
+
+@pytest.mark.parametrize("codec", CODECS, ids=["msgpack-v2", "msgpack-v1", "avro"])
+@sync
+async def test_flat_lists_of_scalars_through_a_handle_equal_write_calls(codec: Codec | None) -> None:
+    """The handle's fast path for flat lists (the Kafka benchmark's ``[score, label]``
+    values): same state, context, decoded events and reads as ``write()``, mixed with
+    scalars and with values it leaves to the general path in one record."""
+    def script(r: Replica, handles: bool) -> None:
+        s = r.writer("s", "set") if handles else None
+        for i, v in enumerate(FLAT + [7, [1, [2]], "x", (2.5, "b")] + FLAT[::-1]):
+            key = ("k", "k2", "k3")[i % 3]
+            if s is not None:
+                s(key, v)
+            else:
+                r.write("s", key, "set", v)
+
+    by_write, by_handle = await _both(script, codec)
+    assert by_handle == by_write
+    assert by_handle[3]["k"]["s"] == [] and by_handle[3]["k3"]["s"] == [1733.2, "xxxx"]
+
+
+@sync
+async def test_a_flat_list_written_through_a_handle_is_a_copy() -> None:
+    """The stored value is the list as it was at the write: changing it afterwards (or
+    the list read back) changes nothing; a list the fast path refuses raises what
+    ``write`` raises."""
+    r = await _open()
+    s = r.writer("s", "set")
+    s("k", 0)  # (makes the table: the next write takes the fast path)
+    v = [1733.2, "xxxx"]
+    s("k", v)
+    v.append("changed")
+    got = r.value("s", "k")
+    assert got == [1733.2, "xxxx"]
+    got.append("also changed")
+    assert r.value("s", "k") == [1733.2, "xxxx"]
+    with pytest.raises(TypeError) as by_handle:
+        s("k", [2**64])
+    with pytest.raises(TypeError) as by_write:
+        r.write("s", "k", "set", [2**64])
+    assert str(by_handle.value) == str(by_write.value)
+    await r.close()
+
+
 @sync
 async def test_handle_reads_its_own_writes_at_once() -> None:
     r = await _open()

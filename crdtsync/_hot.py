@@ -1,0 +1,158 @@
+"""The replica's hottest loops, compiled with mypyc when the build can.
+
+This file is ordinary Python and valid mypyc input at once. ``pip install`` compiles it
+into an extension module when a C compiler and mypyc are at hand (see ``setup.py``);
+:mod:`crdtsync.speedups` then imports the compiled module, else this file as it is (and
+always this file under ``CRDTSYNC_PURE=1``). Either way the same source runs, so the
+compiled and the pure path cannot disagree on a state, a context or an error.
+
+What lives here is only the innermost part of these paths, each planned and guarded by
+its own module, which keeps everything else:
+
+* the stamp steps a writer encodes (:func:`hlc_steps`, called by
+  :func:`crdtsync.events.encode_v2`);
+* the column checks of a batch-format-2 record and the accumulation of its stamps
+  (:func:`keys_ok`, :func:`hlc_column`, :func:`stamped_totals_ok`,
+  :func:`scalar_column`, called by :mod:`crdtsync.events`,
+  :mod:`crdtsync.types.counters` and :mod:`crdtsync.types.registers`);
+* the joins of one writer's record: counters (:func:`raise_totals`, called by
+  :class:`crdtsync._tables.CounterTable`) and LWW registers (:func:`strictly_rising`,
+  :func:`overlay_put`, called by :class:`crdtsync._tables.LWWTable`).
+
+Rules for this file, so that mypyc makes it fast and keeps it exact: no imports beyond
+the standard library (what a loop needs from crdtsync is passed in); untrusted input is
+typed ``Any`` and checked with ``type(x) is ...`` (a compiled function raises
+``TypeError`` on an argument that does not match a narrower annotation, which the pure
+one would not); loops over lists and dicts only (mypyc turns those into direct C API
+calls; an attribute of an object of a class it does not compile is a generic lookup,
+slower than the interpreter's specialised one, so nothing here reads one per element).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+__all__ = ["hlc_steps", "keys_ok", "hlc_column", "stamped_totals_ok", "scalar_column", "raise_totals", "strictly_rising", "overlay_put"]
+
+U64_LIMIT: Final = 2**64
+U64_MASK: Final = 2**64 - 1
+
+
+def hlc_steps(hlcs: Any) -> list[Any]:
+    """The steps between consecutive stamps of a record, modulo 2**64 when one goes back
+    (a list or tuple of ints; the writer's side of :func:`hlc_column`)."""
+    h: list[Any] = hlcs if type(hlcs) is list else list(hlcs)
+    n = len(h)
+    if n < 2:
+        return []
+    steps: list[Any] = [0] * (n - 1)
+    back = False
+    prev: int = h[0]
+    for i in range(1, n):
+        cur: int = h[i]
+        d = cur - prev
+        if d < 0:
+            back = True
+        steps[i - 1] = d
+        prev = cur
+    if back:
+        return [x & U64_MASK for x in steps]
+    return steps
+
+
+def keys_ok(keys: list[Any], limit: int) -> bool:
+    """Whether every entity key of a record is a str of at most ``limit`` characters."""
+    for k in keys:
+        if type(k) is not str:
+            return False
+        key: str = k
+        if len(key) > limit:
+            return False
+    return True
+
+
+def hlc_column(hlc0: int, steps: list[Any]) -> tuple[list[Any], bool] | None:
+    """The stamps of a format-2 record from its start (a u64, checked by the caller) and
+    its steps, and whether they rise (no step wrapped modulo 2**64); None if a step is not
+    an int >= 0 (bools are not ints; any size: the sum is taken modulo 2**64)."""
+    n = len(steps) + 1
+    hlcs: list[Any] = [hlc0] * n
+    h: int = hlc0
+    i = 1
+    for s in steps:
+        if type(s) is not int:
+            return None
+        step: int = s
+        if step < 0:
+            return None
+        h += step
+        hlcs[i] = h
+        i += 1
+    if h < U64_LIMIT:
+        return hlcs, True
+    return [x & U64_MASK for x in hlcs], False
+
+
+def stamped_totals_ok(payloads: list[Any], limit: int) -> bool:
+    """Whether ``payloads`` (not empty) are ints in ``[1, limit]`` (a stamped GCounter
+    column: each a writer's new total; bools are not ints)."""
+    if not payloads:
+        return False
+    for p in payloads:
+        if type(p) is not int or p < 1 or p > limit:
+            return False
+    return True
+
+
+def scalar_column(values: list[Any], lo: int, hi: int) -> int:
+    """Of a column of LWW wire values: 1 if every value is a scalar (None, bool, int,
+    float, str, bytes) and every int in ``[lo, hi)``; 0 if some value is not a scalar
+    (whatever the ints); -1 if all are scalars but an int is out of range."""
+    out_of_range = False
+    for v in values:
+        t = type(v)
+        if t is int:
+            if not out_of_range:
+                i: int = v
+                if i < lo or i >= hi:
+                    out_of_range = True
+        elif not (t is float or t is str or v is None or t is bool or t is bytes):
+            return 0
+    return -1 if out_of_range else 1
+
+
+def raise_totals(rows: dict[Any, Any], keys: list[Any], totals: list[Any], start: int, actor: str) -> None:
+    """``rows[key][actor] = max(rows[key][actor], total)`` for the events from ``start``
+    on (one writer's record: keys are str and totals ints, validated by the decoder)."""
+    if start:
+        keys, totals = keys[start:], totals[start:]
+    for key, total in zip(keys, totals):
+        row: dict[Any, Any] | None = rows.get(key)
+        if row is None:
+            rows[key] = {actor: total}
+        else:
+            cur = row.get(actor)
+            if cur is None or total > cur:
+                row[actor] = total
+
+
+def strictly_rising(ts: list[Any], start: int) -> bool:
+    """Whether the stamps from ``start`` on rise strictly (ints, validated by the decoder)."""
+    if start >= len(ts):
+        return True
+    prev: int = ts[start]
+    for t in ts[start + 1:]:
+        cur: int = t
+        if cur <= prev:
+            return False
+        prev = cur
+    return True
+
+
+def overlay_put(own: dict[Any, Any], keys: list[Any], ts: list[Any], values: list[Any], start: int, ai: int) -> None:
+    """``own[key] = (ts, value, ai)`` for the events from ``start`` on, in order (the LWW
+    table's overlay of a record every event of which wins: see ``LWWTable.fold``)."""
+    if start:
+        keys, ts, values = keys[start:], ts[start:], values[start:]
+    for key, t, v in zip(keys, ts, values):
+        own[key] = (t, v, ai)
