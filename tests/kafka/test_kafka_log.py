@@ -121,6 +121,34 @@ def test_routing_is_stable_and_strong_fields_share_partition_zero() -> None:
     assert router([batch_record("a", 1, "clicks", "user-7", version=1)]) == router([rec])
 
 
+def test_routing_reads_a_format_2_record_only_to_its_first_event() -> None:
+    """Several fields in one record (a field column), the first event's field not the
+    first entry; a strong field later in the record still sends it to partition 0;
+    bytes that are not a batch are routed by their hash."""
+    import msgpack
+
+    from crdtsync.types.counters import GCounter
+    from crdtsync.types.registers import LWWRegister
+
+    router = EventRouter(8, strong_fields={"balance"})
+    codec = MsgpackCodec(write_version=2)
+
+    def record(fields: list[str]) -> bytes:
+        return codec.encode(Batch.of([
+            Event("a", i + 1, 10 + i, f, f"key-{i}", GCounter().increment(1, actor="a") if f == "n" else
+                  LWWRegister().set(i, actor="a", ts=10 + i)) for i, f in enumerate(fields)]))
+
+    rec = record(["clicks", "n", "clicks", "n"])
+    obj = msgpack.unpackb(rec, raw=False)
+    assert obj[7] == [0, 1, 0, 1]  # a field column: two entries
+    assert router([rec]) == stable_partition(b"clicks\x00key-0", 8)
+    rec = record(["n", "clicks", "n"])
+    assert router([rec]) == stable_partition(b"n\x00key-0", 8)
+    assert router([record(["clicks", "n", "balance"])]) == 0  # strong anywhere: partition 0
+    for junk in (b"\x00\x01garbage", msgpack.packb([2, "a", 1]), msgpack.packb([2, 1, 2, 3, 4, 5, 6, 7, 8, 9])):
+        assert router([junk]) == stable_partition(junk, 8)
+
+
 def test_appends_land_on_the_routed_partition(crdtsync_kafka: str) -> None:
     async def body() -> None:
         async with KafkaLog.open(crdtsync_kafka, namespace=namespace(), partitions=4,
