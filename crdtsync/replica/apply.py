@@ -8,11 +8,23 @@ already has (the apply is idempotent by dot), ask :mod:`admission
 and fleet records, tell subscribers, and advance the context by exactly the applied dots.
 Batch format 2 records that need no per-event decision are joined column by column
 (:meth:`Applier.apply_columns`), without an :class:`~crdtsync.events.Event` per event.
+
+Python's cyclic garbage collector is held off while one record is applied
+(:meth:`Applier.apply_record`) and runs, if due, right after it. Decoding a record makes
+a few short-lived container objects per event (the unpacked values, and for subscribers
+the events and changes); collections triggered in the middle of a record scan them,
+promote the ones still referenced to older generations and so bring on full-heap
+collections, although nearly all are freed when the record is done. Deferring to record
+boundaries lets them die unscanned: applying 60,000 LWW sets of flat lists took 1.0-1.8
+µs per event with collections mid-record and 0.6 µs deferred (2.9-3.6 and 2.1 µs with a
+subscriber). A record holds at most ``MAX_EVENTS_PER_BATCH`` events, so what waits for
+the collector is bounded; a process that turned the collector off keeps it off.
 """
 
 from __future__ import annotations
 
 import bisect
+import gc
 import logging
 from collections.abc import Callable, MutableMapping, Sequence
 from typing import Any
@@ -83,7 +95,17 @@ class Applier:
         self._span: Callable[[bytes], tuple[str, int, int] | None] | None = getattr(codec, "span", None)
 
     def apply_record(self, position: Position, payload: bytes) -> int:
-        """Apply the record at ``position``; returns the number of events applied."""
+        """Apply the record at ``position``; returns the number of events applied (the
+        garbage collector held off meanwhile: see the module docstring)."""
+        if not gc.isenabled():
+            return self._apply_record(position, payload)
+        gc.disable()
+        try:
+            return self._apply_record(position, payload)
+        finally:
+            gc.enable()
+
+    def _apply_record(self, position: Position, payload: bytes) -> int:
         if self._held and self._hlc.wall_ms() >= self._held.due:
             self.retry_held()
         if self._span is not None:  # own records read back: every dot is here already
