@@ -855,6 +855,19 @@ static PyTypeObject LWWSetHandleType = {
     .tp_methods = lww_methods,
 };
 
+/* ---- Packed: the stored form of a list or dict value --------------------------------- */
+/* A bytes subclass like the pure-Python crdtsync.types.registers._PyPacked, defined here so
+ * that its instances are not tracked by the cyclic garbage collector (a subclass defined in
+ * Python always is): a replica holds one per queued or overlaid list value, and tracked
+ * ones made every full collection walk them. */
+static PyTypeObject PackedType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "crdtsync._chandles.Packed",
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "The canonical msgpack bytes of a list or dict value (a bytes subclass the garbage "
+              "collector does not track).",
+};
+
 static PyMethodDef module_methods[] = {
     {"flat_packb", flat_packb, METH_O,
      "flat_packb(value): the msgpack bytes of a flat list or tuple of scalars (as pack_small packs it), "
@@ -875,13 +888,16 @@ PyMODINIT_FUNC PyInit__chandles(void) {
     STR_REISSUE = PyUnicode_InternFromString("_reissue");
     if (!ONE || !ZERO || !I64_LIMIT || !STR_NOW || !STR_REISSUE)
         return NULL;
-    if (PyType_Ready(&IncrementHandleType) < 0 || PyType_Ready(&LWWSetHandleType) < 0)
+    PackedType.tp_base = &PyBytes_Type;
+    if (PyType_Ready(&IncrementHandleType) < 0 || PyType_Ready(&LWWSetHandleType) < 0
+        || PyType_Ready(&PackedType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&moduledef);
     if (m == NULL)
         return NULL;
     if (PyModule_AddObjectRef(m, "IncrementHandle", (PyObject *)&IncrementHandleType) < 0
-        || PyModule_AddObjectRef(m, "LWWSetHandle", (PyObject *)&LWWSetHandleType) < 0) {
+        || PyModule_AddObjectRef(m, "LWWSetHandle", (PyObject *)&LWWSetHandleType) < 0
+        || PyModule_AddObjectRef(m, "Packed", (PyObject *)&PackedType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -103,10 +103,16 @@ def want_actor(x: Any, what: str) -> str:
 # object per register.
 
 
-class _Packed(bytes):
+class _PyPacked(bytes):
     """The canonical msgpack bytes of a list or dict value."""
 
     __slots__ = ()
+
+
+#: the stored form of a list or dict value: with the C extension its ``Packed``, the same
+#: bytes subclass but not tracked by the garbage collector (a subclass defined in Python
+#: always is, and a replica holds one per queued list value until its flush)
+_Packed: type[bytes] = _PyPacked if speedups.chandles is None else speedups.chandles.Packed
 
 
 _FLAT_TYPES = frozenset({type(None), bool, float, str, bytes})

@@ -251,3 +251,24 @@ def test_a_column_of_flat_lists_decodes_to_the_same_stored_values_either_way() -
     assert registers._flat_column([[1], [[2]]]) is None
     with speedups.pure():
         assert registers._flat_column([[1], [[2]]]) is None
+
+
+def test_stored_list_values_are_bytes_the_garbage_collector_does_not_track() -> None:
+    """With the extension, the stored form of a list value (``registers._Packed``) is its
+    ``Packed``: bytes in every way (equality, hash, msgpack, copies), and not tracked, so
+    the values a replica queues and overlays cost the collector nothing."""
+    if chandles is None:
+        pytest.fail(_MISSING)
+    import copy
+    import gc
+
+    from crdtsync.types import registers
+
+    assert registers._Packed is chandles.Packed
+    raw = msgpack.packb([1.5, "x"])
+    p = registers._Packed(raw)
+    assert not gc.is_tracked(p) and gc.is_tracked(registers._PyPacked(raw))
+    assert isinstance(p, bytes) and p == raw and hash(p) == hash(raw) and bytes(p) == raw
+    assert type(copy.deepcopy(p)) is chandles.Packed and copy.deepcopy(p) == p
+    assert msgpack.packb([p]) == msgpack.packb([raw])
+    assert registers.load_value(p) == [1.5, "x"]
