@@ -246,9 +246,7 @@ class Applier:
 
     def _notify(self, changes: list[Change]) -> None:
         """Offer the changes of the record just applied (state and context updated)."""
-        notify = self._subs.notify
-        for c in changes:
-            notify(c)
+        self._subs.notify_all(changes)
 
     def retry_held(self) -> int:
         """Apply held events whose timestamps this clock now accepts; returns how many.
@@ -357,6 +355,10 @@ def _changes(cols: Columns, notified: list[tuple[Any, int, list[int]]]) -> list[
     record's own (:meth:`~crdtsync.events.Columns.batch`, built once per record)."""
     events = cols.batch().events
     new = tuple.__new__
+    if len(notified) == 1 and not notified[0][2] and notified[0][0].positions is None:
+        g, start, _ = notified[0]  # (the common record: one field, every event new)
+        fname = g.field
+        return [new(Change, (fname, ev.key, ev, False)) for ev in events[start:]]
     out: list[tuple[int, Change]] = []
     for g, start, refused in notified:
         skip = set(refused)
