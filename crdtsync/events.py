@@ -55,6 +55,7 @@ import struct
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
+from itertools import count, repeat
 from typing import Any, NamedTuple, Protocol
 
 import msgpack
@@ -247,8 +248,14 @@ class Columns:
         if self._batch is None:
             origin, first, hlcs = self.origin, self.first_seq, self.hlcs
             n = len(hlcs)
-            events: list[Any] = [None] * n
             new = tuple.__new__
+            if len(self.groups) == 1 and self.groups[0].positions is None:  # (one field: a column at a time)
+                g = self.groups[0]
+                rows = zip(repeat(origin), count(first), hlcs, repeat(g.field), g.keys, g.delta_list(),
+                           repeat(g.field_version))
+                self._batch = Batch._trusted(origin, first, tuple(map(new, repeat(Event), rows)), self.meta)
+                return self._batch
+            events: list[Any] = [None] * n
             for g in self.groups:
                 fname, fversion = g.field, g.field_version
                 positions = g.positions if g.positions is not None else range(n)

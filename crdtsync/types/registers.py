@@ -421,8 +421,7 @@ class LWWRegister(StampReads, CRDT[Any]):
 
     @classmethod
     def _from_columns(cls, cols: Any) -> list[Any]:
-        raw = LWWRegister._raw
-        return [raw(t, a, v) for t, a, v in zip(*cols)]
+        return list(map(LWWRegister._raw, *cols))
 
     @classmethod
     def _join_columns(cls, table: MutableMapping[str, CRDT[Any]], keys: list[str], cols: Any,
