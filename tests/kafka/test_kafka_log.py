@@ -188,3 +188,34 @@ def test_security_settings_reach_every_aiokafka_client() -> None:
         await clients[2].close()
 
     arun(body(), 10)
+
+
+def test_an_append_of_many_records_is_all_visible_to_another_log_s_end_and_read(crdtsync_kafka: str) -> None:
+    """Many records in one append travel in few Kafka batches (the last alone): another
+    log of the topic sees the whole append in ``end()``, and reads every record in order,
+    also when the records fill more than one batch."""
+    async def body() -> None:
+        ns = namespace()
+        big = 300_000  # four such records exceed one 1 MiB batch
+        async with KafkaLog.open(crdtsync_kafka, namespace=ns, partitions=1) as kl, \
+                KafkaLog.open(crdtsync_kafka, namespace=ns, partitions=1) as other:
+            records = [batch_record("a", i + 1, "clicks", f"u{i}") for i in range(20)]
+            padded = [MsgpackCodec(write_version=2).encode(Batch.of([Event(
+                "b", i + 1, 5 + i, "note", f"k{i}", __import__("crdtsync").LWWRegister().set(
+                    "x" * big, actor="b", ts=5 + i))])) for i in range(8)]
+            first = await kl.append(records)
+            mid = await other.end()
+            assert mid.offsets[0] >= first.offsets[0] + len(records), "end hides records of the first append"
+            second = await kl.append(padded)
+            end = await other.end()
+            want = second.offsets[0] + len(padded)
+            assert first.offsets[0] + len(records) == second.offsets[0]
+            assert end.offsets[0] >= want, f"end {end.offsets[0]} hides records of the append (want {want})"
+            got = []
+            async for e in other.read(0):
+                got.append(e.payload)
+                if len(got) == len(records) + len(padded):
+                    break
+            assert got == records + padded
+
+    arun(body())
