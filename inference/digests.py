@@ -103,5 +103,42 @@ def input_digests(rows: Sequence[Sequence[Any]]) -> list[bytes]:
 
 
 def output_digests(outputs: Sequence[Mapping[str, Any]]) -> list[bytes]:
-    """``[output_digest(o) for o in outputs]``."""
-    return list(map(output_digest, outputs))
+    """``[output_digest(o) for o in outputs]``; when the first mapping holds numpy values,
+    every mapping with the same names, types, dtypes and shapes (a model's outputs, row
+    after row) is digested with the heads looked up once."""
+    if not outputs:
+        return []
+    first = outputs[0]
+    plan = []
+    for k in sorted(first):
+        v = first[k]
+        head = _numpy_head(k, v)
+        if head is None:
+            return list(map(output_digest, outputs))
+        plan.append((k, head, type(v), v.dtype, v.shape))
+    n = len(plan)
+    out = []
+    if n == 2:  # (the common shape: a label and probabilities)
+        (k0, h0, t0, d0, s0), (k1, h1, t1, d1, s1) = plan
+        for o in outputs:
+            a, b = o.get(k0), o.get(k1)
+            if (len(o) == 2 and type(a) is t0 and type(b) is t1 and a.dtype is d0 and b.dtype is d1  # type: ignore[union-attr]
+                    and a.shape == s0 and b.shape == s1):  # type: ignore[union-attr]
+                out.append(_digest(_blake16(b"".join((h0, a.tobytes(), h1, b.tobytes())))))  # type: ignore[union-attr]
+            else:
+                out.append(output_digest(o))
+        return out
+    for o in outputs:
+        parts = []
+        if len(o) == n:
+            for k, head, t, d, shape in plan:
+                v = o.get(k)
+                if type(v) is not t or v.dtype is not d or v.shape != shape:  # type: ignore[union-attr]
+                    break
+                parts.append(head)
+                parts.append(v.tobytes())  # type: ignore[union-attr]
+            else:
+                out.append(_digest(_blake16(b"".join(parts))))
+                continue
+        out.append(output_digest(o))
+    return out

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -105,6 +106,8 @@ class LineageLog:
         self._timer: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[int] | None = None
         self._lock: asyncio.Lock | None = None
+        #: the queue length at which submit() arms a flush (see _arm)
+        self._kick_at = 1
         self.closed = False
 
     # -- hot path ---------------------------------------------------------------------
@@ -118,28 +121,43 @@ class LineageLog:
         flush, off the prediction's path."""
         pending = self._pending
         pending.append(record)
-        if len(pending) >= self.batch_size:
-            self._schedule(0.0)
-        elif self._timer is None:
-            self._schedule(self.flush_interval)
+        if len(pending) >= self._kick_at:  # (one comparison while a flush is already due)
+            self._arm()
 
     @property
     def pending(self) -> int:
         return len(self._pending)
 
-    def _schedule(self, delay: float) -> None:
+    def _arm(self) -> None:
+        """Make sure a flush is coming for what is queued: now when ``batch_size`` records
+        wait, else after ``flush_interval``; ``_kick_at`` is the queue length that needs
+        this again (a flush that takes the queue, or ends with records queued, re-arms)."""
+        if len(self._pending) >= self.batch_size:
+            if self._schedule(0.0):
+                self._kick_at = sys.maxsize
+        elif self._timer is None:
+            if self._schedule(self.flush_interval):
+                self._kick_at = self.batch_size
+        else:
+            self._kick_at = self.batch_size
+
+    def _schedule(self, delay: float) -> bool:
+        """Schedule a background flush in ``delay`` seconds (0: a task now, unless one is
+        running); False when there is no running loop (a sync caller: flush() writes them)."""
         try:
             loop = asyncio.get_running_loop()
-        except RuntimeError:  # no loop (a sync caller): flush() writes them
-            return
+        except RuntimeError:
+            return False
         if delay <= 0:
-            if self._task is None or self._task.done():
+            task = self._task
+            if task is None or task.done() or task is asyncio.current_task():
                 if self._timer is not None:
                     self._timer.cancel()
                     self._timer = None
                 self._task = loop.create_task(self._background())
-            return
+            return True
         self._timer = loop.call_later(delay, self._kick)
+        return True
 
     def _kick(self) -> None:
         self._timer = None
@@ -227,6 +245,7 @@ class LineageLog:
             self._lock = asyncio.Lock()
         async with self._lock:
             records, self._pending = self._pending, []
+            self._kick_at = 1 if self._timer is None else self.batch_size
             specs, self._specs = self._specs, []
             if not records and not specs:
                 return 0
@@ -246,6 +265,8 @@ class LineageLog:
             self.stats.records += len(records)
             self.stats.specs += len(specs)
             self.stats.batches += 1
+            if self._pending:  # queued while this flush appended
+                self._arm()
             return len(records)
 
     async def close(self) -> None:
