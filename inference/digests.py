@@ -102,6 +102,11 @@ def input_digests(rows: Sequence[Sequence[Any]]) -> list[bytes]:
     return list(map(_digest, map(_blake16, blobs)))
 
 
+#: what joining a numpy value's memory raises when it is not one flat C-ordered block
+#: (a strided view, an object array): then its tobytes() is joined instead
+_NOT_FLAT = (BufferError, TypeError, ValueError)
+
+
 def output_digests(outputs: Sequence[Mapping[str, Any]]) -> list[bytes]:
     """``[output_digest(o) for o in outputs]``; when the first mapping holds numpy values,
     every mapping with the same names, types, dtypes and shapes (a model's outputs, row
@@ -124,7 +129,11 @@ def output_digests(outputs: Sequence[Mapping[str, Any]]) -> list[bytes]:
             a, b = o.get(k0), o.get(k1)
             if (len(o) == 2 and type(a) is t0 and type(b) is t1 and a.dtype is d0 and b.dtype is d1  # type: ignore[union-attr]
                     and a.shape == s0 and b.shape == s1):  # type: ignore[union-attr]
-                out.append(_digest(_blake16(b"".join((h0, a.tobytes(), h1, b.tobytes())))))  # type: ignore[union-attr]
+                try:  # the values' memory as is (tobytes' bytes, for a C-contiguous value)
+                    blob = b"".join((h0, a, h1, b))  # type: ignore[list-item]
+                except _NOT_FLAT:
+                    blob = b"".join((h0, a.tobytes(), h1, b.tobytes()))  # type: ignore[union-attr]
+                out.append(_digest(_blake16(blob)))
             else:
                 out.append(output_digest(o))
         return out

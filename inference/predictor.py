@@ -129,13 +129,20 @@ class Prediction:
     def digests_of(preds: Sequence[Prediction]) -> tuple[list[bytes], list[bytes]]:
         """The input and output digests of many predictions (what a lineage flush needs),
         computed in bulk; the same bytes as their :attr:`input_digest`/:attr:`output_digest`."""
+        n = len(preds)
         din: list[bytes | None] = [p._din for p in preds]
-        dout: list[bytes | None] = [p._dout for p in preds]
-        if None in din:
+        missing = din.count(None)
+        if missing == n:  # (the usual flush: none taken yet)
+            din = input_digests([p._row for p in preds])  # type: ignore[assignment]
+        elif missing:
             todo = [i for i, d in enumerate(din) if d is None]
             for i, d in zip(todo, input_digests([preds[i]._row for i in todo])):
                 din[i] = d
-        if None in dout:
+        dout: list[bytes | None] = [p._dout for p in preds]
+        missing = dout.count(None)
+        if missing == n:
+            dout = output_digests([p.outputs for p in preds])  # type: ignore[assignment]
+        elif missing:
             todo = [i for i, d in enumerate(dout) if d is None]
             for i, d in zip(todo, output_digests([preds[i].outputs for i in todo])):
                 dout[i] = d

@@ -98,3 +98,12 @@ def test_background_flushes_write_every_record_when_flushes_overlap_submits() ->
         await a.close()
 
     asyncio.run(main())
+
+
+def test_bulk_output_digests_of_strided_and_fortran_values_equal_the_per_row_ones() -> None:
+    grid = np.arange(12, dtype=np.float32).reshape(3, 4)
+    rows = [{"p": grid[:, i], "q": np.asfortranarray(grid)} for i in range(4)]  # strided views, F order
+    rows += [{"p": grid[0], "q": grid.copy()}, {"p": grid[1, ::2], "q": grid}, {"p": grid[2].copy(), "q": grid.T}]
+    rows.append({"p": np.array(["a", None], dtype=object), "q": grid})
+    for case in (rows, rows[::-1], rows[4:] + rows[:4]):
+        assert output_digests(case) == [output_digest(o) for o in case]
