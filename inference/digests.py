@@ -130,7 +130,7 @@ def output_digests(outputs: Sequence[Mapping[str, Any]]) -> list[bytes]:
             if (len(o) == 2 and type(a) is t0 and type(b) is t1 and a.dtype is d0 and b.dtype is d1  # type: ignore[union-attr]
                     and a.shape == s0 and b.shape == s1):  # type: ignore[union-attr]
                 try:  # the values' memory as is (tobytes' bytes, for a C-contiguous value)
-                    blob = b"".join((h0, a, h1, b))  # type: ignore[list-item]
+                    blob = b"".join((h0, a, h1, b))  # type: ignore[arg-type]
                 except _NOT_FLAT:
                     blob = b"".join((h0, a.tobytes(), h1, b.tobytes()))  # type: ignore[union-attr]
                 out.append(_digest(_blake16(blob)))

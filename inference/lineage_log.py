@@ -41,8 +41,12 @@ log = logging.getLogger("crdtsync.inference")
 
 
 class PendingRecord(Protocol):
-    """A lineage record not built yet (a predictor's): what the encoder reads of a
-    :class:`LineageRecord`, and :meth:`build` for the record itself (the same each time)."""
+    """A lineage record not built yet (a predictor's
+    :class:`~crdtsync.inference.Prediction`): what the encoder reads of a
+    :class:`LineageRecord`, and :meth:`build` for the record itself (the same each time).
+    A kind of pending record may also have a static ``digests_of(records)`` returning
+    their input and output digests as two lists, computed in bulk: a flush of records all
+    of that kind uses it."""
 
     time: int
     key: str

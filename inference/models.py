@@ -353,13 +353,13 @@ class OnnxModel:
         if len(raw) == 2:
             a, b = raw
             if type(a) is nd and type(b) is nd and a.shape[:1] == _ONE_ROW == b.shape[:1]:
-                a.setflags(False)  # read-only: digested later (outputs_read_only)
-                b.setflags(False)
+                a.setflags(write=False)  # read-only: digested later (outputs_read_only)
+                b.setflags(write=False)
                 return {names[0]: a[0], names[1]: b[0]}
         elif len(raw) == 1:
             a = raw[0]
             if type(a) is nd and a.shape[:1] == _ONE_ROW:
-                a.setflags(False)
+                a.setflags(write=False)
                 return {names[0]: a[0]}
         return self._outputs(raw, 1)[0]
 

@@ -6,8 +6,10 @@ consistent moment: one context), after waiting for the strongest read level amon
 fields (a field at ``MAX_STALENESS``/``QUORUM``/``LINEARIZABLE`` makes the read wait like
 ``replica.read`` would; state only grows, so the view taken afterwards meets every
 field's level). It runs the model and returns a :class:`Prediction`: the outputs, the
-values read, and a :class:`~crdtsync.inference.record.LineageRecord`, which it hands to a
-:class:`~crdtsync.inference.lineage_log.LineageLog` (encoding happens later, in batches).
+values read, and its :class:`~crdtsync.inference.record.LineageRecord` (built when first
+read); the prediction itself goes to the
+:class:`~crdtsync.inference.lineage_log.LineageLog`, which digests and encodes it later,
+in batches.
 
 :meth:`Predictor.predict_batch` is the batch path: one view per entity and one model call
 for the whole batch.
@@ -22,9 +24,9 @@ from __future__ import annotations
 import copy
 import secrets
 import weakref
-from types import MappingProxyType
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from crdtsync.clock import Context
