@@ -29,7 +29,7 @@ def test_run_one_is_run_batch_bit_for_bit_on_edge_values_and_refuses_the_same_in
     X, _, _ = dataset()
     base = list(map(float, X[5]))
     rows = [base, [v * (1 + 1e-9) for v in base], [1e-46] + base[1:],  # rounds to a float32 subnormal/zero
-            [float(np.float32(0.1)) + 1e-12] + base[1:], [True] + base[1:], [7] + base[1:],
+            [float(np.float32(0.1)) + 1e-12] + base[1:], [True] + base[1:], [7] + base[1:], [2**60 + 2**36 + 1] + base[1:],
             ["1.5"] + base[1:],  # numpy parses a numeric string: struct refuses it, numpy's fill decides
             [1e39] + base[1:]]  # beyond float32: numpy makes it inf, struct refuses it
     for row in rows:
