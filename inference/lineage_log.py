@@ -185,11 +185,15 @@ class LineageLog:
         bases = self._bases
         max_rows = self.max_delta_rows
         last = self._last
+        spec_of: PredictorSpec | None = None
+        sid, strong_fields = 0, ()
         for rec, din, dout in zip(records, dins, douts):  # (a PendingRecord has every attribute read here)
             spec = rec.spec
-            if spec is None:
-                raise ValueError("a lineage record needs its predictor spec")
-            ctx, actor = rec.context, rec.replica
+            if spec is not spec_of:  # (one predictor's records follow each other)
+                if spec is None:
+                    raise ValueError("a lineage record needs its predictor spec")
+                spec_of, sid, strong_fields = spec, spec.spec_id, spec.strong
+            ctx, actor = rec.context, spec.actor
             delta: list[Any] | None
             if last is not None and last[0] is ctx and last[1] == actor:
                 base, delta = bases[actor], last[2]
@@ -204,10 +208,10 @@ class LineageLog:
                 else:
                     base = found
                 last = self._last = (ctx, actor, delta)
-            strong = [rec.strong_positions.get(f) for f in spec.strong] if spec.strong else _NONE
+            strong = [rec.strong_positions.get(f) for f in strong_fields] if strong_fields else _NONE
             stale = rec.staleness_ms
             batch = rec.batch
-            out.append([VERSION, "P", spec.spec_id, base.base_id, rec.time, rec.key, delta, strong, din, dout,
+            out.append([VERSION, "P", sid, base.base_id, rec.time, rec.key, delta, strong, din, dout,
                         None if stale is None else int(stale), None if batch is None else list(batch)])
         return out
 

@@ -62,7 +62,7 @@ class Prediction:
     """
 
     __slots__ = ("key", "outputs", "cached", "time", "context", "strong_positions", "staleness_ms", "batch",
-                 "_by", "_row", "_din", "_dout", "_rec")
+                 "spec", "_by", "_row", "_din", "_dout", "_rec")
 
     def __init__(self, by: Predictor, t: int, key: str, ctx: Context, strong: Mapping[str, Any],
                  stale: float | None, batch: tuple[int, int, int] | None, row: list[Any], out: Outputs,
@@ -76,6 +76,8 @@ class Prediction:
         self.strong_positions = strong
         self.staleness_ms = stale
         self.batch = batch
+        #: the predictor's spec (what the lineage log names the prediction's predictor by)
+        self.spec: PredictorSpec = by.spec
         self._by, self._row, self._din, self._dout = by, row, din, dout
         self._rec: LineageRecord | None = None
 
@@ -83,10 +85,6 @@ class Prediction:
     def values(self) -> Mapping[str, Any]:
         """field -> value as read (features, then flags)."""
         return _RowValues(self._by._ix, self._row)
-
-    @property
-    def spec(self) -> PredictorSpec:
-        return self._by.spec
 
     @property
     def replica(self) -> str:
