@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -40,8 +41,12 @@ log = logging.getLogger("crdtsync.inference")
 
 
 class PendingRecord(Protocol):
-    """A lineage record not built yet (a predictor's): what the encoder reads of a
-    :class:`LineageRecord`, and :meth:`build` for the record itself (the same each time)."""
+    """A lineage record not built yet (a predictor's
+    :class:`~crdtsync.inference.Prediction`): what the encoder reads of a
+    :class:`LineageRecord`, and :meth:`build` for the record itself (the same each time).
+    A kind of pending record may also have a static ``digests_of(records)`` returning
+    their input and output digests as two lists, computed in bulk: a flush of records all
+    of that kind uses it."""
 
     time: int
     key: str
@@ -105,6 +110,8 @@ class LineageLog:
         self._timer: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[int] | None = None
         self._lock: asyncio.Lock | None = None
+        #: the queue length at which submit() arms a flush (see _arm)
+        self._kick_at = 1
         self.closed = False
 
     # -- hot path ---------------------------------------------------------------------
@@ -118,28 +125,43 @@ class LineageLog:
         flush, off the prediction's path."""
         pending = self._pending
         pending.append(record)
-        if len(pending) >= self.batch_size:
-            self._schedule(0.0)
-        elif self._timer is None:
-            self._schedule(self.flush_interval)
+        if len(pending) >= self._kick_at:  # (one comparison while a flush is already due)
+            self._arm()
 
     @property
     def pending(self) -> int:
         return len(self._pending)
 
-    def _schedule(self, delay: float) -> None:
+    def _arm(self) -> None:
+        """Make sure a flush is coming for what is queued: now when ``batch_size`` records
+        wait, else after ``flush_interval``; ``_kick_at`` is the queue length that needs
+        this again (a flush that takes the queue, or ends with records queued, re-arms)."""
+        if len(self._pending) >= self.batch_size:
+            if self._schedule(0.0):
+                self._kick_at = sys.maxsize
+        elif self._timer is None:
+            if self._schedule(self.flush_interval):
+                self._kick_at = self.batch_size
+        else:
+            self._kick_at = self.batch_size
+
+    def _schedule(self, delay: float) -> bool:
+        """Schedule a background flush in ``delay`` seconds (0: a task now, unless one is
+        running); False when there is no running loop (a sync caller: flush() writes them)."""
         try:
             loop = asyncio.get_running_loop()
-        except RuntimeError:  # no loop (a sync caller): flush() writes them
-            return
+        except RuntimeError:
+            return False
         if delay <= 0:
-            if self._task is None or self._task.done():
+            task = self._task
+            if task is None or task.done() or task is asyncio.current_task():
                 if self._timer is not None:
                     self._timer.cancel()
                     self._timer = None
                 self._task = loop.create_task(self._background())
-            return
+            return True
         self._timer = loop.call_later(delay, self._kick)
+        return True
 
     def _kick(self) -> None:
         self._timer = None
@@ -153,20 +175,28 @@ class LineageLog:
             return 0
 
     # -- encoding ---------------------------------------------------------------------
-    def _encode(self, records: Sequence[LineageRecord | PendingRecord], specs: list[PredictorSpec]) -> list[bytes]:
-        out = [pack_small(s.encode_row()) for s in specs]
+    def _rows(self, records: Sequence[LineageRecord | PendingRecord], specs: list[PredictorSpec]) -> list[Any]:
+        """The lineage rows of a flush, in order: spec and base rows packed (bytes),
+        prediction rows as lists (packed by :meth:`_payloads`, many per packer call)."""
+        out: list[Any] = [pack_small(s.encode_row()) for s in specs]
+        if not records:
+            return out
+        dins, douts = _digests(records)
         bases = self._bases
         max_rows = self.max_delta_rows
-        for rec in records:  # (a PendingRecord has every attribute read here)
+        last = self._last
+        spec_of: PredictorSpec | None = None
+        sid, strong_fields = 0, ()
+        for rec, din, dout in zip(records, dins, douts):  # (a PendingRecord has every attribute read here)
             spec = rec.spec
-            if spec is None:
-                raise ValueError("a lineage record needs its predictor spec")
-            ctx, actor = rec.context, rec.replica
-            last = self._last
+            if spec is not spec_of:  # (one predictor's records follow each other)
+                if spec is None:
+                    raise ValueError("a lineage record needs its predictor spec")
+                spec_of, sid, strong_fields = spec, spec.spec_id, spec.strong
+            ctx, actor = rec.context, spec.actor
             delta: list[Any] | None
             if last is not None and last[0] is ctx and last[1] == actor:
                 base, delta = bases[actor], last[2]
-                assert delta is not None
             else:
                 found = bases.get(actor)
                 delta = context_delta(found.rows, found.index, ctx) if found is not None else None
@@ -177,22 +207,45 @@ class LineageLog:
                     delta = []
                 else:
                     base = found
-                self._last = (ctx, actor, delta)
-            strong = [rec.strong_positions.get(f) for f in spec.strong]
-            stale = None if rec.staleness_ms is None else int(rec.staleness_ms)
-            blob = pack_small([VERSION, "P", spec.spec_id, base.base_id, rec.time, rec.key, delta, strong,
-                               rec.input_digest, rec.output_digest, stale,
-                               list(rec.batch) if rec.batch is not None else None])
-            self.stats.record_bytes += len(blob)
-            out.append(blob)
+                last = self._last = (ctx, actor, delta)
+            strong = [rec.strong_positions.get(f) for f in strong_fields] if strong_fields else _NONE
+            stale = rec.staleness_ms
+            batch = rec.batch
+            out.append([VERSION, "P", sid, base.base_id, rec.time, rec.key, delta, strong, din, dout,
+                        None if stale is None else int(stale), None if batch is None else list(batch)])
         return out
+
+    def _payloads(self, rows: list[Any]) -> list[bytes]:
+        """Log records of ``rows`` (up to ``rows_per_record`` each, back to back); the
+        prediction rows of a record are packed by one packer call, as one array whose
+        header is dropped (msgpack packs an array as its header, then its items)."""
+        n = self.rows_per_record
+        pack = msgpack.Packer(use_bin_type=True, use_single_float=False).pack  # pack_small's settings
+        payloads = []
+        record_bytes = 0
+        for i in range(0, len(rows), n):
+            parts: list[bytes] = []
+            run: list[list[Any]] = []
+            for row in rows[i:i + n]:
+                if type(row) is bytes:
+                    if run:
+                        parts.append(_items(pack(run), len(run)))
+                        record_bytes += len(parts[-1])
+                        run = []
+                    parts.append(row)
+                else:
+                    run.append(row)
+            if run:
+                parts.append(_items(pack(run), len(run)))
+                record_bytes += len(parts[-1])
+            payloads.append(parts[0] if len(parts) == 1 else b"".join(parts))
+        self.stats.record_bytes += record_bytes
+        return payloads
 
     def encode_for_size(self, record: LineageRecord) -> int:
         """The encoded size of ``record`` now (for measurements; changes no state except
         logging a base when one is due, as a flush would)."""
-        blobs = self._encode([record], [])
-        self.stats.record_bytes -= len(blobs[-1])
-        return len(blobs[-1])
+        return len(pack_small(self._rows([record], [])[-1]))
 
     async def flush(self) -> int:
         """Encode and append every queued record; returns how many were appended."""
@@ -200,14 +253,13 @@ class LineageLog:
             self._lock = asyncio.Lock()
         async with self._lock:
             records, self._pending = self._pending, []
+            self._kick_at = 1 if self._timer is None else self.batch_size
             specs, self._specs = self._specs, []
             if not records and not specs:
                 return 0
             t0 = time.perf_counter()
             saved = (dict(self._bases), self._last, self.stats.bases, self.stats.record_bytes)
-            blobs = self._encode(records, specs)
-            n = self.rows_per_record
-            payloads = blobs if n == 1 else [b"".join(blobs[i:i + n]) for i in range(0, len(blobs), n)]
+            payloads = self._payloads(self._rows(records, specs))
             self.stats.encode_seconds += time.perf_counter() - t0
             try:
                 await self.log.append(payloads)
@@ -221,6 +273,8 @@ class LineageLog:
             self.stats.records += len(records)
             self.stats.specs += len(specs)
             self.stats.batches += 1
+            if self._pending:  # queued while this flush appended
+                self._arm()
             return len(records)
 
     async def close(self) -> None:
@@ -251,6 +305,25 @@ async def open_lineage_log(path: str | Path, **kwargs: Any) -> LineageLog:
 
     local = await LocalLog.open(Path(path))
     return LineageLog(local, owns_log=True, **kwargs)
+
+
+#: the strong positions of a spec without strong fields (packed, never changed)
+_NONE: list[Any] = []
+
+
+def _items(packed: bytes, n: int) -> bytes:
+    """The items of the msgpack array ``packed`` of ``n`` items, back to back."""
+    return packed[1 if n <= 15 else 3 if n <= 0xFFFF else 5:]
+
+
+def _digests(records: Sequence[LineageRecord | PendingRecord]) -> tuple[list[bytes], list[bytes]]:
+    """Input and output digests of ``records``: in bulk when they are all of one kind that
+    computes them so (``digests_of``, a predictor's pending records), else one by one."""
+    kinds = set(map(type, records))
+    bulk = getattr(next(iter(kinds)), "digests_of", None) if len(kinds) == 1 else None
+    if bulk is not None:
+        return bulk(records)  # type: ignore[no-any-return]
+    return [r.input_digest for r in records], [r.output_digest for r in records]
 
 
 def _rows_of(payload: bytes) -> Iterator[Any]:

@@ -6,8 +6,10 @@ consistent moment: one context), after waiting for the strongest read level amon
 fields (a field at ``MAX_STALENESS``/``QUORUM``/``LINEARIZABLE`` makes the read wait like
 ``replica.read`` would; state only grows, so the view taken afterwards meets every
 field's level). It runs the model and returns a :class:`Prediction`: the outputs, the
-values read, and a :class:`~crdtsync.inference.record.LineageRecord`, which it hands to a
-:class:`~crdtsync.inference.lineage_log.LineageLog` (encoding happens later, in batches).
+values read, and its :class:`~crdtsync.inference.record.LineageRecord` (built when first
+read); the prediction itself goes to the
+:class:`~crdtsync.inference.lineage_log.LineageLog`, which digests and encodes it later,
+in batches.
 
 :meth:`Predictor.predict_batch` is the batch path: one view per entity and one model call
 for the whole batch.
@@ -24,13 +26,14 @@ import secrets
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from crdtsync.clock import Context
 from crdtsync.errors import ModelInputError
 from crdtsync.policy import LINEARIZABLE, LOCAL, SEQUENCED
 
-from .digests import input_digest, output_digest
+from .digests import input_digest, input_digests, output_digest, output_digests
 from .lineage_log import LineageLog
 from .models import Model, Outputs
 from .otel import prediction_tracer
@@ -47,55 +50,49 @@ __all__ = ["Prediction", "Predictor", "PredictorStats"]
 class Prediction:
     """One prediction: outputs, the values read (features and flags) and its lineage.
 
-    ``record`` is built on first use (by the caller, the lineage log's flush or a
-    tracer): its digests are most of what a record costs, and most predictions are read
-    for their outputs only. What it digests cannot change meanwhile: the values are the
-    row read (containers are handed out as copies), and outputs are digested at once
-    unless the model hands out read-only ones (:class:`~crdtsync.inference.OnnxModel`).
+    It is also what the predictor hands to a
+    :class:`~crdtsync.inference.lineage_log.LineageLog` (a
+    :class:`~crdtsync.inference.lineage_log.PendingRecord`: what the encoder reads of a
+    record, and :meth:`build`): ``record`` is built on first use (by the caller or a
+    tracer), and the lineage log's flush digests what it needs without building it. The
+    digests are most of what a record costs, and most predictions are read for their
+    outputs only. What they digest cannot change meanwhile: the values are the row read
+    (containers are handed out as copies), and outputs are digested at once unless the
+    model hands out read-only ones (:class:`~crdtsync.inference.OnnxModel`).
     """
 
-    __slots__ = ("key", "outputs", "values", "cached", "_record")
+    __slots__ = ("key", "outputs", "cached", "time", "context", "strong_positions", "staleness_ms", "batch",
+                 "spec", "_by", "_row", "_din", "_dout", "_rec")
 
-    def __init__(self, key: str, outputs: Outputs, values: Mapping[str, Any],
-                 record: LineageRecord | _PendingRecord, cached: bool = False) -> None:
+    def __init__(self, by: Predictor, t: int, key: str, ctx: Context, strong: Mapping[str, Any],
+                 stale: float | None, batch: tuple[int, int, int] | None, row: list[Any], out: Outputs,
+                 din: bytes | None, dout: bytes | None, cached: bool = False) -> None:
         self.key = key
-        self.outputs = outputs
-        #: field -> value as read (features, then flags)
-        self.values = values
+        self.outputs = out
         self.cached = cached
-        self._record = record
+        #: HLC time of the prediction (its id: see :attr:`prediction_id`)
+        self.time = t
+        self.context = ctx
+        self.strong_positions = strong
+        self.staleness_ms = stale
+        self.batch = batch
+        #: the predictor's spec (what the lineage log names the prediction's predictor by)
+        self.spec: PredictorSpec = by.spec
+        self._by, self._row, self._din, self._dout = by, row, din, dout
+        self._rec: LineageRecord | None = None
 
     @property
-    def record(self) -> LineageRecord:
-        rec = self._record
-        if type(rec) is not LineageRecord:
-            rec = self._record = rec.build()  # type: ignore[union-attr]
-        return rec  # type: ignore[return-value]
+    def values(self) -> Mapping[str, Any]:
+        """field -> value as read (features, then flags)."""
+        return _RowValues(self._by._ix, self._row)
+
+    @property
+    def replica(self) -> str:
+        return self._by.spec.actor
 
     @property
     def prediction_id(self) -> str:
-        return self.record.prediction_id
-
-    def __repr__(self) -> str:
-        return f"Prediction(key={self.key!r}, outputs={self.outputs!r}, cached={self.cached})"
-
-
-class _PendingRecord:
-    """A prediction's :class:`LineageRecord` before it is built: what the predictor read
-    and answered, digested when first needed. The lineage log encodes it as it stands
-    (it has the attributes the encoder reads); :meth:`build` makes the record itself,
-    the same one every time."""
-
-    __slots__ = ("_by", "spec", "replica", "time", "key", "context", "strong_positions", "staleness_ms", "batch",
-                 "_row", "_out", "_din", "_dout", "_rec")
-
-    def __init__(self, by: Predictor, t: int, key: str, ctx: Context, strong: Mapping[str, Any],
-                 stale: float | None, batch: tuple[int, int, int] | None, row: Sequence[Any], out: Outputs,
-                 din: bytes | None, dout: bytes | None) -> None:
-        self._by, self.time, self.key, self.context, self.strong_positions = by, t, key, ctx, strong
-        self.spec, self.replica = by.spec, by.spec.actor
-        self.staleness_ms, self.batch, self._row, self._out, self._din, self._dout = stale, batch, row, out, din, dout
-        self._rec: LineageRecord | None = None
+        return prediction_id(self._by.spec.actor, self.time)
 
     @property
     def input_digest(self) -> bytes:
@@ -108,10 +105,16 @@ class _PendingRecord:
     def output_digest(self) -> bytes:
         d = self._dout
         if d is None:
-            d = self._dout = output_digest(self._out)
+            d = self._dout = output_digest(self.outputs)
         return d
 
+    @property
+    def record(self) -> LineageRecord:
+        rec = self._rec
+        return rec if rec is not None else self.build()
+
     def build(self) -> LineageRecord:
+        """The :class:`LineageRecord` of this prediction (built once)."""
         rec = self._rec
         if rec is None:
             by, t = self._by, self.time
@@ -121,6 +124,32 @@ class _PendingRecord:
                                             self.input_digest, self.output_digest, by._levels, self.staleness_ms,
                                             by.spec, self.batch)
         return rec
+
+    @staticmethod
+    def digests_of(preds: Sequence[Prediction]) -> tuple[list[bytes], list[bytes]]:
+        """The input and output digests of many predictions (what a lineage flush needs),
+        computed in bulk; the same bytes as their :attr:`input_digest`/:attr:`output_digest`."""
+        n = len(preds)
+        din: list[bytes | None] = [p._din for p in preds]
+        missing = din.count(None)
+        if missing == n:  # (the usual flush: none taken yet)
+            din = input_digests([p._row for p in preds])  # type: ignore[assignment]
+        elif missing:
+            todo = [i for i, d in enumerate(din) if d is None]
+            for i, d in zip(todo, input_digests([preds[i]._row for i in todo])):
+                din[i] = d
+        dout: list[bytes | None] = [p._dout for p in preds]
+        missing = dout.count(None)
+        if missing == n:
+            dout = output_digests([p.outputs for p in preds])  # type: ignore[assignment]
+        elif missing:
+            todo = [i for i, d in enumerate(dout) if d is None]
+            for i, d in zip(todo, output_digests([preds[i].outputs for i in todo])):
+                dout[i] = d
+        return din, dout  # type: ignore[return-value]
+
+    def __repr__(self) -> str:
+        return f"Prediction(key={self.key!r}, outputs={self.outputs!r}, cached={self.cached})"
 
 
 @dataclass
@@ -133,6 +162,8 @@ class PredictorStats:
 
 
 _CONTAINERS = (list, dict)
+#: the strong positions of a predictor that reads no strong field (shared, read-only)
+_NO_STRONG: Mapping[str, Any] = MappingProxyType({})
 
 
 class _RowValues(Mapping[str, Any]):
@@ -217,6 +248,7 @@ class Predictor:
         #: the model's outputs cannot change after the call (OnnxModel's are read-only
         #: arrays): their digest can wait until the record is built
         self._lazy_outputs = bool(getattr(model, "outputs_read_only", False))
+        self._store = replica.store
         self._read = replica.store.reader(self.fields)
         self._ix = {f: i for i, f in enumerate(self.fields)}
         if lineage is not None:
@@ -296,7 +328,7 @@ class Predictor:
                     if cache is not None:
                         cache.put(self.model.identity, keys[i], digests[i], o, d, b)  # type: ignore[arg-type]
         stale = replica.staleness_ms() if replica.control is not None else None
-        strong = {f: position for f in self._strong} if self._strong else {}
+        strong = {f: position for f in self._strong} if self._strong else _NO_STRONG
         self.stats.predictions += n
         return [self._finish(key, rows[i], outs[i], digests[i], dout[i], batches[i], hits[i] is not None,  # type: ignore[arg-type]
                              ctx, strong, stale) for i, key in enumerate(keys)]
@@ -305,7 +337,7 @@ class Predictor:
         """:meth:`predict_now` of one key without a cache, through the model's one-row path
         (the online-serving call: the same reads, model call and record)."""
         replica = self.replica
-        store = replica.store
+        store = self._store
         ctx, position = store.ctx(), store.position
         row = self._read(key)
         try:
@@ -317,23 +349,33 @@ class Predictor:
         stats.model_calls += 1
         stats.predictions += 1
         stale = replica.staleness_ms() if replica.control is not None else None
-        strong = {f: position for f in self._strong} if self._strong else {}
-        return self._finish(key, row, out, None, None if self._lazy_outputs else output_digest(out), None, False,
-                            ctx, strong, stale)
+        strong = {f: position for f in self._strong} if self._strong else _NO_STRONG
+        stamps = self._stamps
+        t = replica.hlc.peek()
+        if t <= stamps.last:
+            t = stamps.last + 1
+        stamps.last = t
+        p = Prediction(self, t, key, ctx, strong, stale, None, row, out, None,
+                       None if self._lazy_outputs else output_digest(out))
+        lineage = self.lineage
+        if lineage is not None:
+            lineage.submit(p)
+        if self._tracer is not None:
+            self._tracer.emit(p.record, {f: p.values[f] for f in self.flags})
+        return p
 
     def _finish(self, key: str, row: list[Any], out: Outputs, din: bytes | None, dout: bytes | None,
                 batch: tuple[int, int, int] | None, cached: bool, ctx: Any, strong: Mapping[str, Any],
                 stale: float | None) -> Prediction:
-        """The prediction of one row: its time, its (pending) record, logged and traced."""
+        """The prediction of one row: its time, logged (its record pending) and traced."""
         stamps = self._stamps
         t = self.replica.hlc.peek()
         if t <= stamps.last:
             t = stamps.last + 1
         stamps.last = t
-        rec = _PendingRecord(self, t, key, ctx, strong, stale, batch, row, out, din, dout)
-        p = Prediction(key, out, _RowValues(self._ix, row), rec, cached)
+        p = Prediction(self, t, key, ctx, strong, stale, batch, row, out, din, dout, cached)
         if self.lineage is not None:
-            self.lineage.submit(rec)
+            self.lineage.submit(p)
         if self._tracer is not None:
             self._tracer.emit(p.record, {f: p.values[f] for f in self.flags})
         return p

@@ -10,8 +10,6 @@ of the last record applied. States are immutable values, so reads hand out refer
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
-from itertools import repeat
-from operator import attrgetter, getitem
 from typing import Any, NamedTuple
 
 from .._tables import CounterTable, LWWTable, new_table
@@ -144,21 +142,19 @@ class Store:
         return {f: dict(t) for f, t in self.tables.items()}
 
 
-_own_of = attrgetter("own")
-
-
 class RowReader:
     """``reader(key)``: :meth:`Store.row` of a fixed list of fields (a model's input row,
     read once per prediction), with the table lookups done once.
 
-    It keeps the fields' tables and, for LWW tables, their decoded-value caches; a row
-    whose every LWW value is cached (and whose tables hold no unfolded own writes) is
-    read with one C-level pass over those caches. Anything else, and any change of the
-    store's tables (a table created, a snapshot loaded), goes through :meth:`Store.row`,
-    so both always return the same values.
+    It keeps the fields' tables and, for LWW tables, their decoded-value caches and their
+    own-write overlays (the dicts themselves: a table clears them, never replaces them);
+    a row whose every LWW value is cached, while every one of those overlays is empty, is
+    read with one pass over those caches. Anything else, and any change of the store's
+    tables (a table created, a snapshot loaded), goes through :meth:`Store.row`, so both
+    always return the same values.
     """
 
-    __slots__ = ("_store", "_fields", "_tables", "_count", "_lww", "_caches", "_rest", "_prefix", "_order")
+    __slots__ = ("_store", "_fields", "_tables", "_count", "_owns", "_caches", "_rest", "_prefix", "_order")
 
     def __init__(self, store: Store, fields: Sequence[str]) -> None:
         self._store = store
@@ -168,17 +164,17 @@ class RowReader:
 
     def _plan(self) -> None:
         tables = self._store.tables
-        lww, caches, rest, lww_ix = [], [], [], []
+        owns, caches, rest, lww_ix = [], [], [], []
         for i, f in enumerate(self._fields):
             t = tables.get(f)
             if type(t) is LWWTable:
-                lww.append(t)
+                owns.append(t.own)
                 caches.append(t.cache)
                 lww_ix.append(i)
-            else:
-                rest.append((i, f))
+            else:  # (a plain dict of states, or None: no table yet)
+                rest.append((i, f, t if type(t) is dict else None))
         self._tables, self._count = tables, len(tables)
-        self._lww, self._caches, self._rest = tuple(lww), tuple(caches), tuple(rest)
+        self._owns, self._caches, self._rest = tuple(owns), tuple(caches), tuple(rest)
         #: whether the LWW fields come first (features before flags): then a row is their
         #: values followed by the others' without reordering
         self._prefix = lww_ix == list(range(len(lww_ix)))
@@ -189,19 +185,28 @@ class RowReader:
         tables = store.tables
         if tables is not self._tables or len(tables) != self._count:
             self._plan()
-        if not any(map(_own_of, self._lww)):
+        if not any(self._owns):  # (an overlay with entries: the general path folds it first)
             try:
-                head = list(map(getitem, self._caches, repeat(key)))
+                head = [c[key] for c in self._caches]
             except KeyError:  # a value not decoded yet: the general path decodes (and caches) it
                 return store.row(key, self._fields)
-            value = store.value
             if self._prefix:
-                head += [value(f, key) for _, f in self._rest]
+                if self._rest:
+                    head += [self._other(f, t, key) for _, f, t in self._rest]
                 return head
             out: list[Any] = [None] * len(self._fields)
             for i, v in zip(self._order, head):
                 out[i] = v
-            for i, f in self._rest:
-                out[i] = value(f, key)
+            for i, f, t in self._rest:
+                out[i] = self._other(f, t, key)
             return out
         return store.row(key, self._fields)
+
+    def _other(self, fname: str, table: dict[str, CRDT[Any]] | None, key: str) -> Any:
+        """:meth:`Store.value` of a field whose table is not an LWW one (from the table
+        itself when it is a plain dict holding ``key``)."""
+        if table is not None:
+            s = table.get(key)
+            if s is not None:
+                return s.value()
+        return self._store.value(fname, key)
