@@ -357,6 +357,17 @@ static int fits_value_int(PyObject *v) { /* -2**63 <= v < 2**64 */
 }
 
 /* ---- flat lists packed: msgpack bytes of a list or tuple of scalars ---------------- */
+static PyTypeObject PackedType; /* below */
+
+/* a new Packed holding buf[:n] (allocated as bytes allocates its instances) */
+static PyObject *new_packed(const char *buf, Py_ssize_t n) {
+    PyObject *o = PackedType.tp_alloc(&PackedType, n); /* zeroed, n + 1 bytes of room */
+    if (o == NULL)
+        return NULL;
+    memcpy(PyBytes_AS_STRING(o), buf, n);
+    ((PyBytesObject *)o)->ob_shash = -1; /* not hashed yet */
+    return o;
+}
 /* The reference is crdtsync.types.registers._flat + crdtsync._encoding.pack_small (msgpack
  * with use_bin_type=True, use_single_float=False): the same bytes for every flat value,
  * None for anything else (nested, another type or a subclass, an int outside
@@ -495,7 +506,7 @@ static int pack_scalar(Buf *b, PyObject *x) {
     return 0;
 }
 
-/* new reference: the bytes, Py_None (not flat), or NULL with an exception */
+/* new reference: a Packed of the bytes, Py_None (not flat), or NULL with an exception */
 static PyObject *flat_packb_impl(PyObject *value) {
     PyTypeObject *t = Py_TYPE(value);
     if (t != &PyList_Type && t != &PyTuple_Type)
@@ -524,7 +535,7 @@ static PyObject *flat_packb_impl(PyObject *value) {
             goto done;
         }
     }
-    out = PyBytes_FromStringAndSize(b.buf, b.len);
+    out = new_packed(b.buf, b.len);
 done:
     Py_DECREF(seq);
     if (b.buf != b.small)
@@ -556,19 +567,16 @@ static PyObject *lww_call(PyObject *self, PyObject *const *args, size_t nargsf, 
                  || t == &PyBytes_Type)) {
         if (t != &PyList_Type && t != &PyTuple_Type)
             goto general;
-        if (h->flat == Py_None) { /* the C packer; pack: the stored type of its bytes */
-            PyObject *raw = flat_packb_impl(value);
-            if (raw == NULL)
+        if (h->flat == Py_None) { /* the C packer: its Packed is the stored form */
+            PyObject *packed = flat_packb_impl(value);
+            if (packed == NULL)
                 goto error;
-            if (raw == Py_None) {
-                Py_DECREF(raw);
+            if (packed == Py_None) {
+                Py_DECREF(packed);
                 goto general;
             }
             Py_DECREF(stored);
-            stored = PyObject_CallOneArg(h->pack, raw);
-            Py_DECREF(raw);
-            if (stored == NULL)
-                return NULL;
+            stored = packed;
         } else {
             PyObject *r = PyObject_CallOneArg(h->flat, value);
             if (r == NULL)
@@ -860,7 +868,7 @@ static PyTypeObject LWWSetHandleType = {
  * that its instances are not tracked by the cyclic garbage collector (a subclass defined in
  * Python always is): a replica holds one per queued or overlaid list value, and tracked
  * ones made every full collection walk them. */
-static PyTypeObject PackedType = {
+static PyTypeObject PackedType = { /* (declared above the flat packer) */
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "crdtsync._chandles.Packed",
     .tp_flags = Py_TPFLAGS_DEFAULT,
@@ -870,8 +878,8 @@ static PyTypeObject PackedType = {
 
 static PyMethodDef module_methods[] = {
     {"flat_packb", flat_packb, METH_O,
-     "flat_packb(value): the msgpack bytes of a flat list or tuple of scalars (as pack_small packs it), "
-     "or None if value is not one"},
+     "flat_packb(value): the msgpack bytes of a flat list or tuple of scalars (as pack_small packs it) "
+     "as a Packed, or None if value is not one"},
     {NULL},
 };
 

@@ -150,13 +150,11 @@ def _flat_column(values: list[list[Any]]) -> list[Any] | None:
     """:func:`stored_from_wire` of a column of lists when every one is flat (scalars only,
     ints within 64 bits), a column at a time: the same stored values, or None to take
     them one by one (a nested or out-of-range value among them). With the C extension
-    each list is packed by ``flat_packb`` (the same bytes as ``pack_small``)."""
+    each list is packed by ``flat_packb`` (the same bytes as ``pack_small``, as a ``Packed``)."""
     native = speedups.chandles
-    if native is not None:
+    if native is not None:  # (then _Packed is its Packed, what flat_packb returns)
         packed = list(map(native.flat_packb, values))
-        if None in packed:
-            return None
-        return list(map(_Packed, packed))
+        return None if None in packed else packed
     inner = set(map(type, chain.from_iterable(values)))
     if not inner <= _SCALAR_TYPES:
         return None

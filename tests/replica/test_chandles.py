@@ -232,7 +232,9 @@ def test_c_flat_packer_gives_the_bytes_of_the_reference_or_none(value: Any) -> N
             want = None  # (a lone surrogate: the general path raises the store's error)
     else:
         want = None
-    assert chandles.flat_packb(value) == want
+    got = chandles.flat_packb(value)
+    assert got == want
+    assert got is None or type(got) is chandles.Packed  # the stored form itself
 
 
 def test_a_column_of_flat_lists_decodes_to_the_same_stored_values_either_way() -> None:
