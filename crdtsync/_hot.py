@@ -1,10 +1,13 @@
-"""The replica's hottest loops, compiled with mypyc when the build can.
+"""The replica's hottest column loops: the reference, and the pure-Python path.
 
-This file is ordinary Python and valid mypyc input at once. ``pip install`` compiles it
-into an extension module when a C compiler and mypyc are at hand (see ``setup.py``);
-:mod:`crdtsync.speedups` then imports the compiled module, else this file as it is (and
-always this file under ``CRDTSYNC_PURE=1``). Either way the same source runs, so the
-compiled and the pure path cannot disagree on a state, a context or an error.
+``crdtsync/_ccolumns.c`` has the same functions in C (built by ``pip install`` when a C
+compiler is at hand, see ``setup.py``); :mod:`crdtsync.speedups` picks the C module or
+this one (always this one under ``CRDTSYNC_PURE=1``) and binds this one to the C module
+as its fallback: the C code runs only the common case it was written for and hands any
+other input to the function of the same name here. ``tests/test_speedups.py`` drives
+both with random and hostile inputs, so the compiled and the pure path cannot disagree
+on a state, a context or an error: **a change here needs the same change in
+``_ccolumns.c``** (the tests fail until it is made).
 
 What lives here is only the innermost part of these paths, each planned and guarded by
 its own module, which keeps everything else:
@@ -19,13 +22,9 @@ its own module, which keeps everything else:
   :class:`crdtsync._tables.CounterTable`) and LWW registers (:func:`strictly_rising`,
   :func:`overlay_put`, called by :class:`crdtsync._tables.LWWTable`).
 
-Rules for this file, so that mypyc makes it fast and keeps it exact: no imports beyond
-the standard library (what a loop needs from crdtsync is passed in); untrusted input is
-typed ``Any`` and checked with ``type(x) is ...`` (a compiled function raises
-``TypeError`` on an argument that does not match a narrower annotation, which the pure
-one would not); loops over lists and dicts only (mypyc turns those into direct C API
-calls; an attribute of an object of a class it does not compile is a generic lookup,
-slower than the interpreter's specialised one, so nothing here reads one per element).
+Rules for this file: no imports beyond the standard library (what a loop needs from
+crdtsync is passed in); untrusted input is checked with ``type(x) is ...`` (bools are not
+ints, subclasses are not their base).
 """
 
 from __future__ import annotations

@@ -1,0 +1,426 @@
+/* crdtsync._ccolumns: the column loops of crdtsync/_hot.py, in C.
+ *
+ * The reference is crdtsync/_hot.py itself: every function here has the same name,
+ * arguments and result as the one there, and tests/test_speedups.py drives both with
+ * random and hostile inputs (bools where ints go, ints at and beyond the 64-bit bounds,
+ * floats, None, str subclasses, long keys, empty columns) and asserts the same results,
+ * errors and effects. Each function runs in C only the common case it was written for
+ * (exact lists and dicts, exact ints within the 64-bit range where a loop does
+ * arithmetic); any other input is handed, before anything was changed, to the function
+ * of the same name in the reference module, which crdtsync.speedups binds at import
+ * (`bind(module)`). So an unusual argument can never make the two disagree: it runs the
+ * reference.
+ *
+ * Rules: no private CPython API; a comparison that is not between two ints of 64 bits
+ * goes through PyObject_RichCompareBool (so it raises what the interpreter raises); a
+ * loop re-reads list sizes each step and holds references to what it uses, so that code
+ * run by a hostile key's __hash__ or __eq__ cannot make it read freed memory.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+
+static PyObject *REF;      /* the reference module (crdtsync/_hot.py), bound by bind() */
+static PyObject *ZERO;     /* 0 */
+static PyObject *SIXTY4;   /* 64 */
+
+/* ---- fallback to the reference --------------------------------------------------- */
+
+static PyObject *reference(const char *name, PyObject *const *args, Py_ssize_t nargsf, PyObject *kwnames) {
+    if (REF == NULL) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "crdtsync._ccolumns: no reference module bound (crdtsync.speedups binds crdtsync/_hot.py)");
+        return NULL;
+    }
+    PyObject *f = PyObject_GetAttrString(REF, name);
+    if (f == NULL)
+        return NULL;
+    PyObject *r = PyObject_Vectorcall(f, args, nargsf, kwnames);
+    Py_DECREF(f);
+    return r;
+}
+
+#define REFERENCE(name) return reference(name, args, nargs, kwnames)
+#define WANT_ARGS(name, n)                       \
+    do {                                         \
+        if (nargs != (n) || kwnames != NULL)     \
+            REFERENCE(name);                     \
+    } while (0)
+
+/* ---- ints ------------------------------------------------------------------------ */
+
+/* an exact int in [0, 2**64): 1 and *out; else 0 (no exception set) */
+static inline int as_u64(PyObject *o, uint64_t *out) {
+    if (!PyLong_CheckExact(o))
+        return 0;
+    unsigned long long v = PyLong_AsUnsignedLongLong(o);
+    if (v == (unsigned long long)-1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
+    }
+    *out = (uint64_t)v;
+    return 1;
+}
+
+/* an exact int within int64: 1 and *out; else 0 (no exception set) */
+static inline int as_i64(PyObject *o, long long *out) {
+    if (!PyLong_CheckExact(o))
+        return 0;
+    int overflow = 0;
+    long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
+    if (overflow)
+        return 0;
+    if (v == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
+    }
+    *out = v;
+    return 1;
+}
+
+/* an exact int >= 0 that fits a Py_ssize_t: 1 and *out; else 0 (no exception set) */
+static inline int as_index(PyObject *o, Py_ssize_t *out) {
+    long long v;
+    if (!as_i64(o, &v) || v < 0 || v > PY_SSIZE_T_MAX)
+        return 0;
+    *out = (Py_ssize_t)v;
+    return 1;
+}
+
+/* op(a, b) for two objects: natively for two ints of 64 bits, else as Python does;
+ * 1, 0, or -1 with an exception */
+static inline int compare(PyObject *a, PyObject *b, int op) {
+    long long x, y;
+    if (as_i64(a, &x) && as_i64(b, &y)) {
+        switch (op) {
+        case Py_GT: return x > y;
+        case Py_LE: return x <= y;
+        default: break;
+        }
+    }
+    return PyObject_RichCompareBool(a, b, op);
+}
+
+#ifdef __SIZEOF_INT128__
+/* an exact int within int128: 1 and *out; else 0 (no exception set) */
+static int as_i128(PyObject *o, __int128 *out) {
+    long long small;
+    if (as_i64(o, &small)) {
+        *out = small;
+        return 1;
+    }
+    if (!PyLong_CheckExact(o))
+        return 0;
+    PyObject *high = PyNumber_Rshift(o, SIXTY4);
+    if (high == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    long long h;
+    int ok = as_i64(high, &h);
+    Py_DECREF(high);
+    if (!ok)
+        return 0;
+    unsigned long long low = PyLong_AsUnsignedLongLongMask(o);
+    if (low == (unsigned long long)-1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
+    }
+    *out = (__int128)((((unsigned __int128)(uint64_t)h) << 64) | (unsigned __int128)low);
+    return 1;
+}
+#endif
+
+/* ---- the functions of _hot.py ------------------------------------------------------ */
+
+static PyObject *hlc_steps(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    WANT_ARGS("hlc_steps", 1);
+    PyObject *h = args[0];
+    if (!PyList_CheckExact(h) && !PyTuple_CheckExact(h))
+        REFERENCE("hlc_steps");
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(h);
+    PyObject **items = PySequence_Fast_ITEMS(h);
+    if (n < 2)
+        return PyList_New(0);
+    uint64_t prev, cur;
+    for (Py_ssize_t i = 0; i < n; i++)  /* (no Python code runs in this loop) */
+        if (!as_u64(items[i], &cur))
+            REFERENCE("hlc_steps");
+    PyObject *out = PyList_New(n - 1);
+    if (out == NULL)
+        return NULL;
+    as_u64(items[0], &prev);
+    for (Py_ssize_t i = 1; i < n; i++) {
+        as_u64(items[i], &cur);
+        PyObject *d = PyLong_FromUnsignedLongLong((unsigned long long)(cur - prev)); /* mod 2**64 */
+        if (d == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, i - 1, d);
+        prev = cur;
+    }
+    return out;
+}
+
+static PyObject *keys_ok(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    WANT_ARGS("keys_ok", 2);
+    PyObject *keys = args[0];
+    long long limit;
+    if (!PyList_CheckExact(keys) || !as_i64(args[1], &limit))
+        REFERENCE("keys_ok");
+    Py_ssize_t n = PyList_GET_SIZE(keys);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *k = PyList_GET_ITEM(keys, i);
+        if (!PyUnicode_CheckExact(k) || (long long)PyUnicode_GET_LENGTH(k) > limit)
+            Py_RETURN_FALSE;
+    }
+    Py_RETURN_TRUE;
+}
+
+static PyObject *hlc_column(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    WANT_ARGS("hlc_column", 2);
+    uint64_t h;
+    PyObject *steps = args[1];
+    if (!as_u64(args[0], &h) || !PyList_CheckExact(steps))
+        REFERENCE("hlc_column");
+    Py_ssize_t m = PyList_GET_SIZE(steps);
+    /* first the checks, in the reference's order: the first step that is not an int >= 0
+     * gives None; a step beyond 64 bits (before any such) is the reference's to add */
+    for (Py_ssize_t i = 0; i < m; i++) {
+        PyObject *s = PyList_GET_ITEM(steps, i);
+        uint64_t v;
+        if (!PyLong_CheckExact(s))
+            Py_RETURN_NONE;
+        if (!as_u64(s, &v)) {
+            int neg = PyObject_RichCompareBool(s, ZERO, Py_LT);
+            if (neg < 0)
+                return NULL;
+            if (neg)
+                Py_RETURN_NONE;
+            REFERENCE("hlc_column");
+        }
+    }
+    PyObject *hlcs = PyList_New(m + 1);
+    if (hlcs == NULL)
+        return NULL;
+    Py_INCREF(args[0]);
+    PyList_SET_ITEM(hlcs, 0, args[0]);
+    int wrapped = 0;
+    for (Py_ssize_t i = 0; i < m; i++) {
+        uint64_t v;
+        as_u64(PyList_GET_ITEM(steps, i), &v);
+        uint64_t next = h + v;
+        if (next < h)
+            wrapped = 1;
+        h = next;
+        PyObject *x = PyLong_FromUnsignedLongLong((unsigned long long)h);
+        if (x == NULL) {
+            Py_DECREF(hlcs);
+            return NULL;
+        }
+        PyList_SET_ITEM(hlcs, i + 1, x);
+    }
+    PyObject *out = PyTuple_New(2);
+    if (out == NULL) {
+        Py_DECREF(hlcs);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(out, 0, hlcs);
+    PyObject *rising = wrapped ? Py_False : Py_True;
+    Py_INCREF(rising);
+    PyTuple_SET_ITEM(out, 1, rising);
+    return out;
+}
+
+static PyObject *stamped_totals_ok(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    WANT_ARGS("stamped_totals_ok", 2);
+    PyObject *payloads = args[0];
+    long long limit;
+    if (!PyList_CheckExact(payloads) || !as_i64(args[1], &limit))
+        REFERENCE("stamped_totals_ok");
+    Py_ssize_t n = PyList_GET_SIZE(payloads);
+    if (n == 0)
+        Py_RETURN_FALSE;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        long long v;
+        /* (an int beyond int64 is above a limit within it, or below 1) */
+        if (!as_i64(PyList_GET_ITEM(payloads, i), &v) || v < 1 || v > limit)
+            Py_RETURN_FALSE;
+    }
+    Py_RETURN_TRUE;
+}
+
+static PyObject *scalar_column(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    WANT_ARGS("scalar_column", 3);
+    PyObject *values = args[0], *lo = args[1], *hi = args[2];
+#ifdef __SIZEOF_INT128__
+    __int128 lo128, hi128;
+    if (!PyList_CheckExact(values) || !as_i128(lo, &lo128) || !as_i128(hi, &hi128))
+        REFERENCE("scalar_column");
+    int out_of_range = 0;
+    Py_ssize_t n = PyList_GET_SIZE(values);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *v = PyList_GET_ITEM(values, i);
+        if (PyLong_CheckExact(v)) {
+            if (out_of_range)
+                continue;
+            long long x;
+            if (as_i64(v, &x)) {
+                if ((__int128)x < lo128 || (__int128)x >= hi128)
+                    out_of_range = 1;
+            } else {
+                int below = PyObject_RichCompareBool(v, lo, Py_LT);
+                int above = below ? 0 : PyObject_RichCompareBool(v, hi, Py_GE);
+                if (below < 0 || above < 0)
+                    return NULL;
+                if (below || above)
+                    out_of_range = 1;
+            }
+        } else if (!(PyFloat_CheckExact(v) || PyUnicode_CheckExact(v) || v == Py_None || PyBool_Check(v)
+                     || PyBytes_CheckExact(v))) {
+            return PyLong_FromLong(0);
+        }
+    }
+    return PyLong_FromLong(out_of_range ? -1 : 1);
+#else
+    REFERENCE("scalar_column");
+#endif
+}
+
+static PyObject *raise_totals(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    WANT_ARGS("raise_totals", 5);
+    PyObject *rows = args[0], *keys = args[1], *totals = args[2], *actor = args[4];
+    Py_ssize_t start;
+    if (!PyDict_CheckExact(rows) || !PyList_CheckExact(keys) || !PyList_CheckExact(totals)
+        || !as_index(args[3], &start))
+        REFERENCE("raise_totals");
+    for (Py_ssize_t i = start; i < PyList_GET_SIZE(keys) && i < PyList_GET_SIZE(totals); i++) {
+        PyObject *key = PyList_GET_ITEM(keys, i), *total = PyList_GET_ITEM(totals, i);
+        Py_INCREF(key);
+        Py_INCREF(total);
+        int err = 0;
+        PyObject *row = PyDict_GetItemWithError(rows, key);
+        if (row == NULL) {
+            if (PyErr_Occurred()) {
+                err = 1;
+            } else {  /* rows[key] = {actor: total} */
+                PyObject *fresh = PyDict_New();
+                err = fresh == NULL || PyDict_SetItem(fresh, actor, total) < 0 || PyDict_SetItem(rows, key, fresh) < 0;
+                Py_XDECREF(fresh);
+            }
+        } else {
+            Py_INCREF(row);
+            PyObject *cur;
+            if (PyDict_CheckExact(row)) {
+                cur = PyDict_GetItemWithError(row, actor);
+                Py_XINCREF(cur);
+            } else {
+                cur = PyObject_CallMethod(row, "get", "O", actor);
+            }
+            if (cur == NULL && PyErr_Occurred()) {
+                err = 1;
+            } else {
+                int raise = cur == NULL || cur == Py_None ? 1 : compare(total, cur, Py_GT);
+                if (raise < 0)
+                    err = 1;
+                else if (raise)
+                    err = (PyDict_CheckExact(row) ? PyDict_SetItem(row, actor, total)
+                                                  : PyObject_SetItem(row, actor, total)) < 0;
+            }
+            Py_XDECREF(cur);
+            Py_DECREF(row);
+        }
+        Py_DECREF(key);
+        Py_DECREF(total);
+        if (err)
+            return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *strictly_rising(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    WANT_ARGS("strictly_rising", 2);
+    PyObject *ts = args[0];
+    Py_ssize_t start;
+    if (!PyList_CheckExact(ts) || !as_index(args[1], &start))
+        REFERENCE("strictly_rising");
+    if (start >= PyList_GET_SIZE(ts))
+        Py_RETURN_TRUE;
+    PyObject *prev = PyList_GET_ITEM(ts, start);
+    Py_INCREF(prev);
+    for (Py_ssize_t i = start + 1; i < PyList_GET_SIZE(ts); i++) {
+        PyObject *cur = PyList_GET_ITEM(ts, i);
+        Py_INCREF(cur);
+        int le = compare(cur, prev, Py_LE);
+        Py_DECREF(prev);
+        prev = cur;
+        if (le != 0) {
+            Py_DECREF(prev);
+            if (le < 0)
+                return NULL;
+            Py_RETURN_FALSE;
+        }
+    }
+    Py_DECREF(prev);
+    Py_RETURN_TRUE;
+}
+
+static PyObject *overlay_put(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    WANT_ARGS("overlay_put", 6);
+    PyObject *own = args[0], *keys = args[1], *ts = args[2], *values = args[3], *ai = args[5];
+    Py_ssize_t start;
+    if (!PyDict_CheckExact(own) || !PyList_CheckExact(keys) || !PyList_CheckExact(ts) || !PyList_CheckExact(values)
+        || !as_index(args[4], &start))
+        REFERENCE("overlay_put");
+    for (Py_ssize_t i = start;
+         i < PyList_GET_SIZE(keys) && i < PyList_GET_SIZE(ts) && i < PyList_GET_SIZE(values); i++) {
+        PyObject *key = PyList_GET_ITEM(keys, i);
+        PyObject *entry = PyTuple_Pack(3, PyList_GET_ITEM(ts, i), PyList_GET_ITEM(values, i), ai);
+        if (entry == NULL)
+            return NULL;
+        Py_INCREF(key);
+        int err = PyDict_SetItem(own, key, entry);
+        Py_DECREF(key);
+        Py_DECREF(entry);
+        if (err < 0)
+            return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* ---- the module -------------------------------------------------------------------- */
+
+static PyObject *bind(PyObject *self, PyObject *module) {
+    Py_INCREF(module);
+    Py_XSETREF(REF, module);
+    Py_RETURN_NONE;
+}
+
+#define FN(name, doc) {#name, (PyCFunction)(void (*)(void))name, METH_FASTCALL | METH_KEYWORDS, doc}
+
+static PyMethodDef methods[] = {
+    FN(hlc_steps, "hlc_steps(hlcs): see crdtsync/_hot.py"),
+    FN(keys_ok, "keys_ok(keys, limit): see crdtsync/_hot.py"),
+    FN(hlc_column, "hlc_column(hlc0, steps): see crdtsync/_hot.py"),
+    FN(stamped_totals_ok, "stamped_totals_ok(payloads, limit): see crdtsync/_hot.py"),
+    FN(scalar_column, "scalar_column(values, lo, hi): see crdtsync/_hot.py"),
+    FN(raise_totals, "raise_totals(rows, keys, totals, start, actor): see crdtsync/_hot.py"),
+    FN(strictly_rising, "strictly_rising(ts, start): see crdtsync/_hot.py"),
+    FN(overlay_put, "overlay_put(own, keys, ts, values, start, ai): see crdtsync/_hot.py"),
+    {"bind", bind, METH_O, "bind(module): the reference module unusual inputs are handed to (crdtsync/_hot.py)"},
+    {NULL},
+};
+
+static struct PyModuleDef moduledef = {
+    PyModuleDef_HEAD_INIT, "crdtsync._ccolumns",
+    "The column loops of crdtsync/_hot.py in C (reference: crdtsync/_hot.py).", -1, methods,
+};
+
+PyMODINIT_FUNC PyInit__ccolumns(void) {
+    ZERO = PyLong_FromLong(0);
+    SIXTY4 = PyLong_FromLong(64);
+    if (ZERO == NULL || SIXTY4 == NULL)
+        return NULL;
+    return PyModule_Create(&moduledef);
+}
