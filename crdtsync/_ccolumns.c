@@ -233,6 +233,38 @@ static PyObject *hlc_column(PyObject *self, PyObject *const *args, Py_ssize_t na
     return out;
 }
 
+static PyObject *hlc_check(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    WANT_ARGS("hlc_check", 2);
+    uint64_t h;
+    PyObject *steps = args[1];
+    if (!as_u64(args[0], &h) || !PyList_CheckExact(steps))
+        REFERENCE("hlc_check");
+    int wrapped = 0;
+    Py_ssize_t m = PyList_GET_SIZE(steps);
+    for (Py_ssize_t i = 0; i < m; i++) {  /* (the checks and their order of hlc_column) */
+        PyObject *s = PyList_GET_ITEM(steps, i);
+        uint64_t v;
+        if (!PyLong_CheckExact(s))
+            Py_RETURN_NONE;
+        if (!as_u64(s, &v)) {
+            int neg = PyObject_RichCompareBool(s, ZERO, Py_LT);
+            if (neg < 0)
+                return NULL;
+            if (neg)
+                Py_RETURN_NONE;
+            REFERENCE("hlc_check");
+        }
+        uint64_t next = h + v;
+        if (next < h)
+            wrapped = 1;
+        h = next;
+    }
+    PyObject *last = PyLong_FromUnsignedLongLong((unsigned long long)h);
+    if (last == NULL)
+        return NULL;
+    return Py_BuildValue("(NO)", last, wrapped ? Py_False : Py_True);
+}
+
 static PyObject *stamped_totals_ok(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     WANT_ARGS("stamped_totals_ok", 2);
     PyObject *payloads = args[0];
@@ -389,6 +421,188 @@ static PyObject *overlay_put(PyObject *self, PyObject *const *args, Py_ssize_t n
     Py_RETURN_NONE;
 }
 
+
+/* ---- unpack_record: msgpack of the common shapes, with a cache of short keys ------- */
+
+/* What msgpack.unpackb(data, raw=False, use_list=True) returns for a record made only of
+ * arrays, ints, nil, bools, floats, str and bin, or None for anything else (a map, an
+ * ext type, bad UTF-8, a truncated or over-long record, a nesting deeper than 8): the
+ * caller then unpacks it with msgpack, which returns what it returns or raises what it
+ * raises. Short ASCII strings come from a cache of str objects (the entity keys of one
+ * writer repeat from record to record): equal values, and their hashes are computed once. */
+
+#define KEY_CACHE 4096
+#define KEY_CACHE_MAX_LEN 64
+static PyObject *key_cache[KEY_CACHE];
+
+typedef struct {
+    const unsigned char *p, *end;
+} Reader;
+
+static inline int need(Reader *r, Py_ssize_t n) {
+    return r->end - r->p >= n;
+}
+
+static inline uint64_t be(const unsigned char *p, int n) {
+    uint64_t v = 0;
+    for (int i = 0; i < n; i++)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+static PyObject *short_ascii(const unsigned char *s, Py_ssize_t n) {
+    uint32_t h = 2166136261u;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (s[i] & 0x80)
+            return NULL; /* (not ASCII: the caller decodes it) */
+        h = (h ^ s[i]) * 16777619u;
+    }
+    h ^= (uint32_t)n;
+    PyObject **slot = &key_cache[h & (KEY_CACHE - 1)];
+    PyObject *c = *slot;
+    if (c != NULL && PyUnicode_GET_LENGTH(c) == n && memcmp(PyUnicode_DATA(c), s, (size_t)n) == 0) {
+        Py_INCREF(c);
+        return c;
+    }
+    PyObject *u = PyUnicode_New(n, 127);
+    if (u == NULL)
+        return NULL;
+    memcpy(PyUnicode_DATA(u), s, (size_t)n);
+    Py_INCREF(u);
+    Py_XSETREF(*slot, u);
+    return u;
+}
+
+static PyObject *read_obj(Reader *r, int depth);
+
+static PyObject *read_array(Reader *r, Py_ssize_t n, int depth) {
+    if (depth > 8 || n > r->end - r->p) /* (each element takes a byte at least) */
+        return NULL;
+    PyObject *list = PyList_New(n);
+    if (list == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *x = read_obj(r, depth + 1);
+        if (x == NULL) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, i, x);
+    }
+    return list;
+}
+
+static PyObject *read_str(Reader *r, Py_ssize_t n) {
+    if (!need(r, n))
+        return NULL;
+    const unsigned char *s = r->p;
+    r->p += n;
+    if (n <= KEY_CACHE_MAX_LEN) {
+        PyObject *u = short_ascii(s, n);
+        if (u != NULL || PyErr_Occurred())
+            return u;
+    }
+    return PyUnicode_DecodeUTF8((const char *)s, n, "strict");
+}
+
+static PyObject *read_bin(Reader *r, Py_ssize_t n) {
+    if (!need(r, n))
+        return NULL;
+    PyObject *b = PyBytes_FromStringAndSize((const char *)r->p, n);
+    r->p += n;
+    return b;
+}
+
+static PyObject *read_obj(Reader *r, int depth) {
+    if (!need(r, 1))
+        return NULL;
+    unsigned char t = *r->p++;
+    if (t <= 0x7f)
+        return PyLong_FromLong(t);
+    if (t >= 0xe0)
+        return PyLong_FromLong((long)(signed char)t);
+    if ((t & 0xe0) == 0xa0)
+        return read_str(r, t & 0x1f);
+    if ((t & 0xf0) == 0x90)
+        return read_array(r, t & 0x0f, depth);
+    int size;
+    switch (t) {
+    case 0xc0: Py_RETURN_NONE;
+    case 0xc2: Py_RETURN_FALSE;
+    case 0xc3: Py_RETURN_TRUE;
+    case 0xcc: case 0xcd: case 0xce: case 0xcf:
+        size = 1 << (t - 0xcc);
+        if (!need(r, size))
+            return NULL;
+        r->p += size;
+        return PyLong_FromUnsignedLongLong((unsigned long long)be(r->p - size, size));
+    case 0xd0: case 0xd1: case 0xd2: case 0xd3: {
+        size = 1 << (t - 0xd0);
+        if (!need(r, size))
+            return NULL;
+        r->p += size;
+        uint64_t u = be(r->p - size, size);
+        int shift = 64 - 8 * size;
+        long long v = shift ? ((long long)(u << shift)) >> shift : (long long)u;
+        return PyLong_FromLongLong(v);
+    }
+    case 0xca: {
+        if (!need(r, 4))
+            return NULL;
+        uint32_t u = (uint32_t)be(r->p, 4);
+        r->p += 4;
+        float f;
+        memcpy(&f, &u, 4);
+        return PyFloat_FromDouble((double)f);
+    }
+    case 0xcb: {
+        if (!need(r, 8))
+            return NULL;
+        uint64_t u = be(r->p, 8);
+        r->p += 8;
+        double d;
+        memcpy(&d, &u, 8);
+        return PyFloat_FromDouble(d);
+    }
+    case 0xd9: case 0xda: case 0xdb:
+        size = 1 << (t - 0xd9);
+        if (!need(r, size))
+            return NULL;
+        r->p += size;
+        return read_str(r, (Py_ssize_t)be(r->p - size, size));
+    case 0xc4: case 0xc5: case 0xc6:
+        size = 1 << (t - 0xc4);
+        if (!need(r, size))
+            return NULL;
+        r->p += size;
+        return read_bin(r, (Py_ssize_t)be(r->p - size, size));
+    case 0xdc: case 0xdd:
+        size = t == 0xdc ? 2 : 4;
+        if (!need(r, size))
+            return NULL;
+        r->p += size;
+        return read_array(r, (Py_ssize_t)be(r->p - size, size), depth);
+    default:
+        return NULL; /* a map, an ext type, 0xc1: msgpack's to say */
+    }
+}
+
+static PyObject *unpack_record(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    WANT_ARGS("unpack_record", 1);
+    if (!PyBytes_CheckExact(args[0]))
+        REFERENCE("unpack_record");
+    Reader r = {(const unsigned char *)PyBytes_AS_STRING(args[0]),
+                (const unsigned char *)PyBytes_AS_STRING(args[0]) + PyBytes_GET_SIZE(args[0])};
+    if (!need(&r, 1) || !((*r.p & 0xf0) == 0x90 || *r.p == 0xdc || *r.p == 0xdd))
+        Py_RETURN_NONE; /* (a record is an array) */
+    PyObject *obj = read_obj(&r, 0);
+    if (obj != NULL && r.p == r.end)
+        return obj;
+    Py_XDECREF(obj); /* (trailing bytes, or something this reader does not take) */
+    PyErr_Clear();
+    Py_RETURN_NONE;
+}
+
 /* ---- the module -------------------------------------------------------------------- */
 
 static PyObject *bind(PyObject *self, PyObject *module) {
@@ -403,11 +617,13 @@ static PyMethodDef methods[] = {
     FN(hlc_steps, "hlc_steps(hlcs): see crdtsync/_hot.py"),
     FN(keys_ok, "keys_ok(keys, limit): see crdtsync/_hot.py"),
     FN(hlc_column, "hlc_column(hlc0, steps): see crdtsync/_hot.py"),
+    FN(hlc_check, "hlc_check(hlc0, steps): see crdtsync/_hot.py"),
     FN(stamped_totals_ok, "stamped_totals_ok(payloads, limit): see crdtsync/_hot.py"),
     FN(scalar_column, "scalar_column(values, lo, hi): see crdtsync/_hot.py"),
     FN(raise_totals, "raise_totals(rows, keys, totals, start, actor): see crdtsync/_hot.py"),
     FN(strictly_rising, "strictly_rising(ts, start): see crdtsync/_hot.py"),
     FN(overlay_put, "overlay_put(own, keys, ts, values, start, ai): see crdtsync/_hot.py"),
+    FN(unpack_record, "unpack_record(data): see crdtsync/_hot.py"),
     {"bind", bind, METH_O, "bind(module): the reference module unusual inputs are handed to (crdtsync/_hot.py)"},
     {NULL},
 };

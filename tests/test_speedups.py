@@ -24,7 +24,7 @@ import warnings
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from crdtsync import speedups
@@ -269,3 +269,82 @@ def test_an_extension_built_from_another_source_is_not_used(monkeypatch: pytest.
             assert mod is None
             assert why.startswith("stale") or (not MUST and why.startswith("not built"))
     assert not MUST or any("built from another version" in str(w.message) for w in caught)
+
+
+MSG_SCALARS = st.one_of(
+    st.integers(min_value=-(2**63), max_value=2**64 - 1), st.sampled_from([b for b in BOUNDS if -(2**63) <= b < U64]),
+    st.booleans(), st.none(),
+    st.floats(allow_nan=True), st.floats(width=32, allow_nan=True), st.text(max_size=70),
+    st.text(alphabet="abcdefgh-0123456789", min_size=60, max_size=70), st.binary(max_size=40),
+)
+MSG_VALUES = st.recursive(MSG_SCALARS, lambda inner: st.one_of(
+    st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=3), inner, max_size=2)), max_leaves=20)
+
+
+def _exact(x: Any) -> Any:
+    """A value with every type spelled out (1 is not True, floats by their bits)."""
+    import struct
+    if isinstance(x, list):
+        return ["list", [_exact(v) for v in x]]
+    if isinstance(x, dict):
+        return ["dict", sorted((repr(k), _exact(v)) for k, v in x.items())]
+    if isinstance(x, float):
+        return ["float", struct.pack("<d", x)]
+    return [type(x).__name__, x]
+
+
+def _unpack_same(data: bytes) -> None:
+    import msgpack
+    got = HOT.unpack_record(data)
+    try:
+        ref = msgpack.unpackb(data, raw=False, strict_map_key=False, use_list=True)
+    except Exception:  # (msgpack refuses it: the C reader must hand it back, never accept it)
+        assert got is None
+        return
+    if got is not None:
+        assert _exact(got) == _exact(ref)
+
+
+@needs_c
+@settings(max_examples=500, deadline=None)
+@given(record=st.lists(MSG_VALUES, max_size=10), single=st.booleans())
+def test_unpack_record_is_msgpacks_unpack_or_hands_the_record_back(record: list[Any], single: bool) -> None:
+    import msgpack
+    try:
+        data = msgpack.packb(record, use_bin_type=True, use_single_float=single)
+    except OverflowError:  # (a double beyond float32)
+        assume(False)
+    _unpack_same(data)
+    if C is not None and _plain(record):
+        assert HOT.unpack_record(data) is not None  # (the common shapes are unpacked in C)
+
+
+def _plain(x: Any, depth: int = 0) -> bool:
+    if isinstance(x, list):
+        return depth < 8 and all(_plain(v, depth + 1) for v in x)
+    return not isinstance(x, dict)
+
+
+@needs_c
+@settings(max_examples=500, deadline=None)
+@given(record=st.lists(MSG_VALUES, min_size=1, max_size=6), cuts=st.lists(st.tuples(st.integers(0, 400), st.integers(0, 255)),
+                                                                          max_size=3),
+       trim=st.integers(0, 3), extra=st.binary(max_size=2))
+def test_unpack_record_of_damaged_bytes(record: list[Any], cuts: list[tuple[int, int]], trim: int, extra: bytes) -> None:
+    import msgpack
+    data = bytearray(msgpack.packb(record, use_bin_type=True))
+    for at, byte in cuts:
+        data[at % len(data)] = byte
+    out = bytes(data[:len(data) - trim] if trim < len(data) else data) + extra
+    _unpack_same(out)
+
+
+@needs_c
+def test_unpack_record_keys_from_the_cache_are_equal_strs() -> None:
+    import msgpack
+    keys = [f"cust-{i:05d}" for i in range(9000)]  # (more than the cache holds: slots are reused)
+    for _ in range(2):
+        got = HOT.unpack_record(msgpack.packb([2, keys, ["é", "x" * 65, ""]]))
+        assert got == [2, keys, ["é", "x" * 65, ""]] and all(type(k) is str for k in got[1])
+    assert HOT.unpack_record(bytearray(b"\x91\x01")) is None  # (not bytes: the reference says None)
+    assert HOT.unpack_record(b"\x81\x01\x02") is None and HOT.unpack_record(b"") is None

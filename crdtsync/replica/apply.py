@@ -17,6 +17,7 @@ import logging
 from collections.abc import Callable, MutableMapping, Sequence
 from typing import Any
 
+from .._encoding import packb
 from ..clock import HLC, Dot, hlc_wall_ms
 from ..errors import CorruptRecord, FutureTimestamp, IncompatibleState, UnsupportedVersion
 from ..events import Batch, Codec, Columns, Event
@@ -81,12 +82,17 @@ class Applier:
         #: called after events were applied, with whether they came from another replica
         self._on_applied = on_applied
         self._span: Callable[[bytes], tuple[str, int, int] | None] | None = getattr(codec, "span", None)
+        #: how a format-2 record of this replica begins, as this build's packer writes it
+        #: (a record that begins otherwise is not one of its own, or goes the general way)
+        self._own_prefix = b"\x9a\x02" + packb(actor)
+        self._decode_record: Callable[[bytes], Batch | Columns] | None = getattr(codec, "decode_record", None)
 
     def apply_record(self, position: Position, payload: bytes) -> int:
         """Apply the record at ``position``; returns the number of events applied."""
         if self._held and self._hlc.wall_ms() >= self._held.due:
             self.retry_held()
-        if self._span is not None:  # own records read back: every dot is here already
+        if (self._span is not None and type(payload) is bytes and payload.startswith(self._own_prefix)):
+            # own records read back: every dot is here already
             span = self._span(payload)
             if (span is not None and span[0] == self._actor
                     and self._store.ctx()._vv.get(self._actor, 0) >= span[1] + span[2] - 1):
@@ -94,7 +100,7 @@ class Applier:
                 return 0
         try:
             # a codec that can hands over batch-format-2 records column by column
-            decode = getattr(self._codec, "decode_record", None)
+            decode = self._decode_record
             rec = decode(payload) if decode is not None else self._codec.decode(payload)
         except (CorruptRecord, UnsupportedVersion) as exc:
             self._admission.quarantine(position, payload, exc)
@@ -266,8 +272,7 @@ class Applier:
         ctx = self._store.ctx()
         origin = cols.origin
         first = cols.first_seq
-        hlcs = cols.hlcs
-        n = len(hlcs)
+        n = len(cols)
         last = first + n - 1
         have = ctx._vv.get(origin, 0)
         if have >= last:
@@ -284,7 +289,7 @@ class Applier:
                 or (origin in self._admission.removed and last > self._admission.removed[origin])
                 or any(self._admission.verdict(g.field, g.cls.TYPE_TAG, region, role) is not None for g in groups)):
             return self.apply_batch(cols.batch())  # refusals leave dots out, event by event
-        top = hlcs[-1] if cols.rising else max(hlcs[skip:]) if skip else max(hlcs)
+        top = cols.last if cols.rising else max(cols.hlcs[skip:]) if skip else max(cols.hlcs)
         clock = self._hlc
         if hlc_wall_ms(top) - clock._clock() > clock.max_drift_ms:
             return self.apply_batch(cols.batch())  # per-event timestamp verdicts
