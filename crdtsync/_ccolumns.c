@@ -53,7 +53,19 @@ static PyObject *reference(const char *name, PyObject *const *args, Py_ssize_t n
 static inline int as_u64(PyObject *o, uint64_t *out) {
     if (!PyLong_CheckExact(o))
         return 0;
-    unsigned long long v = PyLong_AsUnsignedLongLong(o);
+    int overflow = 0;
+    long long small = PyLong_AsLongLongAndOverflow(o, &overflow); /* (the fast conversion) */
+    if (!overflow) {
+        if (small < 0) {
+            PyErr_Clear(); /* (-1 may be an error: an exact int raises none) */
+            return 0;
+        }
+        *out = (uint64_t)small;
+        return 1;
+    }
+    if (overflow < 0)
+        return 0;
+    unsigned long long v = PyLong_AsUnsignedLongLong(o); /* in [2**63, ...) */
     if (v == (unsigned long long)-1 && PyErr_Occurred()) {
         PyErr_Clear();
         return 0;
