@@ -190,7 +190,8 @@ def _meta_of(meta_rows: Any) -> dict[str, str]:
     _want(isinstance(meta_rows, list), "bad meta")
     meta: dict[str, str] = {}
     for m in meta_rows:
-        _want(isinstance(m, list) and len(m) == 2 and all(isinstance(x, str) for x in m), "bad meta entry")
+        _want(isinstance(m, list) and len(m) == 2 and isinstance(m[0], str) and isinstance(m[1], str),
+              "bad meta entry")
         meta[m[0]] = m[1]
     return meta
 
@@ -332,16 +333,22 @@ def _encode_v2(batch: Batch) -> bytes:
 def _decode_v2(obj: list[Any]) -> Columns:
     _want(len(obj) == 10, "expected 10 fields in a format-2 batch")
     _, origin, first_seq, meta_rows, fields, hlc0, steps, fix, keys, payloads = obj
-    _want(type(origin) is str and 0 < len(origin) <= 256, "bad origin")
-    _want(type(first_seq) is int and first_seq >= 1, "bad first_seq")
+    n = len(keys) if type(keys) is list else 0
+    if not (type(origin) is str and 0 < len(origin) <= 256 and type(first_seq) is int and first_seq >= 1
+            and 0 < n <= MAX_EVENTS_PER_BATCH and type(payloads) is list and len(payloads) == n
+            and type(hlc0) is int and 0 <= hlc0 < _HLC_LIMIT and type(steps) is list and len(steps) == n - 1):
+        # one combined check on the hot path; the slow path says what was wrong, in order
+        _want(type(origin) is str and 0 < len(origin) <= 256, "bad origin")
+        _want(type(first_seq) is int and first_seq >= 1, "bad first_seq")
+        _meta_of(meta_rows)
+        _want(type(keys) is list and 0 < len(keys) <= MAX_EVENTS_PER_BATCH, "bad event list")
+        _want(speedups.hot.keys_ok(keys, 4096), "bad entity key")
+        _want(type(payloads) is list and len(payloads) == n, "payload column does not match the keys")
+        # HLCs: a start and n - 1 steps, all u64, added modulo 2**64
+        _want(type(hlc0) is int and 0 <= hlc0 < _HLC_LIMIT, "bad hlc")
+        _want(False, "hlc column does not match the keys")
     meta = _meta_of(meta_rows)
-    _want(type(keys) is list and 0 < len(keys) <= MAX_EVENTS_PER_BATCH, "bad event list")
-    n = len(keys)
     _want(speedups.hot.keys_ok(keys, 4096), "bad entity key")
-    _want(type(payloads) is list and len(payloads) == n, "payload column does not match the keys")
-    # HLCs: a start and n - 1 steps, all u64, added modulo 2**64
-    _want(type(hlc0) is int and 0 <= hlc0 < _HLC_LIMIT, "bad hlc")
-    _want(type(steps) is list and len(steps) == n - 1, "hlc column does not match the keys")
     checked = speedups.hot.hlc_check(hlc0, steps)  # (the column itself only if needed)
     _want(checked is not None, "bad hlc step")
     last, rising = checked

@@ -80,13 +80,25 @@ def _outcome(fn: Any, *args: Any) -> tuple[str, Any]:
         return type(exc).__name__, str(exc)
 
 
+def _exact(x: Any) -> Any:
+    """A value with every type spelled out (1 is not True, floats by their bits)."""
+    import struct
+    if isinstance(x, (list, tuple)):
+        return [type(x).__name__, [_exact(v) for v in x]]
+    if isinstance(x, dict):
+        return ["dict", sorted((repr(k), _exact(v)) for k, v in x.items())]
+    if isinstance(x, float):
+        return ["float", struct.pack("<d", x)]
+    return [type(x).__name__, x]
+
+
 def _same(name: str, *args: Any, mutable: tuple[int, ...] = ()) -> None:
     """C and reference on deep copies of ``args``: the same result or error, and the same
     arguments afterwards (in the same order, for the dicts at ``mutable``)."""
     mine, theirs = copy.deepcopy(args), copy.deepcopy(args)
     got = _outcome(getattr(HOT, name), *mine)
     ref = _outcome(getattr(REF, name), *theirs)
-    assert got == ref, (name, args)
+    assert _exact(got) == _exact(ref), (name, args)  # (NaN is NaN)
     for i in mutable:
         assert type(mine[i]) is type(theirs[i]) and repr(mine[i]) == repr(theirs[i]), (name, args)
 
@@ -279,18 +291,6 @@ MSG_SCALARS = st.one_of(
 )
 MSG_VALUES = st.recursive(MSG_SCALARS, lambda inner: st.one_of(
     st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=3), inner, max_size=2)), max_leaves=20)
-
-
-def _exact(x: Any) -> Any:
-    """A value with every type spelled out (1 is not True, floats by their bits)."""
-    import struct
-    if isinstance(x, list):
-        return ["list", [_exact(v) for v in x]]
-    if isinstance(x, dict):
-        return ["dict", sorted((repr(k), _exact(v)) for k, v in x.items())]
-    if isinstance(x, float):
-        return ["float", struct.pack("<d", x)]
-    return [type(x).__name__, x]
 
 
 def _unpack_same(data: bytes) -> None:
