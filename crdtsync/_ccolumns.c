@@ -332,6 +332,39 @@ static PyObject *scalar_column(PyObject *self, PyObject *const *args, Py_ssize_t
 #endif
 }
 
+/* raise one row: row[actor] = max(row[actor], total) as the reference does it; *generic is
+ * set when Python code may have run (a row that is not a dict, a comparison of objects
+ * that are not two ints of 64 bits) */
+static int raise_row(PyObject *row, PyObject *actor, PyObject *total, int *generic) {
+    PyObject *cur;
+    int exact = PyDict_CheckExact(row);
+    if (exact) {
+        cur = PyDict_GetItemWithError(row, actor);
+        Py_XINCREF(cur);
+    } else {
+        *generic = 1;
+        cur = PyObject_CallMethod(row, "get", "O", actor);
+    }
+    if (cur == NULL && PyErr_Occurred())
+        return -1;
+    int raise = 1;
+    if (cur != NULL && cur != Py_None) {
+        long long x, y;
+        if (as_i64(total, &x) && as_i64(cur, &y)) {
+            raise = x > y;
+        } else {
+            *generic = 1;
+            raise = PyObject_RichCompareBool(total, cur, Py_GT);
+        }
+    }
+    Py_XDECREF(cur);
+    if (raise <= 0)
+        return raise;
+    return (exact ? PyDict_SetItem(row, actor, total) : PyObject_SetItem(row, actor, total)) < 0 ? -1 : 0;
+}
+
+#define LOOKAHEAD 32
+
 static PyObject *raise_totals(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     WANT_ARGS("raise_totals", 5);
     PyObject *rows = args[0], *keys = args[1], *totals = args[2], *actor = args[4];
@@ -339,46 +372,63 @@ static PyObject *raise_totals(PyObject *self, PyObject *const *args, Py_ssize_t 
     if (!PyDict_CheckExact(rows) || !PyList_CheckExact(keys) || !PyList_CheckExact(totals)
         || !as_index(args[3], &start))
         REFERENCE("raise_totals");
-    for (Py_ssize_t i = start; i < PyList_GET_SIZE(keys) && i < PyList_GET_SIZE(totals); i++) {
-        PyObject *key = PyList_GET_ITEM(keys, i), *total = PyList_GET_ITEM(totals, i);
-        Py_INCREF(key);
-        Py_INCREF(total);
-        int err = 0;
-        PyObject *row = PyDict_GetItemWithError(rows, key);
-        if (row == NULL) {
-            if (PyErr_Occurred()) {
-                err = 1;
-            } else {  /* rows[key] = {actor: total} */
-                PyObject *fresh = PyDict_New();
-                err = fresh == NULL || PyDict_SetItem(fresh, actor, total) < 0 || PyDict_SetItem(rows, key, fresh) < 0;
-                Py_XDECREF(fresh);
+    /* Rows are looked up LOOKAHEAD events ahead (independent lookups overlap in the CPU),
+     * while nothing can change them: str keys (their hash and == run no Python code), and
+     * no Python code run since (see raise_row); a row missing then is looked up again. */
+    int ahead_ok = PyUnicode_CheckExact(actor);
+    PyObject *found[LOOKAHEAD];
+    Py_ssize_t i = start;
+    while (i < PyList_GET_SIZE(keys) && i < PyList_GET_SIZE(totals)) {
+        Py_ssize_t end = i + LOOKAHEAD;
+        if (end > PyList_GET_SIZE(keys))
+            end = PyList_GET_SIZE(keys);
+        if (end > PyList_GET_SIZE(totals))
+            end = PyList_GET_SIZE(totals);
+        Py_ssize_t m = end - i;
+        for (Py_ssize_t j = 0; j < m; j++) {
+            PyObject *key = PyList_GET_ITEM(keys, i + j);
+            found[j] = NULL;
+            if (ahead_ok && PyUnicode_CheckExact(key)) {
+                found[j] = PyDict_GetItemWithError(rows, key); /* (no error for a str key) */
+                Py_XINCREF(found[j]);
             }
-        } else {
-            Py_INCREF(row);
-            PyObject *cur;
-            if (PyDict_CheckExact(row)) {
-                cur = PyDict_GetItemWithError(row, actor);
-                Py_XINCREF(cur);
-            } else {
-                cur = PyObject_CallMethod(row, "get", "O", actor);
-            }
-            if (cur == NULL && PyErr_Occurred()) {
-                err = 1;
-            } else {
-                int raise = cur == NULL || cur == Py_None ? 1 : compare(total, cur, Py_GT);
-                if (raise < 0)
-                    err = 1;
-                else if (raise)
-                    err = (PyDict_CheckExact(row) ? PyDict_SetItem(row, actor, total)
-                                                  : PyObject_SetItem(row, actor, total)) < 0;
-            }
-            Py_XDECREF(cur);
-            Py_DECREF(row);
         }
-        Py_DECREF(key);
-        Py_DECREF(total);
+        int generic = 0, err = 0;
+        Py_ssize_t j = 0;
+        for (; j < m && !err; j++) {
+            PyObject *key = PyList_GET_ITEM(keys, i + j), *total = PyList_GET_ITEM(totals, i + j);
+            Py_INCREF(key);
+            Py_INCREF(total);
+            if (!PyUnicode_CheckExact(key))
+                generic = 1; /* (its hash or == may run Python code) */
+            PyObject *row = generic ? NULL : found[j];
+            Py_XINCREF(row);
+            if (row == NULL) {
+                row = PyDict_GetItemWithError(rows, key);
+                Py_XINCREF(row);
+            }
+            if (row == NULL) {
+                if (PyErr_Occurred()) {
+                    err = 1;
+                } else { /* rows[key] = {actor: total} */
+                    PyObject *fresh = PyDict_New();
+                    err = fresh == NULL || PyDict_SetItem(fresh, actor, total) < 0 || PyDict_SetItem(rows, key, fresh) < 0;
+                    Py_XDECREF(fresh);
+                }
+            } else {
+                err = raise_row(row, actor, total, &generic) < 0;
+                Py_DECREF(row);
+            }
+            Py_DECREF(key);
+            Py_DECREF(total);
+        }
+        for (Py_ssize_t q = 0; q < m; q++)
+            Py_XDECREF(found[q]);
         if (err)
             return NULL;
+        i = end;
+        if (generic)
+            ahead_ok = 0; /* (from here on, one lookup at a time) */
     }
     Py_RETURN_NONE;
 }

@@ -190,6 +190,22 @@ def test_raise_totals(rows: dict[str, Any], keys: Any, totals: Any, start: Any, 
 
 @needs_c
 @settings(max_examples=300, deadline=None)
+@given(rows=st.dictionaries(st.sampled_from("abcdefgh"), st.one_of(
+           st.dictionaries(st.sampled_from(["w", "x"]), st.integers(1, 99), max_size=2),
+           st.dictionaries(st.sampled_from(["w", "x"]), st.integers(1, 9), max_size=2).map(SubDict),
+           st.dictionaries(st.sampled_from(["w", "x"]), ROW_VALUES, max_size=2)), max_size=6),
+       events=st.lists(st.tuples(st.one_of(st.sampled_from("abcdefghij"), st.sampled_from("abcdefghij"), ANY),
+                                 st.one_of(st.integers(1, 99), st.integers(1, 99), ANY)), min_size=30, max_size=120),
+       start=st.integers(0, 40))
+def test_raise_totals_of_long_records(rows: dict[str, Any], events: list[tuple[Any, Any]], start: int) -> None:
+    """Records longer than the C loop's lookahead (rows looked up 32 events ahead), with
+    new keys, repeated keys, and hostile keys, rows and totals anywhere in them."""
+    keys, totals = [k for k, _ in events], [t for _, t in events]
+    _same("raise_totals", rows, keys, totals, start, "w", mutable=(0,))
+
+
+@needs_c
+@settings(max_examples=300, deadline=None)
 @given(rows=st.dictionaries(st.sampled_from("abcd"), st.dictionaries(st.sampled_from(["w", "x"]), st.integers(1, 9)),
                             max_size=3),
        events=st.lists(st.tuples(st.sampled_from("abcde"), st.integers(1, 2**63 - 1)), min_size=1, max_size=8),
