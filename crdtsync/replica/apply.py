@@ -35,6 +35,9 @@ from .subscriptions import Change, Subscriptions
 
 __all__ = ["Applier"]
 
+#: fields whose events change how the events after them are judged (never the shortcut)
+_DEFINING = frozenset((SCHEMA_FIELD, FLEET_FIELD))
+
 log = logging.getLogger("crdtsync.replica")
 
 
@@ -266,8 +269,8 @@ class Applier:
         future.
         """
         groups = cols.groups
-        if (len({g.field for g in groups}) != len(groups)
-                or any(g.field in (SCHEMA_FIELD, FLEET_FIELD) or g.cls is SequencedOp for g in groups)):
+        if ((len(groups) > 1 and len({g.field for g in groups}) != len(groups))
+                or any(g.field in _DEFINING or g.cls is SequencedOp for g in groups)):
             return self.apply_batch(cols.batch())
         ctx = self._store.ctx()
         origin = cols.origin
@@ -285,9 +288,10 @@ class Applier:
         skip = missing[0][0] - first
         region = cols.meta.get("region", "default")
         role = cols.meta.get("role", "default")
-        if (self._admission.batch_verdict(origin, region, role) is not None
-                or (origin in self._admission.removed and last > self._admission.removed[origin])
-                or any(self._admission.verdict(g.field, g.cls.TYPE_TAG, region, role) is not None for g in groups)):
+        adm = self._admission
+        if (adm.batch_verdict(origin, region, role) is not None
+                or (origin in adm.removed and last > adm.removed[origin])
+                or any(adm.verdict(g.field, g.cls.TYPE_TAG, region, role) is not None for g in groups)):
             return self.apply_batch(cols.batch())  # refusals leave dots out, event by event
         top = cols.last if cols.rising else max(cols.hlcs[skip:]) if skip else max(cols.hlcs)
         clock = self._hlc
