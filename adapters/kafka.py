@@ -65,7 +65,7 @@ from crdtsync.log._protocol import LogEntry, Opening, VectorPosition, check_reco
 from ._kafka_control import KafkaControl
 from ._kafka_epoch import BrokerDataLoss, EpochGuard, sleep_or_stop
 from ._kafka_route import EventRouter, RecordCheck
-from ._kafka_send import send_one
+from ._kafka_send import send_many
 from ._kafka_settings import KafkaSettings
 from ._kafka_stop import stop_all
 from ._kafka_topics import TopicAdmin
@@ -179,8 +179,7 @@ class KafkaLog:
             return await self.end()
         p = self.partition_of(batch)
         generation = self._guard.generation
-        metas = await self._send(p, batch, [])
-        first, last = metas[0].offset, metas[-1].offset
+        first, last = await self._send(p, batch, [])
         if first < self._guard.high[p] and generation == self._guard.generation:
             # the broker handed out an offset this log already saw: offsets were reused
             await self.check_epoch()
@@ -301,8 +300,8 @@ class KafkaLog:
     async def _place_markers(self) -> None:
         headers = self._guard.new_epoch()
         for p in range(self.partitions):
-            (meta,) = await self._send(p, [b""], headers)
-            self._guard.placed(p, meta.offset)
+            offset, _ = await self._send(p, [b""], headers)
+            self._guard.placed(p, offset)
 
     async def _fetch_at(self, partition: int, offset: int) -> Any:
         tp = self._tps[partition]
@@ -321,13 +320,13 @@ class KafkaLog:
         if self._closed:
             raise LogClosed(f"KafkaLog({self.topic}) is closed; open a new one")
 
-    async def _send(self, partition: int, values: Sequence[bytes], headers: list[tuple[str, bytes]]) -> list[Any]:
-        futures = []
+    async def _send(self, partition: int, values: Sequence[bytes], headers: list[tuple[str, bytes]]) -> tuple[int, int]:
+        """Produce ``values`` in order to ``partition``; (first, last) offset once acked."""
         async with self._locks[partition]:
-            for value in values:
-                futures.append(await send_one(self._producer, self.settings.max_request_size, self.topic,
-                                              partition, value, headers=headers))
-        return list(await asyncio.gather(*futures))
+            sent = await send_many(self._producer, self.settings.max_request_size, self.topic, partition, values,
+                                   headers=headers)
+        metas = await asyncio.gather(*(s.future for s in sent))
+        return metas[0].offset, metas[-1].offset + sent[-1].count - 1
 
     async def _raw_end_offsets(self) -> list[int]:
         ends = await self._probe.end_offsets(self._tps)

@@ -356,6 +356,187 @@ static int fits_value_int(PyObject *v) { /* -2**63 <= v < 2**64 */
     return 1;
 }
 
+/* ---- flat lists packed: msgpack bytes of a list or tuple of scalars ---------------- */
+/* The reference is crdtsync.types.registers._flat + crdtsync._encoding.pack_small (msgpack
+ * with use_bin_type=True, use_single_float=False): the same bytes for every flat value,
+ * None for anything else (nested, another type or a subclass, an int outside
+ * [-2**63, 2**64), a str that does not encode as UTF-8). */
+
+typedef struct {
+    char *buf;
+    Py_ssize_t len, cap;
+    char small[256];
+} Buf;
+
+static int buf_grow(Buf *b, Py_ssize_t need) {
+    if (b->len + need <= b->cap)
+        return 0;
+    Py_ssize_t cap = b->cap * 2;
+    while (cap < b->len + need)
+        cap *= 2;
+    char *n = PyMem_Malloc(cap);
+    if (n == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    memcpy(n, b->buf, b->len);
+    if (b->buf != b->small)
+        PyMem_Free(b->buf);
+    b->buf = n;
+    b->cap = cap;
+    return 0;
+}
+
+static inline int put_head(Buf *b, unsigned char tag, unsigned long long v, int width) {
+    if (buf_grow(b, 1 + width) < 0)
+        return -1;
+    unsigned char *p = (unsigned char *)b->buf + b->len;
+    *p++ = tag;
+    for (int k = width - 1; k >= 0; k--)
+        *p++ = (unsigned char)(v >> (8 * k));
+    b->len += 1 + width;
+    return 0;
+}
+
+static int put_bytes(Buf *b, const char *s, Py_ssize_t n) {
+    if (buf_grow(b, n) < 0)
+        return -1;
+    memcpy(b->buf + b->len, s, n);
+    b->len += n;
+    return 0;
+}
+
+/* 1 packed, 0 not flat, -1 error */
+static int pack_scalar(Buf *b, PyObject *x) {
+    PyTypeObject *t = Py_TYPE(x);
+    if (x == Py_None)
+        return put_head(b, 0xc0, 0, 0) < 0 ? -1 : 1;
+    if (t == &PyBool_Type)
+        return put_head(b, x == Py_True ? 0xc3 : 0xc2, 0, 0) < 0 ? -1 : 1;
+    if (t == &PyFloat_Type) {
+        double d = PyFloat_AS_DOUBLE(x);
+        unsigned long long u;
+        memcpy(&u, &d, 8);
+        return put_head(b, 0xcb, u, 8) < 0 ? -1 : 1;
+    }
+    if (t == &PyLong_Type) {
+        int of = 0;
+        long long v = PyLong_AsLongLongAndOverflow(x, &of);
+        if (v == -1 && PyErr_Occurred())
+            return -1;
+        if (of < 0)
+            return 0;
+        if (of > 0) {
+            unsigned long long u = PyLong_AsUnsignedLongLong(x);
+            if (u == (unsigned long long)-1 && PyErr_Occurred()) {
+                PyErr_Clear();
+                return 0;
+            }
+            return put_head(b, 0xcf, u, 8) < 0 ? -1 : 1;
+        }
+        int r;
+        if (v >= 0) {
+            if (v < 128)
+                r = put_head(b, (unsigned char)v, 0, 0);
+            else if (v < 256)
+                r = put_head(b, 0xcc, (unsigned long long)v, 1);
+            else if (v < 65536)
+                r = put_head(b, 0xcd, (unsigned long long)v, 2);
+            else if (v < 4294967296LL)
+                r = put_head(b, 0xce, (unsigned long long)v, 4);
+            else
+                r = put_head(b, 0xcf, (unsigned long long)v, 8);
+        } else if (v >= -32) {
+            r = put_head(b, (unsigned char)(0xe0 | (v + 32)), 0, 0);
+        } else if (v >= -128) {
+            r = put_head(b, 0xd0, (unsigned long long)v & 0xff, 1);
+        } else if (v >= -32768) {
+            r = put_head(b, 0xd1, (unsigned long long)v & 0xffff, 2);
+        } else if (v >= -2147483648LL) {
+            r = put_head(b, 0xd2, (unsigned long long)v & 0xffffffffULL, 4);
+        } else {
+            r = put_head(b, 0xd3, (unsigned long long)v, 8);
+        }
+        return r < 0 ? -1 : 1;
+    }
+    if (t == &PyUnicode_Type) {
+        Py_ssize_t n;
+        const char *s = PyUnicode_AsUTF8AndSize(x, &n);
+        if (s == NULL) {
+            PyErr_Clear(); /* (a lone surrogate) the Python path raises the right error */
+            return 0;
+        }
+        int r;
+        if (n < 32)
+            r = put_head(b, (unsigned char)(0xa0 | n), 0, 0);
+        else if (n < 256)
+            r = put_head(b, 0xd9, (unsigned long long)n, 1);
+        else if (n < 65536)
+            r = put_head(b, 0xda, (unsigned long long)n, 2);
+        else if (n <= 0xffffffffLL)
+            r = put_head(b, 0xdb, (unsigned long long)n, 4);
+        else
+            return 0;
+        return (r < 0 || put_bytes(b, s, n) < 0) ? -1 : 1;
+    }
+    if (t == &PyBytes_Type) {
+        Py_ssize_t n = PyBytes_GET_SIZE(x);
+        int r;
+        if (n < 256)
+            r = put_head(b, 0xc4, (unsigned long long)n, 1);
+        else if (n < 65536)
+            r = put_head(b, 0xc5, (unsigned long long)n, 2);
+        else if (n <= 0xffffffffLL)
+            r = put_head(b, 0xc6, (unsigned long long)n, 4);
+        else
+            return 0;
+        return (r < 0 || put_bytes(b, PyBytes_AS_STRING(x), n) < 0) ? -1 : 1;
+    }
+    return 0;
+}
+
+/* new reference: the bytes, Py_None (not flat), or NULL with an exception */
+static PyObject *flat_packb_impl(PyObject *value) {
+    PyTypeObject *t = Py_TYPE(value);
+    if (t != &PyList_Type && t != &PyTuple_Type)
+        Py_RETURN_NONE;
+    Buf b;
+    b.buf = b.small;
+    b.len = 0;
+    b.cap = sizeof(b.small);
+    PyObject *out = NULL;
+    PyObject *seq = PySequence_Fast(value, "");  /* (a list or tuple: itself) */
+    if (seq == NULL)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    int r = n < 16 ? put_head(&b, (unsigned char)(0x90 | n), 0, 0)
+          : n < 65536 ? put_head(&b, 0xdc, (unsigned long long)n, 2)
+          : put_head(&b, 0xdd, (unsigned long long)n, 4);
+    if (r < 0)
+        goto done;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        /* (the list cannot change under us: packing a scalar runs no Python code) */
+        r = pack_scalar(&b, PySequence_Fast_GET_ITEM(seq, k));
+        if (r < 0)
+            goto done;
+        if (r == 0) {
+            out = Py_NewRef(Py_None);
+            goto done;
+        }
+    }
+    out = PyBytes_FromStringAndSize(b.buf, b.len);
+done:
+    Py_DECREF(seq);
+    if (b.buf != b.small)
+        PyMem_Free(b.buf);
+    return out;
+}
+
+static PyObject *flat_packb(PyObject *mod, PyObject *value) {
+    (void)mod;
+    return flat_packb_impl(value);
+}
+
 static PyObject *lww_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
     Handle *h = (Handle *)self;
     PyObject *key, *value;
@@ -375,19 +556,34 @@ static PyObject *lww_call(PyObject *self, PyObject *const *args, size_t nargsf, 
                  || t == &PyBytes_Type)) {
         if (t != &PyList_Type && t != &PyTuple_Type)
             goto general;
-        PyObject *r = PyObject_CallOneArg(h->flat, value);
-        if (r == NULL)
-            goto error;
-        int yes = PyObject_IsTrue(r);
-        Py_DECREF(r);
-        if (yes < 0)
-            goto error;
-        if (!yes)
-            goto general;
-        Py_DECREF(stored);
-        stored = PyObject_CallOneArg(h->pack, value);
-        if (stored == NULL)
-            return NULL;
+        if (h->flat == Py_None) { /* the C packer; pack: the stored type of its bytes */
+            PyObject *raw = flat_packb_impl(value);
+            if (raw == NULL)
+                goto error;
+            if (raw == Py_None) {
+                Py_DECREF(raw);
+                goto general;
+            }
+            Py_DECREF(stored);
+            stored = PyObject_CallOneArg(h->pack, raw);
+            Py_DECREF(raw);
+            if (stored == NULL)
+                return NULL;
+        } else {
+            PyObject *r = PyObject_CallOneArg(h->flat, value);
+            if (r == NULL)
+                goto error;
+            int yes = PyObject_IsTrue(r);
+            Py_DECREF(r);
+            if (yes < 0)
+                goto error;
+            if (!yes)
+                goto general;
+            Py_DECREF(stored);
+            stored = PyObject_CallOneArg(h->pack, value);
+            if (stored == NULL)
+                return NULL;
+        }
         entry = h->packed_entry;
     }
     ts = stamp(h);
@@ -659,9 +855,29 @@ static PyTypeObject LWWSetHandleType = {
     .tp_methods = lww_methods,
 };
 
+/* ---- Packed: the stored form of a list or dict value --------------------------------- */
+/* A bytes subclass like the pure-Python crdtsync.types.registers._PyPacked, defined here so
+ * that its instances are not tracked by the cyclic garbage collector (a subclass defined in
+ * Python always is): a replica holds one per queued or overlaid list value, and tracked
+ * ones made every full collection walk them. */
+static PyTypeObject PackedType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "crdtsync._chandles.Packed",
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "The canonical msgpack bytes of a list or dict value (a bytes subclass the garbage "
+              "collector does not track).",
+};
+
+static PyMethodDef module_methods[] = {
+    {"flat_packb", flat_packb, METH_O,
+     "flat_packb(value): the msgpack bytes of a flat list or tuple of scalars (as pack_small packs it), "
+     "or None if value is not one"},
+    {NULL},
+};
+
 static struct PyModuleDef moduledef = {
     PyModuleDef_HEAD_INIT, "crdtsync._chandles",
-    "The fast paths of the write handles in C (reference: crdtsync/replica/handles.py).", -1, NULL,
+    "The fast paths of the write handles in C (reference: crdtsync/replica/handles.py).", -1, module_methods,
 };
 
 PyMODINIT_FUNC PyInit__chandles(void) {
@@ -672,13 +888,16 @@ PyMODINIT_FUNC PyInit__chandles(void) {
     STR_REISSUE = PyUnicode_InternFromString("_reissue");
     if (!ONE || !ZERO || !I64_LIMIT || !STR_NOW || !STR_REISSUE)
         return NULL;
-    if (PyType_Ready(&IncrementHandleType) < 0 || PyType_Ready(&LWWSetHandleType) < 0)
+    PackedType.tp_base = &PyBytes_Type;
+    if (PyType_Ready(&IncrementHandleType) < 0 || PyType_Ready(&LWWSetHandleType) < 0
+        || PyType_Ready(&PackedType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&moduledef);
     if (m == NULL)
         return NULL;
     if (PyModule_AddObjectRef(m, "IncrementHandle", (PyObject *)&IncrementHandleType) < 0
-        || PyModule_AddObjectRef(m, "LWWSetHandle", (PyObject *)&LWWSetHandleType) < 0) {
+        || PyModule_AddObjectRef(m, "LWWSetHandle", (PyObject *)&LWWSetHandleType) < 0
+        || PyModule_AddObjectRef(m, "Packed", (PyObject *)&PackedType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -32,8 +32,9 @@ between two reads is packed once.
 
 from __future__ import annotations
 
+import operator
 import struct
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Iterable, Iterator, MutableMapping, Sequence
 from itertools import islice, repeat
 from typing import Any
 
@@ -43,7 +44,7 @@ from . import speedups
 from ._encoding import pack_small
 from .types._base import CRDT
 from .types.counters import GCounter
-from .types.registers import LWWRegister, _Packed, load_value
+from .types.registers import LWWRegister, _Packed
 
 __all__ = ["CounterTable", "LWWTable", "new_table"]
 
@@ -70,6 +71,19 @@ def _row(ts: int, ai: int, v: Any) -> bytes:
         packed: bytes = _HDR.pack(ts, ai, _KIND_PACKED) + v
         return packed
     return _HDR.pack(ts, ai, _KIND_MSGPACK) + pack_small(v)
+
+
+def _rows_of(stamps: Sequence[int], ais: Iterable[int], values: Sequence[Any]) -> Iterable[bytes]:
+    """``map(_row, stamps, ais, values)``, a column at a time when every value is of one
+    kind (the common record: the same bytes, without a Python call per row)."""
+    kinds = set(map(type, values))
+    if kinds == {_Packed}:
+        return map(operator.add, map(_HDR.pack, stamps, ais, repeat(_KIND_PACKED)), values)
+    if kinds == {float}:
+        return map(_FLOAT_ROW.pack, stamps, ais, repeat(_KIND_FLOAT), values)
+    if kinds == {int} and min(values) >= _I64_MIN and max(values) < _I64_LIMIT:
+        return map(_INT_ROW.pack, stamps, ais, repeat(_KIND_INT), values)
+    return map(_row, stamps, ais, values)
 
 
 def _row_value(row: bytes, kind: int) -> Any:
@@ -143,7 +157,7 @@ class LWWTable(MutableMapping[str, CRDT[Any]]):
             return default
         kind = row[_HSIZE - 1]
         if kind == _KIND_PACKED:  # a list or dict: a fresh copy per read, never cached
-            return load_value(_Packed(row[_HSIZE:]))
+            return msgpack.unpackb(row[_HSIZE:], strict_map_key=False)  # (load_value of its _Packed)
         if kind == _KIND_INT:
             v = _I64.unpack_from(row, _HSIZE)[0]
         elif kind == _KIND_FLOAT:
@@ -185,15 +199,17 @@ class LWWTable(MutableMapping[str, CRDT[Any]]):
         if not own:
             return
         ai = self._own_ai
+        entries: Any = own.values()
         if self._foreign:
             self._foreign = False
-            new = [_row(e[0], e[2], e[1]) if len(e) == 3 else _row(e[0], ai, e[1]) for e in own.values()]
-        else:
-            stamps, values = zip(*own.values())
-            if set(map(type, values)) == {int} and min(values) >= _I64_MIN and max(values) < _I64_LIMIT:
-                new = map(_INT_ROW.pack, stamps, repeat(ai), repeat(_KIND_INT), values)  # type: ignore[assignment]
+            if set(map(len, entries)) == {3}:  # (a remote record's entries only)
+                stamps, values, ais = zip(*entries)
+                new = _rows_of(stamps, ais, values)
             else:
-                new = map(_row, stamps, repeat(ai), values)  # type: ignore[assignment]
+                new = [_row(e[0], e[2], e[1]) if len(e) == 3 else _row(e[0], ai, e[1]) for e in entries]
+        else:
+            stamps, values = zip(*entries)
+            new = _rows_of(stamps, repeat(ai), values)
         self._rows.update(zip(own, new))
         cache = self.cache
         if cache:

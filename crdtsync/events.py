@@ -55,6 +55,7 @@ import struct
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
+from itertools import count, repeat
 from typing import Any, NamedTuple, Protocol
 
 import msgpack
@@ -265,8 +266,14 @@ class Columns:
         if self._batch is None:
             origin, first, hlcs = self.origin, self.first_seq, self.hlcs
             n = len(hlcs)
-            events: list[Any] = [None] * n
             new = tuple.__new__
+            if len(self.groups) == 1 and self.groups[0].positions is None:  # (one field: a column at a time)
+                g = self.groups[0]
+                rows = zip(repeat(origin), count(first), hlcs, repeat(g.field), g.keys, g.delta_list(),
+                           repeat(g.field_version))
+                self._batch = Batch._trusted(origin, first, tuple(map(new, repeat(Event), rows)), self.meta)
+                return self._batch
+            events: list[Any] = [None] * n
             for g in self.groups:
                 fname, fversion = g.field, g.field_version
                 positions = g.positions if g.positions is not None else range(n)
@@ -294,17 +301,33 @@ def _encode_v1(batch: Batch) -> bytes:
 
 
 def encode_v2(origin: str, first_seq: int, meta: Mapping[str, str], fields: list[list[Any]],
-              hlcs: Sequence[int], fix: list[int], keys: Sequence[str], payloads: Sequence[Any]) -> bytes:
+              hlcs: Sequence[int], fix: list[int], keys: Sequence[str], payloads: Sequence[Any],
+              packed: bool = False) -> bytes:
     """A batch-format-2 record from its columns (the layout of the module docstring).
 
     ``fields``: the ``[field, field_version, type_tag, delta_version]`` entries in order of
     first use; ``fix``: each event's entry (``[]`` when there is one). The replica's
     writer calls this straight from its columnar queue; :class:`MsgpackCodec` from a
-    :class:`Batch`.
+    :class:`Batch`. ``packed``: every payload is already msgpack bytes (what
+    :func:`~crdtsync._encoding.packb` makes of it, e.g. an LWW register's stored flat
+    list), spliced in as it is: the same record bytes as packing the payloads here.
     """
     steps = speedups.hot.hlc_steps(hlcs)
     meta_rows = [[k, meta[k]] for k in sorted(meta)]
-    return packb([2, origin, first_seq, meta_rows, fields, hlcs[0], steps, fix, keys, payloads])
+    if not packed:
+        return packb([2, origin, first_seq, meta_rows, fields, hlcs[0], steps, fix, keys, payloads])
+    head = packb([2, origin, first_seq, meta_rows, fields, hlcs[0], steps, fix, keys])
+    # a 9-part array (fixarray 0x99) becomes the 10-part one (0x9a) whose last part is the payload array
+    return b"".join((b"\x9a", head[1:], _array_header(len(payloads)), *payloads))
+
+
+def _array_header(n: int) -> bytes:
+    """The msgpack header of an array of ``n`` elements."""
+    if n < 16:
+        return bytes((0x90 | n,))
+    if n < 0x10000:
+        return b"\xdc" + n.to_bytes(2, "big")
+    return b"\xdd" + n.to_bytes(4, "big")
 
 
 def _encode_v2(batch: Batch) -> bytes:

@@ -178,3 +178,21 @@ def test_lww_table_joins_in_place_like_a_dict():
     again = dict(plain)
     assert LWWRegister._join_columns(again, keys, cols, 0) == (len(writes), [])
     assert again == plain
+
+
+@settings(max_examples=200, deadline=None)
+@given(kind=st.sampled_from(["packed", "float", "int", "mixed"]), n=st.integers(1, 30), data=st.data())
+def test_lww_rows_packed_a_column_at_a_time_are_the_rows_packed_one_by_one(kind, n, data):
+    """``_tables._rows_of`` (the fold's column path) against ``_row`` per entry."""
+    from crdtsync._tables import _row, _rows_of
+
+    values_of = {
+        "packed": st.builds(lambda v: _Packed(__import__("msgpack").packb(v)), st.lists(st.integers(-(2**63), 2**63 - 1), max_size=3)),
+        "float": st.floats(allow_nan=True),
+        "int": st.integers(-(2**63), 2**63 - 1),
+        "mixed": st.one_of(st.integers(-(2**63), 2**64 - 1), st.floats(), st.text(max_size=2), st.booleans(), st.none()),
+    }[kind]
+    values = data.draw(st.lists(values_of, min_size=n, max_size=n))
+    stamps = data.draw(st.lists(st.integers(0, 2**62), min_size=n, max_size=n))
+    ais = data.draw(st.lists(st.integers(0, 0xFFFF), min_size=n, max_size=n))
+    assert list(_rows_of(stamps, ais, values)) == list(map(_row, stamps, ais, values))

@@ -8,11 +8,23 @@ already has (the apply is idempotent by dot), ask :mod:`admission
 and fleet records, tell subscribers, and advance the context by exactly the applied dots.
 Batch format 2 records that need no per-event decision are joined column by column
 (:meth:`Applier.apply_columns`), without an :class:`~crdtsync.events.Event` per event.
+
+Python's cyclic garbage collector is held off while one record is applied
+(:meth:`Applier.apply_record`) and runs, if due, right after it. Decoding a record makes
+a few short-lived container objects per event (the unpacked values, and for subscribers
+the events and changes); collections triggered in the middle of a record scan them,
+promote the ones still referenced to older generations and so bring on full-heap
+collections, although nearly all are freed when the record is done. Deferring to record
+boundaries lets them die unscanned: applying 60,000 LWW sets of flat lists took 1.0-1.8
+µs per event with collections mid-record and 0.6 µs deferred (2.9-3.6 and 2.1 µs with a
+subscriber). A record holds at most ``MAX_EVENTS_PER_BATCH`` events, so what waits for
+the collector is bounded; a process that turned the collector off keeps it off.
 """
 
 from __future__ import annotations
 
 import bisect
+import gc
 import logging
 from collections.abc import Callable, MutableMapping, Sequence
 from typing import Any
@@ -91,7 +103,17 @@ class Applier:
         self._decode_record: Callable[[bytes], Batch | Columns] | None = getattr(codec, "decode_record", None)
 
     def apply_record(self, position: Position, payload: bytes) -> int:
-        """Apply the record at ``position``; returns the number of events applied."""
+        """Apply the record at ``position``; returns the number of events applied (the
+        garbage collector held off meanwhile: see the module docstring)."""
+        if not gc.isenabled():
+            return self._apply_record(position, payload)
+        gc.disable()
+        try:
+            return self._apply_record(position, payload)
+        finally:
+            gc.enable()
+
+    def _apply_record(self, position: Position, payload: bytes) -> int:
         if self._held and self._hlc.wall_ms() >= self._held.due:
             self.retry_held()
         if (self._span is not None and type(payload) is bytes and payload.startswith(self._own_prefix)):
@@ -233,9 +255,7 @@ class Applier:
 
     def _notify(self, changes: list[Change]) -> None:
         """Offer the changes of the record just applied (state and context updated)."""
-        notify = self._subs.notify
-        for c in changes:
-            notify(c)
+        self._subs.notify_all(changes)
 
     def retry_held(self) -> int:
         """Apply held events whose timestamps this clock now accepts; returns how many.
@@ -344,6 +364,10 @@ def _changes(cols: Columns, notified: list[tuple[Any, int, list[int]]]) -> list[
     record's own (:meth:`~crdtsync.events.Columns.batch`, built once per record)."""
     events = cols.batch().events
     new = tuple.__new__
+    if len(notified) == 1 and not notified[0][2] and notified[0][0].positions is None:
+        g, start, _ = notified[0]  # (the common record: one field, every event new)
+        fname = g.field
+        return [new(Change, (fname, ev.key, ev, False)) for ev in events[start:]]
     out: list[tuple[int, Change]] = []
     for g, start, refused in notified:
         skip = set(refused)

@@ -126,7 +126,8 @@ def _lww_set(w: Writer, fname: str, native: bool | None = None) -> WriteHandle:
 
         h = speedups.chandles.LWWSetHandle(  # type: ignore[union-attr]
             w, w._definitions.schema, w.hlc, w._stats, w.queue, plan_native,
-            _lww_general(w, fname, plan, lambda: h.own is not None, lambda: plan_native(h)), _flat, _pack_flat)
+            _lww_general(w, fname, plan, lambda: h.own is not None, lambda: plan_native(h)),
+            None, _Packed)  # (flat None: its own packer, then _Packed of the bytes)
         plan_native(h)
         return h  # type: ignore[no-any-return]
 

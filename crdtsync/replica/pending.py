@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from itertools import repeat
 from typing import Any
 
+from .._encoding import pack_small
 from ..events import Batch, Codec, Event, MsgpackCodec, encode_v2
 from ..types._base import CRDT
 from ..types.counters import GCounter
@@ -184,10 +185,14 @@ class Pending:
         stamps = chunk.stamps[lo:hi]
         items = chunk.items[lo:hi]
         f0 = fix[0]
+        packed = False
         if fix.count(f0) == len(fix):
             fields: list[list[Any]] = [list(self._wire(f0))]
             wire_fix: list[int] = []
-            payloads = self._payloads(f0, stamps, items)
+            if self._prepacked(f0):
+                payloads, packed = items, True  # stored flat lists: their bytes are their wire form
+            else:
+                payloads = self._payloads(f0, stamps, items)
         else:
             # several entries, each listed once in order of first use
             wire: dict[tuple[str, int, str, int], int] = {}
@@ -201,10 +206,23 @@ class Pending:
             fields = [list(w) for w in wire]
             if len(fields) == 1:
                 wire_fix = []
+            used = set(fix)
+            packed = any(map(self._prepacked, used))  # then every payload goes in packed
             payloads = [None] * len(fix)
-            for f in set(fix):
+            for f in used:
                 where = [i for i, g in enumerate(fix) if g == f]
-                for i, p in zip(where, self._payloads(f, [stamps[i] for i in where], [items[i] for i in where])):
+                if packed and self._prepacked(f):
+                    column = [items[i] for i in where]
+                else:
+                    column = self._payloads(f, [stamps[i] for i in where], [items[i] for i in where])
+                    if packed:
+                        column = list(map(pack_small, column))
+                for i, p in zip(where, column):
                     payloads[i] = p
         return encode_v2(self.actor, chunk.first + lo, self.meta, fields, stamps, wire_fix,
-                         chunk.keys[lo:hi], payloads)
+                         chunk.keys[lo:hi], payloads, packed)
+
+    def _prepacked(self, entry: int) -> bool:
+        """Whether the queued items of ``entry`` are their payloads' msgpack bytes already
+        (stored flat lists, in the stamped form)."""
+        return self._stamped and self.entries[entry][3] == LWW_PACKED

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple, TypeVar
 
 from ..events import Event
@@ -97,6 +97,30 @@ class Subscriptions:
     def listening(self, entry: tuple[asyncio.Queue[Change | None], frozenset[str] | None]) -> bool:
         return any(e is entry for e in self._queues)
 
+    def notify_all(self, changes: Sequence[Change]) -> None:
+        """:meth:`notify` each of ``changes``, in order."""
+        subs = self._callbacks
+        if len(subs) == 1 and not self._queues:  # (one subscriber: the loop inlined)
+            ((cb, flt),) = subs
+            for i, change in enumerate(changes):
+                if self._callbacks is not subs or self._queues:  # (someone (un)subscribed)
+                    for rest in changes[i:]:
+                        self.notify(rest)
+                    return
+                field = change[0]
+                if field != SCHEMA_FIELD and (flt is None or field in flt):
+                    try:
+                        cb(change)
+                    except Exception:  # a subscriber's bug must not stop replication
+                        self._failed(cb, change)
+            return
+        for change in changes:
+            self.notify(change)
+
+    def _failed(self, cb: Callable[[Change], Any], change: Change) -> None:
+        self._stats.subscriber_errors += 1
+        log.exception("subscriber %r failed on %s/%s", cb, change.field, change.key)
+
     def notify(self, change: Change) -> None:
         if change.field == SCHEMA_FIELD:
             return
@@ -105,8 +129,7 @@ class Subscriptions:
                 try:
                     cb(change)
                 except Exception:  # a subscriber's bug must not stop replication
-                    self._stats.subscriber_errors += 1
-                    log.exception("subscriber %r failed on %s/%s", cb, change.field, change.key)
+                    self._failed(cb, change)
         for q, flt in self._queues:
             if flt is None or change.field in flt:
                 q.put_nowait(change)

@@ -103,10 +103,16 @@ def want_actor(x: Any, what: str) -> str:
 # object per register.
 
 
-class _Packed(bytes):
+class _PyPacked(bytes):
     """The canonical msgpack bytes of a list or dict value."""
 
     __slots__ = ()
+
+
+#: the stored form of a list or dict value: with the C extension its ``Packed``, the same
+#: bytes subclass but not tracked by the garbage collector (a subclass defined in Python
+#: always is, and a replica holds one per queued list value until its flush)
+_Packed: type[bytes] = _PyPacked if speedups.chandles is None else speedups.chandles.Packed
 
 
 _FLAT_TYPES = frozenset({type(None), bool, float, str, bytes})
@@ -143,7 +149,14 @@ def _check_keys(v: Any, what: str) -> None:
 def _flat_column(values: list[list[Any]]) -> list[Any] | None:
     """:func:`stored_from_wire` of a column of lists when every one is flat (scalars only,
     ints within 64 bits), a column at a time: the same stored values, or None to take
-    them one by one (a nested or out-of-range value among them)."""
+    them one by one (a nested or out-of-range value among them). With the C extension
+    each list is packed by ``flat_packb`` (the same bytes as ``pack_small``)."""
+    native = speedups.chandles
+    if native is not None:
+        packed = list(map(native.flat_packb, values))
+        if None in packed:
+            return None
+        return list(map(_Packed, packed))
     inner = set(map(type, chain.from_iterable(values)))
     if not inner <= _SCALAR_TYPES:
         return None
@@ -408,8 +421,7 @@ class LWWRegister(StampReads, CRDT[Any]):
 
     @classmethod
     def _from_columns(cls, cols: Any) -> list[Any]:
-        raw = LWWRegister._raw
-        return [raw(t, a, v) for t, a, v in zip(*cols)]
+        return list(map(LWWRegister._raw, *cols))
 
     @classmethod
     def _join_columns(cls, table: MutableMapping[str, CRDT[Any]], keys: list[str], cols: Any,

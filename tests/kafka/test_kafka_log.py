@@ -121,6 +121,34 @@ def test_routing_is_stable_and_strong_fields_share_partition_zero() -> None:
     assert router([batch_record("a", 1, "clicks", "user-7", version=1)]) == router([rec])
 
 
+def test_routing_reads_a_format_2_record_only_to_its_first_event() -> None:
+    """Several fields in one record (a field column), the first event's field not the
+    first entry; a strong field later in the record still sends it to partition 0;
+    bytes that are not a batch are routed by their hash."""
+    import msgpack
+
+    from crdtsync.types.counters import GCounter
+    from crdtsync.types.registers import LWWRegister
+
+    router = EventRouter(8, strong_fields={"balance"})
+    codec = MsgpackCodec(write_version=2)
+
+    def record(fields: list[str]) -> bytes:
+        return codec.encode(Batch.of([
+            Event("a", i + 1, 10 + i, f, f"key-{i}", GCounter().increment(1, actor="a") if f == "n" else
+                  LWWRegister().set(i, actor="a", ts=10 + i)) for i, f in enumerate(fields)]))
+
+    rec = record(["clicks", "n", "clicks", "n"])
+    obj = msgpack.unpackb(rec, raw=False)
+    assert obj[7] == [0, 1, 0, 1]  # a field column: two entries
+    assert router([rec]) == stable_partition(b"clicks\x00key-0", 8)
+    rec = record(["n", "clicks", "n"])
+    assert router([rec]) == stable_partition(b"n\x00key-0", 8)
+    assert router([record(["clicks", "n", "balance"])]) == 0  # strong anywhere: partition 0
+    for junk in (b"\x00\x01garbage", msgpack.packb([2, "a", 1]), msgpack.packb([2, 1, 2, 3, 4, 5, 6, 7, 8, 9])):
+        assert router([junk]) == stable_partition(junk, 8)
+
+
 def test_appends_land_on_the_routed_partition(crdtsync_kafka: str) -> None:
     async def body() -> None:
         async with KafkaLog.open(crdtsync_kafka, namespace=namespace(), partitions=4,
@@ -160,3 +188,34 @@ def test_security_settings_reach_every_aiokafka_client() -> None:
         await clients[2].close()
 
     arun(body(), 10)
+
+
+def test_an_append_of_many_records_is_all_visible_to_another_log_s_end_and_read(crdtsync_kafka: str) -> None:
+    """Many records in one append travel in few Kafka batches (the last alone): another
+    log of the topic sees the whole append in ``end()``, and reads every record in order,
+    also when the records fill more than one batch."""
+    async def body() -> None:
+        ns = namespace()
+        big = 300_000  # four such records exceed one 1 MiB batch
+        async with KafkaLog.open(crdtsync_kafka, namespace=ns, partitions=1) as kl, \
+                KafkaLog.open(crdtsync_kafka, namespace=ns, partitions=1) as other:
+            records = [batch_record("a", i + 1, "clicks", f"u{i}") for i in range(20)]
+            padded = [MsgpackCodec(write_version=2).encode(Batch.of([Event(
+                "b", i + 1, 5 + i, "note", f"k{i}", __import__("crdtsync").LWWRegister().set(
+                    "x" * big, actor="b", ts=5 + i))])) for i in range(8)]
+            first = await kl.append(records)
+            mid = await other.end()
+            assert mid.offsets[0] >= first.offsets[0] + len(records), "end hides records of the first append"
+            second = await kl.append(padded)
+            end = await other.end()
+            want = second.offsets[0] + len(padded)
+            assert first.offsets[0] + len(records) == second.offsets[0]
+            assert end.offsets[0] >= want, f"end {end.offsets[0]} hides records of the append (want {want})"
+            got = []
+            async for e in other.read(0):
+                got.append(e.payload)
+                if len(got) == len(records) + len(padded):
+                    break
+            assert got == records + padded
+
+    arun(body())

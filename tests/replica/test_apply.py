@@ -246,3 +246,39 @@ async def test_subscribers_see_the_same_changes_from_the_columnar_path_as_from_e
     assert all(s[6] for s in col_seen)  # the record's dots are in the context when offered
     # the value read in the callback is the one after the whole record
     assert [s[7] for s in col_seen if s[1] == "k0" and s[0] == "s"] == [8, 8]  # k0 set at seqs 5 and 9
+
+
+@sync
+async def test_the_garbage_collector_is_held_off_only_while_a_record_applies() -> None:
+    """Collections wait for the end of a record (none inside it), the collector is on
+    again after it, also when the record is refused or a subscriber raises, and a
+    process that turned it off keeps it off."""
+    import gc
+
+    log = MemoryLog()
+    r = await _open(log)
+    seen: list[bool] = []
+
+    def on_change(c: Any) -> None:
+        seen.append(gc.isenabled())
+        if c.key == "k1":
+            raise RuntimeError("a subscriber's bug")
+
+    r.subscribe(on_change, ["s"])
+    await log.append([_stamped("z~1", 1, "lww", [[1.5, "x"], [2.5, "y"], 3]), b"\x93garbage",
+                      _stamped("z~1", 4, "lww", ["after"])])
+    assert gc.isenabled()
+    await r.catch_up()
+    assert gc.isenabled()
+    assert seen == [False, False, False, False]  # inside the apply of a record: held off
+    assert r.stats.records_quarantined == 1 and r.stats.subscriber_errors == 1
+    assert r.value("s", "k1") == [2.5, "y"] and r.value("s", "k2") == 3 and r.value("s", "k0") == "after"
+    gc.disable()
+    try:
+        await log.append([_stamped("z~1", 5, "lww", ["late"])])
+        await r.catch_up()
+        assert not gc.isenabled()  # the caller's choice stands
+    finally:
+        gc.enable()
+    assert seen == [False] * 5 and r.context.max_seq("z~1") == 5
+    await r.close()

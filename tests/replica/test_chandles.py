@@ -222,3 +222,76 @@ def test_c_handles_take_the_fast_path_for_plain_writes() -> None:
         r._mark_closed()
 
     asyncio.run(main())
+
+
+FLAT_EDGE = st.sampled_from([0, 127, 128, 255, 256, 65535, 65536, 2**32 - 1, 2**32, 2**63 - 1, 2**63, 2**64 - 1,
+                             -1, -32, -33, -128, -129, -32768, -32769, -(2**31), -(2**31) - 1, -(2**63),
+                             -(2**63) - 1, 2**64, 0.0, -0.0, float("inf"), float("nan"), True, False, None])
+FLAT_ITEMS = st.one_of(
+    SCALARS, FLAT_EDGE, st.text(min_size=28, max_size=40), st.text(alphabet="é", min_size=250, max_size=260),
+    st.binary(min_size=250, max_size=260), st.sampled_from(["\ud800", "x" * 65_536, b"y" * 65_536]),
+)
+
+
+@settings(max_examples=600, deadline=None)
+@given(value=st.one_of(st.lists(FLAT_ITEMS, max_size=20), st.lists(FLAT_ITEMS, min_size=15, max_size=17).map(tuple),
+                       st.lists(st.one_of(FLAT_ITEMS, st.lists(st.integers(), max_size=1), st.just(object())),
+                                max_size=4), FLAT_ITEMS))
+def test_c_flat_packer_gives_the_bytes_of_the_reference_or_none(value: Any) -> None:
+    """``_chandles.flat_packb`` against ``registers._flat`` + ``pack_small``: the same
+    msgpack bytes for every flat list or tuple (ints at each width boundary, str and bytes
+    at each length boundary, NaN, -0.0), None for everything else (nested, an int beyond
+    64 bits, a lone surrogate, a scalar, another type)."""
+    if chandles is None:
+        pytest.fail(_MISSING)
+    from crdtsync._encoding import pack_small
+    from crdtsync.types.registers import _flat
+
+    flat = type(value) in (list, tuple) and _flat(value)
+    if flat:
+        try:
+            want: bytes | None = pack_small(value)
+        except UnicodeEncodeError:
+            want = None  # (a lone surrogate: the general path raises the store's error)
+    else:
+        want = None
+    assert chandles.flat_packb(value) == want
+
+
+def test_a_column_of_flat_lists_decodes_to_the_same_stored_values_either_way() -> None:
+    """``registers._flat_column`` with the C packer and without: the same stored bytes."""
+    if chandles is None:
+        pytest.fail(_MISSING)
+    from crdtsync.types import registers
+
+    values = [[float(i), f"v{i}", None, -i, 2**63 + i, b"\x00" * (i % 300)] for i in range(400)]
+    native = registers._flat_column(values)
+    with speedups.pure():
+        pure = registers._flat_column(values)
+    assert native is not None and pure is not None
+    assert [bytes(v) for v in native] == [bytes(v) for v in pure]
+    assert {type(v) for v in native} == {registers._Packed}
+    assert registers._flat_column([[1], [[2]]]) is None
+    with speedups.pure():
+        assert registers._flat_column([[1], [[2]]]) is None
+
+
+def test_stored_list_values_are_bytes_the_garbage_collector_does_not_track() -> None:
+    """With the extension, the stored form of a list value (``registers._Packed``) is its
+    ``Packed``: bytes in every way (equality, hash, msgpack, copies), and not tracked, so
+    the values a replica queues and overlays cost the collector nothing."""
+    if chandles is None:
+        pytest.fail(_MISSING)
+    import copy
+    import gc
+
+    from crdtsync.types import registers
+
+    assert registers._Packed is chandles.Packed
+    raw = msgpack.packb([1.5, "x"])
+    p = registers._Packed(raw)
+    assert not gc.is_tracked(p) and gc.is_tracked(registers._PyPacked(raw))
+    assert isinstance(p, bytes) and p == raw and hash(p) == hash(raw) and bytes(p) == raw
+    assert type(copy.deepcopy(p)) is chandles.Packed and copy.deepcopy(p) == p
+    assert msgpack.packb([p]) == msgpack.packb([raw])
+    assert registers.load_value(p) == [1.5, "x"]

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from crdtsync.events import AvroCodec, Batch, Codec, Event, MsgpackCodec
-from crdtsync.replica.pending import DELTA, LWW_SET, MAX_BATCH, OWN_TOTAL, Pending
+from crdtsync.replica.handles import _pack_flat
+from crdtsync.replica.pending import DELTA, LWW_PACKED, LWW_SET, MAX_BATCH, OWN_TOTAL, Pending
 from crdtsync.types.collections import ORSet
 from crdtsync.types.counters import GCounter
 from crdtsync.types.registers import LWWRegister
@@ -27,21 +28,27 @@ def _fill(q: Pending, n: int) -> list[Event]:
     """``n`` events of every kind over three fields; the events they stand for."""
     s_fast = q.entry("s", 1, LWWRegister, LWW_SET)
     s_gen = q.entry("s", 1, LWWRegister, DELTA)
+    s_packed = q.entry("s", 1, LWWRegister, LWW_PACKED)
     c_fast = q.entry("c", 2, GCounter, OWN_TOTAL)
     c_gen = q.entry("c", 2, GCounter, DELTA)
     t_gen = q.entry("tags", 1, ORSet, DELTA)
     totals: dict[str, int] = {}
     out = []
-    values: list[Any] = [1, -5, 2.5, "x", None, True, b"\x01", 2**63, [1, {"a": 2}]]
+    values: list[Any] = [1, -5, 2.5, "x", None, True, b"\x01", 2**63, [1, {"a": 2}], [2.5, "x", None, -3],
+                         (b"\x02", True, 2**63)]
     for i in range(n):
         ts = T0 + i * 3
         key = f"k{i % 7}"
         kind = i % 5
         seq = q.first + len(q)
-        if kind == 0 and type(values[i % len(values)]) is not list:
-            v = values[i % len(values)]
+        v = values[i % len(values)]
+        if kind == 0 and type(v) is tuple or (type(v) is list and kind == 0 and len(v) == 4):
+            stored = _pack_flat(v)  # a flat list as a handle stores it: its msgpack bytes
+            q.push(s_packed, key, ts, stored)
+            d: Any = LWWRegister._raw(ts, ACTOR, stored)
+        elif kind == 0 and type(v) is not list:
             q.push(s_fast, key, ts, v)
-            d: Any = LWWRegister._raw(ts, ACTOR, v)
+            d = LWWRegister._raw(ts, ACTOR, v)
         elif kind <= 1:
             d = LWWRegister().set(values[i % len(values)], actor=ACTOR, ts=ts)
             q.push(s_gen, key, ts, d)
@@ -138,6 +145,34 @@ def test_a_batch_of_the_queue_equals_the_codec_encoding_of_its_events() -> None:
     ours = codec.decode(q.encode(q.peek())[0])
     theirs = codec.decode(codec.encode(Batch.of(want, META)))
     assert ours.events == theirs.events and dict(ours.meta) == dict(theirs.meta)
+
+
+@pytest.mark.parametrize("mixed", [False, True], ids=["flat-lists-only", "with-scalars"])
+def test_stored_flat_lists_are_spliced_into_the_record_as_the_bytes_packing_them_makes(mixed: bool) -> None:
+    """The queue puts the stored bytes of flat lists into a record as they are (no
+    unpack and pack again): the record is byte for byte the one packing the values makes."""
+    import msgpack
+
+    from crdtsync.events import encode_v2
+
+    q = Pending(ACTOR, META, MsgpackCodec(write_version=2))
+    packed = q.entry("s", 1, LWWRegister, LWW_PACKED)
+    fast = q.entry("s", 1, LWWRegister, LWW_SET)
+    values: list[Any] = []
+    for i in range(40):
+        v: Any = 7 if mixed and i % 3 == 0 else [float(i), f"v{i}", None, -i, 2**63 + i, b"\x00" * (i % 3)]
+        values.append(v)
+        if type(v) is list:
+            q.push(packed, f"k{i}", T0 + i, _pack_flat(v))
+        else:
+            q.push(fast, f"k{i}", T0 + i, v)
+    (rec,) = q.encode(q.peek())
+    # both entries are one wire field (the stamped LWW form): no per-event field column
+    plain = encode_v2(ACTOR, 1, META, [["s", 1, "lww", LWWRegister.STAMPED_VERSION]], [T0 + i for i in range(40)],
+                      [], [f"k{i}" for i in range(40)], values)
+    assert rec == plain
+    assert msgpack.unpackb(rec, raw=False)[9] == values
+    assert [ev.delta.value() for ev in MsgpackCodec().decode(rec).events] == values
 
 
 @pytest.mark.parametrize("n", [7, MAX_BATCH + 3])

@@ -145,3 +145,36 @@ def test_every_subscriber_coming_or_going_is_announced_once() -> None:
         assert changes == [True, False, True, False]
 
     run(scenario())
+
+
+def test_a_record_s_changes_are_delivered_as_one_by_one_notifies_would() -> None:
+    """``notify_all`` (a record's changes at once): in order, without definitions, a
+    failing callback counted; one that unsubscribes itself mid-record gets nothing more;
+    one subscribing mid-record (a callback or a stream) gets the rest of it."""
+    stats = ReplicaStats()
+    subs = Subscriptions(stats)
+    batch = [change(seq=1), change(SCHEMA_FIELD, seq=2), change(seq=3), change(seq=4), change(seq=5)]
+    seen: list[Change] = []
+    late: list[Change] = []
+
+    def first(c: Change) -> None:
+        seen.append(c)
+        if c.event.seq == 1:
+            raise RuntimeError("subscriber bug")
+        if c.event.seq == 3:
+            subs.subscribe(late.append)
+            stream_box.append(subs.stream())
+        if c.event.seq == 4:
+            off()
+
+    stream_box: list[object] = []
+    off = subs.subscribe(first)
+    subs.notify_all(batch)
+    assert seen == [batch[0], batch[2], batch[3]]  # not the definition, nothing after unsubscribing
+    assert late == [batch[3], batch[4]] and stats.subscriber_errors == 1
+    stream = stream_box[0]
+    assert [stream._queue.get_nowait() for _ in range(2)] == [batch[3], batch[4]]  # type: ignore[attr-defined]
+    everyone: list[Change] = []
+    subs.subscribe(everyone.append)
+    subs.notify_all(batch)  # two callbacks: the general path
+    assert everyone == [batch[0], batch[2], batch[3], batch[4]] and late[2:] == everyone
