@@ -233,6 +233,7 @@ FLAT_ITEMS = st.one_of(
 )
 
 
+@needs_c
 @settings(max_examples=600, deadline=None)
 @given(value=st.one_of(st.lists(FLAT_ITEMS, max_size=20), st.lists(FLAT_ITEMS, min_size=15, max_size=17).map(tuple),
                        st.lists(st.one_of(FLAT_ITEMS, st.lists(st.integers(), max_size=1), st.just(object())),
@@ -258,6 +259,7 @@ def test_c_flat_packer_gives_the_bytes_of_the_reference_or_none(value: Any) -> N
     assert chandles.flat_packb(value) == want
 
 
+@needs_c
 def test_a_column_of_flat_lists_decodes_to_the_same_stored_values_either_way() -> None:
     """``registers._flat_column`` with the C packer and without: the same stored bytes."""
     if chandles is None:
@@ -276,6 +278,7 @@ def test_a_column_of_flat_lists_decodes_to_the_same_stored_values_either_way() -
         assert registers._flat_column([[1], [[2]]]) is None
 
 
+@needs_c
 def test_stored_list_values_are_bytes_the_garbage_collector_does_not_track() -> None:
     """With the extension, the stored form of a list value (``registers._Packed``) is its
     ``Packed``: bytes in every way (equality, hash, msgpack, copies), and not tracked, so
