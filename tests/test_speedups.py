@@ -132,6 +132,19 @@ def test_hlc_column(hlc0: Any, steps: Any) -> None:
 
 
 @needs_c
+@settings(max_examples=400, deadline=None)
+@given(hlc0=st.one_of(st.integers(min_value=0, max_value=U64 - 1), INTS, ANY), steps=columns(st.one_of(INTS, ANY)))
+def test_hlc_check(hlc0: Any, steps: Any) -> None:
+    _same("hlc_check", hlc0, steps)
+    column = _outcome(REF.hlc_column, hlc0, steps)
+    checked = _outcome(REF.hlc_check, hlc0, steps)
+    if column[0] == "ok" and checked[0] == "ok":  # (the check is the column's, without the column)
+        assert (checked[1] is None) == (column[1] is None)
+        if column[1] is not None:
+            assert checked[1] == (column[1][0][-1], column[1][1])
+
+
+@needs_c
 @settings(max_examples=300, deadline=None)
 @given(hlcs=st.lists(st.integers(min_value=0, max_value=U64 - 1), min_size=1, max_size=8), as_tuple=st.booleans())
 def test_hlc_steps_and_their_column_round_trip(hlcs: list[int], as_tuple: bool) -> None:
