@@ -44,6 +44,9 @@ class BuildExt(build_ext):
     from and what was built (the build report), and never fails the install."""
 
     def build_extensions(self) -> None:
+        for stale in [*(HERE / "crdtsync").glob("_hot*.so"), *(HERE / "crdtsync").glob("_hot*.pyd"),
+                      HERE / "crdtsync" / "_hot.sha256"]:  # (left by the mypyc build of earlier versions)
+            stale.unlink(missing_ok=True)
         self._report: dict[str, Any] = {"python": sys.version.split()[0], "pure_requested": False,
                                         "compiler": False, "compiler_detail": "", "parts": {}}
         if os.environ.get("CRDTSYNC_PURE", "") not in ("", "0"):
@@ -89,7 +92,12 @@ class BuildExt(build_ext):
         self._part(ext.name, True, "built")
 
     def _part(self, name: str, built: bool, detail: str) -> None:
-        self._report["parts"][name.rsplit(".", 1)[-1]] = {"built": built, "detail": detail}
+        stem = name.rsplit(".", 1)[-1]
+        self._report["parts"][stem] = {"built": built, "detail": detail}
+        if not built:  # (an extension of an earlier build must not outlive a report saying it is not there)
+            for old in [*(HERE / "crdtsync").glob(f"{stem}.*.so"), *(HERE / "crdtsync").glob(f"{stem}.*.pyd"),
+                        HERE / "crdtsync" / f"{stem}.sha256"]:
+                old.unlink(missing_ok=True)
 
     def _targets(self, filename: str) -> set[Path]:
         """Where a file beside the extensions goes: the build tree, and the source tree
