@@ -1,10 +1,13 @@
-"""The replica's hottest loops, compiled with mypyc when the build can.
+"""The replica's hottest column loops: the reference, and the pure-Python path.
 
-This file is ordinary Python and valid mypyc input at once. ``pip install`` compiles it
-into an extension module when a C compiler and mypyc are at hand (see ``setup.py``);
-:mod:`crdtsync.speedups` then imports the compiled module, else this file as it is (and
-always this file under ``CRDTSYNC_PURE=1``). Either way the same source runs, so the
-compiled and the pure path cannot disagree on a state, a context or an error.
+``crdtsync/_ccolumns.c`` has the same functions in C (built by ``pip install`` when a C
+compiler is at hand, see ``setup.py``); :mod:`crdtsync.speedups` picks the C module or
+this one (always this one under ``CRDTSYNC_PURE=1``) and binds this one to the C module
+as its fallback: the C code runs only the common case it was written for and hands any
+other input to the function of the same name here. ``tests/test_speedups.py`` drives
+both with random and hostile inputs, so the compiled and the pure path cannot disagree
+on a state, a context or an error: **a change here needs the same change in
+``_ccolumns.c``** (the tests fail until it is made).
 
 What lives here is only the innermost part of these paths, each planned and guarded by
 its own module, which keeps everything else:
@@ -12,27 +15,27 @@ its own module, which keeps everything else:
 * the stamp steps a writer encodes (:func:`hlc_steps`, called by
   :func:`crdtsync.events.encode_v2`);
 * the column checks of a batch-format-2 record and the accumulation of its stamps
-  (:func:`keys_ok`, :func:`hlc_column`, :func:`stamped_totals_ok`,
+  (:func:`keys_ok`, :func:`hlc_column`, :func:`hlc_check`, :func:`stamped_totals_ok`,
   :func:`scalar_column`, called by :mod:`crdtsync.events`,
   :mod:`crdtsync.types.counters` and :mod:`crdtsync.types.registers`);
+* the unpacking of a record's msgpack in its common shapes (:func:`unpack_record`,
+  called by :meth:`crdtsync.events.MsgpackCodec.decode_record`; only the C version
+  does it);
 * the joins of one writer's record: counters (:func:`raise_totals`, called by
   :class:`crdtsync._tables.CounterTable`) and LWW registers (:func:`strictly_rising`,
   :func:`overlay_put`, called by :class:`crdtsync._tables.LWWTable`).
 
-Rules for this file, so that mypyc makes it fast and keeps it exact: no imports beyond
-the standard library (what a loop needs from crdtsync is passed in); untrusted input is
-typed ``Any`` and checked with ``type(x) is ...`` (a compiled function raises
-``TypeError`` on an argument that does not match a narrower annotation, which the pure
-one would not); loops over lists and dicts only (mypyc turns those into direct C API
-calls; an attribute of an object of a class it does not compile is a generic lookup,
-slower than the interpreter's specialised one, so nothing here reads one per element).
+Rules for this file: no imports beyond the standard library (what a loop needs from
+crdtsync is passed in); untrusted input is checked with ``type(x) is ...`` (bools are not
+ints, subclasses are not their base).
 """
 
 from __future__ import annotations
 
 from typing import Any, Final
 
-__all__ = ["hlc_steps", "keys_ok", "hlc_column", "stamped_totals_ok", "scalar_column", "raise_totals", "strictly_rising", "overlay_put"]
+__all__ = ["hlc_steps", "keys_ok", "hlc_column", "hlc_check", "stamped_totals_ok", "scalar_column", "raise_totals", "strictly_rising", "overlay_put",
+           "unpack_record"]
 
 U64_LIMIT: Final = 2**64
 U64_MASK: Final = 2**64 - 1
@@ -91,6 +94,23 @@ def hlc_column(hlc0: int, steps: list[Any]) -> tuple[list[Any], bool] | None:
     if h < U64_LIMIT:
         return hlcs, True
     return [x & U64_MASK for x in hlcs], False
+
+
+def hlc_check(hlc0: int, steps: list[Any]) -> tuple[int, bool] | None:
+    """:func:`hlc_column` without the column: ``(the last stamp, whether the stamps
+    rise)``, or None exactly when :func:`hlc_column` gives None (for a record whose
+    stamps nothing but the clock needs: the column is built only if asked for)."""
+    h: int = hlc0
+    for s in steps:
+        if type(s) is not int:
+            return None
+        step: int = s
+        if step < 0:
+            return None
+        h += step
+    if h < U64_LIMIT:
+        return h, True
+    return h & U64_MASK, False
 
 
 def stamped_totals_ok(payloads: list[Any], limit: int) -> bool:
@@ -156,3 +176,13 @@ def overlay_put(own: dict[Any, Any], keys: list[Any], ts: list[Any], values: lis
         keys, ts, values = keys[start:], ts[start:], values[start:]
     for key, t, v in zip(keys, ts, values):
         own[key] = (t, v, ai)
+
+
+def unpack_record(data: Any) -> list[Any] | None:
+    """A record's msgpack unpacked, or None: then the caller unpacks it with msgpack. The
+    reference (pure Python) always says None. The C version unpacks the common shapes
+    (arrays, ints, nil, bools, floats, str, bin; keys of up to 64 ASCII characters from a
+    cache of str objects, whose hashes are then computed once) into exactly what
+    ``msgpack.unpackb(data, raw=False, use_list=True)`` returns, and says None for
+    anything else (tests/test_speedups.py compares it with msgpack)."""
+    return None

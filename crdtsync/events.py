@@ -191,7 +191,8 @@ def _meta_of(meta_rows: Any) -> dict[str, str]:
     _want(isinstance(meta_rows, list), "bad meta")
     meta: dict[str, str] = {}
     for m in meta_rows:
-        _want(isinstance(m, list) and len(m) == 2 and all(isinstance(x, str) for x in m), "bad meta entry")
+        _want(isinstance(m, list) and len(m) == 2 and isinstance(m[0], str) and isinstance(m[1], str),
+              "bad meta entry")
         meta[m[0]] = m[1]
     return meta
 
@@ -224,25 +225,42 @@ class Columns:
     """A validated batch-format-2 record, column by column (internal).
 
     The replica's apply loop reads the columns directly; :meth:`batch` builds the
-    :class:`Batch` (one :class:`Event` per event) only when something needs it.
+    :class:`Batch` (one :class:`Event` per event) only when something needs it, and
+    :attr:`hlcs` the stamp column only when something reads it (the stamps were checked
+    by the decoder; a record of counter increments applies with :attr:`last` alone).
     """
 
-    __slots__ = ("origin", "first_seq", "meta", "hlcs", "groups", "_batch", "rising")
+    __slots__ = ("origin", "first_seq", "meta", "n", "hlc0", "steps", "last", "_hlcs", "groups", "_batch",
+                 "rising")
 
-    def __init__(self, origin: str, first_seq: int, meta: dict[str, str], hlcs: list[int],
-                 groups: list[_Group], rising: bool = False) -> None:
+    def __init__(self, origin: str, first_seq: int, meta: dict[str, str], n: int, hlc0: int, steps: list[int],
+                 last: int, rising: bool, hlcs: list[int] | None, groups: list[_Group]) -> None:
         self.origin = origin
         self.first_seq = first_seq
         self.meta = meta
-        self.hlcs = hlcs
+        #: the number of events
+        self.n = n
+        #: the first stamp and the steps to each next one (validated: see ``hlc_check``)
+        self.hlc0 = hlc0
+        self.steps = steps
+        #: the last event's stamp
+        self.last = last
+        self._hlcs = hlcs
         self.groups = groups
         self._batch: Batch | None = None
-        #: whether ``hlcs`` never decreases (no step wrapped modulo 2**64): the
-        #: largest stamp of any tail is then the last one
+        #: whether the stamps never decrease (no step wrapped modulo 2**64): the
+        #: largest stamp of any tail is then :attr:`last`
         self.rising = rising
 
+    @property
+    def hlcs(self) -> list[int]:
+        """Every event's stamp (built on first use)."""
+        if self._hlcs is None:
+            self._hlcs = stamps_of(self.hlc0, self.steps)
+        return self._hlcs
+
     def __len__(self) -> int:
-        return len(self.hlcs)
+        return self.n
 
     def batch(self) -> Batch:
         if self._batch is None:
@@ -263,6 +281,14 @@ class Columns:
                     events[i] = new(Event, (origin, first + i, hlcs[i], fname, key, delta, fversion))
             self._batch = Batch._trusted(origin, first, tuple(events), self.meta)
         return self._batch
+
+
+def stamps_of(hlc0: int, steps: list[int]) -> list[int]:
+    """The stamp column of a format-2 record whose steps were checked."""
+    column = speedups.hot.hlc_column(hlc0, steps)
+    if column is None:  # (the decoder checked them with hlc_check: only a bug gets here)
+        raise AssertionError("stamps_of: steps that hlc_check accepted were refused")
+    return column[0]
 
 
 def _encode_v1(batch: Batch) -> bytes:
@@ -330,19 +356,26 @@ def _encode_v2(batch: Batch) -> bytes:
 def _decode_v2(obj: list[Any]) -> Columns:
     _want(len(obj) == 10, "expected 10 fields in a format-2 batch")
     _, origin, first_seq, meta_rows, fields, hlc0, steps, fix, keys, payloads = obj
-    _want(type(origin) is str and 0 < len(origin) <= 256, "bad origin")
-    _want(type(first_seq) is int and first_seq >= 1, "bad first_seq")
+    n = len(keys) if type(keys) is list else 0
+    if not (type(origin) is str and 0 < len(origin) <= 256 and type(first_seq) is int and first_seq >= 1
+            and 0 < n <= MAX_EVENTS_PER_BATCH and type(payloads) is list and len(payloads) == n
+            and type(hlc0) is int and 0 <= hlc0 < _HLC_LIMIT and type(steps) is list and len(steps) == n - 1):
+        # one combined check on the hot path; the slow path says what was wrong, in order
+        _want(type(origin) is str and 0 < len(origin) <= 256, "bad origin")
+        _want(type(first_seq) is int and first_seq >= 1, "bad first_seq")
+        _meta_of(meta_rows)
+        _want(type(keys) is list and 0 < len(keys) <= MAX_EVENTS_PER_BATCH, "bad event list")
+        _want(speedups.hot.keys_ok(keys, 4096), "bad entity key")
+        _want(type(payloads) is list and len(payloads) == n, "payload column does not match the keys")
+        # HLCs: a start and n - 1 steps, all u64, added modulo 2**64
+        _want(type(hlc0) is int and 0 <= hlc0 < _HLC_LIMIT, "bad hlc")
+        _want(False, "hlc column does not match the keys")
     meta = _meta_of(meta_rows)
-    _want(type(keys) is list and 0 < len(keys) <= MAX_EVENTS_PER_BATCH, "bad event list")
-    n = len(keys)
     _want(speedups.hot.keys_ok(keys, 4096), "bad entity key")
-    _want(type(payloads) is list and len(payloads) == n, "payload column does not match the keys")
-    # HLCs: a start and n - 1 steps, all u64, added modulo 2**64
-    _want(type(hlc0) is int and 0 <= hlc0 < _HLC_LIMIT, "bad hlc")
-    _want(type(steps) is list and len(steps) == n - 1, "hlc column does not match the keys")
-    column = speedups.hot.hlc_column(hlc0, steps)  # (compiled: one pass)
-    _want(column is not None, "bad hlc step")
-    hlcs, rising = column
+    checked = speedups.hot.hlc_check(hlc0, steps)  # (the column itself only if needed)
+    _want(checked is not None, "bad hlc step")
+    last, rising = checked
+    hlcs: list[int] | None = None
     # the fields table: distinct entries, each used, in order of first use
     _want(type(fields) is list and 0 < len(fields) <= n, "bad fields table")
     table: list[tuple[str, int, type[CRDT[Any]], int]] = []
@@ -372,7 +405,10 @@ def _decode_v2(obj: list[Any]) -> Columns:
     groups = []
     for (fname, fversion, cls, dversion), (pos, gkeys, gpayloads) in zip(table, parts):
         if dversion > cls.VERSION:  # the stamped form: the rest of each delta is its event's
-            cols = cls._stamped_columns(gpayloads, hlcs if pos is None else [hlcs[i] for i in pos], origin)
+            if hlcs is None and cls.STAMPED_NEEDS_HLCS:
+                hlcs = stamps_of(hlc0, steps)
+            ts: Any = hlcs if pos is None or hlcs is None else [hlcs[i] for i in pos]
+            cols = cls._stamped_columns(gpayloads, ts, origin)
             _want(cols is not None, f"bad stamped {cls.TYPE_TAG} payloads")
             groups.append(_Group(fname, fversion, cls, pos, gkeys, cols, None))
             continue
@@ -382,7 +418,7 @@ def _decode_v2(obj: list[Any]) -> Columns:
             decode = cls._decode_payload
             deltas = [decode(p, dversion) for p in gpayloads]
         groups.append(_Group(fname, fversion, cls, pos, gkeys, cols, deltas))
-    return Columns(origin, first_seq, meta, hlcs, groups, rising)
+    return Columns(origin, first_seq, meta, n, hlc0, steps, last, rising, hlcs, groups)
 
 
 class MsgpackCodec:
@@ -464,7 +500,9 @@ class MsgpackCodec:
 
     def decode_record(self, data: bytes) -> Batch | Columns:
         """Decode and validate a record: a :class:`Batch` (format 1) or :class:`Columns` (format 2)."""
-        obj = unpackb(data, what="batch")
+        obj = speedups.hot.unpack_record(data)  # (C: the common shapes; None: msgpack's to unpack)
+        if obj is None:
+            obj = unpackb(data, what="batch")
         _want(type(obj) is list and len(obj) >= 1, "expected [version, origin, first_seq, meta, ...]")
         version = obj[0]
         _want(_is_int(version) and version >= 1, "bad batch version")

@@ -1,15 +1,18 @@
 """Which implementation of the hot paths runs: compiled or pure Python.
 
-Two optional extension modules, both built by ``pip install`` when it can (a C compiler;
-mypy for the first; see ``setup.py`` and ``docs/concepts/speedups.md``), and never a
-reason for an install to fail:
+Two optional C extension modules, both built by ``pip install`` when it can (a working C
+compiler is the only build tool; see ``setup.py`` and ``docs/concepts/speedups.md``), and
+never a reason for an install to fail:
 
-* :mod:`crdtsync._hot`, the column loops of the apply path (format-2 stamp column, the
-  stamped counter check, the counter join), compiled by mypyc from ``_hot.py`` itself:
-  without the extension the same file runs as plain Python;
-* ``crdtsync._chandles``, the fast paths of the two specialised write handles in C
-  (``_chandles.c``); without it :mod:`crdtsync.replica.handles` uses its closures, the
-  reference the C code is tested against (``tests/replica/test_chandles.py``).
+* ``crdtsync._ccolumns`` (``_ccolumns.c``), the column loops of the apply and replay
+  path (format-2 stamp column, the key and stamped-counter checks, the counter and LWW
+  joins): the same functions as :mod:`crdtsync._hot`, which is their reference and runs
+  as plain Python without the extension. An input the C code was not written for
+  (anything but exact lists, dicts and 64-bit ints where it does arithmetic) is handed
+  to the reference function, bound at import here;
+* ``crdtsync._chandles`` (``_chandles.c``), the fast paths of the two specialised write
+  handles; without it :mod:`crdtsync.replica.handles` uses its closures, the reference
+  the C code is tested against (``tests/replica/test_chandles.py``).
 
 Each is picked at import: ``CRDTSYNC_PURE=1`` in the environment means pure Python for
 both; else an extension is used if it is there *and was built from the current source*
@@ -17,7 +20,10 @@ both; else an extension is used if it is there *and was built from the current s
 extension left over from another source is ignored with a warning, so that a checkout
 never runs code that no longer matches what it reads). :data:`ACTIVE` says what runs
 (``"compiled"``, ``"pure"`` or ``"partial"``), :data:`PARTS` per module and
-:data:`REASONS` why; the benchmarks print them.
+:data:`REASONS` why; the benchmarks print them. :func:`build_report` is what the install
+found (a compiler or not, and per extension built or why not), which the tests use to
+tell a missing compiler (the pure path is then what they test) from a compile error (a
+failure).
 """
 
 from __future__ import annotations
@@ -27,18 +33,23 @@ import hashlib
 import importlib
 import importlib.machinery
 import importlib.util
+import json
 import os
 import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
-__all__ = ["ACTIVE", "PARTS", "REASONS", "hot", "chandles", "source_digest", "load_pure", "describe", "pure"]
+__all__ = ["ACTIVE", "PARTS", "REASONS", "hot", "chandles", "source_digest", "load_pure", "describe", "pure",
+           "build_report", "must_compile"]
 
 _DIR = Path(__file__).resolve().parent
 #: extension module -> (its source file, what compiles it)
-SOURCES = {"_hot": ("_hot.py", "mypyc"), "_chandles": ("_chandles.c", "c")}
+SOURCES = {"_ccolumns": ("_ccolumns.c", "c"), "_chandles": ("_chandles.c", "c")}
+#: the build report ``setup.py`` writes beside the extensions
+BUILD_REPORT = _DIR / "_build.json"
 
 
 def source_digest(name: str) -> str:
@@ -64,7 +75,7 @@ def _extension(name: str) -> tuple[ModuleType | None, str]:
     if os.environ.get("CRDTSYNC_PURE", "") not in ("", "0"):
         return None, "CRDTSYNC_PURE is set"
     if not any((_DIR / (name + suffix)).exists() for suffix in importlib.machinery.EXTENSION_SUFFIXES):
-        return None, "not built (no C compiler, or no mypy, at install)"
+        return None, "not built (" + _why_not_built(name) + ")"
     try:
         recorded = (_DIR / f"{name}.sha256").read_text().strip()
     except OSError:
@@ -83,29 +94,63 @@ def _extension(name: str) -> tuple[ModuleType | None, str]:
     return mod, f"{SOURCES[name][1]}: {Path(str(mod.__file__)).name}"
 
 
-_hot_ext, _hot_why = _extension("_hot")
-_c_ext, _c_why = _extension("_chandles")
+def build_report() -> dict[str, Any] | None:
+    """What ``setup.py`` found at the last build: ``{"compiler": bool, "compiler_detail":
+    str, "pure_requested": bool, "parts": {name: {"built": bool, "detail": str}}}``, or
+    None when there is no report (a checkout that was never built)."""
+    try:
+        report: dict[str, Any] = json.loads(BUILD_REPORT.read_text())
+    except (OSError, ValueError):
+        return None
+    return report
 
-#: the column loops: the mypyc-compiled module, or ``_hot.py`` run as Python
-hot: ModuleType = _hot_ext if _hot_ext is not None else load_pure()
+
+def must_compile() -> tuple[bool, str]:
+    """Whether this install had to build the extensions, by the build report: True
+    unless the report says there was no working C compiler or ``CRDTSYNC_PURE`` was set
+    at install (a compile error with a compiler there, or no report at all, is True: the
+    tests then require the compiled parts and fail without them); and why."""
+    report = build_report()
+    if report is None:
+        return True, "no build report: run `pip install -e .`"
+    if report.get("pure_requested"):
+        return False, "CRDTSYNC_PURE was set at install"
+    if not report.get("compiler"):
+        return False, f"no working C compiler at install ({report.get('compiler_detail', '')})"
+    return True, f"a C compiler was there at install ({report.get('compiler_detail', '')})"
+
+
+def _why_not_built(name: str) -> str:
+    report = build_report()
+    if report is None:
+        return "no build report: run `pip install -e .`"
+    part = report.get("parts", {}).get(name)
+    return str(part["detail"]) if part else "not in the build report"
+
+
+_pure_ref = load_pure()  # (``crdtsync._hot``: the reference, and the pure path)
+_cols_ext, _cols_why = _extension("_ccolumns")
+_c_ext, _c_why = _extension("_chandles")
+if _cols_ext is not None:
+    _cols_ext.bind(_pure_ref)  # what the C loops hand unusual inputs to
+
+#: the column loops: the C module, or ``_hot.py`` run as Python
+hot: ModuleType = _cols_ext if _cols_ext is not None else _pure_ref
 #: the C write handles, or None (:mod:`crdtsync.replica.handles` then uses its closures)
 chandles: ModuleType | None = _c_ext
-#: per module: ``"mypyc"``/``"c"`` or ``"pure"``
-PARTS: dict[str, str] = {"_hot": "mypyc" if _hot_ext is not None else "pure",
+#: per module: ``"c"`` or ``"pure"``
+PARTS: dict[str, str] = {"_ccolumns": "c" if _cols_ext is not None else "pure",
                          "_chandles": "c" if _c_ext is not None else "pure"}
 #: per module: why it runs as it does
-REASONS: dict[str, str] = {"_hot": _hot_why, "_chandles": _c_why}
+REASONS: dict[str, str] = {"_ccolumns": _cols_why, "_chandles": _c_why}
 #: ``"compiled"`` (both extensions), ``"pure"`` (neither) or ``"partial"``
-ACTIVE: str = ("compiled" if _hot_ext is not None and _c_ext is not None
-               else "pure" if _hot_ext is None and _c_ext is None else "partial")
+ACTIVE: str = ("compiled" if _cols_ext is not None and _c_ext is not None
+               else "pure" if _cols_ext is None and _c_ext is None else "partial")
 
 
 def describe() -> str:
     """One line for a benchmark header or a bug report."""
     return f"{ACTIVE} (" + "; ".join(f"{n}: {REASONS[n]}" for n in SOURCES) + ")"
-
-
-_pure_hot: ModuleType | None = None
 
 
 @contextlib.contextmanager
@@ -114,11 +159,9 @@ def pure() -> Iterator[None]:
     the write handles made inside are the Python closures (callers look :data:`hot` and
     :data:`chandles` up at each call). For benchmarks that compare both paths in one run;
     :data:`ACTIVE` keeps saying what the process runs otherwise."""
-    global hot, chandles, _pure_hot
-    if _pure_hot is None:
-        _pure_hot = load_pure("crdtsync._hot_pure")
+    global hot, chandles
     saved = hot, chandles
-    hot, chandles = _pure_hot, None
+    hot, chandles = _pure_ref, None
     try:
         yield
     finally:

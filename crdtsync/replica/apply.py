@@ -29,6 +29,7 @@ import logging
 from collections.abc import Callable, MutableMapping, Sequence
 from typing import Any
 
+from .._encoding import packb
 from ..clock import HLC, Dot, hlc_wall_ms
 from ..errors import CorruptRecord, FutureTimestamp, IncompatibleState, UnsupportedVersion
 from ..events import Batch, Codec, Columns, Event
@@ -45,6 +46,9 @@ from .store import Store
 from .subscriptions import Change, Subscriptions
 
 __all__ = ["Applier"]
+
+#: fields whose events change how the events after them are judged (never the shortcut)
+_DEFINING = frozenset((SCHEMA_FIELD, FLEET_FIELD))
 
 log = logging.getLogger("crdtsync.replica")
 
@@ -93,6 +97,10 @@ class Applier:
         #: called after events were applied, with whether they came from another replica
         self._on_applied = on_applied
         self._span: Callable[[bytes], tuple[str, int, int] | None] | None = getattr(codec, "span", None)
+        #: how a format-2 record of this replica begins, as this build's packer writes it
+        #: (a record that begins otherwise is not one of its own, or goes the general way)
+        self._own_prefix = b"\x9a\x02" + packb(actor)
+        self._decode_record: Callable[[bytes], Batch | Columns] | None = getattr(codec, "decode_record", None)
 
     def apply_record(self, position: Position, payload: bytes) -> int:
         """Apply the record at ``position``; returns the number of events applied (the
@@ -108,7 +116,8 @@ class Applier:
     def _apply_record(self, position: Position, payload: bytes) -> int:
         if self._held and self._hlc.wall_ms() >= self._held.due:
             self.retry_held()
-        if self._span is not None:  # own records read back: every dot is here already
+        if (self._span is not None and type(payload) is bytes and payload.startswith(self._own_prefix)):
+            # own records read back: every dot is here already
             span = self._span(payload)
             if (span is not None and span[0] == self._actor
                     and self._store.ctx()._vv.get(self._actor, 0) >= span[1] + span[2] - 1):
@@ -116,7 +125,7 @@ class Applier:
                 return 0
         try:
             # a codec that can hands over batch-format-2 records column by column
-            decode = getattr(self._codec, "decode_record", None)
+            decode = self._decode_record
             rec = decode(payload) if decode is not None else self._codec.decode(payload)
         except (CorruptRecord, UnsupportedVersion) as exc:
             self._admission.quarantine(position, payload, exc)
@@ -280,14 +289,13 @@ class Applier:
         future.
         """
         groups = cols.groups
-        if (len({g.field for g in groups}) != len(groups)
-                or any(g.field in (SCHEMA_FIELD, FLEET_FIELD) or g.cls is SequencedOp for g in groups)):
+        if ((len(groups) > 1 and len({g.field for g in groups}) != len(groups))
+                or any(g.field in _DEFINING or g.cls is SequencedOp for g in groups)):
             return self.apply_batch(cols.batch())
         ctx = self._store.ctx()
         origin = cols.origin
         first = cols.first_seq
-        hlcs = cols.hlcs
-        n = len(hlcs)
+        n = len(cols)
         last = first + n - 1
         have = ctx._vv.get(origin, 0)
         if have >= last:
@@ -300,11 +308,12 @@ class Applier:
         skip = missing[0][0] - first
         region = cols.meta.get("region", "default")
         role = cols.meta.get("role", "default")
-        if (self._admission.batch_verdict(origin, region, role) is not None
-                or (origin in self._admission.removed and last > self._admission.removed[origin])
-                or any(self._admission.verdict(g.field, g.cls.TYPE_TAG, region, role) is not None for g in groups)):
+        adm = self._admission
+        if (adm.batch_verdict(origin, region, role) is not None
+                or (origin in adm.removed and last > adm.removed[origin])
+                or any(adm.verdict(g.field, g.cls.TYPE_TAG, region, role) is not None for g in groups)):
             return self.apply_batch(cols.batch())  # refusals leave dots out, event by event
-        top = hlcs[-1] if cols.rising else max(hlcs[skip:]) if skip else max(hlcs)
+        top = cols.last if cols.rising else max(cols.hlcs[skip:]) if skip else max(cols.hlcs)
         clock = self._hlc
         if hlc_wall_ms(top) - clock._clock() > clock.max_drift_ms:
             return self.apply_batch(cols.batch())  # per-event timestamp verdicts

@@ -162,11 +162,15 @@ class CRDT(abc.ABC, Generic[V]):
     #: (see :meth:`_stamped_columns`). A reader without the form sees an unsupported
     #: delta version, never a misread payload.
     STAMPED_VERSION: ClassVar[int | None] = None
+    #: whether :meth:`_stamped_columns` reads the event stamps (False: the decoder passes
+    #: None and does not build the stamp column for it)
+    STAMPED_NEEDS_HLCS: ClassVar[bool] = True
 
     @classmethod
-    def _stamped_columns(cls, payloads: list[Any], hlcs: list[int], origin: str) -> Any:
+    def _stamped_columns(cls, payloads: list[Any], hlcs: list[int] | None, origin: str) -> Any:
         """The column form (as :meth:`_columns`) of stamped payloads written by ``origin``
-        with event stamps ``hlcs``, validated; ``None`` if any payload is malformed."""
+        with event stamps ``hlcs`` (None for a type whose :attr:`STAMPED_NEEDS_HLCS` is
+        False), validated; ``None`` if any payload is malformed."""
         raise NotImplementedError
 
     @classmethod

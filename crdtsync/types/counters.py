@@ -163,9 +163,10 @@ class GCounter(CRDT[int]):
     # stamped form (delta version 2): the payload is the writer's new total, the actor is
     # the event's origin (what the replica's writer writes for ``increment``)
     STAMPED_VERSION = 2
+    STAMPED_NEEDS_HLCS = False  # (the totals are the whole delta)
 
     @classmethod
-    def _stamped_columns(cls, payloads: list[Any], hlcs: list[int], origin: str) -> Any:
+    def _stamped_columns(cls, payloads: list[Any], hlcs: list[int] | None, origin: str) -> Any:
         if not speedups.hot.stamped_totals_ok(payloads, _MAX_TOTAL):
             return None
         return [sys.intern(origin)] * len(payloads), payloads

@@ -1,0 +1,704 @@
+/* crdtsync._ccolumns: the column loops of crdtsync/_hot.py, in C.
+ *
+ * The reference is crdtsync/_hot.py itself: every function here has the same name,
+ * arguments and result as the one there, and tests/test_speedups.py drives both with
+ * random and hostile inputs (bools where ints go, ints at and beyond the 64-bit bounds,
+ * floats, None, str subclasses, long keys, empty columns) and asserts the same results,
+ * errors and effects. Each function runs in C only the common case it was written for
+ * (exact lists and dicts, exact ints within the 64-bit range where a loop does
+ * arithmetic); any other input is handed, before anything was changed, to the function
+ * of the same name in the reference module, which crdtsync.speedups binds at import
+ * (`bind(module)`). So an unusual argument can never make the two disagree: it runs the
+ * reference.
+ *
+ * Rules: no private CPython API; a comparison that is not between two ints of 64 bits
+ * goes through PyObject_RichCompareBool (so it raises what the interpreter raises); a
+ * loop re-reads list sizes each step and holds references to what it uses, so that code
+ * run by a hostile key's __hash__ or __eq__ cannot make it read freed memory.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+
+static PyObject *REF;      /* the reference module (crdtsync/_hot.py), bound by bind() */
+static PyObject *ZERO;     /* 0 */
+static PyObject *SIXTY4;   /* 64 */
+
+/* ---- fallback to the reference --------------------------------------------------- */
+
+static PyObject *reference(const char *name, PyObject *const *args, Py_ssize_t nargsf, PyObject *kwnames) {
+    if (REF == NULL) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "crdtsync._ccolumns: no reference module bound (crdtsync.speedups binds crdtsync/_hot.py)");
+        return NULL;
+    }
+    PyObject *f = PyObject_GetAttrString(REF, name);
+    if (f == NULL)
+        return NULL;
+    PyObject *r = PyObject_Vectorcall(f, args, nargsf, kwnames);
+    Py_DECREF(f);
+    return r;
+}
+
+#define REFERENCE(name) return reference(name, args, nargs, kwnames)
+#define WANT_ARGS(name, n)                       \
+    do {                                         \
+        if (nargs != (n) || kwnames != NULL)     \
+            REFERENCE(name);                     \
+    } while (0)
+
+/* ---- ints ------------------------------------------------------------------------ */
+
+/* an exact int in [0, 2**64): 1 and *out; else 0 (no exception set) */
+static inline int as_u64(PyObject *o, uint64_t *out) {
+    if (!PyLong_CheckExact(o))
+        return 0;
+    int overflow = 0;
+    long long small = PyLong_AsLongLongAndOverflow(o, &overflow); /* (the fast conversion) */
+    if (!overflow) {
+        if (small < 0) {
+            PyErr_Clear(); /* (-1 may be an error: an exact int raises none) */
+            return 0;
+        }
+        *out = (uint64_t)small;
+        return 1;
+    }
+    if (overflow < 0)
+        return 0;
+    unsigned long long v = PyLong_AsUnsignedLongLong(o); /* in [2**63, ...) */
+    if (v == (unsigned long long)-1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
+    }
+    *out = (uint64_t)v;
+    return 1;
+}
+
+/* an exact int within int64: 1 and *out; else 0 (no exception set) */
+static inline int as_i64(PyObject *o, long long *out) {
+    if (!PyLong_CheckExact(o))
+        return 0;
+    int overflow = 0;
+    long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
+    if (overflow)
+        return 0;
+    if (v == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
+    }
+    *out = v;
+    return 1;
+}
+
+/* an exact int >= 0 that fits a Py_ssize_t: 1 and *out; else 0 (no exception set) */
+static inline int as_index(PyObject *o, Py_ssize_t *out) {
+    long long v;
+    if (!as_i64(o, &v) || v < 0 || v > PY_SSIZE_T_MAX)
+        return 0;
+    *out = (Py_ssize_t)v;
+    return 1;
+}
+
+/* op(a, b) for two objects: natively for two ints of 64 bits, else as Python does;
+ * 1, 0, or -1 with an exception */
+static inline int compare(PyObject *a, PyObject *b, int op) {
+    long long x, y;
+    if (as_i64(a, &x) && as_i64(b, &y)) {
+        switch (op) {
+        case Py_GT: return x > y;
+        case Py_LE: return x <= y;
+        default: break;
+        }
+    }
+    return PyObject_RichCompareBool(a, b, op);
+}
+
+#ifdef __SIZEOF_INT128__
+/* an exact int within int128: 1 and *out; else 0 (no exception set) */
+static int as_i128(PyObject *o, __int128 *out) {
+    long long small;
+    if (as_i64(o, &small)) {
+        *out = small;
+        return 1;
+    }
+    if (!PyLong_CheckExact(o))
+        return 0;
+    PyObject *high = PyNumber_Rshift(o, SIXTY4);
+    if (high == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    long long h;
+    int ok = as_i64(high, &h);
+    Py_DECREF(high);
+    if (!ok)
+        return 0;
+    unsigned long long low = PyLong_AsUnsignedLongLongMask(o);
+    if (low == (unsigned long long)-1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
+    }
+    *out = (__int128)((((unsigned __int128)(uint64_t)h) << 64) | (unsigned __int128)low);
+    return 1;
+}
+#endif
+
+/* ---- the functions of _hot.py ------------------------------------------------------ */
+
+static PyObject *hlc_steps(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    WANT_ARGS("hlc_steps", 1);
+    PyObject *h = args[0];
+    if (!PyList_CheckExact(h) && !PyTuple_CheckExact(h))
+        REFERENCE("hlc_steps");
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(h);
+    PyObject **items = PySequence_Fast_ITEMS(h);
+    if (n < 2)
+        return PyList_New(0);
+    uint64_t prev, cur;
+    for (Py_ssize_t i = 0; i < n; i++)  /* (no Python code runs in this loop) */
+        if (!as_u64(items[i], &cur))
+            REFERENCE("hlc_steps");
+    PyObject *out = PyList_New(n - 1);
+    if (out == NULL)
+        return NULL;
+    as_u64(items[0], &prev);
+    for (Py_ssize_t i = 1; i < n; i++) {
+        as_u64(items[i], &cur);
+        PyObject *d = PyLong_FromUnsignedLongLong((unsigned long long)(cur - prev)); /* mod 2**64 */
+        if (d == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, i - 1, d);
+        prev = cur;
+    }
+    return out;
+}
+
+static PyObject *keys_ok(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    WANT_ARGS("keys_ok", 2);
+    PyObject *keys = args[0];
+    long long limit;
+    if (!PyList_CheckExact(keys) || !as_i64(args[1], &limit))
+        REFERENCE("keys_ok");
+    Py_ssize_t n = PyList_GET_SIZE(keys);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *k = PyList_GET_ITEM(keys, i);
+        if (!PyUnicode_CheckExact(k) || (long long)PyUnicode_GET_LENGTH(k) > limit)
+            Py_RETURN_FALSE;
+    }
+    Py_RETURN_TRUE;
+}
+
+static PyObject *hlc_column(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    WANT_ARGS("hlc_column", 2);
+    uint64_t h;
+    PyObject *steps = args[1];
+    if (!as_u64(args[0], &h) || !PyList_CheckExact(steps))
+        REFERENCE("hlc_column");
+    Py_ssize_t m = PyList_GET_SIZE(steps);
+    /* first the checks, in the reference's order: the first step that is not an int >= 0
+     * gives None; a step beyond 64 bits (before any such) is the reference's to add */
+    for (Py_ssize_t i = 0; i < m; i++) {
+        PyObject *s = PyList_GET_ITEM(steps, i);
+        uint64_t v;
+        if (!PyLong_CheckExact(s))
+            Py_RETURN_NONE;
+        if (!as_u64(s, &v)) {
+            int neg = PyObject_RichCompareBool(s, ZERO, Py_LT);
+            if (neg < 0)
+                return NULL;
+            if (neg)
+                Py_RETURN_NONE;
+            REFERENCE("hlc_column");
+        }
+    }
+    PyObject *hlcs = PyList_New(m + 1);
+    if (hlcs == NULL)
+        return NULL;
+    Py_INCREF(args[0]);
+    PyList_SET_ITEM(hlcs, 0, args[0]);
+    int wrapped = 0;
+    for (Py_ssize_t i = 0; i < m; i++) {
+        uint64_t v;
+        as_u64(PyList_GET_ITEM(steps, i), &v);
+        uint64_t next = h + v;
+        if (next < h)
+            wrapped = 1;
+        h = next;
+        PyObject *x = PyLong_FromUnsignedLongLong((unsigned long long)h);
+        if (x == NULL) {
+            Py_DECREF(hlcs);
+            return NULL;
+        }
+        PyList_SET_ITEM(hlcs, i + 1, x);
+    }
+    PyObject *out = PyTuple_New(2);
+    if (out == NULL) {
+        Py_DECREF(hlcs);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(out, 0, hlcs);
+    PyObject *rising = wrapped ? Py_False : Py_True;
+    Py_INCREF(rising);
+    PyTuple_SET_ITEM(out, 1, rising);
+    return out;
+}
+
+static PyObject *hlc_check(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    WANT_ARGS("hlc_check", 2);
+    uint64_t h;
+    PyObject *steps = args[1];
+    if (!as_u64(args[0], &h) || !PyList_CheckExact(steps))
+        REFERENCE("hlc_check");
+    int wrapped = 0;
+    Py_ssize_t m = PyList_GET_SIZE(steps);
+    for (Py_ssize_t i = 0; i < m; i++) {  /* (the checks and their order of hlc_column) */
+        PyObject *s = PyList_GET_ITEM(steps, i);
+        uint64_t v;
+        if (!PyLong_CheckExact(s))
+            Py_RETURN_NONE;
+        if (!as_u64(s, &v)) {
+            int neg = PyObject_RichCompareBool(s, ZERO, Py_LT);
+            if (neg < 0)
+                return NULL;
+            if (neg)
+                Py_RETURN_NONE;
+            REFERENCE("hlc_check");
+        }
+        uint64_t next = h + v;
+        if (next < h)
+            wrapped = 1;
+        h = next;
+    }
+    PyObject *last = PyLong_FromUnsignedLongLong((unsigned long long)h);
+    if (last == NULL)
+        return NULL;
+    return Py_BuildValue("(NO)", last, wrapped ? Py_False : Py_True);
+}
+
+static PyObject *stamped_totals_ok(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    WANT_ARGS("stamped_totals_ok", 2);
+    PyObject *payloads = args[0];
+    long long limit;
+    if (!PyList_CheckExact(payloads) || !as_i64(args[1], &limit))
+        REFERENCE("stamped_totals_ok");
+    Py_ssize_t n = PyList_GET_SIZE(payloads);
+    if (n == 0)
+        Py_RETURN_FALSE;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        long long v;
+        /* (an int beyond int64 is above a limit within it, or below 1) */
+        if (!as_i64(PyList_GET_ITEM(payloads, i), &v) || v < 1 || v > limit)
+            Py_RETURN_FALSE;
+    }
+    Py_RETURN_TRUE;
+}
+
+static PyObject *scalar_column(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    WANT_ARGS("scalar_column", 3);
+    PyObject *values = args[0], *lo = args[1], *hi = args[2];
+#ifdef __SIZEOF_INT128__
+    __int128 lo128, hi128;
+    if (!PyList_CheckExact(values) || !as_i128(lo, &lo128) || !as_i128(hi, &hi128))
+        REFERENCE("scalar_column");
+    int out_of_range = 0;
+    Py_ssize_t n = PyList_GET_SIZE(values);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *v = PyList_GET_ITEM(values, i);
+        if (PyLong_CheckExact(v)) {
+            if (out_of_range)
+                continue;
+            long long x;
+            if (as_i64(v, &x)) {
+                if ((__int128)x < lo128 || (__int128)x >= hi128)
+                    out_of_range = 1;
+            } else {
+                int below = PyObject_RichCompareBool(v, lo, Py_LT);
+                int above = below ? 0 : PyObject_RichCompareBool(v, hi, Py_GE);
+                if (below < 0 || above < 0)
+                    return NULL;
+                if (below || above)
+                    out_of_range = 1;
+            }
+        } else if (!(PyFloat_CheckExact(v) || PyUnicode_CheckExact(v) || v == Py_None || PyBool_Check(v)
+                     || PyBytes_CheckExact(v))) {
+            return PyLong_FromLong(0);
+        }
+    }
+    return PyLong_FromLong(out_of_range ? -1 : 1);
+#else
+    REFERENCE("scalar_column");
+#endif
+}
+
+/* raise one row: row[actor] = max(row[actor], total) as the reference does it; *generic is
+ * set when Python code may have run (a row that is not a dict, a comparison of objects
+ * that are not two ints of 64 bits) */
+static int raise_row(PyObject *row, PyObject *actor, PyObject *total, int *generic) {
+    PyObject *cur;
+    int exact = PyDict_CheckExact(row);
+    if (exact) {
+        cur = PyDict_GetItemWithError(row, actor);
+        Py_XINCREF(cur);
+    } else {
+        *generic = 1;
+        cur = PyObject_CallMethod(row, "get", "O", actor);
+    }
+    if (cur == NULL && PyErr_Occurred())
+        return -1;
+    int raise = 1;
+    if (cur != NULL && cur != Py_None) {
+        long long x, y;
+        if (as_i64(total, &x) && as_i64(cur, &y)) {
+            raise = x > y;
+        } else {
+            *generic = 1;
+            raise = PyObject_RichCompareBool(total, cur, Py_GT);
+        }
+    }
+    Py_XDECREF(cur);
+    if (raise <= 0)
+        return raise;
+    return (exact ? PyDict_SetItem(row, actor, total) : PyObject_SetItem(row, actor, total)) < 0 ? -1 : 0;
+}
+
+#define LOOKAHEAD 32
+
+static PyObject *raise_totals(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    WANT_ARGS("raise_totals", 5);
+    PyObject *rows = args[0], *keys = args[1], *totals = args[2], *actor = args[4];
+    Py_ssize_t start;
+    if (!PyDict_CheckExact(rows) || !PyList_CheckExact(keys) || !PyList_CheckExact(totals)
+        || !as_index(args[3], &start))
+        REFERENCE("raise_totals");
+    /* Rows are looked up LOOKAHEAD events ahead (independent lookups overlap in the CPU),
+     * while nothing can change them: str keys (their hash and == run no Python code), and
+     * no Python code run since (see raise_row); a row missing then is looked up again. */
+    int ahead_ok = PyUnicode_CheckExact(actor);
+    PyObject *found[LOOKAHEAD];
+    Py_ssize_t i = start;
+    while (i < PyList_GET_SIZE(keys) && i < PyList_GET_SIZE(totals)) {
+        Py_ssize_t end = i + LOOKAHEAD;
+        if (end > PyList_GET_SIZE(keys))
+            end = PyList_GET_SIZE(keys);
+        if (end > PyList_GET_SIZE(totals))
+            end = PyList_GET_SIZE(totals);
+        Py_ssize_t m = end - i;
+        for (Py_ssize_t j = 0; j < m; j++) {
+            PyObject *key = PyList_GET_ITEM(keys, i + j);
+            found[j] = NULL;
+            if (ahead_ok && PyUnicode_CheckExact(key)) {
+                found[j] = PyDict_GetItemWithError(rows, key); /* (no error for a str key) */
+                Py_XINCREF(found[j]);
+            }
+        }
+        int generic = 0, err = 0;
+        Py_ssize_t j = 0;
+        for (; j < m && !err; j++) {
+            PyObject *key = PyList_GET_ITEM(keys, i + j), *total = PyList_GET_ITEM(totals, i + j);
+            Py_INCREF(key);
+            Py_INCREF(total);
+            if (!PyUnicode_CheckExact(key))
+                generic = 1; /* (its hash or == may run Python code) */
+            PyObject *row = generic ? NULL : found[j];
+            Py_XINCREF(row);
+            if (row == NULL) {
+                row = PyDict_GetItemWithError(rows, key);
+                Py_XINCREF(row);
+            }
+            if (row == NULL) {
+                if (PyErr_Occurred()) {
+                    err = 1;
+                } else { /* rows[key] = {actor: total} */
+                    PyObject *fresh = PyDict_New();
+                    err = fresh == NULL || PyDict_SetItem(fresh, actor, total) < 0 || PyDict_SetItem(rows, key, fresh) < 0;
+                    Py_XDECREF(fresh);
+                }
+            } else {
+                err = raise_row(row, actor, total, &generic) < 0;
+                Py_DECREF(row);
+            }
+            Py_DECREF(key);
+            Py_DECREF(total);
+        }
+        for (Py_ssize_t q = 0; q < m; q++)
+            Py_XDECREF(found[q]);
+        if (err)
+            return NULL;
+        i = end;
+        if (generic)
+            ahead_ok = 0; /* (from here on, one lookup at a time) */
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *strictly_rising(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    WANT_ARGS("strictly_rising", 2);
+    PyObject *ts = args[0];
+    Py_ssize_t start;
+    if (!PyList_CheckExact(ts) || !as_index(args[1], &start))
+        REFERENCE("strictly_rising");
+    if (start >= PyList_GET_SIZE(ts))
+        Py_RETURN_TRUE;
+    PyObject *prev = PyList_GET_ITEM(ts, start);
+    Py_INCREF(prev);
+    for (Py_ssize_t i = start + 1; i < PyList_GET_SIZE(ts); i++) {
+        PyObject *cur = PyList_GET_ITEM(ts, i);
+        Py_INCREF(cur);
+        int le = compare(cur, prev, Py_LE);
+        Py_DECREF(prev);
+        prev = cur;
+        if (le != 0) {
+            Py_DECREF(prev);
+            if (le < 0)
+                return NULL;
+            Py_RETURN_FALSE;
+        }
+    }
+    Py_DECREF(prev);
+    Py_RETURN_TRUE;
+}
+
+static PyObject *overlay_put(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    WANT_ARGS("overlay_put", 6);
+    PyObject *own = args[0], *keys = args[1], *ts = args[2], *values = args[3], *ai = args[5];
+    Py_ssize_t start;
+    if (!PyDict_CheckExact(own) || !PyList_CheckExact(keys) || !PyList_CheckExact(ts) || !PyList_CheckExact(values)
+        || !as_index(args[4], &start))
+        REFERENCE("overlay_put");
+    for (Py_ssize_t i = start;
+         i < PyList_GET_SIZE(keys) && i < PyList_GET_SIZE(ts) && i < PyList_GET_SIZE(values); i++) {
+        PyObject *key = PyList_GET_ITEM(keys, i);
+        PyObject *entry = PyTuple_Pack(3, PyList_GET_ITEM(ts, i), PyList_GET_ITEM(values, i), ai);
+        if (entry == NULL)
+            return NULL;
+        Py_INCREF(key);
+        int err = PyDict_SetItem(own, key, entry);
+        Py_DECREF(key);
+        Py_DECREF(entry);
+        if (err < 0)
+            return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+
+/* ---- unpack_record: msgpack of the common shapes, with a cache of short keys ------- */
+
+/* What msgpack.unpackb(data, raw=False, use_list=True) returns for a record made only of
+ * arrays, ints, nil, bools, floats, str and bin, or None for anything else (a map, an
+ * ext type, bad UTF-8, a truncated or over-long record, a nesting deeper than 8): the
+ * caller then unpacks it with msgpack, which returns what it returns or raises what it
+ * raises. Short ASCII strings come from a cache of str objects (the entity keys of one
+ * writer repeat from record to record): equal values, and their hashes are computed once. */
+
+#define KEY_CACHE 4096
+#define KEY_CACHE_MAX_LEN 64
+static PyObject *key_cache[KEY_CACHE];
+
+typedef struct {
+    const unsigned char *p, *end;
+} Reader;
+
+static inline int need(Reader *r, Py_ssize_t n) {
+    return r->end - r->p >= n;
+}
+
+static inline uint64_t be(const unsigned char *p, int n) {
+    uint64_t v = 0;
+    for (int i = 0; i < n; i++)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+static PyObject *short_ascii(const unsigned char *s, Py_ssize_t n) {
+    uint32_t h = 2166136261u;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (s[i] & 0x80)
+            return NULL; /* (not ASCII: the caller decodes it) */
+        h = (h ^ s[i]) * 16777619u;
+    }
+    h ^= (uint32_t)n;
+    PyObject **slot = &key_cache[h & (KEY_CACHE - 1)];
+    PyObject *c = *slot;
+    if (c != NULL && PyUnicode_GET_LENGTH(c) == n && memcmp(PyUnicode_DATA(c), s, (size_t)n) == 0) {
+        Py_INCREF(c);
+        return c;
+    }
+    PyObject *u = PyUnicode_New(n, 127);
+    if (u == NULL)
+        return NULL;
+    memcpy(PyUnicode_DATA(u), s, (size_t)n);
+    Py_INCREF(u);
+    Py_XSETREF(*slot, u);
+    return u;
+}
+
+static PyObject *read_obj(Reader *r, int depth);
+
+static PyObject *read_array(Reader *r, Py_ssize_t n, int depth) {
+    if (depth > 8 || n > r->end - r->p) /* (each element takes a byte at least) */
+        return NULL;
+    PyObject *list = PyList_New(n);
+    if (list == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *x = read_obj(r, depth + 1);
+        if (x == NULL) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, i, x);
+    }
+    return list;
+}
+
+static PyObject *read_str(Reader *r, Py_ssize_t n) {
+    if (!need(r, n))
+        return NULL;
+    const unsigned char *s = r->p;
+    r->p += n;
+    if (n <= KEY_CACHE_MAX_LEN) {
+        PyObject *u = short_ascii(s, n);
+        if (u != NULL || PyErr_Occurred())
+            return u;
+    }
+    return PyUnicode_DecodeUTF8((const char *)s, n, "strict");
+}
+
+static PyObject *read_bin(Reader *r, Py_ssize_t n) {
+    if (!need(r, n))
+        return NULL;
+    PyObject *b = PyBytes_FromStringAndSize((const char *)r->p, n);
+    r->p += n;
+    return b;
+}
+
+static PyObject *read_obj(Reader *r, int depth) {
+    if (!need(r, 1))
+        return NULL;
+    unsigned char t = *r->p++;
+    if (t <= 0x7f)
+        return PyLong_FromLong(t);
+    if (t >= 0xe0)
+        return PyLong_FromLong((long)(signed char)t);
+    if ((t & 0xe0) == 0xa0)
+        return read_str(r, t & 0x1f);
+    if ((t & 0xf0) == 0x90)
+        return read_array(r, t & 0x0f, depth);
+    int size;
+    switch (t) {
+    case 0xc0: Py_RETURN_NONE;
+    case 0xc2: Py_RETURN_FALSE;
+    case 0xc3: Py_RETURN_TRUE;
+    case 0xcc: case 0xcd: case 0xce: case 0xcf:
+        size = 1 << (t - 0xcc);
+        if (!need(r, size))
+            return NULL;
+        r->p += size;
+        return PyLong_FromUnsignedLongLong((unsigned long long)be(r->p - size, size));
+    case 0xd0: case 0xd1: case 0xd2: case 0xd3: {
+        size = 1 << (t - 0xd0);
+        if (!need(r, size))
+            return NULL;
+        r->p += size;
+        uint64_t u = be(r->p - size, size);
+        int shift = 64 - 8 * size;
+        long long v = shift ? ((long long)(u << shift)) >> shift : (long long)u;
+        return PyLong_FromLongLong(v);
+    }
+    case 0xca: {
+        if (!need(r, 4))
+            return NULL;
+        uint32_t u = (uint32_t)be(r->p, 4);
+        r->p += 4;
+        float f;
+        memcpy(&f, &u, 4);
+        return PyFloat_FromDouble((double)f);
+    }
+    case 0xcb: {
+        if (!need(r, 8))
+            return NULL;
+        uint64_t u = be(r->p, 8);
+        r->p += 8;
+        double d;
+        memcpy(&d, &u, 8);
+        return PyFloat_FromDouble(d);
+    }
+    case 0xd9: case 0xda: case 0xdb:
+        size = 1 << (t - 0xd9);
+        if (!need(r, size))
+            return NULL;
+        r->p += size;
+        return read_str(r, (Py_ssize_t)be(r->p - size, size));
+    case 0xc4: case 0xc5: case 0xc6:
+        size = 1 << (t - 0xc4);
+        if (!need(r, size))
+            return NULL;
+        r->p += size;
+        return read_bin(r, (Py_ssize_t)be(r->p - size, size));
+    case 0xdc: case 0xdd:
+        size = t == 0xdc ? 2 : 4;
+        if (!need(r, size))
+            return NULL;
+        r->p += size;
+        return read_array(r, (Py_ssize_t)be(r->p - size, size), depth);
+    default:
+        return NULL; /* a map, an ext type, 0xc1: msgpack's to say */
+    }
+}
+
+static PyObject *unpack_record(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    WANT_ARGS("unpack_record", 1);
+    if (!PyBytes_CheckExact(args[0]))
+        REFERENCE("unpack_record");
+    Reader r = {(const unsigned char *)PyBytes_AS_STRING(args[0]),
+                (const unsigned char *)PyBytes_AS_STRING(args[0]) + PyBytes_GET_SIZE(args[0])};
+    if (!need(&r, 1) || !((*r.p & 0xf0) == 0x90 || *r.p == 0xdc || *r.p == 0xdd))
+        Py_RETURN_NONE; /* (a record is an array) */
+    PyObject *obj = read_obj(&r, 0);
+    if (obj != NULL && r.p == r.end)
+        return obj;
+    Py_XDECREF(obj); /* (trailing bytes, or something this reader does not take) */
+    PyErr_Clear();
+    Py_RETURN_NONE;
+}
+
+/* ---- the module -------------------------------------------------------------------- */
+
+static PyObject *bind(PyObject *self, PyObject *module) {
+    Py_INCREF(module);
+    Py_XSETREF(REF, module);
+    Py_RETURN_NONE;
+}
+
+#define FN(name, doc) {#name, (PyCFunction)(void (*)(void))name, METH_FASTCALL | METH_KEYWORDS, doc}
+
+static PyMethodDef methods[] = {
+    FN(hlc_steps, "hlc_steps(hlcs): see crdtsync/_hot.py"),
+    FN(keys_ok, "keys_ok(keys, limit): see crdtsync/_hot.py"),
+    FN(hlc_column, "hlc_column(hlc0, steps): see crdtsync/_hot.py"),
+    FN(hlc_check, "hlc_check(hlc0, steps): see crdtsync/_hot.py"),
+    FN(stamped_totals_ok, "stamped_totals_ok(payloads, limit): see crdtsync/_hot.py"),
+    FN(scalar_column, "scalar_column(values, lo, hi): see crdtsync/_hot.py"),
+    FN(raise_totals, "raise_totals(rows, keys, totals, start, actor): see crdtsync/_hot.py"),
+    FN(strictly_rising, "strictly_rising(ts, start): see crdtsync/_hot.py"),
+    FN(overlay_put, "overlay_put(own, keys, ts, values, start, ai): see crdtsync/_hot.py"),
+    FN(unpack_record, "unpack_record(data): see crdtsync/_hot.py"),
+    {"bind", bind, METH_O, "bind(module): the reference module unusual inputs are handed to (crdtsync/_hot.py)"},
+    {NULL},
+};
+
+static struct PyModuleDef moduledef = {
+    PyModuleDef_HEAD_INIT, "crdtsync._ccolumns",
+    "The column loops of crdtsync/_hot.py in C (reference: crdtsync/_hot.py).", -1, methods,
+};
+
+PyMODINIT_FUNC PyInit__ccolumns(void) {
+    ZERO = PyLong_FromLong(0);
+    SIXTY4 = PyLong_FromLong(64);
+    if (ZERO == NULL || SIXTY4 == NULL)
+        return NULL;
+    return PyModule_Create(&moduledef);
+}
