@@ -53,6 +53,8 @@ class Store:
         self.position: Position | None = None
         #: events folded in (written or applied) since the last snapshot
         self.changed = 0
+        #: the readers :meth:`view` reads with, per list of fields asked for (bounded)
+        self._views: dict[tuple[str, ...], RowReader] = {}
 
     # -- context ---------------------------------------------------------------
     def ctx(self) -> Context:
@@ -106,18 +108,20 @@ class Store:
         """The values of ``fields`` of ``key``, in that order (what :meth:`view` reads; for
         a caller that wants them as a list, such as a model's input row)."""
         tables = self.tables
-        out = []
+        out: list[Any] = []
+        put = out.append
         for f in fields:
             tbl = tables.get(f)
             if type(tbl) is LWWTable:  # the online-serving read: from the decoded-value cache
-                v = tbl.cache.get(key, _ABSENT) if not tbl.own else _ABSENT
-                if v is _ABSENT:
-                    v = tbl.value_of(key, _ABSENT)
-                    if v is _ABSENT:
-                        v = self.value(f, key)
-                out.append(v)
+                if not tbl.own:
+                    v = tbl.cache.get(key, _ABSENT)
+                    if v is not _ABSENT:
+                        put(v)
+                        continue
+                v = tbl.value_of(key, _ABSENT)
+                put(v if v is not _ABSENT else self.value(f, key))
             else:
-                out.append(self.value(f, key))
+                put(self.value(f, key))
         return out
 
     def reader(self, fields: Sequence[str]) -> RowReader:
@@ -125,9 +129,17 @@ class Store:
         return RowReader(self, fields)
 
     def view(self, key: str, fields: Iterable[str], hlc: int) -> View:
-        names = fields if isinstance(fields, (list, tuple)) else list(fields)
-        values = dict(zip(names, self.row(key, names)))
+        names = tuple(fields)
+        read = self._views.get(names)
+        if read is None:
+            if len(self._views) >= self.VIEW_READERS:
+                self._views.clear()
+            read = self._views[names] = RowReader(self, names)
+        values = dict(zip(names, read(key)))
         return _new_tuple(View, (key, values, self.ctx(), self.position, hlc))
+
+    #: field lists whose :class:`RowReader` :meth:`view` keeps, at most (then it starts over)
+    VIEW_READERS = 64
 
     def keys(self, fname: str) -> list[str]:
         return sorted(self.tables.get(fname, {}))

@@ -244,9 +244,11 @@ def test_a_row_reader_kept_across_changes_reads_what_row_reads() -> None:
         # that skipped them
         first = [r(k) for r in readers]
         again = [r(k) for r in readers]  # (cache misses first, then hits)
-        for o, got, got2 in zip(orders, first, again):
+        views = [st.view(k, iter(o) if i % 2 else list(o), 0).values for i, o in enumerate(orders)]
+        for o, got, got2, view in zip(orders, first, again, views):
             want = [st.state(f, k).value() for f in o]
             assert got == got2 == st.row(k, o) == want, (o, k)
+            assert view == dict(zip(o, want)), (o, k)  # (view keeps a reader per field list)
 
     check("k")  # no table at all yet
     t = st.table("s", "lww")
@@ -271,3 +273,14 @@ def test_a_row_reader_kept_across_changes_reads_what_row_reads() -> None:
     st.load({"s": {"k": LWWRegister._raw(5, "b~1", "loaded")}}, st.ctx(), 7)  # every table replaced
     check("k")
     check("absent")
+
+
+def test_view_keeps_a_bounded_number_of_readers_and_reads_right_past_the_bound(monkeypatch: Any) -> None:
+    st = _store()
+    monkeypatch.setattr(Store, "VIEW_READERS", 3)
+    st.table("s", "lww")["k"] = LWWRegister._raw(10, "b~1", "v")
+    st.table("c", "gcounter")["k"] = GCounter._of({"b~1": 4})
+    lists = [("s",), ("c",), ("s", "c"), ("c", "s"), ("t", "s"), ("s",)]
+    for o in lists * 2:
+        assert st.view("k", o, 0).values == {f: st.state(f, "k").value() for f in o}
+        assert len(st._views) <= 3
