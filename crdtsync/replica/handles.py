@@ -124,10 +124,13 @@ def _lww_set(w: Writer, fname: str, native: bool | None = None) -> WriteHandle:
             plan[0], plan[1], tbl_, own_, entry_, packed_, listening_, gen_, sg_ = _plan_lww(w, fname)
             h.plan(gen_, sg_, tbl_, own_, entry_, packed_, listening_)
 
-        h = speedups.chandles.LWWSetHandle(  # type: ignore[union-attr]
+        native_mod = speedups.chandles
+        # its own packer when its Packed is the stored form (else, e.g. under CRDTSYNC_PURE
+        # with the extension forced on, the Python check and packer)
+        flat, pack = (None, _Packed) if getattr(native_mod, "Packed", None) is _Packed else (_flat, _pack_flat)
+        h = native_mod.LWWSetHandle(  # type: ignore[union-attr]
             w, w._definitions.schema, w.hlc, w._stats, w.queue, plan_native,
-            _lww_general(w, fname, plan, lambda: h.own is not None, lambda: plan_native(h)),
-            None, _Packed)  # (flat None: its own packer, whose Packed is _Packed)
+            _lww_general(w, fname, plan, lambda: h.own is not None, lambda: plan_native(h)), flat, pack)
         plan_native(h)
         return h  # type: ignore[no-any-return]
 

@@ -152,7 +152,7 @@ def _flat_column(values: list[list[Any]]) -> list[Any] | None:
     them one by one (a nested or out-of-range value among them). With the C extension
     each list is packed by ``flat_packb`` (the same bytes as ``pack_small``, as a ``Packed``)."""
     native = speedups.chandles
-    if native is not None:  # (then _Packed is its Packed, what flat_packb returns)
+    if native is not None and native.Packed is _Packed:  # (its Packed is the stored form)
         packed = list(map(native.flat_packb, values))
         return None if None in packed else packed
     inner = set(map(type, chain.from_iterable(values)))
