@@ -16,8 +16,8 @@ from collections.abc import Callable
 
 import pytest
 from aiokafka import AIOKafkaProducer
-from crdtsync.adapters.kafka import KafkaControl, KafkaLog, KafkaSettings
 from crdtsync.adapters._kafka_control import control_partition
+from crdtsync.adapters.kafka import KafkaControl, KafkaLog, KafkaSettings
 
 from crdtsync import Feature, GCounter, LWWRegister, ORSet, Replica
 from crdtsync.control.topology import Topology
