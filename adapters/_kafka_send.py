@@ -37,10 +37,10 @@ async def send_one(producer: Any, max_request_size: int, topic: str, partition: 
 
 class Sent(NamedTuple):
     """One batch queued by :func:`send_many`: the future of its metadata, and how many
-    records it holds (at offsets ``base .. base + count - 1``)."""
+    records it holds (at offsets ``base .. base + records - 1``)."""
 
     future: asyncio.Future[Any]
-    count: int
+    records: int
 
 
 async def send_many(producer: Any, max_request_size: int, topic: str, partition: int, values: Sequence[bytes], *,

@@ -326,7 +326,7 @@ class KafkaLog:
             sent = await send_many(self._producer, self.settings.max_request_size, self.topic, partition, values,
                                    headers=headers)
         metas = await asyncio.gather(*(s.future for s in sent))
-        return metas[0].offset, metas[-1].offset + sent[-1].count - 1
+        return metas[0].offset, metas[-1].offset + sent[-1].records - 1
 
     async def _raw_end_offsets(self) -> list[int]:
         ends = await self._probe.end_offsets(self._tps)

@@ -284,7 +284,8 @@ def stamps_of(hlc0: int, steps: list[int]) -> list[int]:
     column = speedups.hot.hlc_column(hlc0, steps)
     if column is None:  # (the decoder checked them with hlc_check: only a bug gets here)
         raise AssertionError("stamps_of: steps that hlc_check accepted were refused")
-    return column[0]
+    stamps: list[int] = column[0]
+    return stamps
 
 
 def _encode_v1(batch: Batch) -> bytes:
@@ -472,7 +473,7 @@ class MsgpackCodec:
         up.feed(data)
         try:
             parts = up.read_array_header()
-            version = up.unpack() if parts else None
+            version: Any = up.unpack() if parts else None
             head = [up.unpack() for _ in range(3)] if parts >= 4 else None
         except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError,
                 msgpack.OutOfData, RecursionError, OverflowError, MemoryError) as exc:

@@ -24,7 +24,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import msgpack
 
@@ -186,12 +186,12 @@ class LineageLog:
         max_rows = self.max_delta_rows
         last = self._last
         spec_of: PredictorSpec | None = None
-        sid, strong_fields = 0, ()
+        sid, strong_fields = 0, cast("tuple[str, ...]", ())
         for rec, din, dout in zip(records, dins, douts):  # (a PendingRecord has every attribute read here)
             spec = rec.spec
+            if spec is None:
+                raise ValueError("a lineage record needs its predictor spec")
             if spec is not spec_of:  # (one predictor's records follow each other)
-                if spec is None:
-                    raise ValueError("a lineage record needs its predictor spec")
                 spec_of, sid, strong_fields = spec, spec.spec_id, spec.strong
             ctx, actor = rec.context, spec.actor
             delta: list[Any] | None

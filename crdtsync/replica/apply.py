@@ -130,7 +130,7 @@ class Applier:
         except (CorruptRecord, UnsupportedVersion) as exc:
             self._admission.quarantine(position, payload, exc)
             return 0
-        applied = self.apply_columns(rec) if type(rec) is Columns else self.apply_batch(rec)
+        applied = self.apply_columns(rec) if isinstance(rec, Columns) else self.apply_batch(rec)
         self._stats.records_applied += 1
         return applied
 

@@ -171,8 +171,8 @@ def _lww_set(w: Writer, fname: str, native: bool | None = None) -> WriteHandle:
             else:
                 general(key, value)
                 return
-        t = time_ns()
-        if clk._fast_from <= t < clk._fast_to and get_ident() == clk._owner:
+        wall = time_ns()
+        if clk._fast_from <= wall < clk._fast_to and get_ident() == clk._owner:
             ts = clk._last = clk._last + 1  # (HLC.stamp_fast, inlined)
             if clk._shared:
                 ts = clk._reissue(ts)
@@ -193,7 +193,7 @@ def _lww_set(w: Writer, fname: str, native: bool | None = None) -> WriteHandle:
     return handle
 
 
-def _pack_flat(value: list[Any] | tuple[Any, ...]) -> _Packed:
+def _pack_flat(value: list[Any] | tuple[Any, ...]) -> bytes:
     """The stored form of a flat list of scalars (what ``store_value`` makes of it)."""
     return _Packed(pack_small(value))
 

@@ -411,7 +411,8 @@ class LWWRegister(StampReads, CRDT[Any]):
     STAMPED_VERSION = 2
 
     @classmethod
-    def _stamped_columns(cls, payloads: list[Any], hlcs: list[int], origin: str) -> Any:
+    def _stamped_columns(cls, payloads: list[Any], hlcs: list[int] | None, origin: str) -> Any:
+        assert hlcs is not None  # (STAMPED_NEEDS_HLCS: the decoder builds the column for registers)
         values = _stored_column(payloads)
         if values is None:
             return None
