@@ -190,6 +190,20 @@ static PyObject *keys_ok(PyObject *self, PyObject *const *args, Py_ssize_t nargs
     Py_RETURN_TRUE;
 }
 
+/* one stamp step of a format-2 record, as hlc_column and hlc_check judge it: 1 and *v (an
+ * int in [0, 2**64)); 0 when it makes the column None (not an exact int, or negative); 2
+ * when it is the reference's to add (an int beyond 64 bits); -1 with an exception */
+static int step_of(PyObject *s, uint64_t *v) {
+    if (!PyLong_CheckExact(s))
+        return 0;
+    if (as_u64(s, v))
+        return 1;
+    int neg = PyObject_RichCompareBool(s, ZERO, Py_LT);
+    if (neg < 0)
+        return -1;
+    return neg ? 0 : 2;
+}
+
 static PyObject *hlc_column(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     WANT_ARGS("hlc_column", 2);
     uint64_t h;
@@ -200,18 +214,14 @@ static PyObject *hlc_column(PyObject *self, PyObject *const *args, Py_ssize_t na
     /* first the checks, in the reference's order: the first step that is not an int >= 0
      * gives None; a step beyond 64 bits (before any such) is the reference's to add */
     for (Py_ssize_t i = 0; i < m; i++) {
-        PyObject *s = PyList_GET_ITEM(steps, i);
         uint64_t v;
-        if (!PyLong_CheckExact(s))
+        int kind = step_of(PyList_GET_ITEM(steps, i), &v);
+        if (kind < 0)
+            return NULL;
+        if (kind == 0)
             Py_RETURN_NONE;
-        if (!as_u64(s, &v)) {
-            int neg = PyObject_RichCompareBool(s, ZERO, Py_LT);
-            if (neg < 0)
-                return NULL;
-            if (neg)
-                Py_RETURN_NONE;
+        if (kind == 2)
             REFERENCE("hlc_column");
-        }
     }
     PyObject *hlcs = PyList_New(m + 1);
     if (hlcs == NULL)
@@ -254,18 +264,14 @@ static PyObject *hlc_check(PyObject *self, PyObject *const *args, Py_ssize_t nar
     int wrapped = 0;
     Py_ssize_t m = PyList_GET_SIZE(steps);
     for (Py_ssize_t i = 0; i < m; i++) {  /* (the checks and their order of hlc_column) */
-        PyObject *s = PyList_GET_ITEM(steps, i);
         uint64_t v;
-        if (!PyLong_CheckExact(s))
+        int kind = step_of(PyList_GET_ITEM(steps, i), &v);
+        if (kind < 0)
+            return NULL;
+        if (kind == 0)
             Py_RETURN_NONE;
-        if (!as_u64(s, &v)) {
-            int neg = PyObject_RichCompareBool(s, ZERO, Py_LT);
-            if (neg < 0)
-                return NULL;
-            if (neg)
-                Py_RETURN_NONE;
+        if (kind == 2)
             REFERENCE("hlc_check");
-        }
         uint64_t next = h + v;
         if (next < h)
             wrapped = 1;
