@@ -65,8 +65,6 @@ async def send_many(producer: Any, max_request_size: int, topic: str, partition:
         count += 1
     if count:
         out.append(Sent(await producer.send_batch(builder, topic, partition=partition), count))
-    if values:
-        last = BatchBuilder(max_request_size, codec)
-        last.append(timestamp=None, key=None, value=values[-1], headers=hdrs)
-        out.append(Sent(await producer.send_batch(last, topic, partition=partition), 1))
+    if values:  # the last alone: a one-record batch of its own
+        out.append(Sent(await send_one(producer, max_request_size, topic, partition, values[-1], headers=hdrs), 1))
     return out
