@@ -44,7 +44,7 @@ from . import speedups
 from ._encoding import pack_small
 from .types._base import CRDT
 from .types.counters import GCounter
-from .types.registers import LWWRegister, _Packed
+from .types.registers import LWWRegister, _Packed, unpack_stored
 
 __all__ = ["CounterTable", "LWWTable", "new_table"]
 
@@ -157,7 +157,7 @@ class LWWTable(MutableMapping[str, CRDT[Any]]):
             return default
         kind = row[_HSIZE - 1]
         if kind == _KIND_PACKED:  # a list or dict: a fresh copy per read, never cached
-            return msgpack.unpackb(row[_HSIZE:], strict_map_key=False)  # (load_value of its _Packed)
+            return unpack_stored(row[_HSIZE:])
         if kind == _KIND_INT:
             v = _I64.unpack_from(row, _HSIZE)[0]
         elif kind == _KIND_FLOAT:

@@ -218,8 +218,14 @@ def store_value(value: Any, what: str = "register value") -> Any:
 def load_value(stored: Any) -> Any:
     """The value applications see (a fresh copy for containers)."""
     if type(stored) is _Packed:
-        return msgpack.unpackb(stored, raw=False, strict_map_key=False, use_list=True)
+        return unpack_stored(stored)
     return stored
+
+
+def unpack_stored(data: bytes) -> Any:
+    """The list or dict whose stored bytes (a ``_Packed``, or those bytes in a table's row)
+    are ``data``: a fresh copy."""
+    return msgpack.unpackb(data, raw=False, strict_map_key=False, use_list=True)
 
 
 def stored_key(stored: Any) -> bytes:
