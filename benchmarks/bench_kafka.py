@@ -85,6 +85,7 @@ async def _crdt_writer(bootstrap: str, ns: str, rate: float, events: int) -> dic
         put = r.writer(FIELD, "set")  # the hot-loop write API (same events as r.write)
         keys = [f"k{i}" for i in range(events)]  # the application's entities, there before the run
         t0 = time.time()
+        cpu0 = time.process_time()
         written = 0
         while written < events:
             if rate:
@@ -102,7 +103,8 @@ async def _crdt_writer(bootstrap: str, ns: str, rate: float, events: int) -> dic
                 await asyncio.sleep(0)
         done = True
         await task
-        out = {"t0": t0, "t_end": time.time(), "records": kl.stats.records_appended, "events": written}
+        out = {"t0": t0, "t_end": time.time(), "records": kl.stats.records_appended, "events": written,
+               "cpu": time.process_time() - cpu0}
         await r.close()
         return out
 
@@ -118,6 +120,7 @@ async def _crdt_reader(bootstrap: str, ns: str, events: int, timeout: float) -> 
         r = await Replica.open(None, schema=[Feature(FIELD, LWWRegister)], log=kl, name="reader",
                                control=False)
         got = asyncio.Event()
+        cpu = [0.0, 0.0]  # process time at ready, at the last change
 
         def on_change(c: Any) -> None:
             if c.local:
@@ -125,10 +128,12 @@ async def _crdt_reader(bootstrap: str, ns: str, events: int, timeout: float) -> 
             seen.append(time.time())
             keys.append(c.key)
             if len(seen) >= events:
+                cpu[1] = time.process_time()
                 got.set()
 
         r.subscribe(on_change, [FIELD])
         print("ready", flush=True)
+        cpu[0] = time.process_time()
         try:
             await asyncio.wait_for(got.wait(), timeout)
         except asyncio.TimeoutError:
@@ -138,7 +143,7 @@ async def _crdt_reader(bootstrap: str, ns: str, events: int, timeout: float) -> 
         # the run, so the measuring adds nothing to the replica's work inside it
         lags = [t - r.value(FIELD, k)[0] for t, k in zip(seen, keys)]
         await r.close()
-    return {"lags": lags, "t_last": seen[-1] if seen else 0.0, "distinct": len(set(keys))}
+    return {"lags": lags, "t_last": seen[-1] if seen else 0.0, "distinct": len(set(keys)), "cpu": cpu[1] - cpu[0]}
 
 
 async def _raw_writer(bootstrap: str, topic: str, records_file: str, rate: float) -> dict[str, Any]:
@@ -152,6 +157,7 @@ async def _raw_writer(bootstrap: str, topic: str, records_file: str, rate: float
     print("ready", flush=True)
     sys.stdin.readline()
     t0 = time.time()
+    cpu0 = time.process_time()
     futures = []
     sent = 0
     for p, n, v in values:
@@ -166,7 +172,7 @@ async def _raw_writer(bootstrap: str, topic: str, records_file: str, rate: float
             futures = []
     await asyncio.gather(*futures)
     await producer.stop()
-    return {"t0": t0, "events": sent}
+    return {"t0": t0, "events": sent, "cpu": time.process_time() - cpu0}
 
 
 async def _raw_reader(bootstrap: str, topic: str, partitions: int, events: int, timeout: float) -> dict[str, Any]:
@@ -180,6 +186,8 @@ async def _raw_reader(bootstrap: str, topic: str, partitions: int, events: int, 
     for tp in tps:
         consumer.seek(tp, 0)
     print("ready", flush=True)
+    cpu0 = time.process_time()
+    cpu = 0.0
     lags: list[float] = []
     count = 0
     last = 0.0
@@ -195,20 +203,23 @@ async def _raw_reader(bootstrap: str, topic: str, partitions: int, events: int, 
                 lags.extend([now - sent] * n)
                 count += n
                 last = now
+                cpu = time.process_time() - cpu0
     await consumer.stop()
-    return {"lags": lags, "t_last": last}
+    return {"lags": lags, "t_last": last, "cpu": cpu}
 
 
 def _child(args: list[str]) -> None:
+    from crdtsync._loop import run  # the event loop crdtsync's own processes run on (uvloop if installed)
+
     role = args[0]
     if role == "crdt-writer":
-        out = asyncio.run(_crdt_writer(args[1], args[2], float(args[3]), int(args[4])))
+        out = run(_crdt_writer(args[1], args[2], float(args[3]), int(args[4])))
     elif role == "crdt-reader":
-        out = asyncio.run(_crdt_reader(args[1], args[2], int(args[3]), float(args[4])))
+        out = run(_crdt_reader(args[1], args[2], int(args[3]), float(args[4])))
     elif role == "raw-writer":
-        out = asyncio.run(_raw_writer(args[1], args[2], args[3], float(args[4])))
+        out = run(_raw_writer(args[1], args[2], args[3], float(args[4])))
     elif role == "raw-reader":
-        out = asyncio.run(_raw_reader(args[1], args[2], int(args[3]), int(args[4]), float(args[5])))
+        out = run(_raw_reader(args[1], args[2], int(args[3]), int(args[4]), float(args[5])))
     else:
         raise SystemExit(f"unknown role {role!r}")
     print(json.dumps(out), flush=True)
@@ -293,7 +304,9 @@ def _summary(rd: dict[str, Any], wr: dict[str, Any], events: int) -> dict[str, f
     steady = lags[len(lags) // 10:] or lags  # the first tenth warms up connections and caches
     span = rd["t_last"] - wr["t0"]
     return {"p50_ms": _pct(steady, 0.5) * 1e3, "p99_ms": _pct(steady, 0.99) * 1e3,
-            "rate": len(lags) / span if span > 0 else 0.0, "lost": events - rd.get("distinct", len(lags))}
+            "rate": len(lags) / span if span > 0 else 0.0, "lost": events - rd.get("distinct", len(lags)),
+            # CPU per event of each process in the run (the writer to its last ack, the reader to its last event)
+            "cpu_w": 1e6 * wr["cpu"] / max(events, 1), "cpu_r": 1e6 * rd["cpu"] / max(events, 1)}
 
 
 def run(quick: bool = False) -> str:
@@ -329,7 +342,7 @@ def run(quick: bool = False) -> str:
             lost = max(r[system]["lost"] for r in results[name])
             rows.append([name, system, f"{events:,}", f"{med(name, system, 'p50_ms'):.1f}",
                          f"{med(name, system, 'p99_ms'):.1f}", f"{med(name, system, 'rate'):,.0f}",
-                         f"{int(lost)}"])
+                         f"{med(name, system, 'cpu_w'):.2f} / {med(name, system, 'cpu_r'):.2f}", f"{int(lost)}"])
     epr = ", ".join(f"{name}: {med(name, 'crdtsync', 'events_per_record'):.1f}" for name, _, _ in scenarios)
     ratio = med("peak", "crdtsync", "rate") / max(med("peak", "raw aiokafka", "rate"), 1e-9)
     p99 = med("10k events/s", "crdtsync", "p99_ms")
@@ -342,7 +355,8 @@ def run(quick: bool = False) -> str:
         "wait to be grouped into a record). Lag percentiles over all but the first tenth of the "
         f"events; medians of {repeat} run(s); 2-core VM shared with other work, so noisy.",
         "",
-        table(["load", "system", "events", "lag p50 ms", "lag p99 ms", "replicated events/s", "not seen"], rows),
+        table(["load", "system", "events", "lag p50 ms", "lag p99 ms", "replicated events/s",
+               "CPU µs/event writer / reader", "not seen"], rows),
         "",
         f"Events per Kafka record (crdtsync's group commit): {epr}.",
         "",
