@@ -301,3 +301,36 @@ def test_stored_list_values_are_bytes_the_garbage_collector_does_not_track() -> 
     assert type(copy.deepcopy(p)) is chandles.Packed and copy.deepcopy(p) == p
     assert msgpack.packb([p]) == msgpack.packb([raw])
     assert registers.load_value(registers._Packed(raw)) == [1.5, "x"]  # (whichever form registers stores)
+
+
+@needs_c
+def test_the_overlay_pairs_a_c_handle_writes_are_not_tracked_unless_their_value_is() -> None:
+    """The C handle's fast path puts ``(stamp, stored)`` into the table's overlay: for a
+    scalar or a flat list (stored as untracked ``Packed`` bytes) the pair cannot be in a
+    cycle, so it is untracked and the collector never scans the overlay of a busy writer."""
+    if chandles is None:
+        pytest.fail(_MISSING)
+    import gc
+
+    async def body() -> None:
+        r = await _open(MemoryLog())
+        saved = speedups.chandles
+        speedups.chandles = chandles  # (the built module, also under CRDTSYNC_PURE=1)
+        try:
+            put = handles._lww_set(r._writer, "s", native=True)
+        finally:
+            speedups.chandles = saved
+        put("first", 0.0)  # (the first write makes the table: the general path)
+        values = [1.5, "x", 7, None, True, b"b", [1.5, "pad"], [2, 3]]
+        for i, v in enumerate(values):
+            put(f"k{i}", v)
+        own = r.store.tables["s"].own
+        pairs = [own[f"k{i}"] for i in range(len(values))]
+        assert all(type(p) is tuple for p in pairs)
+        assert [gc.is_tracked(p) for p in pairs] == [gc.is_tracked(p[1]) for p in pairs]
+        assert not any(gc.is_tracked(p) for p in pairs[:6])  # (scalars; a list is untracked Packed bytes
+        # unless pure Python was asked for, whose Packed is tracked)
+        assert [r.value("s", f"k{i}") for i in range(len(values))] == values
+        await r.close()
+
+    asyncio.run(body())
