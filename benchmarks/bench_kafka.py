@@ -222,6 +222,7 @@ def _child(args: list[str]) -> None:
         out = run(_raw_reader(args[1], args[2], int(args[3]), int(args[4]), float(args[5])))
     else:
         raise SystemExit(f"unknown role {role!r}")
+    os.set_blocking(sys.stdout.fileno(), True)  # (uvloop may leave the pipe non-blocking: a long line would be cut)
     print(json.dumps(out), flush=True)
 
 
@@ -337,12 +338,13 @@ def run(quick: bool = False) -> str:
         return statistics.median(r[system][key] for r in results[name])
 
     rows = []
-    for name, _rate, events in scenarios:
+    for name, _rate, events in scenarios:  # (CPU per event only where the processes are never idle)
         for system in ("crdtsync", "raw aiokafka"):
             lost = max(r[system]["lost"] for r in results[name])
             rows.append([name, system, f"{events:,}", f"{med(name, system, 'p50_ms'):.1f}",
                          f"{med(name, system, 'p99_ms'):.1f}", f"{med(name, system, 'rate'):,.0f}",
-                         f"{med(name, system, 'cpu_w'):.2f} / {med(name, system, 'cpu_r'):.2f}", f"{int(lost)}"])
+                         (f"{med(name, system, 'cpu_w'):.2f} / {med(name, system, 'cpu_r'):.2f}" if not _rate
+                          else "-"), f"{int(lost)}"])
     epr = ", ".join(f"{name}: {med(name, 'crdtsync', 'events_per_record'):.1f}" for name, _, _ in scenarios)
     ratio = med("peak", "crdtsync", "rate") / max(med("peak", "raw aiokafka", "rate"), 1e-9)
     p99 = med("10k events/s", "crdtsync", "p99_ms")
