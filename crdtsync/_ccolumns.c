@@ -671,6 +671,230 @@ static PyObject *unpack_record(PyObject *self, PyObject *const *args, Py_ssize_t
     Py_RETURN_NONE;
 }
 
+/* ---- what a subscriber of a record is handed: registers, events, changes ----------- */
+
+/* lww_column and one_field_changes build, per event, the objects the reference builds
+ * with cls.__new__(cls) plus three attribute sets, and with tuple.__new__: the same
+ * allocation (the type's tp_alloc, which zero-fills and tracks the object for the
+ * collector) and the same contents, without going through the attribute and argument
+ * machinery. Only for classes whose instances that makes exactly; any other class goes
+ * to the reference.
+ *
+ * Ownership: each new object gets the references it holds when it is filled in, right
+ * after its tp_alloc and before anything else is allocated (tp_alloc may run a
+ * collection, and with it finalizers, i.e. Python code: no half-filled object is ever
+ * reachable). The result list is untracked by the collector while it is filled (a
+ * finalizer calling gc.get_objects() cannot see its empty items) and tracked at the end.
+ * The column items are read with a size check each step and a reference is taken before
+ * the next tp_alloc, so code run by a finalizer that changes a column cannot make a
+ * loop read freed memory: it gets a RuntimeError. */
+
+#ifdef Py_T_OBJECT_EX /* (3.12+: descrobject.h) */
+#define SLOT_OBJECT_EX Py_T_OBJECT_EX
+#define SLOT_READONLY Py_READONLY
+#else
+#include <structmember.h>
+#define SLOT_OBJECT_EX T_OBJECT_EX
+#define SLOT_READONLY READONLY
+#endif
+
+static PyObject *S_TS, *S_ACTOR, *S_VALUE, *S_NEW; /* "_ts", "_actor", "_value", "__new__" */
+
+static PyObject *column_changed(PyObject *out, const char *name) {
+    Py_DECREF(out); /* (a list frees NULL items as well) */
+    PyErr_Format(PyExc_RuntimeError, "crdtsync._ccolumns.%s: a column changed size during the call", name);
+    return NULL;
+}
+
+/* Where `r._<name> = x` stores x for an instance of cls, as object.__setattr__ finds it
+ * (the first class of the MRO whose dict has the name): 1 and *off when that is a
+ * writable object slot (Py_T_OBJECT_EX) of a base of cls; 0 for anything else (no
+ * exception); -1 with an exception. */
+static int slot_offset(PyTypeObject *cls, PyObject *name, Py_ssize_t *off) {
+    PyObject *mro = cls->tp_mro;
+    if (mro == NULL || !PyTuple_CheckExact(mro))
+        return 0;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(mro); i++) {
+        PyObject *base = PyTuple_GET_ITEM(mro, i);
+        if (!PyType_Check(base) || ((PyTypeObject *)base)->tp_dict == NULL)
+            return 0; /* (3.12+: a static builtin type's dict is not there; never ours) */
+        PyObject *d = PyDict_GetItemWithError(((PyTypeObject *)base)->tp_dict, name); /* borrowed */
+        if (d == NULL) {
+            if (PyErr_Occurred())
+                return -1;
+            continue;
+        }
+        if (!Py_IS_TYPE(d, &PyMemberDescr_Type))
+            return 0; /* (a property, a method, a plain attribute: the reference's) */
+        PyMemberDef *m = ((PyMemberDescrObject *)d)->d_member;
+        if (m->type != SLOT_OBJECT_EX || (m->flags & SLOT_READONLY) || !PyType_IsSubtype(cls, PyDescr_TYPE(d))
+            || m->offset < (Py_ssize_t)sizeof(PyObject)
+            || m->offset + (Py_ssize_t)sizeof(PyObject *) > cls->tp_basicsize)
+            return 0;
+        *off = m->offset;
+        return 1;
+    }
+    return 0;
+}
+
+/* Whether cls.__new__(cls) is type->tp_alloc(type, 0) and nothing else, and setting an
+ * attribute is object.__setattr__: object's own __new__ (not overridden anywhere in the
+ * MRO, not abstract), the generic allocator and setattr, no instance dict. */
+static int plain_object_class(PyTypeObject *cls) {
+    if (cls->tp_new != PyBaseObject_Type.tp_new || cls->tp_alloc != PyType_GenericAlloc
+        || cls->tp_setattro != PyObject_GenericSetAttr || cls->tp_itemsize != 0 || cls->tp_dictoffset != 0
+        || (cls->tp_flags & Py_TPFLAGS_IS_ABSTRACT))
+        return 0;
+#ifdef Py_TPFLAGS_MANAGED_DICT
+    if (cls->tp_flags & Py_TPFLAGS_MANAGED_DICT)
+        return 0;
+#endif
+    return 1;
+}
+
+static PyObject *lww_column(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    WANT_ARGS("lww_column", 4);
+    PyObject *ts = args[1], *actors = args[2], *values = args[3];
+    if (!PyType_Check(args[0]) || !PyList_CheckExact(ts) || !PyList_CheckExact(actors) || !PyList_CheckExact(values))
+        REFERENCE("lww_column");
+    PyTypeObject *cls = (PyTypeObject *)args[0];
+    Py_ssize_t n = PyList_GET_SIZE(ts);
+    if (PyList_GET_SIZE(actors) != n || PyList_GET_SIZE(values) != n || !plain_object_class(cls))
+        REFERENCE("lww_column"); /* (different lengths: the reference's ValueError) */
+    /* looked up on every call (three dict lookups per record, not per event): a class
+     * changed since the last call is judged as it is now */
+    Py_ssize_t off_ts, off_actor, off_value;
+    int ok = slot_offset(cls, S_TS, &off_ts);
+    if (ok > 0)
+        ok = slot_offset(cls, S_ACTOR, &off_actor);
+    if (ok > 0)
+        ok = slot_offset(cls, S_VALUE, &off_value);
+    if (ok < 0)
+        return NULL;
+    if (ok == 0 || off_ts == off_actor || off_ts == off_value || off_actor == off_value)
+        REFERENCE("lww_column"); /* (one slot under two names: each set would replace the last) */
+    PyObject *out = PyList_New(n);
+    if (out == NULL)
+        return NULL;
+    PyObject_GC_UnTrack(out);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (PyList_GET_SIZE(ts) != n || PyList_GET_SIZE(actors) != n || PyList_GET_SIZE(values) != n)
+            return column_changed(out, "lww_column");
+        /* new references, each handed to the register below */
+        PyObject *t = Py_NewRef(PyList_GET_ITEM(ts, i));
+        PyObject *a = Py_NewRef(PyList_GET_ITEM(actors, i));
+        PyObject *v = Py_NewRef(PyList_GET_ITEM(values, i));
+        PyObject *r = cls->tp_alloc(cls, 0); /* (zero-filled: the three slots are NULL) */
+        if (r == NULL) {
+            Py_DECREF(t);
+            Py_DECREF(a);
+            Py_DECREF(v);
+            Py_DECREF(out);
+            return NULL;
+        }
+        *(PyObject **)((char *)r + off_ts) = t;
+        *(PyObject **)((char *)r + off_actor) = a;
+        *(PyObject **)((char *)r + off_value) = v;
+        PyList_SET_ITEM(out, i, r); /* (steals r) */
+    }
+    PyObject_GC_Track(out);
+    return out;
+}
+
+/* Whether tuple.__new__(t, items) is t->tp_alloc(t, len(items)) with the items copied in
+ * and nothing else: a class made by a class statement directly on tuple (a NamedTuple),
+ * with no instance dict and tuple's layout and allocator, whose __new__ is tuple's or
+ * defined in Python in its own body (tuple.__new__ bypasses that one; a __new__ in C,
+ * as a struct sequence's, makes tuple.__new__ refuse the class: the reference's). */
+static int plain_tuple_class(PyObject *o) {
+    if (!PyType_Check(o))
+        return 0;
+    PyTypeObject *t = (PyTypeObject *)o;
+    if (!(t->tp_flags & Py_TPFLAGS_HEAPTYPE) || t->tp_base != &PyTuple_Type || t->tp_dict == NULL
+        || t->tp_basicsize != PyTuple_Type.tp_basicsize || t->tp_itemsize != PyTuple_Type.tp_itemsize
+        || t->tp_dictoffset != 0 || t->tp_alloc != PyType_GenericAlloc)
+        return 0;
+    if (t->tp_new == PyTuple_Type.tp_new)
+        return 1;
+    PyObject *own = PyDict_GetItemWithError(t->tp_dict, S_NEW); /* borrowed; (str key: no error) */
+    return own != NULL && (Py_IS_TYPE(own, &PyStaticMethod_Type) || PyFunction_Check(own));
+}
+
+static PyObject *one_field_changes(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    WANT_ARGS("one_field_changes", 10);
+#if PY_VERSION_HEX >= 0x030E0000
+    /* 3.14+: a tuple caches its hash in the object, and tp_alloc's zero is not "no hash
+     * yet" (tuple.__new__ resets it): the reference builds them */
+    REFERENCE("one_field_changes");
+#else
+    PyObject *change_t = args[0], *event_t = args[1], *origin = args[2], *hlcs = args[4], *field = args[5],
+             *keys = args[6], *deltas = args[7], *fversion = args[8];
+    long long first;
+    Py_ssize_t start;
+    if (!PyList_CheckExact(hlcs) || !PyList_CheckExact(keys) || !PyList_CheckExact(deltas)
+        || !as_i64(args[3], &first) || !as_index(args[9], &start))
+        REFERENCE("one_field_changes");
+    Py_ssize_t n = PyList_GET_SIZE(keys);
+    if (PyList_GET_SIZE(hlcs) != n || PyList_GET_SIZE(deltas) != n || !plain_tuple_class(change_t)
+        || !plain_tuple_class(event_t) || first > LLONG_MAX - (long long)n)
+        REFERENCE("one_field_changes"); /* (different lengths: the reference's ValueError) */
+    Py_ssize_t m = start < n ? n - start : 0;
+    PyTypeObject *ct = (PyTypeObject *)change_t, *et = (PyTypeObject *)event_t;
+    PyObject *out = PyList_New(m);
+    if (out == NULL)
+        return NULL;
+    PyObject_GC_UnTrack(out);
+    for (Py_ssize_t j = 0; j < m; j++) {
+        Py_ssize_t i = start + j;
+        if (PyList_GET_SIZE(hlcs) != n || PyList_GET_SIZE(keys) != n || PyList_GET_SIZE(deltas) != n)
+            return column_changed(out, "one_field_changes");
+        PyObject *seq = PyLong_FromLongLong(first + (long long)i); /* (an int: no collection) */
+        if (seq == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        /* new references, each handed to the event or the change below (the key twice) */
+        PyObject *h = Py_NewRef(PyList_GET_ITEM(hlcs, i));
+        PyObject *k = PyList_GET_ITEM(keys, i);
+        Py_INCREF(k);
+        Py_INCREF(k);
+        PyObject *d = Py_NewRef(PyList_GET_ITEM(deltas, i));
+        PyObject *ev = et->tp_alloc(et, 7);
+        if (ev == NULL) {
+            Py_DECREF(seq);
+            Py_DECREF(h);
+            Py_DECREF(k);
+            Py_DECREF(k);
+            Py_DECREF(d);
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(ev, 0, Py_NewRef(origin));
+        PyTuple_SET_ITEM(ev, 1, seq);
+        PyTuple_SET_ITEM(ev, 2, h);
+        PyTuple_SET_ITEM(ev, 3, Py_NewRef(field));
+        PyTuple_SET_ITEM(ev, 4, k);
+        PyTuple_SET_ITEM(ev, 5, d);
+        PyTuple_SET_ITEM(ev, 6, Py_NewRef(fversion));
+        PyObject *ch = ct->tp_alloc(ct, 4);
+        if (ch == NULL) {
+            Py_DECREF(ev);
+            Py_DECREF(k);
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(ch, 0, Py_NewRef(field));
+        PyTuple_SET_ITEM(ch, 1, k);
+        PyTuple_SET_ITEM(ch, 2, ev);
+        PyTuple_SET_ITEM(ch, 3, Py_NewRef(Py_False));
+        PyList_SET_ITEM(out, j, ch);
+    }
+    PyObject_GC_Track(out);
+    return out;
+#endif
+}
+
+
 /* ---- the module -------------------------------------------------------------------- */
 
 static PyObject *bind(PyObject *self, PyObject *module) {
@@ -692,6 +916,9 @@ static PyMethodDef methods[] = {
     FN(strictly_rising, "strictly_rising(ts, start): see crdtsync/_hot.py"),
     FN(overlay_put, "overlay_put(own, keys, ts, values, start, ai): see crdtsync/_hot.py"),
     FN(unpack_record, "unpack_record(data): see crdtsync/_hot.py"),
+    FN(lww_column, "lww_column(cls, ts, actors, values): see crdtsync/_hot.py"),
+    FN(one_field_changes, "one_field_changes(change_t, event_t, origin, first_seq, hlcs, field, keys, deltas, "
+                          "field_version, start): see crdtsync/_hot.py"),
     {"bind", bind, METH_O, "bind(module): the reference module unusual inputs are handed to (crdtsync/_hot.py)"},
     {NULL},
 };
@@ -704,7 +931,11 @@ static struct PyModuleDef moduledef = {
 PyMODINIT_FUNC PyInit__ccolumns(void) {
     ZERO = PyLong_FromLong(0);
     SIXTY4 = PyLong_FromLong(64);
-    if (ZERO == NULL || SIXTY4 == NULL)
+    S_TS = PyUnicode_InternFromString("_ts");
+    S_ACTOR = PyUnicode_InternFromString("_actor");
+    S_VALUE = PyUnicode_InternFromString("_value");
+    S_NEW = PyUnicode_InternFromString("__new__");
+    if (ZERO == NULL || SIXTY4 == NULL || S_TS == NULL || S_ACTOR == NULL || S_VALUE == NULL || S_NEW == NULL)
         return NULL;
     return PyModule_Create(&moduledef);
 }
