@@ -895,6 +895,57 @@ static PyObject *one_field_changes(PyObject *self, PyObject *const *args, Py_ssi
 }
 
 
+/* ---- call_each: a record's changes to its one subscriber ----------------------------- */
+
+/* cb(item) per item from start on while token[0] is True, as the reference does it; an
+ * Exception raised by cb is handed back with its index (the caller logs it and calls again
+ * from the next item), anything else propagates. A token or an item list that a callback
+ * makes unusual (not a list any more cannot happen: it is held; emptied, or an item that
+ * is gone) is handed to the reference from the item reached, which raises what it raises. */
+static PyObject *call_each(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    WANT_ARGS("call_each", 4);
+    PyObject *cb = args[0], *items = args[1], *token = args[3];
+    Py_ssize_t i;
+    if (!PyList_CheckExact(items) || !PyList_CheckExact(token) || !as_index(args[2], &i))
+        REFERENCE("call_each");
+    for (; i < PyList_GET_SIZE(items); i++) {
+        if (PyList_GET_SIZE(token) < 1) { /* (the reference's IndexError, from here on) */
+            PyObject *from = PyLong_FromSsize_t(i);
+            if (from == NULL)
+                return NULL;
+            PyObject *again[4] = {cb, items, from, token};
+            PyObject *r = reference("call_each", again, 4, NULL);
+            Py_DECREF(from);
+            return r;
+        }
+        if (PyList_GET_ITEM(token, 0) != Py_True)
+            return Py_BuildValue("(nO)", i, Py_None);
+        PyObject *item = Py_NewRef(PyList_GET_ITEM(items, i)); /* (held: cb may drop it from the list) */
+        PyObject *r = PyObject_Vectorcall(cb, &item, 1, NULL);
+        Py_DECREF(item);
+        if (r != NULL) {
+            Py_DECREF(r);
+            continue;
+        }
+        if (!PyErr_ExceptionMatches(PyExc_Exception))
+            return NULL; /* (KeyboardInterrupt, SystemExit, ...: as the reference) */
+#if PY_VERSION_HEX >= 0x030C0000
+        PyObject *exc = PyErr_GetRaisedException();
+#else
+        PyObject *type, *exc, *tb;
+        PyErr_Fetch(&type, &exc, &tb);
+        PyErr_NormalizeException(&type, &exc, &tb);
+        if (tb != NULL)
+            PyException_SetTraceback(exc, tb);
+        Py_XDECREF(type);
+        Py_XDECREF(tb);
+#endif
+        return Py_BuildValue("(nN)", i, exc); /* (N: the result takes the reference to exc) */
+    }
+    return Py_BuildValue("(nO)", i, Py_None);
+}
+
+
 /* ---- the module -------------------------------------------------------------------- */
 
 static PyObject *bind(PyObject *self, PyObject *module) {
@@ -919,6 +970,7 @@ static PyMethodDef methods[] = {
     FN(lww_column, "lww_column(cls, ts, actors, values): see crdtsync/_hot.py"),
     FN(one_field_changes, "one_field_changes(change_t, event_t, origin, first_seq, hlcs, field, keys, deltas, "
                           "field_version, start): see crdtsync/_hot.py"),
+    FN(call_each, "call_each(cb, items, start, token): see crdtsync/_hot.py"),
     {"bind", bind, METH_O, "bind(module): the reference module unusual inputs are handed to (crdtsync/_hot.py)"},
     {NULL},
 };

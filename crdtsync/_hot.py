@@ -26,7 +26,9 @@ its own module, which keeps everything else:
   :func:`overlay_put`, called by :class:`crdtsync._tables.LWWTable`);
 * what a subscriber of a record is handed: the registers of an LWW column
   (:func:`lww_column`, called by ``LWWRegister._from_columns``) and the changes of a
-  one-field record (:func:`one_field_changes`, called by :mod:`crdtsync.replica.apply`).
+  one-field record (:func:`one_field_changes`, called by :mod:`crdtsync.replica.apply`),
+  and the calls of a record's changes to its one subscriber (:func:`call_each`, called by
+  :meth:`crdtsync.replica.subscriptions.Subscriptions.notify_all`).
 
 Rules for this file: no imports beyond the standard library (what a loop needs from
 crdtsync is passed in); untrusted input is checked with ``type(x) is ...`` (bools are not
@@ -39,7 +41,7 @@ from itertools import count, repeat
 from typing import Any, Final
 
 __all__ = ["hlc_steps", "keys_ok", "hlc_column", "hlc_check", "stamped_totals_ok", "scalar_column", "raise_totals", "strictly_rising", "overlay_put",
-           "unpack_record", "lww_column", "one_field_changes"]
+           "unpack_record", "lww_column", "one_field_changes", "call_each"]
 
 U64_LIMIT: Final = 2**64
 U64_MASK: Final = 2**64 - 1
@@ -230,3 +232,24 @@ def one_field_changes(change_t: Any, event_t: Any, origin: Any, first_seq: Any, 
     events = map(new, repeat(event_t),
                  zip(repeat(origin), count(first_seq + start), hlcs, repeat(field), keys, deltas, repeat(field_version)))
     return list(map(new, repeat(change_t), zip(repeat(field), keys, events, repeat(False))))
+
+
+def call_each(cb: Any, items: Any, start: Any, token: Any) -> tuple[Any, BaseException | None]:
+    """``cb(items[i])`` for each ``i`` from ``start`` on, in order, while ``token[0] is
+    True`` (checked before each call: the owner of the token sets it to False to stop the
+    calls, e.g. when the subscribers change). Returns ``(i, None)``: stopped before item
+    ``i`` (``len(items)``: every item called); or ``(i, exc)``: ``cb(items[i])`` raised
+    ``exc``, an :class:`Exception` (anything else propagates), and nothing more was
+    called. A negative ``start`` is a ValueError."""
+    if start < 0:
+        raise ValueError("call_each: start < 0")
+    i = start
+    while i < len(items):
+        if token[0] is not True:
+            return i, None
+        try:
+            cb(items[i])
+        except Exception as exc:  # (handed to the caller, which logs and counts it)
+            return i, exc
+        i += 1
+    return i, None
