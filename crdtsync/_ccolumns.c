@@ -685,9 +685,12 @@ static PyObject *unpack_record(PyObject *self, PyObject *const *args, Py_ssize_t
  * collection, and with it finalizers, i.e. Python code: no half-filled object is ever
  * reachable). The result list is untracked by the collector while it is filled (a
  * finalizer calling gc.get_objects() cannot see its empty items) and tracked at the end.
- * The column items are read with a size check each step and a reference is taken before
- * the next tp_alloc, so code run by a finalizer that changes a column cannot make a
- * loop read freed memory: it gets a RuntimeError. */
+ * The loops go over the columns as the reference's zip does (each step reads item i of
+ * each column as it is then, and stops at the first column that has no item i), and take
+ * a reference to what they read before the next tp_alloc: code run by a finalizer that
+ * shortens or extends a column gets what it gets from the reference, never a read of
+ * freed memory. The result is allocated at the columns' length first (put_at extends or
+ * trims it when a column changed). */
 
 #ifdef Py_T_OBJECT_EX /* (3.12+: descrobject.h) */
 #define SLOT_OBJECT_EX Py_T_OBJECT_EX
@@ -700,10 +703,25 @@ static PyObject *unpack_record(PyObject *self, PyObject *const *args, Py_ssize_t
 
 static PyObject *S_TS, *S_ACTOR, *S_VALUE, *S_NEW; /* "_ts", "_actor", "_value", "__new__" */
 
-static PyObject *column_changed(PyObject *out, const char *name) {
-    Py_DECREF(out); /* (a list frees NULL items as well) */
-    PyErr_Format(PyExc_RuntimeError, "crdtsync._ccolumns.%s: a column changed size during the call", name);
-    return NULL;
+/* out[j] = x, stealing x: into the slot allocated for it, or appended past the length
+ * allocated (a column grew meanwhile); 0, or -1 with an exception */
+static inline int put_at(PyObject *out, Py_ssize_t j, Py_ssize_t allocated, PyObject *x) {
+    if (j < allocated) {
+        PyList_SET_ITEM(out, j, x);
+        return 0;
+    }
+    int err = PyList_Append(out, x);
+    Py_DECREF(x);
+    return err;
+}
+
+/* the list of the first `made` items of `out` (allocated at `allocated` items, the rest
+ * NULL: a column shrank meanwhile), tracked by the collector again */
+static PyObject *finish(PyObject *out, Py_ssize_t made, Py_ssize_t allocated) {
+    if (made < allocated)
+        Py_SET_SIZE(out, made); /* (the slots past it were never filled) */
+    PyObject_GC_Track(out);
+    return out;
 }
 
 /* Where `r._<name> = x` stores x for an instance of cls, as object.__setattr__ finds it
@@ -777,9 +795,8 @@ static PyObject *lww_column(PyObject *self, PyObject *const *args, Py_ssize_t na
     if (out == NULL)
         return NULL;
     PyObject_GC_UnTrack(out);
-    for (Py_ssize_t i = 0; i < n; i++) {
-        if (PyList_GET_SIZE(ts) != n || PyList_GET_SIZE(actors) != n || PyList_GET_SIZE(values) != n)
-            return column_changed(out, "lww_column");
+    Py_ssize_t i = 0;
+    for (; i < PyList_GET_SIZE(ts) && i < PyList_GET_SIZE(actors) && i < PyList_GET_SIZE(values); i++) {
         /* new references, each handed to the register below */
         PyObject *t = Py_NewRef(PyList_GET_ITEM(ts, i));
         PyObject *a = Py_NewRef(PyList_GET_ITEM(actors, i));
@@ -795,10 +812,12 @@ static PyObject *lww_column(PyObject *self, PyObject *const *args, Py_ssize_t na
         *(PyObject **)((char *)r + off_ts) = t;
         *(PyObject **)((char *)r + off_actor) = a;
         *(PyObject **)((char *)r + off_value) = v;
-        PyList_SET_ITEM(out, i, r); /* (steals r) */
+        if (put_at(out, i, n, r) < 0) { /* (steals r) */
+            Py_DECREF(out);
+            return NULL;
+        }
     }
-    PyObject_GC_Track(out);
-    return out;
+    return finish(out, i, n);
 }
 
 /* Whether tuple.__new__(t, items) is t->tp_alloc(t, len(items)) with the items copied in
@@ -820,6 +839,18 @@ static int plain_tuple_class(PyObject *o) {
     return own != NULL && (Py_IS_TYPE(own, &PyStaticMethod_Type) || PyFunction_Check(own));
 }
 
+/* first_seq + i (first: first_seq, an exact int within int64), as a new int */
+static PyObject *seq_at(PyObject *first_seq, long long first, Py_ssize_t i) {
+    if (first <= LLONG_MAX - (long long)i)
+        return PyLong_FromLongLong(first + (long long)i);
+    PyObject *step = PyLong_FromSsize_t(i);
+    if (step == NULL)
+        return NULL;
+    PyObject *seq = PyNumber_Add(first_seq, step); /* (beyond int64, as the reference's count) */
+    Py_DECREF(step);
+    return seq;
+}
+
 static PyObject *one_field_changes(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     WANT_ARGS("one_field_changes", 10);
 #if PY_VERSION_HEX >= 0x030E0000
@@ -836,7 +867,7 @@ static PyObject *one_field_changes(PyObject *self, PyObject *const *args, Py_ssi
         REFERENCE("one_field_changes");
     Py_ssize_t n = PyList_GET_SIZE(keys);
     if (PyList_GET_SIZE(hlcs) != n || PyList_GET_SIZE(deltas) != n || !plain_tuple_class(change_t)
-        || !plain_tuple_class(event_t) || first > LLONG_MAX - (long long)n)
+        || !plain_tuple_class(event_t))
         REFERENCE("one_field_changes"); /* (different lengths: the reference's ValueError) */
     Py_ssize_t m = start < n ? n - start : 0;
     PyTypeObject *ct = (PyTypeObject *)change_t, *et = (PyTypeObject *)event_t;
@@ -844,11 +875,9 @@ static PyObject *one_field_changes(PyObject *self, PyObject *const *args, Py_ssi
     if (out == NULL)
         return NULL;
     PyObject_GC_UnTrack(out);
-    for (Py_ssize_t j = 0; j < m; j++) {
-        Py_ssize_t i = start + j;
-        if (PyList_GET_SIZE(hlcs) != n || PyList_GET_SIZE(keys) != n || PyList_GET_SIZE(deltas) != n)
-            return column_changed(out, "one_field_changes");
-        PyObject *seq = PyLong_FromLongLong(first + (long long)i); /* (an int: no collection) */
+    Py_ssize_t i = start;
+    for (; i < PyList_GET_SIZE(keys) && i < PyList_GET_SIZE(hlcs) && i < PyList_GET_SIZE(deltas); i++) {
+        PyObject *seq = seq_at(args[3], first, i); /* (an int: no collection) */
         if (seq == NULL) {
             Py_DECREF(out);
             return NULL;
@@ -887,10 +916,12 @@ static PyObject *one_field_changes(PyObject *self, PyObject *const *args, Py_ssi
         PyTuple_SET_ITEM(ch, 1, k);
         PyTuple_SET_ITEM(ch, 2, ev);
         PyTuple_SET_ITEM(ch, 3, Py_NewRef(Py_False));
-        PyList_SET_ITEM(out, j, ch);
+        if (put_at(out, i - start, m, ch) < 0) { /* (steals ch) */
+            Py_DECREF(out);
+            return NULL;
+        }
     }
-    PyObject_GC_Track(out);
-    return out;
+    return finish(out, i > start ? i - start : 0, m);
 #endif
 }
 

@@ -37,7 +37,7 @@ ints, subclasses are not their base).
 
 from __future__ import annotations
 
-from itertools import count, repeat
+from itertools import count, islice, repeat
 from typing import Any, Final
 
 __all__ = ["hlc_steps", "keys_ok", "hlc_column", "hlc_check", "stamped_totals_ok", "scalar_column", "raise_totals", "strictly_rising", "overlay_put",
@@ -226,12 +226,14 @@ def one_field_changes(change_t: Any, event_t: Any, origin: Any, first_seq: Any, 
         raise ValueError("one_field_changes: columns of different lengths")
     if start < 0:
         raise ValueError("one_field_changes: start < 0")
-    if start:
-        hlcs, keys, deltas = hlcs[start:], keys[start:], deltas[start:]
+    if start:  # (islice, not a copy: the columns are read as they are at each step, as the C version reads them)
+        hlcs, keys1, keys2, deltas = islice(hlcs, start, None), islice(keys, start, None), islice(keys, start, None), islice(deltas, start, None)
+    else:
+        keys1 = keys2 = keys
     new = tuple.__new__
     events = map(new, repeat(event_t),
-                 zip(repeat(origin), count(first_seq + start), hlcs, repeat(field), keys, deltas, repeat(field_version)))
-    return list(map(new, repeat(change_t), zip(repeat(field), keys, events, repeat(False))))
+                 zip(repeat(origin), count(first_seq + start), hlcs, repeat(field), keys1, deltas, repeat(field_version)))
+    return list(map(new, repeat(change_t), zip(repeat(field), keys2, events, repeat(False))))
 
 
 def call_each(cb: Any, items: Any, start: Any, token: Any) -> tuple[Any, BaseException | None]:
