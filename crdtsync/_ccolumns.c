@@ -703,6 +703,27 @@ static PyObject *unpack_record(PyObject *self, PyObject *const *args, Py_ssize_t
 
 static PyObject *S_TS, *S_ACTOR, *S_VALUE, *S_NEW; /* "_ts", "_actor", "_value", "__new__" */
 
+/* Whether an object is a leaf for the cyclic garbage collector: of a type it does not
+ * manage (ints, str, floats, bytes, None, bools, _chandles.Packed), or one it does not
+ * track and that does not start being tracked of itself (CPython re-tracks an exact dict
+ * it had untracked once a container goes in; a tuple, the other type it untracks, cannot
+ * change, and nothing else is untracked but by the code that made it, as the objects
+ * below are). An object holding only leaves, and never changed after it is made, can be
+ * in no reference cycle: the registers, events and changes made here are untracked when
+ * all they hold are leaves, which CPython does itself for tuples at their first
+ * collection. Not scanning them is what it saves: a subscriber's changes of a record are
+ * 3 objects per event, and when they outlive a collection (kept by the subscriber, or
+ * because the collector runs mid-record) each collection walks them. Registers and
+ * events are immutable values (nothing in crdtsync sets an attribute of one after it is
+ * made); one changed by force to hold a container that refers back to it would make a
+ * cycle the collector cannot free: a leak, never a crash (untracked objects are freed
+ * by their reference counts as any other). */
+static inline int leaf(PyObject *o) {
+    if (!PyType_IS_GC(Py_TYPE(o))) /* (the common case, inline: str, int, float, ...) */
+        return 1;
+    return !PyObject_IS_GC(o) || (!PyObject_GC_IsTracked(o) && !PyDict_Check(o));
+}
+
 /* out[j] = x, stealing x: into the slot allocated for it, or appended past the length
  * allocated (a column grew meanwhile); 0, or -1 with an exception */
 static inline int put_at(PyObject *out, Py_ssize_t j, Py_ssize_t allocated, PyObject *x) {
@@ -812,6 +833,8 @@ static PyObject *lww_column(PyObject *self, PyObject *const *args, Py_ssize_t na
         *(PyObject **)((char *)r + off_ts) = t;
         *(PyObject **)((char *)r + off_actor) = a;
         *(PyObject **)((char *)r + off_value) = v;
+        if (leaf(t) && leaf(a) && leaf(v))
+            PyObject_GC_UnTrack(r); /* (see leaf) */
         if (put_at(out, i, n, r) < 0) { /* (steals r) */
             Py_DECREF(out);
             return NULL;
@@ -875,6 +898,7 @@ static PyObject *one_field_changes(PyObject *self, PyObject *const *args, Py_ssi
     if (out == NULL)
         return NULL;
     PyObject_GC_UnTrack(out);
+    int same_leaves = leaf(origin) && leaf(field) && leaf(fversion); /* (in every event) */
     Py_ssize_t i = start;
     for (; i < PyList_GET_SIZE(keys) && i < PyList_GET_SIZE(hlcs) && i < PyList_GET_SIZE(deltas); i++) {
         PyObject *seq = seq_at(args[3], first, i); /* (an int: no collection) */
@@ -905,6 +929,9 @@ static PyObject *one_field_changes(PyObject *self, PyObject *const *args, Py_ssi
         PyTuple_SET_ITEM(ev, 4, k);
         PyTuple_SET_ITEM(ev, 5, d);
         PyTuple_SET_ITEM(ev, 6, Py_NewRef(fversion));
+        int ev_leaf = same_leaves && leaf(h) && leaf(k) && leaf(d); /* (the seq is an int) */
+        if (ev_leaf)
+            PyObject_GC_UnTrack(ev); /* (see leaf) */
         PyObject *ch = ct->tp_alloc(ct, 4);
         if (ch == NULL) {
             Py_DECREF(ev);
@@ -916,6 +943,8 @@ static PyObject *one_field_changes(PyObject *self, PyObject *const *args, Py_ssi
         PyTuple_SET_ITEM(ch, 1, k);
         PyTuple_SET_ITEM(ch, 2, ev);
         PyTuple_SET_ITEM(ch, 3, Py_NewRef(Py_False));
+        if (ev_leaf) /* (the change holds the field, the key, the event and False) */
+            PyObject_GC_UnTrack(ch);
         if (put_at(out, i - start, m, ch) < 0) { /* (steals ch) */
             Py_DECREF(out);
             return NULL;

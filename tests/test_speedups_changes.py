@@ -38,7 +38,7 @@ from crdtsync.replica.identity import ReplicaIdentity
 from crdtsync.replica.stats import ReplicaStats
 from crdtsync.replica.subscriptions import Change, Subscriptions
 from crdtsync.types.counters import GCounter
-from crdtsync.types.registers import LWWRegister
+from crdtsync.types.registers import LWWRegister, store_value
 
 from ._speedups import ANY, HOT, INTS, REF, STARTS, SubList, _exact, built_when_it_must_be, needs_c
 
@@ -512,6 +512,36 @@ def test_columns_changed_by_code_run_mid_loop_give_well_formed_results(how: str)
         assert len(regs) > n and len(changes) > n - 2
     else:
         assert len(regs) < n and len(changes) < n - 2
+
+
+@needs_c
+def test_what_holds_only_leaves_is_not_tracked_by_the_collector_and_what_may_be_in_a_cycle_is() -> None:
+    """The C functions leave untracked what can be in no reference cycle (as CPython does
+    for tuples of atoms), so that a collection does not walk a record's changes."""
+    packed = store_value([1, "a"])
+    atoms = HOT.lww_column(LWWRegister, [1, 2], ["w", "w"], ["x", packed])
+    assert [gc.is_tracked(r) for r in atoms] == [False, gc.is_tracked(packed)]  # (str; the stored list: C's Packed is not tracked)
+    held = HOT.lww_column(LWWRegister, [1, 2, 3], ["w", "w", "w"], [[1], {}, {"a": 1}])
+    assert [gc.is_tracked(r) for r in held] == [True, True, True]  # (a container, an empty dict: tracked)
+    counter = GCounter().increment(1, actor="w")
+    changes = HOT.one_field_changes(Change, Event, "o", 1, [5, 6, 7], "f", ["a", "b", "c"], [atoms[0], counter, held[0]],
+                                    1, 0)
+    assert [(gc.is_tracked(c), gc.is_tracked(c.event)) for c in changes] == [(False, False), (True, True), (True, True)]
+    odd = HOT.one_field_changes(Change, Event, ["o"], 1, [5], "f", ["a"], [atoms[0]], 1, 0)  # (a list as the origin)
+    assert gc.is_tracked(odd[0]) and gc.is_tracked(odd[0].event)
+
+    class Witness:
+        freed = False
+
+        def __del__(self) -> None:
+            Witness.freed = True
+
+    # a register holding a dict is tracked: a cycle through it is collected
+    reg = held[1]
+    reg._value["back"] = [reg, Witness()]
+    del reg, held
+    gc.collect()
+    assert Witness.freed
 
 
 # ---- the callers: notify_all, and a replica's subscribers ------------------------------
