@@ -766,6 +766,10 @@ static int slot_offset(PyTypeObject *cls, PyObject *name, Py_ssize_t *off) {
         if (!Py_IS_TYPE(d, &PyMemberDescr_Type))
             return 0; /* (a property, a method, a plain attribute: the reference's) */
         PyMemberDef *m = ((PyMemberDescrObject *)d)->d_member;
+#ifdef Py_RELATIVE_OFFSET
+        if (m->flags & Py_RELATIVE_OFFSET)
+            return 0; /* (3.12+: an offset from the base's end, not from the object) */
+#endif
         if (m->type != SLOT_OBJECT_EX || (m->flags & SLOT_READONLY) || !PyType_IsSubtype(cls, PyDescr_TYPE(d))
             || m->offset < (Py_ssize_t)sizeof(PyObject)
             || m->offset + (Py_ssize_t)sizeof(PyObject *) > cls->tp_basicsize)
@@ -833,7 +837,7 @@ static PyObject *lww_column(PyObject *self, PyObject *const *args, Py_ssize_t na
         *(PyObject **)((char *)r + off_ts) = t;
         *(PyObject **)((char *)r + off_actor) = a;
         *(PyObject **)((char *)r + off_value) = v;
-        if (leaf(t) && leaf(a) && leaf(v))
+        if (PyType_IS_GC(cls) && leaf(t) && leaf(a) && leaf(v))
             PyObject_GC_UnTrack(r); /* (see leaf) */
         if (put_at(out, i, n, r) < 0) { /* (steals r) */
             Py_DECREF(out);
