@@ -959,38 +959,84 @@ static PyObject *one_field_changes(PyObject *self, PyObject *const *args, Py_ssi
 }
 
 
-/* ---- call_each: a record's changes to its one subscriber ----------------------------- */
+/* ---- call_each: a record's changes through its one subscriber -------------------------- */
 
-/* cb(item) per item from start on while token[0] is True, as the reference does it; an
- * Exception raised by cb is handed back with its index (the caller logs it and calls again
- * from the next item), anything else propagates. A token or an item list that a callback
- * makes unusual (not a list any more cannot happen: it is held; emptied, or an item that
- * is gone) is handed to the reference from the item reached, which raises what it raises. */
+/* the rest of call_each run by the reference, from item i on */
+static PyObject *call_each_from(Py_ssize_t i, PyObject *const *args) {
+    PyObject *from = PyLong_FromSsize_t(i);
+    if (from == NULL)
+        return NULL;
+    PyObject *again[6] = {args[0], args[1], from, args[3], args[4], args[5]};
+    PyObject *r = reference("call_each", again, 6, NULL);
+    Py_DECREF(from);
+    return r;
+}
+
+/* whether item[0] of the reference is PyTuple_GET_ITEM(item, 0): a tuple, or a subclass
+ * (a NamedTuple) that keeps tuple's subscript */
+static inline int plain_tuple(PyObject *item) {
+    return PyTuple_CheckExact(item)
+           || (PyTuple_Check(item) && Py_TYPE(item)->tp_as_mapping != NULL
+               && Py_TYPE(item)->tp_as_mapping->mp_subscript == PyTuple_Type.tp_as_mapping->mp_subscript);
+}
+
+/* The reference's loop: per item, the token, then the field against skip and wanted, then
+ * cb(item). The verdict on a field is kept while the next items have the very same field
+ * object and it is an exact str (whose == and hash run no code: the same verdict every
+ * time); a record's changes share one. An Exception raised by cb is handed back with its
+ * index (the caller logs it and calls again from the next item), anything else
+ * propagates. An item, token or filter of another kind (also one a callback made so:
+ * an emptied token) is the reference's from the item reached. Each item is held while
+ * its field is judged and cb runs (cb may drop it from the list). */
 static PyObject *call_each(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    WANT_ARGS("call_each", 4);
-    PyObject *cb = args[0], *items = args[1], *token = args[3];
+    WANT_ARGS("call_each", 6);
+    PyObject *cb = args[0], *items = args[1], *token = args[3], *wanted = args[4], *skip = args[5];
     Py_ssize_t i;
-    if (!PyList_CheckExact(items) || !PyList_CheckExact(token) || !as_index(args[2], &i))
+    if (!PyList_CheckExact(items) || !PyList_CheckExact(token) || !as_index(args[2], &i)
+        || !(wanted == Py_None || PyFrozenSet_CheckExact(wanted)))
         REFERENCE("call_each");
+    PyObject *last = NULL; /* (held: the exact str judged last, compared by address) */
+    int last_ok = 0;
     for (; i < PyList_GET_SIZE(items); i++) {
-        if (PyList_GET_SIZE(token) < 1) { /* (the reference's IndexError, from here on) */
-            PyObject *from = PyLong_FromSsize_t(i);
-            if (from == NULL)
-                return NULL;
-            PyObject *again[4] = {cb, items, from, token};
-            PyObject *r = reference("call_each", again, 4, NULL);
-            Py_DECREF(from);
-            return r;
+        if (PyList_GET_SIZE(token) < 1 || !plain_tuple(PyList_GET_ITEM(items, i))
+            || PyTuple_GET_SIZE(PyList_GET_ITEM(items, i)) < 1) {
+            Py_XDECREF(last);
+            return call_each_from(i, args); /* (its IndexError, or what item[0] does) */
         }
-        if (PyList_GET_ITEM(token, 0) != Py_True)
+        if (PyList_GET_ITEM(token, 0) != Py_True) {
+            Py_XDECREF(last);
             return Py_BuildValue("(nO)", i, Py_None);
-        PyObject *item = Py_NewRef(PyList_GET_ITEM(items, i)); /* (held: cb may drop it from the list) */
+        }
+        PyObject *item = Py_NewRef(PyList_GET_ITEM(items, i));
+        PyObject *f = PyTuple_GET_ITEM(item, 0); /* (held by the item) */
+        int ok;
+        if (f == last) {
+            ok = last_ok;
+        } else {
+            ok = PyObject_RichCompareBool(f, skip, Py_NE);
+            if (ok > 0 && wanted != Py_None)
+                ok = PySet_Contains(wanted, f);
+            if (ok < 0) {
+                Py_DECREF(item);
+                Py_XDECREF(last);
+                return NULL; /* (an unhashable field, an == that raised: as the reference) */
+            }
+            /* (an exact str with an exact str to skip: the same verdict for the same object) */
+            int keep = PyUnicode_CheckExact(f) && PyUnicode_CheckExact(skip);
+            Py_XSETREF(last, keep ? Py_NewRef(f) : NULL);
+            last_ok = ok;
+        }
+        if (!ok) {
+            Py_DECREF(item);
+            continue;
+        }
         PyObject *r = PyObject_Vectorcall(cb, &item, 1, NULL);
         Py_DECREF(item);
         if (r != NULL) {
             Py_DECREF(r);
             continue;
         }
+        Py_XDECREF(last);
         if (!PyErr_ExceptionMatches(PyExc_Exception))
             return NULL; /* (KeyboardInterrupt, SystemExit, ...: as the reference) */
 #if PY_VERSION_HEX >= 0x030C0000
@@ -1006,9 +1052,9 @@ static PyObject *call_each(PyObject *self, PyObject *const *args, Py_ssize_t nar
 #endif
         return Py_BuildValue("(nN)", i, exc); /* (N: the result takes the reference to exc) */
     }
+    Py_XDECREF(last);
     return Py_BuildValue("(nO)", i, Py_None);
 }
-
 
 /* ---- the module -------------------------------------------------------------------- */
 
@@ -1034,7 +1080,7 @@ static PyMethodDef methods[] = {
     FN(lww_column, "lww_column(cls, ts, actors, values): see crdtsync/_hot.py"),
     FN(one_field_changes, "one_field_changes(change_t, event_t, origin, first_seq, hlcs, field, keys, deltas, "
                           "field_version, start): see crdtsync/_hot.py"),
-    FN(call_each, "call_each(cb, items, start, token): see crdtsync/_hot.py"),
+    FN(call_each, "call_each(cb, items, start, token, wanted, skip): see crdtsync/_hot.py"),
     {"bind", bind, METH_O, "bind(module): the reference module unusual inputs are handed to (crdtsync/_hot.py)"},
     {NULL},
 };

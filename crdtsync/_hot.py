@@ -27,8 +27,8 @@ its own module, which keeps everything else:
 * what a subscriber of a record is handed: the registers of an LWW column
   (:func:`lww_column`, called by ``LWWRegister._from_columns``) and the changes of a
   one-field record (:func:`one_field_changes`, called by :mod:`crdtsync.replica.apply`),
-  and the calls of a record's changes to its one subscriber (:func:`call_each`, called by
-  :meth:`crdtsync.replica.subscriptions.Subscriptions.notify_all`).
+  and the loop of a record's changes through its one subscriber's filter and callback
+  (:func:`call_each`, called by :meth:`crdtsync.replica.subscriptions.Subscriptions.notify_all`).
 
 Rules for this file: no imports beyond the standard library (what a loop needs from
 crdtsync is passed in); untrusted input is checked with ``type(x) is ...`` (bools are not
@@ -236,12 +236,13 @@ def one_field_changes(change_t: Any, event_t: Any, origin: Any, first_seq: Any, 
     return list(map(new, repeat(change_t), zip(repeat(field), keys2, events, repeat(False))))
 
 
-def call_each(cb: Any, items: Any, start: Any, token: Any) -> tuple[Any, BaseException | None]:
-    """``cb(items[i])`` for each ``i`` from ``start`` on, in order, while ``token[0] is
-    True`` (checked before each call: the owner of the token sets it to False to stop the
-    calls, e.g. when the subscribers change). Returns ``(i, None)``: stopped before item
-    ``i`` (``len(items)``: every item called); or ``(i, exc)``: ``cb(items[i])`` raised
-    ``exc``, an :class:`Exception` (anything else propagates), and nothing more was
+def call_each(cb: Any, items: Any, start: Any, token: Any, wanted: Any, skip: Any) -> tuple[Any, BaseException | None]:
+    """A subscriber's loop over changes: ``cb(item)`` for each item from ``start`` on, in
+    order, whose field (``item[0]``) is not ``skip`` and is in ``wanted`` (None: any), while
+    ``token[0] is True`` (checked before each item: the owner of the token sets it to
+    False to stop the loop, e.g. when the subscribers change). Returns ``(i, None)``:
+    stopped before item ``i`` (``len(items)``: at the end); or ``(i, exc)``: ``cb(items[i])``
+    raised ``exc``, an :class:`Exception` (anything else propagates), and nothing more was
     called. A negative ``start`` is a ValueError."""
     if start < 0:
         raise ValueError("call_each: start < 0")
@@ -249,9 +250,12 @@ def call_each(cb: Any, items: Any, start: Any, token: Any) -> tuple[Any, BaseExc
     while i < len(items):
         if token[0] is not True:
             return i, None
-        try:
-            cb(items[i])
-        except Exception as exc:  # (handed to the caller, which logs and counts it)
-            return i, exc
+        item = items[i]
+        f = item[0]
+        if f != skip and (wanted is None or f in wanted):
+            try:
+                cb(item)
+            except Exception as exc:  # (handed to the caller, which logs and counts it)
+                return i, exc
         i += 1
     return i, None

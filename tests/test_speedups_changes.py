@@ -1,7 +1,7 @@
 """What a subscriber of a record is handed, compiled and pure: ``lww_column`` (the
 registers of an LWW column), ``one_field_changes`` (the events and changes of a one-field
-record) and ``call_each`` (the calls to the one subscriber) of ``crdtsync._ccolumns``
-against their reference in ``_hot.py``.
+record) and ``call_each`` (the loop through one subscriber's filter and callback) of
+``crdtsync._ccolumns`` against their reference in ``_hot.py``.
 
 Random and hostile inputs (classes that are not what the C code builds: subclasses with a
 ``__dict__``, other slots, their own ``__new__`` or ``__setattr__``, descriptors under
@@ -11,8 +11,8 @@ the loop or change the columns) must give the same result, object for object, or
 error. The objects built hold the very objects of the columns, and the references they
 take are dropped with them (refcounts, tracemalloc over repeated calls). Then the callers:
 a replica applying real records tells its subscribers the same changes compiled and pure,
-and ``notify_all`` with the field of a one-field record delivers as one by one notifies
-would (failing callbacks, subscribers coming and going mid-record).
+and ``notify_all`` delivers as one ``notify`` per change would (failing callbacks,
+subscribers coming and going mid-record).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from crdtsync.replica.subscriptions import Change, Subscriptions
 from crdtsync.types.counters import GCounter
 from crdtsync.types.registers import LWWRegister, store_value
 
-from ._speedups import ANY, HOT, INTS, REF, STARTS, SubList, _exact, built_when_it_must_be, needs_c
+from ._speedups import ANY, HOT, INTS, REF, STARTS, Sub, SubList, _exact, built_when_it_must_be, needs_c
 
 __all__ = ["built_when_it_must_be"]  # (the autouse fixture, imported)
 
@@ -336,9 +336,27 @@ class Halt(BaseException):
     """Not an Exception: call_each lets it through."""
 
 
-def _call_each_run(impl: Any, items: list[Any], start: Any, token_kind: str, plan: dict[int, str]) -> Any:
+class OddTuple(tuple):  # type: ignore[type-arg]
+    """A tuple whose ``[0]`` is not its first item: the reference's subscript must run."""
+
+    __slots__ = ()
+
+    def __getitem__(self, i: Any) -> Any:
+        return "t" if i == 0 else tuple.__getitem__(self, i)
+
+
+FIELDS = st.sampled_from(["s", "s", "s", "t", "_schema", Sub("s"), Sub("_schema"), 1, None])
+ITEMS = st.one_of(st.tuples(FIELDS, st.integers(0, 9)), st.tuples(FIELDS, st.integers(0, 9)),
+                  st.tuples(FIELDS, st.integers(0, 9)).map(lambda t: Pair(*t)),
+                  st.tuples(FIELDS, st.integers(0, 9)).map(OddTuple), st.just(()), st.integers(0, 9),
+                  st.just(([], 0)))
+
+
+def _call_each_run(impl: Any, items: list[Any], start: Any, token_kind: str, wanted: Any, skip: Any,
+                   plan: dict[int, str]) -> Any:
     """``impl.call_each`` over a fresh copy of ``items`` and a token of ``token_kind``, with
-    a callback that does what ``plan`` says at each value; what it called and returned."""
+    a callback that does what ``plan`` says at each item's value; what it called, returned
+    or raised, and the items afterwards."""
     items = list(items)
     token: Any = {"list": [True], "false": [False], "one": [1], "empty": [], "tuple": (True,), "sub": SubList([True]),
                   "str": "x"}[token_kind]
@@ -346,7 +364,7 @@ def _call_each_run(impl: Any, items: list[Any], start: Any, token_kind: str, pla
 
     def cb(x: Any) -> Any:
         called.append(x)
-        what = plan.get(x, "")
+        what = plan.get(x[1] if isinstance(x, tuple) and len(x) > 1 else -1, "")
         if what == "raise":
             raise ValueError(f"bug at {x}")
         if what == "halt":
@@ -358,44 +376,55 @@ def _call_each_run(impl: Any, items: list[Any], start: Any, token_kind: str, pla
         if what == "pop" and items:
             items.pop()
         if what == "grow" and len(items) < 12:
-            items.append(len(items) + 100)
+            items.append(("s", 9))
         return what
 
     try:
-        out: Any = impl.call_each(cb, items, start, token)
+        out: Any = impl.call_each(cb, items, start, token, wanted, skip)
         if isinstance(out, tuple) and len(out) == 2 and isinstance(out[1], BaseException):
             out = (out[0], type(out[1]).__name__, str(out[1]), out[1].__traceback__ is not None)
     except (Exception, Halt) as exc:  # (compared between the two implementations, never dropped)
         out = (type(exc).__name__, str(exc))
-    return _exact(out), called, items
+    return _exact(out), _exact(called), _exact(items)
 
 
 @needs_c
-@settings(max_examples=400, deadline=None)
-@given(items=st.lists(st.integers(0, 9), max_size=8), start=st.one_of(STARTS, st.just(0), st.just(0)),
+@settings(max_examples=500, deadline=None)
+@given(items=st.lists(ITEMS, max_size=8), start=st.one_of(STARTS, st.just(0), st.just(0)),
        token_kind=st.sampled_from(["list", "list", "list", "false", "one", "empty", "tuple", "sub", "str"]),
+       wanted=st.sampled_from([None, frozenset({"s"}), frozenset({"s", "t", "_schema"}), frozenset(), {"s"}, ["s"], 3]),
+       skip=st.sampled_from(["_schema", "_schema", Sub("_schema"), None, []]),
        plan=st.dictionaries(st.integers(0, 9), st.sampled_from(["raise", "halt", "stop", "empty", "pop", "grow"]),
                             max_size=3))
-def test_call_each_is_the_reference_call_for_call(items: list[int], start: Any, token_kind: str, plan: dict[int, str]) -> None:
-    assert _call_each_run(HOT, items, start, token_kind, plan) == _call_each_run(REF, items, start, token_kind, plan)
+def test_call_each_is_the_reference_call_for_call(items: list[Any], start: Any, token_kind: str, wanted: Any, skip: Any,
+                                                  plan: dict[int, str]) -> None:
+    got = _call_each_run(HOT, items, start, token_kind, wanted, skip, plan)
+    assert got == _call_each_run(REF, items, start, token_kind, wanted, skip, plan)
 
 
 @needs_c
 def test_call_each_runs_in_c_and_hands_back_each_failure() -> None:
-    seen: list[int] = []
-    assert _reference_calls(HOT.call_each, seen.append, [1, 2, 3], 0, [True]) == []
-    assert seen == [1, 2, 3]
+    seen: list[Any] = []
+    changes = [("s", 1), ("_schema", 2), ("t", 3), ("s", 4)]
+    assert _reference_calls(HOT.call_each, seen.append, changes, 0, [True], frozenset({"s"}), "_schema") == []
+    assert seen == [("s", 1), ("s", 4)]
+    seen.clear()
+    assert HOT.call_each(seen.append, changes, 0, [True], None, "_schema") == (4, None)
+    assert seen == [("s", 1), ("t", 3), ("s", 4)]
 
-    def cb(x: int) -> None:
-        if x == 2:
+    def cb(x: Any) -> None:
+        if x[1] == 3:
             raise KeyError(x)
 
-    i, exc = HOT.call_each(cb, [1, 2, 3], 0, [True])
-    assert (i, type(exc)) == (1, KeyError) and exc.__traceback__ is not None
-    assert HOT.call_each(cb, [1, 2, 3], 2, [True]) == (3, None)
-    assert HOT.call_each(cb, [1, 2, 3], 0, [False]) == (0, None)
+    i, exc = HOT.call_each(cb, changes, 0, [True], None, "_schema")
+    assert (i, type(exc)) == (2, KeyError) and exc.__traceback__ is not None
+    assert HOT.call_each(cb, changes, 3, [True], None, "_schema") == (4, None)
+    assert HOT.call_each(cb, changes, 0, [False], None, "_schema") == (0, None)
     with pytest.raises(Halt):
-        HOT.call_each(lambda x: (_ for _ in ()).throw(Halt()), [1], 0, [True])
+        HOT.call_each(lambda x: (_ for _ in ()).throw(Halt()), changes, 0, [True], None, "_schema")
+    with pytest.raises(TypeError, match="unhashable"):
+        HOT.call_each(cb, [([], 1)], 0, [True], frozenset({"s"}), "_schema")
+    assert _reference_calls(HOT.call_each, cb, [OddTuple(("s", 1))], 0, [True], None, "_schema") == ["call_each"]
 
 
 # ---- references, leaks, columns changed under the loop ----------------------------------
@@ -408,9 +437,11 @@ def _calls(impl: Any, shared: dict[str, Any], keys: list[str], deltas: list[Any]
         try:
             out.append(impl.lww_column(*bad))
         except ValueError as exc:
-            out.append(exc)
+            out.append(str(exc))  # (not the exception: its traceback holds this frame, which holds out)
     seen: list[Any] = []
-    out.append(impl.call_each(lambda c: seen.append(c) if c.key != "k3" else 1 / 0, out[1], 0, [True]))
+    i, exc = impl.call_each(lambda c: seen.append(c) if c.key != "k3" else 1 / 0, out[1], 0, [True], None, "_schema")
+    out.append((i, type(exc).__name__))  # (as above)
+    del exc
     out.append(seen)
     return out
 
@@ -431,7 +462,6 @@ def test_the_objects_built_hold_one_reference_per_place_and_drop_them_with_thems
         result = _calls(impl, shared, keys, deltas)
         held[name] = [sys.getrefcount(x) - b for x, b in zip(watched, before)]
         del result
-        gc.collect()  # (the exception handed back holds its traceback, whose frames hold the result)
         assert [sys.getrefcount(x) for x in watched] == before, name
     assert held["c"] == held["ref"]
     # per event: the actor and the value in each register (n + 2n of the bad calls' one class
@@ -551,13 +581,15 @@ def _change(seq: int, fname: str = "s") -> Change:
     return Change(fname, f"k{seq}", Event("b~1", seq, seq, fname, f"k{seq}", d), False)
 
 
-def _deliveries(use_field: bool) -> tuple[list[Any], int, list[Any], list[Any]]:
-    """One record's changes through notify_all with the first subscriber failing at seq 1,
-    subscribing a callback and a stream at seq 3, unsubscribing itself at seq 4; with or
-    without the field hint."""
+def _deliveries(all_at_once: bool) -> tuple[Any, ...]:
+    """A record's changes (three fields, a definition among them) through ``notify_all`` or
+    through one ``notify`` each, with the first subscriber failing at seq 1, subscribing a
+    callback and a stream at seq 3, unsubscribing itself at seq 5; then again to two
+    subscribers."""
     stats = ReplicaStats()
     subs = Subscriptions(stats)
-    batch = [_change(i) for i in range(1, 7)]
+    fields = ["s", "t", "s", "_schema", "s", "u", "s", "s"]
+    batch = [_change(i, f) for i, f in enumerate(fields, 1)]
     seen: list[Change] = []
     late: list[Change] = []
     streams: list[Any] = []
@@ -567,45 +599,44 @@ def _deliveries(use_field: bool) -> tuple[list[Any], int, list[Any], list[Any]]:
         if c.event.seq == 1:
             raise RuntimeError("subscriber bug")
         if c.event.seq == 3:
-            subs.subscribe(late.append)
-            streams.append(subs.stream())
-        if c.event.seq == 4:
+            subs.subscribe(late.append, ["s", "u"])
+            streams.append(subs.stream(["s"]))
+        if c.event.seq == 5:
             off()
 
-    off = subs.subscribe(first, ["s"])
-    subs.notify_all(batch, "s" if use_field else None)
-    queued = [streams[0]._queue.get_nowait() for _ in range(streams[0]._queue.qsize())] if streams else []
+    def offer(changes: list[Change]) -> None:
+        if all_at_once:
+            subs.notify_all(changes)
+        else:
+            for c in changes:
+                subs.notify(c)
+
+    off = subs.subscribe(first, ["s", "t"])
+    offer(batch)
+    queued = [streams[0]._queue.get_nowait().event.seq for _ in range(streams[0]._queue.qsize())]
     other: list[Change] = []
-    off2 = subs.subscribe(other.append, ["t"])  # (two callbacks now: the general path)
-    subs.notify_all(batch, "s" if use_field else None)
+    off2 = subs.subscribe(other.append, ["t"])  # (two callbacks now)
+    offer(batch)
     off2()
-    return [seen, late, queued], stats.subscriber_errors, other, [c.event.seq for c in late]
+    return ([c.event.seq for c in seen], [c.event.seq for c in late], queued, [c.event.seq for c in other],
+            stats.subscriber_errors)
 
 
 @pytest.mark.parametrize("pure", [False, True])
-def test_notify_all_with_the_field_of_a_one_field_record_delivers_as_one_by_one_notifies(pure: bool) -> None:
+def test_notify_all_delivers_as_one_notify_each_would(pure: bool) -> None:
+    """The same deliveries as a ``notify`` per change, but for a stream opened by a callback:
+    one notify offers it the change being delivered (streams are fed after callbacks),
+    ``notify_all`` from the next change on (as it did before ``call_each``)."""
     def run() -> Any:
         return _deliveries(True), _deliveries(False)
 
     if pure:
         with speedups.pure():
-            hinted, plain = run()
+            at_once, each = run()
     else:
-        hinted, plain = run()
-    assert hinted == plain
-    (seen, late, queued), errors, other, late_seqs = hinted
-    assert [c.event.seq for c in seen] == [1, 2, 3, 4] and errors == 1 and other == []
-    assert late_seqs == [4, 5, 6, 1, 2, 3, 4, 5, 6] and [c.event.seq for c in queued] == [4, 5, 6]
-
-
-def test_a_filtered_out_or_definition_field_reaches_no_one_through_the_hint() -> None:
-    subs = Subscriptions(ReplicaStats())
-    seen: list[Change] = []
-    subs.subscribe(seen.append, ["s"])
-    subs.notify_all([_change(1, "t")], "t")
-    subs.notify_all([_change(2, "_schema")], "_schema")
-    subs.notify_all([_change(3)], "s")
-    assert [c.event.seq for c in seen] == [3]
+        at_once, each = run()
+    assert at_once == ([1, 2, 3, 5], [5, 6, 7, 8, 1, 3, 5, 6, 7, 8], [5, 7, 8], [2], 1)
+    assert each == (at_once[0], at_once[1], [3, *at_once[2]], at_once[3], at_once[4])
 
 
 WALL = 1_000_000

@@ -254,10 +254,9 @@ class Applier:
         self._notify(changes)
         return self._applied(origin, applied)
 
-    def _notify(self, changes: list[Change], field: str | None = None) -> None:
-        """Offer the changes of the record just applied (state and context updated);
-        ``field``: the field of them all, when they share one."""
-        self._subs.notify_all(changes, field)
+    def _notify(self, changes: list[Change]) -> None:
+        """Offer the changes of the record just applied (state and context updated)."""
+        self._subs.notify_all(changes)
 
     def retry_held(self) -> int:
         """Apply held events whose timestamps this clock now accepts; returns how many.
@@ -355,8 +354,8 @@ class Applier:
             self._store.set_context(ctx.add_all(Dot(origin, q) for q in range(first + skip, last + 1) if q not in refused_seqs))
         else:
             self._store.set_context(ctx.add_range(origin, first, last))
-        if notified:  # (one group: every change is of its field)
-            self._notify(_changes(cols, notified), notified[0][0].field if len(notified) == 1 else None)
+        if notified:
+            self._notify(_changes(cols, notified))
         return self._applied(origin, applied)
 
 

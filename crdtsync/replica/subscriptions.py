@@ -108,42 +108,24 @@ class Subscriptions:
     def listening(self, entry: tuple[asyncio.Queue[Change | None], frozenset[str] | None]) -> bool:
         return any(e is entry for e in self._queues)
 
-    def notify_all(self, changes: Sequence[Change], field: str | None = None) -> None:
+    def notify_all(self, changes: Sequence[Change]) -> None:
         """:meth:`notify` each of ``changes``, in order (also when a callback subscribes or
-        unsubscribes meanwhile: from then on one by one). ``field``: the field of every
-        one of ``changes``, when the caller knows they share one (a record of one field):
-        then one subscriber's filter is checked once and the calls are made by
-        ``_hot.call_each`` (in C when compiled)."""
+        unsubscribes meanwhile: from then on one by one). With one subscriber, the loop
+        through its filter and callback is ``_hot.call_each`` (in C when compiled)."""
         subs = self._callbacks
         if len(subs) != 1 or self._queues:
             for change in changes:
                 self.notify(change)
             return
         ((cb, flt),) = subs
-        if field is not None:
-            if field == SCHEMA_FIELD or (flt is not None and field not in flt):
-                return
-            call_each = speedups.hot.call_each
-            token = self._token
-            i, exc = call_each(cb, changes, 0, token)
-            while exc is not None:
-                self._failed(cb, changes[i], exc)
-                i, exc = call_each(cb, changes, i + 1, token)
-            for rest in changes[i:]:  # (someone (un)subscribed: the rest one by one)
-                self.notify(rest)
-            return
+        call_each = speedups.hot.call_each
         token = self._token
-        for i, change in enumerate(changes):  # (one subscriber: the loop inlined)
-            if token[0] is not True:  # (someone (un)subscribed)
-                for rest in changes[i:]:
-                    self.notify(rest)
-                return
-            f = change[0]
-            if f != SCHEMA_FIELD and (flt is None or f in flt):
-                try:
-                    cb(change)
-                except Exception as exc:  # a subscriber's bug must not stop replication
-                    self._failed(cb, change, exc)
+        i, exc = call_each(cb, changes, 0, token, flt, SCHEMA_FIELD)
+        while exc is not None:  # (a subscriber's bug must not stop replication)
+            self._failed(cb, changes[i], exc)
+            i, exc = call_each(cb, changes, i + 1, token, flt, SCHEMA_FIELD)
+        for rest in changes[i:]:  # (someone (un)subscribed: the rest one by one)
+            self.notify(rest)
 
     def _failed(self, cb: Callable[[Change], Any], change: Change, exc: BaseException) -> None:
         self._stats.subscriber_errors += 1
