@@ -1013,7 +1013,11 @@ static PyObject *call_each(PyObject *self, PyObject *const *args, Py_ssize_t nar
         if (f == last) {
             ok = last_ok;
         } else {
-            ok = PyObject_RichCompareBool(f, skip, Py_NE);
+            /* f != skip as Python evaluates it (RichCompareBool would say "equal" for the
+             * same object without asking it: a NaN is != itself) */
+            PyObject *ne = PyObject_RichCompare(f, skip, Py_NE);
+            ok = ne == NULL ? -1 : PyObject_IsTrue(ne);
+            Py_XDECREF(ne);
             if (ok > 0 && wanted != Py_None)
                 ok = PySet_Contains(wanted, f);
             if (ok < 0) {

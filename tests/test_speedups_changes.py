@@ -345,7 +345,8 @@ class OddTuple(tuple):  # type: ignore[type-arg]
         return "t" if i == 0 else tuple.__getitem__(self, i)
 
 
-FIELDS = st.sampled_from(["s", "s", "s", "t", "_schema", Sub("s"), Sub("_schema"), 1, None])
+NAN = float("nan")
+FIELDS = st.sampled_from(["s", "s", "s", "t", "_schema", Sub("s"), Sub("_schema"), 1, None, NAN])
 ITEMS = st.one_of(st.tuples(FIELDS, st.integers(0, 9)), st.tuples(FIELDS, st.integers(0, 9)),
                   st.tuples(FIELDS, st.integers(0, 9)).map(lambda t: Pair(*t)),
                   st.tuples(FIELDS, st.integers(0, 9)).map(OddTuple), st.just(()), st.integers(0, 9),
@@ -393,7 +394,7 @@ def _call_each_run(impl: Any, items: list[Any], start: Any, token_kind: str, wan
 @given(items=st.lists(ITEMS, max_size=8), start=st.one_of(STARTS, st.just(0), st.just(0)),
        token_kind=st.sampled_from(["list", "list", "list", "false", "one", "empty", "tuple", "sub", "str"]),
        wanted=st.sampled_from([None, frozenset({"s"}), frozenset({"s", "t", "_schema"}), frozenset(), {"s"}, ["s"], 3]),
-       skip=st.sampled_from(["_schema", "_schema", Sub("_schema"), None, []]),
+       skip=st.sampled_from(["_schema", "_schema", Sub("_schema"), None, [], NAN]),
        plan=st.dictionaries(st.integers(0, 9), st.sampled_from(["raise", "halt", "stop", "empty", "pop", "grow"]),
                             max_size=3))
 def test_call_each_is_the_reference_call_for_call(items: list[Any], start: Any, token_kind: str, wanted: Any, skip: Any,
@@ -425,6 +426,8 @@ def test_call_each_runs_in_c_and_hands_back_each_failure() -> None:
     with pytest.raises(TypeError, match="unhashable"):
         HOT.call_each(cb, [([], 1)], 0, [True], frozenset({"s"}), "_schema")
     assert _reference_calls(HOT.call_each, cb, [OddTuple(("s", 1))], 0, [True], None, "_schema") == ["call_each"]
+    seen.clear()
+    assert HOT.call_each(seen.append, [(NAN, 1)], 0, [True], None, NAN) == (1, None) and len(seen) == 1  # (NaN != NaN)
 
 
 # ---- references, leaks, columns changed under the loop ----------------------------------
