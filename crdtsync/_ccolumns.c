@@ -671,6 +671,395 @@ static PyObject *unpack_record(PyObject *self, PyObject *const *args, Py_ssize_t
     Py_RETURN_NONE;
 }
 
+/* ---- what a subscriber of a record is handed: registers, events, changes ----------- */
+
+/* lww_column and one_field_changes build, per event, the objects the reference builds
+ * with cls.__new__(cls) plus three attribute sets, and with tuple.__new__: the same
+ * allocation (the type's tp_alloc, which zero-fills and tracks the object for the
+ * collector) and the same contents, without going through the attribute and argument
+ * machinery. Only for classes whose instances that makes exactly; any other class goes
+ * to the reference.
+ *
+ * Ownership: each new object gets the references it holds when it is filled in, right
+ * after its tp_alloc and before anything else is allocated (tp_alloc may run a
+ * collection, and with it finalizers, i.e. Python code: no half-filled object is ever
+ * reachable). The result list is untracked by the collector while it is filled (a
+ * finalizer calling gc.get_objects() cannot see its empty items) and tracked at the end.
+ * The loops go over the columns as the reference's zip does (each step reads item i of
+ * each column as it is then, and stops at the first column that has no item i), and take
+ * a reference to what they read before the next tp_alloc: code run by a finalizer that
+ * shortens or extends a column gets what it gets from the reference, never a read of
+ * freed memory. The result is allocated at the columns' length first (put_at extends or
+ * trims it when a column changed). */
+
+#ifdef Py_T_OBJECT_EX /* (3.12+: descrobject.h) */
+#define SLOT_OBJECT_EX Py_T_OBJECT_EX
+#define SLOT_READONLY Py_READONLY
+#else
+#include <structmember.h>
+#define SLOT_OBJECT_EX T_OBJECT_EX
+#define SLOT_READONLY READONLY
+#endif
+
+static PyObject *S_TS, *S_ACTOR, *S_VALUE, *S_NEW; /* "_ts", "_actor", "_value", "__new__" */
+
+/* Whether an object is a leaf for the cyclic garbage collector: of a type it does not
+ * manage (ints, str, floats, bytes, None, bools, _chandles.Packed), or one it does not
+ * track and that does not start being tracked of itself (CPython re-tracks an exact dict
+ * it had untracked once a container goes in; a tuple, the other type it untracks, cannot
+ * change, and nothing else is untracked but by the code that made it, as the objects
+ * below are). An object holding only leaves, and never changed after it is made, can be
+ * in no reference cycle: the registers, events and changes made here are untracked when
+ * all they hold are leaves, which CPython does itself for tuples at their first
+ * collection. Not scanning them is what it saves: a subscriber's changes of a record are
+ * 3 objects per event, and when they outlive a collection (kept by the subscriber, or
+ * because the collector runs mid-record) each collection walks them. Registers and
+ * events are immutable values (nothing in crdtsync sets an attribute of one after it is
+ * made); one changed by force to hold a container that refers back to it would make a
+ * cycle the collector cannot free: a leak, never a crash (untracked objects are freed
+ * by their reference counts as any other). */
+static inline int leaf(PyObject *o) {
+    if (!PyType_IS_GC(Py_TYPE(o))) /* (the common case, inline: str, int, float, ...) */
+        return 1;
+    return !PyObject_IS_GC(o) || (!PyObject_GC_IsTracked(o) && !PyDict_Check(o));
+}
+
+/* out[j] = x, stealing x: into the slot allocated for it, or appended past the length
+ * allocated (a column grew meanwhile); 0, or -1 with an exception */
+static inline int put_at(PyObject *out, Py_ssize_t j, Py_ssize_t allocated, PyObject *x) {
+    if (j < allocated) {
+        PyList_SET_ITEM(out, j, x);
+        return 0;
+    }
+    int err = PyList_Append(out, x);
+    Py_DECREF(x);
+    return err;
+}
+
+/* the list of the first `made` items of `out` (allocated at `allocated` items, the rest
+ * NULL: a column shrank meanwhile), tracked by the collector again */
+static PyObject *finish(PyObject *out, Py_ssize_t made, Py_ssize_t allocated) {
+    if (made < allocated)
+        Py_SET_SIZE(out, made); /* (the slots past it were never filled) */
+    PyObject_GC_Track(out);
+    return out;
+}
+
+/* Where `r._<name> = x` stores x for an instance of cls, as object.__setattr__ finds it
+ * (the first class of the MRO whose dict has the name): 1 and *off when that is a
+ * writable object slot (Py_T_OBJECT_EX) of a base of cls; 0 for anything else (no
+ * exception); -1 with an exception. */
+static int slot_offset(PyTypeObject *cls, PyObject *name, Py_ssize_t *off) {
+    PyObject *mro = cls->tp_mro;
+    if (mro == NULL || !PyTuple_CheckExact(mro))
+        return 0;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(mro); i++) {
+        PyObject *base = PyTuple_GET_ITEM(mro, i);
+        if (!PyType_Check(base) || ((PyTypeObject *)base)->tp_dict == NULL)
+            return 0; /* (3.12+: a static builtin type's dict is not there; never ours) */
+        PyObject *d = PyDict_GetItemWithError(((PyTypeObject *)base)->tp_dict, name); /* borrowed */
+        if (d == NULL) {
+            if (PyErr_Occurred())
+                return -1;
+            continue;
+        }
+        if (!Py_IS_TYPE(d, &PyMemberDescr_Type))
+            return 0; /* (a property, a method, a plain attribute: the reference's) */
+        PyMemberDef *m = ((PyMemberDescrObject *)d)->d_member;
+#ifdef Py_RELATIVE_OFFSET
+        if (m->flags & Py_RELATIVE_OFFSET)
+            return 0; /* (3.12+: an offset from the base's end, not from the object) */
+#endif
+        if (m->type != SLOT_OBJECT_EX || (m->flags & SLOT_READONLY) || !PyType_IsSubtype(cls, PyDescr_TYPE(d))
+            || m->offset < (Py_ssize_t)sizeof(PyObject)
+            || m->offset + (Py_ssize_t)sizeof(PyObject *) > cls->tp_basicsize)
+            return 0;
+        *off = m->offset;
+        return 1;
+    }
+    return 0;
+}
+
+/* Whether cls.__new__(cls) is type->tp_alloc(type, 0) and nothing else, and setting an
+ * attribute is object.__setattr__: object's own __new__ (not overridden anywhere in the
+ * MRO, not abstract), the generic allocator and setattr, no instance dict. */
+static int plain_object_class(PyTypeObject *cls) {
+    if (cls->tp_new != PyBaseObject_Type.tp_new || cls->tp_alloc != PyType_GenericAlloc
+        || cls->tp_setattro != PyObject_GenericSetAttr || cls->tp_itemsize != 0 || cls->tp_dictoffset != 0
+        || (cls->tp_flags & Py_TPFLAGS_IS_ABSTRACT))
+        return 0;
+#ifdef Py_TPFLAGS_MANAGED_DICT
+    if (cls->tp_flags & Py_TPFLAGS_MANAGED_DICT)
+        return 0;
+#endif
+    return 1;
+}
+
+static PyObject *lww_column(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    WANT_ARGS("lww_column", 4);
+    PyObject *ts = args[1], *actors = args[2], *values = args[3];
+    if (!PyType_Check(args[0]) || !PyList_CheckExact(ts) || !PyList_CheckExact(actors) || !PyList_CheckExact(values))
+        REFERENCE("lww_column");
+    PyTypeObject *cls = (PyTypeObject *)args[0];
+    Py_ssize_t n = PyList_GET_SIZE(ts);
+    if (PyList_GET_SIZE(actors) != n || PyList_GET_SIZE(values) != n || !plain_object_class(cls))
+        REFERENCE("lww_column"); /* (different lengths: the reference's ValueError) */
+    /* looked up on every call (three dict lookups per record, not per event): a class
+     * changed since the last call is judged as it is now */
+    Py_ssize_t off_ts, off_actor, off_value;
+    int ok = slot_offset(cls, S_TS, &off_ts);
+    if (ok > 0)
+        ok = slot_offset(cls, S_ACTOR, &off_actor);
+    if (ok > 0)
+        ok = slot_offset(cls, S_VALUE, &off_value);
+    if (ok < 0)
+        return NULL;
+    if (ok == 0 || off_ts == off_actor || off_ts == off_value || off_actor == off_value)
+        REFERENCE("lww_column"); /* (one slot under two names: each set would replace the last) */
+    PyObject *out = PyList_New(n);
+    if (out == NULL)
+        return NULL;
+    PyObject_GC_UnTrack(out);
+    Py_ssize_t i = 0;
+    for (; i < PyList_GET_SIZE(ts) && i < PyList_GET_SIZE(actors) && i < PyList_GET_SIZE(values); i++) {
+        /* new references, each handed to the register below */
+        PyObject *t = Py_NewRef(PyList_GET_ITEM(ts, i));
+        PyObject *a = Py_NewRef(PyList_GET_ITEM(actors, i));
+        PyObject *v = Py_NewRef(PyList_GET_ITEM(values, i));
+        PyObject *r = cls->tp_alloc(cls, 0); /* (zero-filled: the three slots are NULL) */
+        if (r == NULL) {
+            Py_DECREF(t);
+            Py_DECREF(a);
+            Py_DECREF(v);
+            Py_DECREF(out);
+            return NULL;
+        }
+        *(PyObject **)((char *)r + off_ts) = t;
+        *(PyObject **)((char *)r + off_actor) = a;
+        *(PyObject **)((char *)r + off_value) = v;
+        if (PyType_IS_GC(cls) && leaf(t) && leaf(a) && leaf(v))
+            PyObject_GC_UnTrack(r); /* (see leaf) */
+        if (put_at(out, i, n, r) < 0) { /* (steals r) */
+            Py_DECREF(out);
+            return NULL;
+        }
+    }
+    return finish(out, i, n);
+}
+
+/* Whether tuple.__new__(t, items) is t->tp_alloc(t, len(items)) with the items copied in
+ * and nothing else: a class made by a class statement directly on tuple (a NamedTuple),
+ * with no instance dict and tuple's layout and allocator, whose __new__ is tuple's or
+ * defined in Python in its own body (tuple.__new__ bypasses that one; a __new__ in C,
+ * as a struct sequence's, makes tuple.__new__ refuse the class: the reference's). */
+static int plain_tuple_class(PyObject *o) {
+    if (!PyType_Check(o))
+        return 0;
+    PyTypeObject *t = (PyTypeObject *)o;
+    if (!(t->tp_flags & Py_TPFLAGS_HEAPTYPE) || t->tp_base != &PyTuple_Type || t->tp_dict == NULL
+        || t->tp_basicsize != PyTuple_Type.tp_basicsize || t->tp_itemsize != PyTuple_Type.tp_itemsize
+        || t->tp_dictoffset != 0 || t->tp_alloc != PyType_GenericAlloc)
+        return 0;
+    if (t->tp_new == PyTuple_Type.tp_new)
+        return 1;
+    PyObject *own = PyDict_GetItemWithError(t->tp_dict, S_NEW); /* borrowed; (str key: no error) */
+    return own != NULL && (Py_IS_TYPE(own, &PyStaticMethod_Type) || PyFunction_Check(own));
+}
+
+/* first_seq + i (first: first_seq, an exact int within int64), as a new int */
+static PyObject *seq_at(PyObject *first_seq, long long first, Py_ssize_t i) {
+    if (first <= LLONG_MAX - (long long)i)
+        return PyLong_FromLongLong(first + (long long)i);
+    PyObject *step = PyLong_FromSsize_t(i);
+    if (step == NULL)
+        return NULL;
+    PyObject *seq = PyNumber_Add(first_seq, step); /* (beyond int64, as the reference's count) */
+    Py_DECREF(step);
+    return seq;
+}
+
+static PyObject *one_field_changes(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    WANT_ARGS("one_field_changes", 10);
+#if PY_VERSION_HEX >= 0x030E0000
+    /* 3.14+: a tuple caches its hash in the object, and tp_alloc's zero is not "no hash
+     * yet" (tuple.__new__ resets it): the reference builds them */
+    REFERENCE("one_field_changes");
+#else
+    PyObject *change_t = args[0], *event_t = args[1], *origin = args[2], *hlcs = args[4], *field = args[5],
+             *keys = args[6], *deltas = args[7], *fversion = args[8];
+    long long first;
+    Py_ssize_t start;
+    if (!PyList_CheckExact(hlcs) || !PyList_CheckExact(keys) || !PyList_CheckExact(deltas)
+        || !as_i64(args[3], &first) || !as_index(args[9], &start))
+        REFERENCE("one_field_changes");
+    Py_ssize_t n = PyList_GET_SIZE(keys);
+    if (PyList_GET_SIZE(hlcs) != n || PyList_GET_SIZE(deltas) != n || !plain_tuple_class(change_t)
+        || !plain_tuple_class(event_t))
+        REFERENCE("one_field_changes"); /* (different lengths: the reference's ValueError) */
+    Py_ssize_t m = start < n ? n - start : 0;
+    PyTypeObject *ct = (PyTypeObject *)change_t, *et = (PyTypeObject *)event_t;
+    PyObject *out = PyList_New(m);
+    if (out == NULL)
+        return NULL;
+    PyObject_GC_UnTrack(out);
+    int same_leaves = leaf(origin) && leaf(field) && leaf(fversion); /* (in every event) */
+    Py_ssize_t i = start;
+    for (; i < PyList_GET_SIZE(keys) && i < PyList_GET_SIZE(hlcs) && i < PyList_GET_SIZE(deltas); i++) {
+        PyObject *seq = seq_at(args[3], first, i); /* (an int: no collection) */
+        if (seq == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        /* new references, each handed to the event or the change below (the key twice) */
+        PyObject *h = Py_NewRef(PyList_GET_ITEM(hlcs, i));
+        PyObject *k = PyList_GET_ITEM(keys, i);
+        Py_INCREF(k);
+        Py_INCREF(k);
+        PyObject *d = Py_NewRef(PyList_GET_ITEM(deltas, i));
+        PyObject *ev = et->tp_alloc(et, 7);
+        if (ev == NULL) {
+            Py_DECREF(seq);
+            Py_DECREF(h);
+            Py_DECREF(k);
+            Py_DECREF(k);
+            Py_DECREF(d);
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(ev, 0, Py_NewRef(origin));
+        PyTuple_SET_ITEM(ev, 1, seq);
+        PyTuple_SET_ITEM(ev, 2, h);
+        PyTuple_SET_ITEM(ev, 3, Py_NewRef(field));
+        PyTuple_SET_ITEM(ev, 4, k);
+        PyTuple_SET_ITEM(ev, 5, d);
+        PyTuple_SET_ITEM(ev, 6, Py_NewRef(fversion));
+        int ev_leaf = same_leaves && leaf(h) && leaf(k) && leaf(d); /* (the seq is an int) */
+        if (ev_leaf)
+            PyObject_GC_UnTrack(ev); /* (see leaf) */
+        PyObject *ch = ct->tp_alloc(ct, 4);
+        if (ch == NULL) {
+            Py_DECREF(ev);
+            Py_DECREF(k);
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(ch, 0, Py_NewRef(field));
+        PyTuple_SET_ITEM(ch, 1, k);
+        PyTuple_SET_ITEM(ch, 2, ev);
+        PyTuple_SET_ITEM(ch, 3, Py_NewRef(Py_False));
+        if (ev_leaf) /* (the change holds the field, the key, the event and False) */
+            PyObject_GC_UnTrack(ch);
+        if (put_at(out, i - start, m, ch) < 0) { /* (steals ch) */
+            Py_DECREF(out);
+            return NULL;
+        }
+    }
+    return finish(out, i > start ? i - start : 0, m);
+#endif
+}
+
+
+/* ---- call_each: a record's changes through its one subscriber -------------------------- */
+
+/* the rest of call_each run by the reference, from item i on */
+static PyObject *call_each_from(Py_ssize_t i, PyObject *const *args) {
+    PyObject *from = PyLong_FromSsize_t(i);
+    if (from == NULL)
+        return NULL;
+    PyObject *again[6] = {args[0], args[1], from, args[3], args[4], args[5]};
+    PyObject *r = reference("call_each", again, 6, NULL);
+    Py_DECREF(from);
+    return r;
+}
+
+/* whether item[0] of the reference is PyTuple_GET_ITEM(item, 0): a tuple, or a subclass
+ * (a NamedTuple) that keeps tuple's subscript */
+static inline int plain_tuple(PyObject *item) {
+    return PyTuple_CheckExact(item)
+           || (PyTuple_Check(item) && Py_TYPE(item)->tp_as_mapping != NULL
+               && Py_TYPE(item)->tp_as_mapping->mp_subscript == PyTuple_Type.tp_as_mapping->mp_subscript);
+}
+
+/* The reference's loop: per item, the token, then the field against skip and wanted, then
+ * cb(item). The verdict on a field is kept while the next items have the very same field
+ * object and it is an exact str (whose == and hash run no code: the same verdict every
+ * time); a record's changes share one. An Exception raised by cb is handed back with its
+ * index (the caller logs it and calls again from the next item), anything else
+ * propagates. An item, token or filter of another kind (also one a callback made so:
+ * an emptied token) is the reference's from the item reached. Each item is held while
+ * its field is judged and cb runs (cb may drop it from the list). */
+static PyObject *call_each(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    WANT_ARGS("call_each", 6);
+    PyObject *cb = args[0], *items = args[1], *token = args[3], *wanted = args[4], *skip = args[5];
+    Py_ssize_t i;
+    if (!PyList_CheckExact(items) || !PyList_CheckExact(token) || !as_index(args[2], &i)
+        || !(wanted == Py_None || PyFrozenSet_CheckExact(wanted)))
+        REFERENCE("call_each");
+    PyObject *last = NULL; /* (held: the exact str judged last, compared by address) */
+    int last_ok = 0;
+    for (; i < PyList_GET_SIZE(items); i++) {
+        if (PyList_GET_SIZE(token) < 1 || !plain_tuple(PyList_GET_ITEM(items, i))
+            || PyTuple_GET_SIZE(PyList_GET_ITEM(items, i)) < 1) {
+            Py_XDECREF(last);
+            return call_each_from(i, args); /* (its IndexError, or what item[0] does) */
+        }
+        if (PyList_GET_ITEM(token, 0) != Py_True) {
+            Py_XDECREF(last);
+            return Py_BuildValue("(nO)", i, Py_None);
+        }
+        PyObject *item = Py_NewRef(PyList_GET_ITEM(items, i));
+        PyObject *f = PyTuple_GET_ITEM(item, 0); /* (held by the item) */
+        int ok;
+        if (f == last) {
+            ok = last_ok;
+        } else {
+            /* f != skip as Python evaluates it (RichCompareBool would say "equal" for the
+             * same object without asking it: a NaN is != itself) */
+            PyObject *ne = PyObject_RichCompare(f, skip, Py_NE);
+            ok = ne == NULL ? -1 : PyObject_IsTrue(ne);
+            Py_XDECREF(ne);
+            if (ok > 0 && wanted != Py_None)
+                ok = PySet_Contains(wanted, f);
+            if (ok < 0) {
+                Py_DECREF(item);
+                Py_XDECREF(last);
+                return NULL; /* (an unhashable field, an == that raised: as the reference) */
+            }
+            /* (an exact str with an exact str to skip: the same verdict for the same object) */
+            int keep = PyUnicode_CheckExact(f) && PyUnicode_CheckExact(skip);
+            Py_XSETREF(last, keep ? Py_NewRef(f) : NULL);
+            last_ok = ok;
+        }
+        if (!ok) {
+            Py_DECREF(item);
+            continue;
+        }
+        PyObject *r = PyObject_Vectorcall(cb, &item, 1, NULL);
+        Py_DECREF(item);
+        if (r != NULL) {
+            Py_DECREF(r);
+            continue;
+        }
+        Py_XDECREF(last);
+        if (!PyErr_ExceptionMatches(PyExc_Exception))
+            return NULL; /* (KeyboardInterrupt, SystemExit, ...: as the reference) */
+#if PY_VERSION_HEX >= 0x030C0000
+        PyObject *exc = PyErr_GetRaisedException();
+#else
+        PyObject *type, *exc, *tb;
+        PyErr_Fetch(&type, &exc, &tb);
+        PyErr_NormalizeException(&type, &exc, &tb);
+        if (tb != NULL)
+            PyException_SetTraceback(exc, tb);
+        Py_XDECREF(type);
+        Py_XDECREF(tb);
+#endif
+        return Py_BuildValue("(nN)", i, exc); /* (N: the result takes the reference to exc) */
+    }
+    Py_XDECREF(last);
+    return Py_BuildValue("(nO)", i, Py_None);
+}
+
 /* ---- the module -------------------------------------------------------------------- */
 
 static PyObject *bind(PyObject *self, PyObject *module) {
@@ -692,6 +1081,10 @@ static PyMethodDef methods[] = {
     FN(strictly_rising, "strictly_rising(ts, start): see crdtsync/_hot.py"),
     FN(overlay_put, "overlay_put(own, keys, ts, values, start, ai): see crdtsync/_hot.py"),
     FN(unpack_record, "unpack_record(data): see crdtsync/_hot.py"),
+    FN(lww_column, "lww_column(cls, ts, actors, values): see crdtsync/_hot.py"),
+    FN(one_field_changes, "one_field_changes(change_t, event_t, origin, first_seq, hlcs, field, keys, deltas, "
+                          "field_version, start): see crdtsync/_hot.py"),
+    FN(call_each, "call_each(cb, items, start, token, wanted, skip): see crdtsync/_hot.py"),
     {"bind", bind, METH_O, "bind(module): the reference module unusual inputs are handed to (crdtsync/_hot.py)"},
     {NULL},
 };
@@ -704,7 +1097,11 @@ static struct PyModuleDef moduledef = {
 PyMODINIT_FUNC PyInit__ccolumns(void) {
     ZERO = PyLong_FromLong(0);
     SIXTY4 = PyLong_FromLong(64);
-    if (ZERO == NULL || SIXTY4 == NULL)
+    S_TS = PyUnicode_InternFromString("_ts");
+    S_ACTOR = PyUnicode_InternFromString("_actor");
+    S_VALUE = PyUnicode_InternFromString("_value");
+    S_NEW = PyUnicode_InternFromString("__new__");
+    if (ZERO == NULL || SIXTY4 == NULL || S_TS == NULL || S_ACTOR == NULL || S_VALUE == NULL || S_NEW == NULL)
         return NULL;
     return PyModule_Create(&moduledef);
 }

@@ -23,7 +23,12 @@ its own module, which keeps everything else:
   does it);
 * the joins of one writer's record: counters (:func:`raise_totals`, called by
   :class:`crdtsync._tables.CounterTable`) and LWW registers (:func:`strictly_rising`,
-  :func:`overlay_put`, called by :class:`crdtsync._tables.LWWTable`).
+  :func:`overlay_put`, called by :class:`crdtsync._tables.LWWTable`);
+* what a subscriber of a record is handed: the registers of an LWW column
+  (:func:`lww_column`, called by ``LWWRegister._from_columns``) and the changes of a
+  one-field record (:func:`one_field_changes`, called by :mod:`crdtsync.replica.apply`),
+  and the loop of a record's changes through its one subscriber's filter and callback
+  (:func:`call_each`, called by :meth:`crdtsync.replica.subscriptions.Subscriptions.notify_all`).
 
 Rules for this file: no imports beyond the standard library (what a loop needs from
 crdtsync is passed in); untrusted input is checked with ``type(x) is ...`` (bools are not
@@ -32,10 +37,11 @@ ints, subclasses are not their base).
 
 from __future__ import annotations
 
+from itertools import count, islice, repeat
 from typing import Any, Final
 
 __all__ = ["hlc_steps", "keys_ok", "hlc_column", "hlc_check", "stamped_totals_ok", "scalar_column", "raise_totals", "strictly_rising", "overlay_put",
-           "unpack_record"]
+           "unpack_record", "lww_column", "one_field_changes", "call_each"]
 
 U64_LIMIT: Final = 2**64
 U64_MASK: Final = 2**64 - 1
@@ -186,3 +192,70 @@ def unpack_record(data: Any) -> list[Any] | None:
     ``msgpack.unpackb(data, raw=False, use_list=True)`` returns, and says None for
     anything else (tests/test_speedups.py compares it with msgpack)."""
     return None
+
+
+def lww_column(cls: Any, ts: Any, actors: Any, values: Any) -> list[Any]:
+    """One ``cls`` instance per event, made by ``cls.__new__(cls)`` (no ``__init__``) with
+    its ``_ts``, ``_actor`` and ``_value`` set from the three columns (an LWW register's
+    column form: ``LWWRegister._from_columns``). Columns of different lengths are a
+    ValueError. The C version writes the three slots directly, for a class whose
+    instances are exactly what this makes (slots of a plain ``object.__new__`` class)."""
+    if not len(ts) == len(actors) == len(values):
+        raise ValueError("lww_column: columns of different lengths")
+    new = cls.__new__
+    out: list[Any] = []
+    add = out.append
+    for t, a, v in zip(ts, actors, values):
+        r = new(cls)
+        r._ts = t
+        r._actor = a
+        r._value = v
+        add(r)
+    return out
+
+
+def one_field_changes(change_t: Any, event_t: Any, origin: Any, first_seq: Any, hlcs: Any, field: Any, keys: Any,
+                      deltas: Any, field_version: Any, start: Any) -> list[Any]:
+    """The subscriber's changes of a record of one field, from event ``start`` on:
+    ``change_t(field, key, event_t(origin, first_seq + i, hlcs[i], field, key, delta,
+    field_version), False)`` for each event ``i >= start``, both made by ``tuple.__new__``
+    (so both must be tuple subclasses: a TypeError names the one that is not). Columns of
+    different lengths and a negative ``start`` are a ValueError; a ``start`` at or past the
+    end gives ``[]``."""
+    if not len(hlcs) == len(keys) == len(deltas):
+        raise ValueError("one_field_changes: columns of different lengths")
+    if start < 0:
+        raise ValueError("one_field_changes: start < 0")
+    if start:  # (islice, not a copy: the columns are read as they are at each step, as the C version reads them)
+        hlcs, keys1, keys2, deltas = islice(hlcs, start, None), islice(keys, start, None), islice(keys, start, None), islice(deltas, start, None)
+    else:
+        keys1 = keys2 = keys
+    new = tuple.__new__
+    events = map(new, repeat(event_t),
+                 zip(repeat(origin), count(first_seq + start), hlcs, repeat(field), keys1, deltas, repeat(field_version)))
+    return list(map(new, repeat(change_t), zip(repeat(field), keys2, events, repeat(False))))
+
+
+def call_each(cb: Any, items: Any, start: Any, token: Any, wanted: Any, skip: Any) -> tuple[Any, BaseException | None]:
+    """A subscriber's loop over changes: ``cb(item)`` for each item from ``start`` on, in
+    order, whose field (``item[0]``) is not ``skip`` and is in ``wanted`` (None: any), while
+    ``token[0] is True`` (checked before each item: the owner of the token sets it to
+    False to stop the loop, e.g. when the subscribers change). Returns ``(i, None)``:
+    stopped before item ``i`` (``len(items)``: at the end); or ``(i, exc)``: ``cb(items[i])``
+    raised ``exc``, an :class:`Exception` (anything else propagates), and nothing more was
+    called. A negative ``start`` is a ValueError."""
+    if start < 0:
+        raise ValueError("call_each: start < 0")
+    i = start
+    while i < len(items):
+        if token[0] is not True:
+            return i, None
+        item = items[i]
+        f = item[0]
+        if f != skip and (wanted is None or f in wanted):
+            try:
+                cb(item)
+            except Exception as exc:  # (handed to the caller, which logs and counts it)
+                return i, exc
+        i += 1
+    return i, None

@@ -29,6 +29,7 @@ import logging
 from collections.abc import Callable, MutableMapping, Sequence
 from typing import Any
 
+from .. import speedups
 from .._encoding import packb
 from ..clock import HLC, Dot, hlc_wall_ms
 from ..errors import CorruptRecord, FutureTimestamp, IncompatibleState, UnsupportedVersion
@@ -360,14 +361,18 @@ class Applier:
 
 def _changes(cols: Columns, notified: list[tuple[Any, int, list[int]]]) -> list[Change]:
     """The changes of a columnar record's applied events (each group from its first new
-    index, without its refused events), in the record's event order. The events are the
-    record's own (:meth:`~crdtsync.events.Columns.batch`, built once per record)."""
+    index, without its refused events), in the record's event order. The common record
+    (one field, no event refused) gets its events and changes built together, a column at
+    a time (``_hot.one_field_changes``, in C when compiled); any other takes the record's
+    own events (:meth:`~crdtsync.events.Columns.batch`, built once per record)."""
+    if len(notified) == 1 and not notified[0][2] and notified[0][0].positions is None:
+        g, start, _ = notified[0]
+        changes: list[Change] = speedups.hot.one_field_changes(
+            Change, Event, cols.origin, cols.first_seq, cols.hlcs, g.field, g.keys, g.delta_list(), g.field_version,
+            start)
+        return changes
     events = cols.batch().events
     new = tuple.__new__
-    if len(notified) == 1 and not notified[0][2] and notified[0][0].positions is None:
-        g, start, _ = notified[0]  # (the common record: one field, every event new)
-        fname = g.field
-        return [new(Change, (fname, ev.key, ev, False)) for ev in events[start:]]
     out: list[tuple[int, Change]] = []
     for g, start, refused in notified:
         skip = set(refused)

@@ -426,7 +426,9 @@ class LWWRegister(StampReads, CRDT[Any]):
 
     @classmethod
     def _from_columns(cls, cols: Any) -> list[Any]:
-        return list(map(LWWRegister._raw, *cols))
+        # (what ``_raw`` makes, a column at a time: ``_hot.lww_column``, in C when compiled)
+        ts, actors, values = cols
+        return speedups.hot.lww_column(LWWRegister, ts, actors, values)  # type: ignore[no-any-return]
 
     @classmethod
     def _join_columns(cls, table: MutableMapping[str, CRDT[Any]], keys: list[str], cols: Any,
