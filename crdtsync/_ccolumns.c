@@ -490,6 +490,169 @@ static PyObject *overlay_put(PyObject *self, PyObject *const *args, Py_ssize_t n
 }
 
 
+/* overlay_join(own, rows, names, own_ai, keys, ts, values, start, ai): see crdtsync/_hot.py.
+ * Stops (returns its index) wherever the reference stops; any input not of the shapes
+ * it reads (not a dict, list or int where one goes) goes to the reference whole. */
+static inline int small_stamp(PyObject *o, long long *out) {
+    if (!PyLong_CheckExact(o))
+        return 0;
+    int overflow = 0;
+    long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
+    if (overflow || (v == -1 && PyErr_Occurred())) {
+        PyErr_Clear();
+        return 0;
+    }
+    if (v < 0)
+        return 0;
+    *out = v;
+    return 1;
+}
+
+static PyObject *overlay_join(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    WANT_ARGS("overlay_join", 9);
+    PyObject *own = args[0], *rows = args[1], *names = args[2], *keys = args[4], *ts = args[5], *values = args[6];
+    long long own_ai, ai;
+    Py_ssize_t start;
+    if (!PyDict_CheckExact(own) || !PyDict_CheckExact(rows) || !PyList_CheckExact(names) || !PyList_CheckExact(keys)
+        || !PyList_CheckExact(ts) || !PyList_CheckExact(values) || !as_index(args[7], &start)
+        || !PyLong_CheckExact(args[3]) || !PyLong_CheckExact(args[8]))
+        REFERENCE("overlay_join");
+    own_ai = PyLong_AsLongLong(args[3]);
+    ai = PyLong_AsLongLong(args[8]);
+    if ((own_ai == -1 || ai == -1) && PyErr_Occurred()) {
+        PyErr_Clear();
+        REFERENCE("overlay_join");
+    }
+    Py_ssize_t n = PyList_GET_SIZE(keys);
+    if (PyList_GET_SIZE(ts) < n)
+        n = PyList_GET_SIZE(ts);
+    if (PyList_GET_SIZE(values) < n)
+        n = PyList_GET_SIZE(values);
+    long long top = -1;
+    Py_ssize_t i = start;
+    if (ai < 0 || ai >= PyList_GET_SIZE(names) || !PyUnicode_CheckExact(PyList_GET_ITEM(names, ai)))
+        goto done;
+    PyObject *actor = PyList_GET_ITEM(names, ai);
+    Py_INCREF(actor); /* (names may change under a key's __eq__: hold what is compared) */
+    PyObject *ai_obj = args[8];
+    for (; i < n; i++) {
+        /* the list items read may be replaced by a callback of a key comparison: take
+         * references to what this iteration uses */
+        PyObject *key = PyList_GET_ITEM(keys, i);
+        PyObject *t_obj = PyList_GET_ITEM(ts, i);
+        long long t, cur_t = -1, cur_ai = ai;
+        if (!PyUnicode_CheckExact(key) || !small_stamp(t_obj, &t))
+            break;
+        Py_INCREF(key);
+        Py_INCREF(t_obj);
+        PyObject *cur = PyDict_GetItemWithError(own, key); /* (borrowed) */
+        int stop = 0, lose = 0;
+        if (cur != NULL) {
+            Py_INCREF(cur);
+            Py_ssize_t len = PyTuple_CheckExact(cur) ? PyTuple_GET_SIZE(cur) : -1;
+            if ((len != 2 && len != 3) || !small_stamp(PyTuple_GET_ITEM(cur, 0), &cur_t))
+                stop = 1;
+            else if (len == 3) {
+                PyObject *c = PyTuple_GET_ITEM(cur, 2);
+                if (!PyLong_CheckExact(c))
+                    cur_ai = -1; /* (judged only on a tie, where it stops) */
+                else {
+                    cur_ai = PyLong_AsLongLong(c);
+                    if (cur_ai == -1 && PyErr_Occurred()) {
+                        PyErr_Clear();
+                        cur_ai = -1;
+                    }
+                }
+            } else
+                cur_ai = own_ai;
+            Py_DECREF(cur);
+        } else if (PyErr_Occurred()) {
+            Py_DECREF(key);
+            Py_DECREF(t_obj);
+            Py_DECREF(actor);
+            return NULL;
+        } else {
+            PyObject *row = PyDict_GetItemWithError(rows, key);
+            if (row == NULL && PyErr_Occurred()) {
+                Py_DECREF(key);
+                Py_DECREF(t_obj);
+                Py_DECREF(actor);
+                return NULL;
+            }
+            if (row != NULL) {
+                if (!PyBytes_CheckExact(row) || PyBytes_GET_SIZE(row) < 11)
+                    stop = 1;
+                else {
+                    const unsigned char *b = (const unsigned char *)PyBytes_AS_STRING(row);
+                    uint64_t u = 0;
+                    for (int k = 7; k >= 0; k--)
+                        u = (u << 8) | b[k];
+                    cur_t = (long long)u;
+                    cur_ai = (long long)(b[8] | (b[9] << 8));
+                }
+            }
+        }
+        if (!stop && cur_t >= 0) {
+            if (t < cur_t)
+                lose = 1;
+            else if (t == cur_t) {
+                if (cur_ai < 0 || cur_ai >= PyList_GET_SIZE(names) || !PyUnicode_CheckExact(PyList_GET_ITEM(names, cur_ai)))
+                    stop = 1;
+                else {
+                    PyObject *cur_a = PyList_GET_ITEM(names, cur_ai);
+                    Py_INCREF(cur_a);
+                    int lt = PyUnicode_Compare(actor, cur_a);
+                    Py_DECREF(cur_a);
+                    if (lt == -1 && PyErr_Occurred()) {
+                        Py_DECREF(key);
+                        Py_DECREF(t_obj);
+                        Py_DECREF(actor);
+                        return NULL;
+                    }
+                    if (lt < 0)
+                        lose = 1;
+                    else if (lt == 0)
+                        stop = 1; /* a tie: the values' bytes decide, the general way */
+                }
+            }
+        }
+        if (stop) {
+            Py_DECREF(key);
+            Py_DECREF(t_obj);
+            break;
+        }
+        if (!lose) {
+            if (i >= PyList_GET_SIZE(values)) { /* (the list shrank under a comparison) */
+                Py_DECREF(key);
+                Py_DECREF(t_obj);
+                break;
+            }
+            PyObject *v = PyList_GET_ITEM(values, i);
+            PyObject *entry = PyTuple_Pack(3, t_obj, v, ai_obj);
+            if (entry != NULL && !(PyObject_IS_GC(v) && PyObject_GC_IsTracked(v)))
+                PyObject_GC_UnTrack(entry); /* (a stamp, an atom and an index: in no cycle) */
+            int err = entry == NULL || PyDict_SetItem(own, key, entry) < 0;
+            Py_XDECREF(entry);
+            if (err) {
+                Py_DECREF(key);
+                Py_DECREF(t_obj);
+                Py_DECREF(actor);
+                return NULL;
+            }
+            if (t > top)
+                top = t;
+        }
+        Py_DECREF(key);
+        Py_DECREF(t_obj);
+        if (n > PyList_GET_SIZE(keys) || n > PyList_GET_SIZE(ts) || n > PyList_GET_SIZE(values))
+            n = i + 1; /* (a column shrank under a comparison: stop after this event) */
+    }
+    Py_DECREF(actor);
+done:
+    return Py_BuildValue("(nL)", i, top);
+}
+
+
 /* ---- unpack_record: msgpack of the common shapes, with a cache of short keys ------- */
 
 /* What msgpack.unpackb(data, raw=False, use_list=True) returns for a record made only of
@@ -1080,6 +1243,7 @@ static PyMethodDef methods[] = {
     FN(raise_totals, "raise_totals(rows, keys, totals, start, actor): see crdtsync/_hot.py"),
     FN(strictly_rising, "strictly_rising(ts, start): see crdtsync/_hot.py"),
     FN(overlay_put, "overlay_put(own, keys, ts, values, start, ai): see crdtsync/_hot.py"),
+    FN(overlay_join, "overlay_join(own, rows, names, own_ai, keys, ts, values, start, ai): see crdtsync/_hot.py"),
     FN(unpack_record, "unpack_record(data): see crdtsync/_hot.py"),
     FN(lww_column, "lww_column(cls, ts, actors, values): see crdtsync/_hot.py"),
     FN(one_field_changes, "one_field_changes(change_t, event_t, origin, first_seq, hlcs, field, keys, deltas, "

@@ -41,7 +41,7 @@ from itertools import count, islice, repeat
 from typing import Any, Final
 
 __all__ = ["hlc_steps", "keys_ok", "hlc_column", "hlc_check", "stamped_totals_ok", "scalar_column", "raise_totals", "strictly_rising", "overlay_put",
-           "unpack_record", "lww_column", "one_field_changes", "call_each"]
+           "overlay_join", "unpack_record", "lww_column", "one_field_changes", "call_each"]
 
 U64_LIMIT: Final = 2**64
 U64_MASK: Final = 2**64 - 1
@@ -182,6 +182,68 @@ def overlay_put(own: dict[Any, Any], keys: list[Any], ts: list[Any], values: lis
         keys, ts, values = keys[start:], ts[start:], values[start:]
     for key, t, v in zip(keys, ts, values):
         own[key] = (t, v, ai)
+
+
+I64_LIMIT: Final = 2**63
+
+
+def overlay_join(own: dict[Any, Any], rows: dict[Any, Any], names: list[Any], own_ai: int, keys: list[Any],
+                 ts: list[Any], values: list[Any], start: int, ai: int) -> tuple[int, int]:
+    """Join one writer's events (actor ``names[ai]``) into an LWW table's overlay, each
+    against what the table holds for its key: the overlay's entry if there is one
+    (``(ts, value, ai)``, or ``(ts, value)`` of the actor ``names[own_ai]``), else the
+    packed row (stamp: int64 little-endian at byte 0; actor index: uint16 at byte 8).
+    An event whose stamp is higher, or equal with a higher actor, wins and is put in the
+    overlay as ``(ts, value, ai)``; one that loses changes nothing. Returns ``(next,
+    top)``: the events from ``start`` to ``next`` (exclusive) are joined, ``top`` is the highest stamp put (-1:
+    none). It stops at the first event it does not judge (``next`` is its index; the
+    caller joins the rest the general way): a key that is not a str, a stamp that is not
+    an int in ``[0, 2**63)``, an entry or row of another shape, an actor index beyond
+    ``names``, and a tie (the same stamp and actor), which the values' bytes decide."""
+    n = min(len(keys), len(ts), len(values))
+    if not 0 <= ai < len(names) or type(names[ai]) is not str:
+        return start, -1
+    actor = names[ai]
+    top = -1
+    i = start
+    while i < n:
+        key, t = keys[i], ts[i]
+        if type(key) is not str or type(t) is not int or not 0 <= t < I64_LIMIT:
+            return i, top
+        cur = own.get(key)
+        if cur is not None:
+            if type(cur) is not tuple or len(cur) not in (2, 3) or type(cur[0]) is not int or not 0 <= cur[0] < I64_LIMIT:
+                return i, top
+            cur_t = cur[0]
+            cur_ai = cur[2] if len(cur) == 3 else own_ai
+        else:
+            row = rows.get(key)
+            if row is None:
+                cur_t = -1
+                cur_ai = ai
+            else:
+                if type(row) is not bytes or len(row) < 11:
+                    return i, top
+                cur_t = int.from_bytes(row[0:8], "little", signed=True)
+                cur_ai = int.from_bytes(row[8:10], "little")
+        if cur_t >= 0:
+            if t < cur_t:
+                i += 1
+                continue
+            if t == cur_t:
+                if type(cur_ai) is not int or not 0 <= cur_ai < len(names) or type(names[cur_ai]) is not str:
+                    return i, top
+                cur_a = names[cur_ai]
+                if actor < cur_a:
+                    i += 1
+                    continue
+                if actor == cur_a:
+                    return i, top
+        own[key] = (t, values[i], ai)
+        if t > top:
+            top = t
+        i += 1
+    return i, top
 
 
 def unpack_record(data: Any) -> list[Any] | None:

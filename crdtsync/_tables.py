@@ -289,21 +289,34 @@ class LWWTable(MutableMapping[str, CRDT[Any]]):
         ts, actors, values = cols
         rows = self._rows
         n = len(keys)
+        first = start  # the first event the loop below joins
         if self._objects is None and n > start:
-            # one writer, stamps rising along the record and above every row and overlay
-            # entry here: every delta wins, the last one per key (the highest stamp) is
-            # what stays; it goes to the overlay, packed when the table is next read
             first_actor = actors[start]
             acts = actors[start:] if start else actors
-            if (self.max_ts < ts[start] and ts[-1] < _I64_LIMIT and acts.count(first_actor) == n - start
-                    and speedups.hot.strictly_rising(ts, start)):
-                ai = self._ix(first_actor)
-                if ai is not None:
-                    # into the overlay, packed when the table is next read (see fold)
-                    own = self.own
-                    speedups.hot.overlay_put(own, keys, ts, values, start, ai)
+            ai = self._ix(first_actor) if acts.count(first_actor) == n - start else None
+            if ai is not None:  # (one writer)
+                own = self.own
+                hot = speedups.hot
+                if self.max_ts < ts[start] and ts[-1] < _I64_LIMIT and hot.strictly_rising(ts, start):
+                    # stamps rising along the record and above every row and overlay entry
+                    # here: every delta wins, the last one per key (the highest stamp)
+                    # stays; into the overlay, packed when the table is next read (fold)
+                    hot.overlay_put(own, keys, ts, values, start, ai)
                     self._foreign = True
                     self.max_ts = ts[-1]
+                    if len(own) > self.OVERLAY_LIMIT:
+                        self.fold()
+                    return n - start, []
+                # else each delta against what is here for its key (the overlay's entry,
+                # else the row): the winners into the overlay; a record of another
+                # partition read after a later one, say. The loop below takes whatever
+                # overlay_join leaves (a tie, an odd stamp)
+                first, top = hot.overlay_join(own, rows, self._actors, self._own_ai, keys, ts, values, start, ai)
+                if top >= 0:
+                    self._foreign = True
+                    if top > self.max_ts:
+                        self.max_ts = top
+                if first >= n:
                     if len(own) > self.OVERLAY_LIMIT:
                         self.fold()
                     return n - start, []
@@ -315,7 +328,7 @@ class LWWTable(MutableMapping[str, CRDT[Any]]):
         raw = LWWRegister._raw
         refused: list[int] = []
         top = self.max_ts
-        for i in range(start, n):
+        for i in range(first, n):
             key = keys[i]
             t = ts[i]
             a = actors[i]

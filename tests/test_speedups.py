@@ -183,6 +183,37 @@ def test_overlay_put(keys: Any, ts: Any, values: Any, start: Any, before: dict[s
     _same("overlay_put", SubDict(before) if sub else before, keys, ts, values, start, 3, mutable=(0,))
 
 
+def _row_bytes(t: int, ai: int) -> bytes:
+    """A packed LWW row's header (stamp, actor index, kind) and a value byte."""
+    import struct
+    return struct.pack("<qHB", t, ai, 2) + b"\x00"
+
+
+OWN_ENTRIES = st.one_of(
+    st.tuples(st.integers(0, 12), st.integers(), st.integers(0, 3)),  # a remote record's entry
+    st.tuples(st.integers(0, 12), st.integers()),  # an own write
+    st.tuples(st.sampled_from(BOUNDS), st.integers(), st.one_of(st.integers(-2, 5), ANY)), ANY,
+)
+ROWS = st.one_of(st.builds(_row_bytes, st.integers(0, 12), st.integers(0, 3)),
+                 st.builds(_row_bytes, st.sampled_from([-(2**63), -1, 2**63 - 1]), st.integers(0, 2**16 - 1)),
+                 st.binary(max_size=12), ANY)
+
+
+@needs_c
+@settings(max_examples=600, deadline=None)
+@given(own=st.dictionaries(st.sampled_from("abcd"), OWN_ENTRIES, max_size=4),
+       rows=st.dictionaries(st.sampled_from("abcde"), ROWS, max_size=4),
+       names=st.one_of(st.just(["a~1", "b~1", "c~1", "b~1"]), st.just(["z~1", "a~1"]), st.lists(ANY, max_size=3)),
+       own_ai=st.one_of(st.integers(-1, 4), ANY), keys=columns(st.one_of(st.sampled_from("abcdef"), ANY)),
+       ts=columns(st.one_of(st.integers(0, 12), st.integers(0, 12), INTS, ANY)), values=columns(ANY),
+       start=STARTS, ai=st.one_of(st.integers(-1, 4), ANY), sub=st.booleans())
+def test_overlay_join(own: dict[str, Any], rows: dict[str, Any], names: Any, own_ai: Any, keys: Any, ts: Any,
+                      values: Any, start: Any, ai: Any, sub: bool) -> None:
+    """Winners into the overlay, losers dropped, and a stop where the reference stops
+    (ties, odd stamps, entries or rows of another shape), on valid and hostile columns."""
+    _same("overlay_join", SubDict(own) if sub else own, rows, names, own_ai, keys, ts, values, start, ai, mutable=(0,))
+
+
 @needs_c
 @pytest.mark.parametrize("name", REF.__all__)
 def test_wrong_argument_counts_and_keywords_raise_what_the_reference_raises(name: str) -> None:
