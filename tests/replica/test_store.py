@@ -19,8 +19,8 @@ from crdtsync.replica.identity import ReplicaIdentity
 from crdtsync.replica.stats import ReplicaStats
 from crdtsync.replica.store import Store, View
 from crdtsync.schema import Schema
-from crdtsync.types.counters import GCounter
 from crdtsync.types import registers
+from crdtsync.types.counters import GCounter
 from crdtsync.types.registers import LWWRegister
 
 from ._parts import sync
