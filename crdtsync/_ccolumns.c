@@ -1223,6 +1223,143 @@ static PyObject *call_each(PyObject *self, PyObject *const *args, Py_ssize_t nar
     return Py_BuildValue("(nO)", i, Py_None);
 }
 
+/* ---- record_span: a format-2 record's (origin, first seq, events) from its header ----- */
+
+/* skip one msgpack object: 1, or 0 when the bytes are not one this skipper takes (the
+ * caller then asks msgpack) */
+static int skip_obj(Reader *r, int depth) {
+    if (depth > 16 || !need(r, 1))
+        return 0;
+    unsigned char t = *r->p++;
+    Py_ssize_t n = 0, items = 0;
+    if (t <= 0x7f || t >= 0xe0 || t == 0xc0 || t == 0xc2 || t == 0xc3)
+        return 1;
+    if ((t & 0xe0) == 0xa0)
+        n = t & 0x1f;
+    else if ((t & 0xf0) == 0x90)
+        items = t & 0x0f;
+    else if ((t & 0xf0) == 0x80)
+        items = 2 * (Py_ssize_t)(t & 0x0f);
+    else {
+        int size;
+        switch (t) {
+        case 0xcc: case 0xd0: n = 1; break;
+        case 0xcd: case 0xd1: n = 2; break;
+        case 0xce: case 0xd2: case 0xca: n = 4; break;
+        case 0xcf: case 0xd3: case 0xcb: n = 8; break;
+        case 0xd4: n = 2; break; /* fixext 1..16: type byte + data */
+        case 0xd5: n = 3; break;
+        case 0xd6: n = 5; break;
+        case 0xd7: n = 9; break;
+        case 0xd8: n = 17; break;
+        case 0xd9: case 0xc4: case 0xc7: size = 1; goto sized;
+        case 0xda: case 0xc5: case 0xc8: size = 2; goto sized;
+        case 0xdb: case 0xc6: case 0xc9: size = 4; goto sized;
+        case 0xdc: case 0xde: size = 2; goto counted;
+        case 0xdd: case 0xdf: size = 4; goto counted;
+        default: return 0;
+        sized:
+            if (!need(r, size))
+                return 0;
+            n = (Py_ssize_t)be(r->p, size) + (t >= 0xc7 && t <= 0xc9 ? 1 : 0); /* (ext: + its type byte) */
+            r->p += size;
+            break;
+        counted:
+            if (!need(r, size))
+                return 0;
+            items = (Py_ssize_t)be(r->p, size) * (t == 0xde || t == 0xdf ? 2 : 1);
+            r->p += size;
+            break;
+        }
+    }
+    if (n) {
+        if (!need(r, n))
+            return 0;
+        r->p += n;
+    }
+    for (Py_ssize_t i = 0; i < items; i++)
+        if (!skip_obj(r, depth + 1))
+            return 0;
+    return 1;
+}
+
+/* an array header: 1 and *n, or 0 */
+static int array_header(Reader *r, Py_ssize_t *n) {
+    if (!need(r, 1))
+        return 0;
+    unsigned char t = *r->p;
+    if ((t & 0xf0) == 0x90) {
+        r->p++;
+        *n = t & 0x0f;
+        return 1;
+    }
+    int size = t == 0xdc ? 2 : t == 0xdd ? 4 : 0;
+    if (!size || !need(r, 1 + size))
+        return 0;
+    *n = (Py_ssize_t)be(r->p + 1, size);
+    r->p += 1 + size;
+    return 1;
+}
+
+static PyObject *record_span(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    WANT_ARGS("record_span", 1);
+    if (!PyBytes_CheckExact(args[0]))
+        REFERENCE("record_span");
+    Reader r = {(const unsigned char *)PyBytes_AS_STRING(args[0]),
+                (const unsigned char *)PyBytes_AS_STRING(args[0]) + PyBytes_GET_SIZE(args[0])};
+    Py_ssize_t parts, n;
+    if (!array_header(&r, &parts) || parts != 10 || !need(&r, 1) || *r.p != 0x02)
+        Py_RETURN_NONE;
+    r.p++;
+    /* origin: a str (fixstr or str8/16/32) of valid UTF-8 */
+    PyObject *origin = NULL;
+    if (need(&r, 1) && ((*r.p & 0xe0) == 0xa0 || *r.p == 0xd9 || *r.p == 0xda || *r.p == 0xdb)) {
+        unsigned char t = *r.p++;
+        Py_ssize_t len = 0;
+        int size = t == 0xd9 ? 1 : t == 0xda ? 2 : t == 0xdb ? 4 : 0;
+        if (!size)
+            len = t & 0x1f;
+        else if (need(&r, size)) {
+            len = (Py_ssize_t)be(r.p, size);
+            r.p += size;
+        } else
+            Py_RETURN_NONE;
+        origin = read_str(&r, len);
+        if (origin == NULL) {
+            PyErr_Clear();
+            Py_RETURN_NONE;
+        }
+    } else
+        Py_RETURN_NONE;
+    /* first seq: a positive int of at most 63 bits */
+    long long first = -1;
+    if (need(&r, 1)) {
+        unsigned char t = *r.p;
+        if (t <= 0x7f) {
+            first = t;
+            r.p++;
+        } else if (t >= 0xcc && t <= 0xcf) {
+            int size = 1 << (t - 0xcc);
+            if (need(&r, 1 + size)) {
+                uint64_t u = be(r.p + 1, size);
+                if (u < ((uint64_t)1 << 63))
+                    first = (long long)u;
+                r.p += 1 + size;
+            }
+        }
+    }
+    int ok = first >= 1;
+    for (int i = 0; ok && i < 5; i++) /* meta, fields, first stamp, steps, entries */
+        ok = skip_obj(&r, 1);
+    if (!ok || !array_header(&r, &n) || n < 1) {
+        Py_DECREF(origin);
+        Py_RETURN_NONE;
+    }
+    PyObject *out = Py_BuildValue("(NLn)", origin, first, n);
+    return out;
+}
+
+
 /* ---- the module -------------------------------------------------------------------- */
 
 static PyObject *bind(PyObject *self, PyObject *module) {
@@ -1245,6 +1382,7 @@ static PyMethodDef methods[] = {
     FN(overlay_put, "overlay_put(own, keys, ts, values, start, ai): see crdtsync/_hot.py"),
     FN(overlay_join, "overlay_join(own, rows, names, own_ai, keys, ts, values, start, ai): see crdtsync/_hot.py"),
     FN(unpack_record, "unpack_record(data): see crdtsync/_hot.py"),
+    FN(record_span, "record_span(data): see crdtsync/_hot.py"),
     FN(lww_column, "lww_column(cls, ts, actors, values): see crdtsync/_hot.py"),
     FN(one_field_changes, "one_field_changes(change_t, event_t, origin, first_seq, hlcs, field, keys, deltas, "
                           "field_version, start): see crdtsync/_hot.py"),

@@ -41,7 +41,7 @@ from itertools import count, islice, repeat
 from typing import Any, Final
 
 __all__ = ["hlc_steps", "keys_ok", "hlc_column", "hlc_check", "stamped_totals_ok", "scalar_column", "raise_totals", "strictly_rising", "overlay_put",
-           "overlay_join", "unpack_record", "lww_column", "one_field_changes", "call_each"]
+           "overlay_join", "unpack_record", "record_span", "lww_column", "one_field_changes", "call_each"]
 
 U64_LIMIT: Final = 2**64
 U64_MASK: Final = 2**64 - 1
@@ -253,6 +253,16 @@ def unpack_record(data: Any) -> list[Any] | None:
     cache of str objects, whose hashes are then computed once) into exactly what
     ``msgpack.unpackb(data, raw=False, use_list=True)`` returns, and says None for
     anything else (tests/test_speedups.py compares it with msgpack)."""
+    return None
+
+
+def record_span(data: Any) -> tuple[str, int, int] | None:
+    """``(origin, first seq, number of events)`` read from a batch-format-2 record's
+    header, or None: then the caller reads it with msgpack (``MsgpackCodec.span``), which
+    says what it says. The reference (pure Python) always says None. The C version reads
+    the header in place (skipping the columns without building them) and says None for
+    anything it does not take: it answers only where the msgpack reading gives the same
+    answer, and never for a record that reading would refuse (tests/test_speedups.py)."""
     return None
 
 

@@ -21,6 +21,7 @@ import sys
 import warnings
 from typing import Any
 
+import msgpack
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
@@ -212,6 +213,62 @@ def test_overlay_join(own: dict[str, Any], rows: dict[str, Any], names: Any, own
     """Winners into the overlay, losers dropped, and a stop where the reference stops
     (ties, odd stamps, entries or rows of another shape), on valid and hostile columns."""
     _same("overlay_join", SubDict(own) if sub else own, rows, names, own_ai, keys, ts, values, start, ai, mutable=(0,))
+
+
+def _span_by_msgpack(data: bytes) -> Any:
+    from crdtsync.events import MsgpackCodec
+    with speedups.pure():  # (the reference says None: MsgpackCodec.span reads it with msgpack)
+        return MsgpackCodec().span(data)
+
+
+def _records() -> st.SearchStrategy[bytes]:
+    """Format-2 records (valid, from the encoder) and their mutations: bytes flipped,
+    cut, extended; and arbitrary msgpack arrays of ten parts and random bytes."""
+    from crdtsync.events import Batch, Event, MsgpackCodec
+    from crdtsync.types.registers import LWWRegister
+
+    def record(origin: str, first: int, n: int) -> bytes:
+        evs = [Event(origin, first + i, 5 + i, "f", f"k{i}", LWWRegister().set([1.5, "x"], actor=origin, ts=5 + i))
+               for i in range(n)]
+        return MsgpackCodec(write_version=2).encode(Batch.of(evs))
+
+    valid = st.builds(record, st.text(min_size=1, max_size=70).filter(lambda o: "~" not in o) | st.just("w~1"),
+                      st.integers(1, 2**40), st.integers(1, 20))
+
+    def mutate(data: bytes, at: int, byte: int, cut: int) -> bytes:
+        b = bytearray(data)
+        b[at % len(b)] = byte
+        return bytes(b[: max(1, len(b) - cut)])
+
+    small = st.integers(-(2**63), 2**64 - 1)
+    ten = st.lists(st.one_of(small, st.text(max_size=3), st.binary(max_size=3), st.none(),
+                             st.lists(small, max_size=3), st.dictionaries(st.text(max_size=2), small, max_size=2),
+                             st.floats()),
+                   min_size=10, max_size=10).map(lambda parts: msgpack.packb([2, *parts[1:]]))
+    return st.one_of(valid, st.builds(mutate, valid, st.integers(0, 400), st.integers(0, 255), st.integers(0, 3)),
+                     ten, st.binary(max_size=40))
+
+
+@needs_c
+@settings(max_examples=1500, deadline=None)
+@given(data=_records())
+def test_record_span_answers_only_as_msgpack_does(data: bytes) -> None:
+    """The C header reader says what reading the record with msgpack says, or None (then
+    msgpack is asked); on records the encoder wrote it always answers."""
+    got = C.record_span(data)
+    if got is not None:
+        assert type(got[0]) is str and got == _span_by_msgpack(data)
+    assert REF.record_span(data) is None
+
+
+@needs_c
+def test_record_span_answers_for_the_encoder_s_records() -> None:
+    from crdtsync.events import Batch, Event, MsgpackCodec
+    from crdtsync.types.counters import GCounter
+
+    evs = [Event("w~1", 7 + i, 5 + i, "c", f"k{i}", GCounter().increment(1, actor="w~1")) for i in range(300)]
+    data = MsgpackCodec(write_version=2).encode(Batch.of(evs, meta={"region": "eu"}))
+    assert C.record_span(data) == ("w~1", 7, 300) == _span_by_msgpack(data)
 
 
 @needs_c
