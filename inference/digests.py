@@ -5,6 +5,13 @@ equal digests whatever process computes them: feature and flag values as the rep
 returned them (msgpack, floats packed as 64-bit), and outputs with numpy arrays and
 scalars hashed as dtype, shape and raw bytes (bit-exact, so a re-run that differs in the
 last bit of a probability is a mismatch).
+
+The bulk forms (:func:`input_digests`, :func:`output_digests`: a lineage flush digests
+its rows all at once) run the hashing in C when ``crdtsync._clineage`` is built (see
+:mod:`crdtsync.speedups`): rows packed by ``_chandles.flat_packb`` (the bytes
+``pack_small`` gives) and hashed in one loop, numpy outputs hashed from their memory with
+the heads looked up once. The Python code here is the definition and the fallback; the C
+path hands every row it was not written for back to it.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from typing import Any
 
 import msgpack
 
+from crdtsync import speedups
 from crdtsync._encoding import canonical, pack_small
 
 __all__ = ["input_digest", "input_digests", "output_digest", "output_digests", "plain_outputs"]
@@ -94,6 +102,10 @@ def output_digest(outputs: Mapping[str, Any]) -> bytes:
 def input_digests(rows: Sequence[Sequence[Any]]) -> list[bytes]:
     """``[input_digest(r) for r in rows]``, with one packer and the hashing in C loops
     (the lineage log's flush digests many rows at once)."""
+    c, h = speedups.clineage, speedups.chandles
+    if c is not None and h is not None:  # flat rows packed and hashed in C; the rest by input_digest
+        rows = rows if type(rows) is list else list(rows)
+        return c.digests(list(map(h.flat_packb, rows)), rows, input_digest)  # type: ignore[no-any-return]
     pack = msgpack.Packer(use_bin_type=True, use_single_float=False).pack  # pack_small's settings
     try:
         blobs = [pack(r) for r in rows]
@@ -122,6 +134,13 @@ def output_digests(outputs: Sequence[Mapping[str, Any]]) -> list[bytes]:
             return list(map(output_digest, outputs))
         plan.append((k, head, type(v), v.dtype, v.shape))
     n = len(plan)
+    c = speedups.clineage
+    if c is not None and all(p[2].__module__ == "numpy" for p in plan):
+        # numpy values hashed from their memory in C (the same bytes as tobytes() for a
+        # C-contiguous value; any other value, or a mapping off the plan: output_digest)
+        outs = outputs if type(outputs) is list else list(outputs)
+        keys, heads, types, dtypes, shapes = (tuple(col) for col in zip(*plan))
+        return c.output_digests(outs, keys, heads, types, dtypes, shapes, output_digest)  # type: ignore[no-any-return]
     out = []
     if n == 2:  # (the common shape: a label and probabilities)
         (k0, h0, t0, d0, s0), (k1, h1, t1, d1, s1) = plan
