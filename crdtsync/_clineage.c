@@ -1,9 +1,10 @@
-/* crdtsync._clineage: the digests of a lineage flush, in C.
+/* crdtsync._clineage: the digests and prediction rows of a lineage flush, in C.
  *
- * The reference is crdtsync/inference/digests.py: `input_digests` and `output_digests`
- * there call these functions when the extension is loaded and run their own Python
- * otherwise; tests/inference/test_clineage.py drives both with the same random and
- * hostile inputs and asserts identical digests (or the same exception).
+ * The references are crdtsync/inference/digests.py (`input_digests`, `output_digests`)
+ * and crdtsync/inference/encoder.py (`pack_run`): they call these functions when the
+ * extension is loaded and run their own Python otherwise; tests/inference/
+ * test_clineage.py drives both with the same random and hostile inputs and asserts
+ * identical digests and bytes (or the same exception).
  *
  * A prediction's digests are 16-byte BLAKE2b (RFC 7693, unkeyed, digest_size=16, as
  * hashlib.blake2b(data, digest_size=16)). hashlib's per-call cost (a hash object, keyword
@@ -22,6 +23,8 @@
  *                                    simple buffer (C-contiguous), the digest of
  *                                    heads[0] + buffer(o[keys[0]]) + heads[1] + ...;
  *                                    anything else is fallback(o)
+ *   pack_predictions(...)            the msgpack prediction rows of a run of records
+ *                                    (below)
  *
  * Nothing here decides what a digest covers: the heads and the packed rows come from
  * the Python code, which is the definition. An input this code was not written for goes
@@ -384,6 +387,317 @@ static PyObject *output_digests(PyObject *mod, PyObject *const *args, Py_ssize_t
     return out;
 }
 
+/* ---- prediction rows ----------------------------------------------------------------
+ *
+ * pack_predictions(records, start, stop, run, dins, douts) -> (end, bytes): the msgpack
+ * rows [1, "P", spec id, base id, time, key, delta, strong, din, dout, stale, batch] of
+ * records[start:end], back to back, where end <= stop is the first record that is not of
+ * the run (its spec or context object is another) or that this code was not written for
+ * (the reference, crdtsync/inference/encoder.py's pack_run, packs that one). run is the
+ * tuple (spec, context, head, delta_packed, strong_fields, ...): head is the packed array
+ * header and first four items, delta_packed the packed delta rows (items after the
+ * fifth are the reference's).
+ */
+
+typedef struct {
+    char *buf;
+    Py_ssize_t len, cap;
+    char small[4096];
+} Out;
+
+static int out_room(Out *o, Py_ssize_t n) {
+    if (o->len + n <= o->cap)
+        return 0;
+    Py_ssize_t cap = o->cap * 2;
+    while (cap < o->len + n)
+        cap *= 2;
+    char *b = PyMem_Malloc((size_t)cap);
+    if (b == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    memcpy(b, o->buf, (size_t)o->len);
+    if (o->buf != o->small)
+        PyMem_Free(o->buf);
+    o->buf = b;
+    o->cap = cap;
+    return 0;
+}
+
+static inline int out_bytes(Out *o, const void *p, Py_ssize_t n) {
+    if (out_room(o, n) < 0)
+        return -1;
+    memcpy(o->buf + o->len, p, (size_t)n);
+    o->len += n;
+    return 0;
+}
+
+/* a tag then v big-endian in width bytes (msgpack's fixed-width forms) */
+static inline int out_head(Out *o, unsigned char tag, unsigned long long v, int width) {
+    if (out_room(o, 1 + width) < 0)
+        return -1;
+    unsigned char *p = (unsigned char *)o->buf + o->len;
+    p[0] = tag;
+    for (int k = 0; k < width; k++)
+        p[1 + k] = (unsigned char)(v >> (8 * (width - 1 - k)));
+    o->len += 1 + width;
+    return 0;
+}
+
+static int out_int(Out *o, long long v) { /* msgpack's smallest form, as msgpack-python packs an int */
+    if (v >= 0) {
+        if (v < 128)
+            return out_head(o, (unsigned char)v, 0, 0);
+        if (v < 256)
+            return out_head(o, 0xcc, (unsigned long long)v, 1);
+        if (v < 65536)
+            return out_head(o, 0xcd, (unsigned long long)v, 2);
+        if (v < 4294967296LL)
+            return out_head(o, 0xce, (unsigned long long)v, 4);
+        return out_head(o, 0xcf, (unsigned long long)v, 8);
+    }
+    if (v >= -32)
+        return out_head(o, (unsigned char)(0xe0 | (v + 32)), 0, 0);
+    if (v >= -128)
+        return out_head(o, 0xd0, (unsigned long long)v & 0xff, 1);
+    if (v >= -32768)
+        return out_head(o, 0xd1, (unsigned long long)v & 0xffff, 2);
+    if (v >= -2147483648LL)
+        return out_head(o, 0xd2, (unsigned long long)v & 0xffffffffULL, 4);
+    return out_head(o, 0xd3, (unsigned long long)v, 8);
+}
+
+/* 1: packed; 0: not an exact int within 64 bits (nothing written); -1: error */
+static int put_int(Out *o, PyObject *x) {
+    if (!PyLong_CheckExact(x))
+        return 0;
+    int of = 0;
+    long long v = PyLong_AsLongLongAndOverflow(x, &of);
+    if (v == -1 && PyErr_Occurred())
+        return -1;
+    if (of < 0)
+        return 0;
+    if (of > 0) {
+        unsigned long long u = PyLong_AsUnsignedLongLong(x);
+        if (u == (unsigned long long)-1 && PyErr_Occurred()) {
+            PyErr_Clear();
+            return 0;
+        }
+        return out_head(o, 0xcf, u, 8) < 0 ? -1 : 1;
+    }
+    return out_int(o, v) < 0 ? -1 : 1;
+}
+
+static int put_str(Out *o, PyObject *x) {
+    if (!PyUnicode_CheckExact(x))
+        return 0;
+    Py_ssize_t n;
+    const char *s = PyUnicode_AsUTF8AndSize(x, &n);
+    if (s == NULL) {
+        PyErr_Clear(); /* (a lone surrogate: the reference raises msgpack's error) */
+        return 0;
+    }
+    int r = n < 32 ? out_head(o, (unsigned char)(0xa0 | n), 0, 0)
+          : n < 256 ? out_head(o, 0xd9, (unsigned long long)n, 1)
+          : n < 65536 ? out_head(o, 0xda, (unsigned long long)n, 2)
+          : n <= 0xffffffffLL ? out_head(o, 0xdb, (unsigned long long)n, 4) : -2;
+    if (r == -2)
+        return 0;
+    return r < 0 || out_bytes(o, s, n) < 0 ? -1 : 1;
+}
+
+static int put_bin(Out *o, PyObject *x) {
+    if (!PyBytes_CheckExact(x))
+        return 0;
+    Py_ssize_t n = PyBytes_GET_SIZE(x);
+    int r = n < 256 ? out_head(o, 0xc4, (unsigned long long)n, 1)
+          : n < 65536 ? out_head(o, 0xc5, (unsigned long long)n, 2)
+          : n <= 0xffffffffLL ? out_head(o, 0xc6, (unsigned long long)n, 4) : -2;
+    if (r == -2)
+        return 0;
+    return r < 0 || out_bytes(o, PyBytes_AS_STRING(x), n) < 0 ? -1 : 1;
+}
+
+/* None or an int (int(stale) of a float within 64 bits, as the reference packs it) */
+static int put_stale(Out *o, PyObject *x) {
+    if (x == Py_None)
+        return out_head(o, 0xc0, 0, 0) < 0 ? -1 : 1;
+    if (PyFloat_CheckExact(x)) {
+        double d = PyFloat_AS_DOUBLE(x);
+        if (!(d >= -9223372036854775808.0 && d < 9223372036854775808.0))
+            return 0; /* (nan, inf, beyond 64 bits) */
+        return out_int(o, (long long)d) < 0 ? -1 : 1; /* (truncation toward zero, as int()) */
+    }
+    return put_int(o, x);
+}
+
+static int put_batch(Out *o, PyObject *x) {
+    if (x == Py_None)
+        return out_head(o, 0xc0, 0, 0) < 0 ? -1 : 1;
+    if (!PyTuple_CheckExact(x) || PyTuple_GET_SIZE(x) != 3)
+        return 0;
+    if (out_head(o, 0x93, 0, 0) < 0)
+        return -1;
+    for (int k = 0; k < 3; k++) {
+        int r = put_int(o, PyTuple_GET_ITEM(x, k));
+        if (r <= 0)
+            return r;
+    }
+    return 1;
+}
+
+static int put_strong(Out *o, PyObject *positions, PyObject *fields) {
+    Py_ssize_t n = PyTuple_GET_SIZE(fields);
+    if (n == 0)
+        return out_head(o, 0x90, 0, 0) < 0 ? -1 : 1;
+    if (n > 15 || !PyDict_CheckExact(positions))
+        return 0;
+    if (out_head(o, (unsigned char)(0x90 | n), 0, 0) < 0)
+        return -1;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        PyObject *v = PyDict_GetItemWithError(positions, PyTuple_GET_ITEM(fields, k)); /* borrowed */
+        if (v == NULL && PyErr_Occurred())
+            return -1;
+        if (v == NULL || v == Py_None) { /* (.get(): a field without a position is None) */
+            if (out_head(o, 0xc0, 0, 0) < 0)
+                return -1;
+            continue;
+        }
+        int r = put_int(o, v);
+        if (r <= 0)
+            return r;
+    }
+    return 1;
+}
+
+static PyObject *S_SPEC, *S_CONTEXT, *S_TIME, *S_KEY, *S_STRONG, *S_STALE, *S_BATCH;
+
+/* 1: the row of rec packed; 0: not of the run, or not a row this code packs (nothing
+   kept: the caller cuts o back); -1: an exception */
+static int pack_one(Out *o, PyObject *rec, PyObject *spec, PyObject *ctx, PyObject *head, PyObject *delta,
+                    PyObject *strong_fields, PyObject *din, PyObject *dout) {
+    PyObject *v = PyObject_GetAttr(rec, S_SPEC);
+    if (v == NULL)
+        return -1;
+    int same = v == spec;
+    Py_DECREF(v);
+    if (!same)
+        return 0;
+    v = PyObject_GetAttr(rec, S_CONTEXT);
+    if (v == NULL)
+        return -1;
+    same = v == ctx;
+    Py_DECREF(v);
+    if (!same)
+        return 0;
+    if (out_bytes(o, PyBytes_AS_STRING(head), PyBytes_GET_SIZE(head)) < 0)
+        return -1;
+    PyObject *attrs[2] = {S_TIME, S_KEY};
+    for (int k = 0; k < 2; k++) {
+        v = PyObject_GetAttr(rec, attrs[k]);
+        if (v == NULL)
+            return -1;
+        int r = k == 0 ? put_int(o, v) : put_str(o, v);
+        Py_DECREF(v);
+        if (r <= 0)
+            return r;
+    }
+    if (out_bytes(o, PyBytes_AS_STRING(delta), PyBytes_GET_SIZE(delta)) < 0)
+        return -1;
+    int r;
+    if (PyTuple_GET_SIZE(strong_fields) == 0) {
+        r = put_strong(o, NULL, strong_fields);
+    } else {
+        v = PyObject_GetAttr(rec, S_STRONG);
+        if (v == NULL)
+            return -1;
+        r = put_strong(o, v, strong_fields);
+        Py_DECREF(v);
+    }
+    if (r <= 0)
+        return r;
+    if ((r = put_bin(o, din)) <= 0 || (r = put_bin(o, dout)) <= 0)
+        return r;
+    v = PyObject_GetAttr(rec, S_STALE);
+    if (v == NULL)
+        return -1;
+    r = put_stale(o, v);
+    Py_DECREF(v);
+    if (r <= 0)
+        return r;
+    v = PyObject_GetAttr(rec, S_BATCH);
+    if (v == NULL)
+        return -1;
+    r = put_batch(o, v);
+    Py_DECREF(v);
+    return r;
+}
+
+static PyObject *pack_predictions(PyObject *mod, PyObject *const *args, Py_ssize_t nargs) {
+    (void)mod;
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "pack_predictions(records, start, stop, run, dins, douts) takes 6 arguments");
+        return NULL;
+    }
+    PyObject *records = args[0], *run = args[3], *dins = args[4], *douts = args[5];
+    Py_ssize_t start = PyLong_AsSsize_t(args[1]), stop = PyLong_AsSsize_t(args[2]);
+    if ((start == -1 || stop == -1) && PyErr_Occurred())
+        return NULL;
+    if (!PyList_CheckExact(records) || !PyList_CheckExact(dins) || !PyList_CheckExact(douts)
+        || PyList_GET_SIZE(dins) != PyList_GET_SIZE(records) || PyList_GET_SIZE(douts) != PyList_GET_SIZE(records)) {
+        PyErr_SetString(PyExc_TypeError, "pack_predictions: records, dins and douts must be lists of one length");
+        return NULL;
+    }
+    if (!PyTuple_CheckExact(run) || PyTuple_GET_SIZE(run) < 5 || !PyBytes_CheckExact(PyTuple_GET_ITEM(run, 2))
+        || !PyBytes_CheckExact(PyTuple_GET_ITEM(run, 3)) || !PyTuple_CheckExact(PyTuple_GET_ITEM(run, 4))) {
+        PyErr_SetString(PyExc_TypeError, "pack_predictions: run must be (spec, context, head bytes, delta bytes, "
+                        "strong fields tuple, ...)");
+        return NULL;
+    }
+    if (start < 0 || stop < start || stop > PyList_GET_SIZE(records)) {
+        PyErr_SetString(PyExc_ValueError, "pack_predictions: need 0 <= start <= stop <= len(records)");
+        return NULL;
+    }
+    /* (run holds references to everything borrowed below) */
+    PyObject *spec = PyTuple_GET_ITEM(run, 0), *ctx = PyTuple_GET_ITEM(run, 1), *head = PyTuple_GET_ITEM(run, 2),
+             *delta = PyTuple_GET_ITEM(run, 3), *strong_fields = PyTuple_GET_ITEM(run, 4);
+    Out o;
+    o.buf = o.small;
+    o.len = 0;
+    o.cap = sizeof o.small;
+    Py_ssize_t i = start;
+    PyObject *result = NULL;
+    for (; i < stop; i++) {
+        if (i >= PyList_GET_SIZE(records) || i >= PyList_GET_SIZE(dins) || i >= PyList_GET_SIZE(douts))
+            break; /* (a getattr ran code that shrank a list: stop here, the reference goes on) */
+        PyObject *rec = PyList_GET_ITEM(records, i), *din = PyList_GET_ITEM(dins, i), *dout = PyList_GET_ITEM(douts, i);
+        Py_INCREF(rec);
+        Py_INCREF(din);
+        Py_INCREF(dout);
+        Py_ssize_t mark = o.len;
+        int r = pack_one(&o, rec, spec, ctx, head, delta, strong_fields, din, dout);
+        Py_DECREF(rec);
+        Py_DECREF(din);
+        Py_DECREF(dout);
+        if (r < 0)
+            goto done;
+        if (r == 0) {
+            o.len = mark;
+            break;
+        }
+    }
+    {
+        PyObject *blob = PyBytes_FromStringAndSize(o.buf, o.len);
+        if (blob != NULL) {
+            result = Py_BuildValue("(nN)", i, blob);
+        }
+    }
+done:
+    if (o.buf != o.small)
+        PyMem_Free(o.buf);
+    return result;
+}
+
 static PyMethodDef module_methods[] = {
     {"blake16", blake16, METH_O, "blake16(data): hashlib.blake2b(data, digest_size=16).digest()"},
     {"digests", (PyCFunction)(void (*)(void))digests, METH_FASTCALL,
@@ -391,6 +705,9 @@ static PyMethodDef module_methods[] = {
     {"output_digests", (PyCFunction)(void (*)(void))output_digests, METH_FASTCALL,
      "output_digests(outputs, keys, heads, types, dtypes, shapes, fallback): per output mapping, the digest of "
      "its planned heads and values' memory, or fallback(o) when it does not fit the plan"},
+    {"pack_predictions", (PyCFunction)(void (*)(void))pack_predictions, METH_FASTCALL,
+     "pack_predictions(records, start, stop, run, dins, douts): (end, the packed prediction rows of "
+     "records[start:end]), end being where the run ends or a record this code does not pack"},
     {NULL},
 };
 
@@ -400,5 +717,14 @@ static struct PyModuleDef moduledef = {
 };
 
 PyMODINIT_FUNC PyInit__clineage(void) {
+    S_SPEC = PyUnicode_InternFromString("spec");
+    S_CONTEXT = PyUnicode_InternFromString("context");
+    S_TIME = PyUnicode_InternFromString("time");
+    S_KEY = PyUnicode_InternFromString("key");
+    S_STRONG = PyUnicode_InternFromString("strong_positions");
+    S_STALE = PyUnicode_InternFromString("staleness_ms");
+    S_BATCH = PyUnicode_InternFromString("batch");
+    if (!S_SPEC || !S_CONTEXT || !S_TIME || !S_KEY || !S_STRONG || !S_STALE || !S_BATCH)
+        return NULL;
     return PyModule_Create(&moduledef);
 }
