@@ -173,18 +173,19 @@ class FlushEncoder:
             raise ValueError("a lineage record needs its predictor spec")
         ctx, actor = rec.context, spec.actor
         last = self.last
+        delta: list[Any]
         if last is not None and last[0] is ctx and last[1] == actor:
             base, delta, packed = self.bases[actor], last[2], last[3]
         else:
             found = self.bases.get(actor)
-            delta = context_delta(found.rows, found.index, ctx) if found is not None else None
-            if found is None or delta is None or len(delta) > self.max_delta_rows:
+            drift = context_delta(found.rows, found.index, ctx) if found is not None else None
+            if found is None or drift is None or len(drift) > self.max_delta_rows:
                 base = self.bases[actor] = _Base(secrets.randbits(32), ctx)
                 out.add(pack_small([VERSION, "B", base.base_id, actor, base.rows]), 1)
                 self.stats.bases += 1
                 delta = []
             else:
-                base = found
+                base, delta = found, drift
             packed = pack_small(delta)
             self.last = (ctx, actor, delta, packed)
         head = self._heads.get((spec.spec_id, base.base_id))

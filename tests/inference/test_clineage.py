@@ -322,11 +322,11 @@ def test_a_flush_encodes_the_same_bytes_with_and_without_the_extension(monkeypat
             if i % 7 == 0:
                 r.write(names[i % 30], f"e{i % 6}", "set", float(i))  # a new context from here on
         preds += await p.predict_batch([f"e{i}" for i in range(6)])
-        preds[5].record  # (digests taken by the caller first: the flush reuses them)
+        assert preds[5].record.input_digest  # (digests taken by the caller first: the flush reuses them)
         payloads = []
         for pure in (False, True):
             ids = itertools.count(1000)
-            monkeypatch.setattr(encoder_mod.secrets, "randbits", lambda bits: next(ids))
+            monkeypatch.setattr(encoder_mod.secrets, "randbits", lambda bits, ids=ids: next(ids))
             enc = FlushEncoder(LineageStats(), max_delta_rows=2, rows_per_record=5)
             if pure:
                 with speedups.pure():
