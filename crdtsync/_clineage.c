@@ -19,8 +19,9 @@
  *   output_digests(outputs, keys, heads, types, dtypes, shapes, fallback)
  *                                    per output mapping o: when o is a dict of exactly
  *                                    those keys whose values have those exact types,
- *                                    dtypes (identity) and shapes (==) and export a
- *                                    simple buffer (C-contiguous), the digest of
+ *                                    dtypes (identity) and shapes (tuples of ints, ==
+ *                                    the buffer's) and export a C-contiguous buffer
+ *                                    (what tobytes() copies), the digest of
  *                                    heads[0] + buffer(o[keys[0]]) + heads[1] + ...;
  *                                    anything else is fallback(o)
  *   pack_predictions(...)            the msgpack prediction rows of a run of records
@@ -256,6 +257,8 @@ static PyObject *digests(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 
 #define MAX_OUTPUTS 16
 
+static PyObject *S_DTYPE; /* "dtype", interned at import */
+
 /* 1: hashed into *s; 0: not the planned shape (nothing to undo); -1: an exception */
 static int hash_planned(B2 *s, PyObject *o, Py_ssize_t n, PyObject *keys, PyObject *heads, PyObject *types,
                         PyObject *dtypes, PyObject *shapes) {
@@ -276,7 +279,7 @@ static int hash_planned(B2 *s, PyObject *o, Py_ssize_t n, PyObject *keys, PyObje
         }
         /* (getattr may run Python code; the value is kept alive meanwhile) */
         Py_INCREF(v);
-        PyObject *dt = PyObject_GetAttrString(v, "dtype");
+        PyObject *dt = PyObject_GetAttr(v, S_DTYPE);
         if (dt == NULL) {
             Py_DECREF(v);
             r = -1;
@@ -284,22 +287,8 @@ static int hash_planned(B2 *s, PyObject *o, Py_ssize_t n, PyObject *keys, PyObje
         }
         int same = dt == PyTuple_GET_ITEM(dtypes, j);
         Py_DECREF(dt);
-        if (same) {
-            PyObject *shape = PyObject_GetAttrString(v, "shape");
-            if (shape == NULL) {
-                Py_DECREF(v);
-                r = -1;
-                goto done;
-            }
-            same = PyObject_RichCompareBool(shape, PyTuple_GET_ITEM(shapes, j), Py_EQ);
-            Py_DECREF(shape);
-            if (same < 0) {
-                Py_DECREF(v);
-                r = -1;
-                goto done;
-            }
-        }
-        if (!same || PyObject_GetBuffer(v, &views[held], PyBUF_SIMPLE) < 0) {
+        /* PyBUF_ND: the shape too, and only a C-contiguous value (what tobytes() copies) */
+        if (!same || PyObject_GetBuffer(v, &views[held], PyBUF_ND) < 0) {
             Py_DECREF(v);
             if (PyErr_Occurred()) { /* (not one flat block: the fallback joins its tobytes()) */
                 if (!PyErr_ExceptionMatches(PyExc_BufferError) && !PyErr_ExceptionMatches(PyExc_TypeError)
@@ -312,8 +301,24 @@ static int hash_planned(B2 *s, PyObject *o, Py_ssize_t n, PyObject *keys, PyObje
             r = 0;
             goto done;
         }
-        Py_DECREF(v); /* (the buffer view holds its own reference) */
         held++;
+        Py_buffer *view = &views[held - 1];
+        PyObject *shape = PyTuple_GET_ITEM(shapes, j);
+        same = view->ndim == PyTuple_GET_SIZE(shape) && (view->ndim == 0 || view->shape != NULL);
+        for (Py_ssize_t k = 0; same && k < view->ndim; k++) {
+            PyObject *dim = PyTuple_GET_ITEM(shape, k);
+            same = PyLong_CheckExact(dim) && PyLong_AsSsize_t(dim) == view->shape[k];
+            if (PyErr_Occurred()) { /* (a dimension beyond Py_ssize_t: not this buffer's) */
+                PyErr_Clear();
+                same = 0;
+            }
+        }
+        if (!same) { /* (another shape: off the plan) */
+            Py_DECREF(v);
+            r = 0;
+            goto done;
+        }
+        Py_DECREF(v); /* (the buffer view holds its own reference) */
     }
     for (Py_ssize_t j = 0; j < n; j++) {
         PyObject *head = PyTuple_GET_ITEM(heads, j);
@@ -348,8 +353,8 @@ static PyObject *output_digests(PyObject *mod, PyObject *const *args, Py_ssize_t
         return NULL;
     }
     for (Py_ssize_t j = 0; j < n; j++) {
-        if (!PyBytes_CheckExact(PyTuple_GET_ITEM(heads, j))) {
-            PyErr_SetString(PyExc_TypeError, "output_digests: heads must be bytes");
+        if (!PyBytes_CheckExact(PyTuple_GET_ITEM(heads, j)) || !PyTuple_CheckExact(PyTuple_GET_ITEM(shapes, j))) {
+            PyErr_SetString(PyExc_TypeError, "output_digests: heads must be bytes and shapes tuples");
             return NULL;
         }
     }
@@ -717,6 +722,7 @@ static struct PyModuleDef moduledef = {
 };
 
 PyMODINIT_FUNC PyInit__clineage(void) {
+    S_DTYPE = PyUnicode_InternFromString("dtype");
     S_SPEC = PyUnicode_InternFromString("spec");
     S_CONTEXT = PyUnicode_InternFromString("context");
     S_TIME = PyUnicode_InternFromString("time");
@@ -724,7 +730,7 @@ PyMODINIT_FUNC PyInit__clineage(void) {
     S_STRONG = PyUnicode_InternFromString("strong_positions");
     S_STALE = PyUnicode_InternFromString("staleness_ms");
     S_BATCH = PyUnicode_InternFromString("batch");
-    if (!S_SPEC || !S_CONTEXT || !S_TIME || !S_KEY || !S_STRONG || !S_STALE || !S_BATCH)
+    if (!S_DTYPE || !S_SPEC || !S_CONTEXT || !S_TIME || !S_KEY || !S_STRONG || !S_STALE || !S_BATCH)
         return NULL;
     return PyModule_Create(&moduledef);
 }

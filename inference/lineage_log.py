@@ -94,7 +94,7 @@ class LineageLog:
     """Batched, compact writing of lineage records to a log."""
 
     def __init__(self, log_: Log, *, batch_size: int = 256, flush_interval: float = 0.05,
-                 max_delta_rows: int = 8, rows_per_record: int = 64, records_per_append: int = 512,
+                 max_delta_rows: int = 8, rows_per_record: int = 64, records_per_append: int = 4096,
                  owns_log: bool = False) -> None:
         if records_per_append < 1:
             raise ValueError(f"records_per_append must be >= 1, got {records_per_append}")
