@@ -24,6 +24,8 @@
  *                                    (what tobytes() copies), the digest of
  *                                    heads[0] + buffer(o[keys[0]]) + heads[1] + ...;
  *                                    anything else is fallback(o)
+ *   prediction_digests(...)          both digests of many predictions, in one pass
+ *                                    (below)
  *   pack_predictions(...)            the msgpack prediction rows of a run of records
  *                                    (below)
  *
@@ -331,6 +333,29 @@ done:
     return r;
 }
 
+/* 0, or -1 with an exception: the plan's five tuples, of one length, heads bytes, shapes tuples */
+static int check_plan(PyObject *keys, PyObject *heads, PyObject *types, PyObject *dtypes, PyObject *shapes) {
+    if (!PyTuple_CheckExact(keys) || !PyTuple_CheckExact(heads) || !PyTuple_CheckExact(types)
+        || !PyTuple_CheckExact(dtypes) || !PyTuple_CheckExact(shapes)) {
+        PyErr_SetString(PyExc_TypeError, "the output plan must be five tuples");
+        return -1;
+    }
+    Py_ssize_t n = PyTuple_GET_SIZE(keys);
+    if (n < 1 || n > MAX_OUTPUTS || PyTuple_GET_SIZE(heads) != n || PyTuple_GET_SIZE(types) != n
+        || PyTuple_GET_SIZE(dtypes) != n || PyTuple_GET_SIZE(shapes) != n) {
+        PyErr_Format(PyExc_ValueError, "the output plan needs 1 to %d outputs, each with a key, head, type, dtype "
+                     "and shape", MAX_OUTPUTS);
+        return -1;
+    }
+    for (Py_ssize_t j = 0; j < n; j++) {
+        if (!PyBytes_CheckExact(PyTuple_GET_ITEM(heads, j)) || !PyTuple_CheckExact(PyTuple_GET_ITEM(shapes, j))) {
+            PyErr_SetString(PyExc_TypeError, "the output plan's heads must be bytes and its shapes tuples");
+            return -1;
+        }
+    }
+    return 0;
+}
+
 static PyObject *output_digests(PyObject *mod, PyObject *const *args, Py_ssize_t nargs) {
     (void)mod;
     if (nargs != 7) {
@@ -340,24 +365,13 @@ static PyObject *output_digests(PyObject *mod, PyObject *const *args, Py_ssize_t
     }
     PyObject *outputs = args[0], *keys = args[1], *heads = args[2], *types = args[3], *dtypes = args[4],
              *shapes = args[5], *fallback = args[6];
-    if (!PyList_CheckExact(outputs) || !PyTuple_CheckExact(keys) || !PyTuple_CheckExact(heads)
-        || !PyTuple_CheckExact(types) || !PyTuple_CheckExact(dtypes) || !PyTuple_CheckExact(shapes)) {
-        PyErr_SetString(PyExc_TypeError, "output_digests: outputs must be a list and the plan tuples");
+    if (!PyList_CheckExact(outputs)) {
+        PyErr_SetString(PyExc_TypeError, "output_digests: outputs must be a list");
         return NULL;
     }
+    if (check_plan(keys, heads, types, dtypes, shapes) < 0)
+        return NULL;
     Py_ssize_t n = PyTuple_GET_SIZE(keys);
-    if (n < 1 || n > MAX_OUTPUTS || PyTuple_GET_SIZE(heads) != n || PyTuple_GET_SIZE(types) != n
-        || PyTuple_GET_SIZE(dtypes) != n || PyTuple_GET_SIZE(shapes) != n) {
-        PyErr_Format(PyExc_ValueError, "output_digests: the plan needs 1 to %d outputs, each with a key, head, "
-                     "type, dtype and shape", MAX_OUTPUTS);
-        return NULL;
-    }
-    for (Py_ssize_t j = 0; j < n; j++) {
-        if (!PyBytes_CheckExact(PyTuple_GET_ITEM(heads, j)) || !PyTuple_CheckExact(PyTuple_GET_ITEM(shapes, j))) {
-            PyErr_SetString(PyExc_TypeError, "output_digests: heads must be bytes and shapes tuples");
-            return NULL;
-        }
-    }
     Py_ssize_t count = PyList_GET_SIZE(outputs);
     PyObject *out = PyList_New(count);
     if (out == NULL)
@@ -703,6 +717,170 @@ done:
     return result;
 }
 
+/* ---- a flush's digests, from the predictions ------------------------------------------
+ *
+ * prediction_digests(preds, plan, input_fallback, output_fallback) -> (dins, douts): for
+ * each prediction p, p._din, or the digest of p._row packed as msgpack when it is a flat
+ * list or tuple of None, bools, floats, ints within 64 bits, str and bytes (exact types;
+ * anything else is input_fallback(p._row)); and p._dout, or the digest of p.outputs by
+ * plan (keys, heads, types, dtypes, shapes), as output_digests takes it (None, or an
+ * output mapping off the plan: output_fallback(p.outputs)). The reference is
+ * Prediction.digests_of in crdtsync/inference/predictor.py.
+ */
+
+static PyObject *S_ROW, *S_DIN, *S_DOUT, *S_OUTPUTS;
+
+/* 1: packed; 0: not a flat row (o is left as it was); -1: an exception */
+static int pack_flat(Out *o, PyObject *row) {
+    PyTypeObject *t = Py_TYPE(row);
+    if (t != &PyList_Type && t != &PyTuple_Type)
+        return 0;
+    PyObject *seq = PySequence_Fast(row, ""); /* (a list or tuple: itself) */
+    if (seq == NULL)
+        return -1;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq), mark = o->len;
+    int r = n < 16 ? out_head(o, (unsigned char)(0x90 | n), 0, 0)
+          : n < 65536 ? out_head(o, 0xdc, (unsigned long long)n, 2)
+          : out_head(o, 0xdd, (unsigned long long)n, 4);
+    r = r < 0 ? -1 : 1;
+    /* (packing scalars runs no Python code: the row cannot change meanwhile) */
+    for (Py_ssize_t k = 0; r > 0 && k < n; k++) {
+        PyObject *x = PySequence_Fast_GET_ITEM(seq, k);
+        PyTypeObject *xt = Py_TYPE(x);
+        if (xt == &PyFloat_Type) {
+            double d = PyFloat_AS_DOUBLE(x);
+            unsigned long long u;
+            memcpy(&u, &d, 8);
+            r = out_head(o, 0xcb, u, 8) < 0 ? -1 : 1;
+        } else if (x == Py_None) {
+            r = out_head(o, 0xc0, 0, 0) < 0 ? -1 : 1;
+        } else if (xt == &PyBool_Type) {
+            r = out_head(o, x == Py_True ? 0xc3 : 0xc2, 0, 0) < 0 ? -1 : 1;
+        } else if (xt == &PyLong_Type) {
+            r = put_int(o, x);
+        } else if (xt == &PyUnicode_Type) {
+            r = put_str(o, x);
+        } else if (xt == &PyBytes_Type) {
+            r = put_bin(o, x);
+        } else {
+            r = 0;
+        }
+    }
+    Py_DECREF(seq);
+    if (r == 0)
+        o->len = mark;
+    return r;
+}
+
+/* new reference: the input digest of prediction p */
+static PyObject *input_digest_of(PyObject *p, Out *o, PyObject *fallback) {
+    PyObject *d = PyObject_GetAttr(p, S_DIN);
+    if (d == NULL || d != Py_None)
+        return d;
+    Py_DECREF(d);
+    PyObject *row = PyObject_GetAttr(p, S_ROW);
+    if (row == NULL)
+        return NULL;
+    o->len = 0;
+    int r = pack_flat(o, row);
+    if (r > 0)
+        d = digest_of(o->buf, (size_t)o->len);
+    else if (r == 0)
+        d = call_fallback(fallback, row);
+    else
+        d = NULL;
+    Py_DECREF(row);
+    return d;
+}
+
+/* new reference: the output digest of prediction p */
+static PyObject *output_digest_of(PyObject *p, PyObject *plan, PyObject *fallback) {
+    PyObject *d = PyObject_GetAttr(p, S_DOUT);
+    if (d == NULL || d != Py_None)
+        return d;
+    Py_DECREF(d);
+    PyObject *outs = PyObject_GetAttr(p, S_OUTPUTS);
+    if (outs == NULL)
+        return NULL;
+    int r = 0;
+    B2 s;
+    if (plan != Py_None) {
+        b2_init(&s, DIGEST);
+        r = hash_planned(&s, outs, PyTuple_GET_SIZE(PyTuple_GET_ITEM(plan, 0)), PyTuple_GET_ITEM(plan, 0),
+                         PyTuple_GET_ITEM(plan, 1), PyTuple_GET_ITEM(plan, 2), PyTuple_GET_ITEM(plan, 3),
+                         PyTuple_GET_ITEM(plan, 4));
+    }
+    if (r > 0) {
+        uint8_t digest[DIGEST];
+        b2_final(&s, digest);
+        d = PyBytes_FromStringAndSize((const char *)digest, DIGEST);
+    } else if (r == 0) {
+        d = call_fallback(fallback, outs);
+    } else {
+        d = NULL;
+    }
+    Py_DECREF(outs);
+    return d;
+}
+
+static PyObject *prediction_digests(PyObject *mod, PyObject *const *args, Py_ssize_t nargs) {
+    (void)mod;
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError,
+                        "prediction_digests(preds, plan, input_fallback, output_fallback) takes 4 arguments");
+        return NULL;
+    }
+    PyObject *preds = args[0], *plan = args[1], *in_fb = args[2], *out_fb = args[3];
+    if (!PyList_CheckExact(preds)) {
+        PyErr_SetString(PyExc_TypeError, "prediction_digests: preds must be a list");
+        return NULL;
+    }
+    if (plan != Py_None) {
+        if (!PyTuple_CheckExact(plan) || PyTuple_GET_SIZE(plan) != 5) {
+            PyErr_SetString(PyExc_TypeError, "prediction_digests: plan must be None or (keys, heads, types, dtypes, "
+                            "shapes)");
+            return NULL;
+        }
+        if (check_plan(PyTuple_GET_ITEM(plan, 0), PyTuple_GET_ITEM(plan, 1), PyTuple_GET_ITEM(plan, 2),
+                       PyTuple_GET_ITEM(plan, 3), PyTuple_GET_ITEM(plan, 4)) < 0)
+            return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(preds);
+    PyObject *dins = PyList_New(n), *douts = PyList_New(n);
+    Out o;
+    o.buf = o.small;
+    o.len = 0;
+    o.cap = sizeof o.small;
+    if (dins == NULL || douts == NULL)
+        goto error;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (i >= PyList_GET_SIZE(preds)) {
+            PyErr_SetString(PyExc_RuntimeError, "prediction_digests: the list changed size");
+            goto error;
+        }
+        PyObject *p = PyList_GET_ITEM(preds, i);
+        Py_INCREF(p);
+        PyObject *din = input_digest_of(p, &o, in_fb);
+        PyObject *dout = din == NULL ? NULL : output_digest_of(p, plan, out_fb);
+        Py_DECREF(p);
+        if (din == NULL || dout == NULL) {
+            Py_XDECREF(din);
+            goto error;
+        }
+        PyList_SET_ITEM(dins, i, din);
+        PyList_SET_ITEM(douts, i, dout);
+    }
+    if (o.buf != o.small)
+        PyMem_Free(o.buf);
+    return Py_BuildValue("(NN)", dins, douts);
+error:
+    if (o.buf != o.small)
+        PyMem_Free(o.buf);
+    Py_XDECREF(dins);
+    Py_XDECREF(douts);
+    return NULL;
+}
+
 static PyMethodDef module_methods[] = {
     {"blake16", blake16, METH_O, "blake16(data): hashlib.blake2b(data, digest_size=16).digest()"},
     {"digests", (PyCFunction)(void (*)(void))digests, METH_FASTCALL,
@@ -710,6 +888,9 @@ static PyMethodDef module_methods[] = {
     {"output_digests", (PyCFunction)(void (*)(void))output_digests, METH_FASTCALL,
      "output_digests(outputs, keys, heads, types, dtypes, shapes, fallback): per output mapping, the digest of "
      "its planned heads and values' memory, or fallback(o) when it does not fit the plan"},
+    {"prediction_digests", (PyCFunction)(void (*)(void))prediction_digests, METH_FASTCALL,
+     "prediction_digests(preds, plan, input_fallback, output_fallback): (input digests, output digests) of "
+     "predictions (their _din/_dout when taken, else from their _row and outputs)"},
     {"pack_predictions", (PyCFunction)(void (*)(void))pack_predictions, METH_FASTCALL,
      "pack_predictions(records, start, stop, run, dins, douts): (end, the packed prediction rows of "
      "records[start:end]), end being where the run ends or a record this code does not pack"},
@@ -723,6 +904,10 @@ static struct PyModuleDef moduledef = {
 
 PyMODINIT_FUNC PyInit__clineage(void) {
     S_DTYPE = PyUnicode_InternFromString("dtype");
+    S_ROW = PyUnicode_InternFromString("_row");
+    S_DIN = PyUnicode_InternFromString("_din");
+    S_DOUT = PyUnicode_InternFromString("_dout");
+    S_OUTPUTS = PyUnicode_InternFromString("outputs");
     S_SPEC = PyUnicode_InternFromString("spec");
     S_CONTEXT = PyUnicode_InternFromString("context");
     S_TIME = PyUnicode_InternFromString("time");
@@ -730,7 +915,7 @@ PyMODINIT_FUNC PyInit__clineage(void) {
     S_STRONG = PyUnicode_InternFromString("strong_positions");
     S_STALE = PyUnicode_InternFromString("staleness_ms");
     S_BATCH = PyUnicode_InternFromString("batch");
-    if (!S_DTYPE || !S_SPEC || !S_CONTEXT || !S_TIME || !S_KEY || !S_STRONG || !S_STALE || !S_BATCH)
+    if (!S_DTYPE || !S_ROW || !S_DIN || !S_DOUT || !S_OUTPUTS || !S_SPEC || !S_CONTEXT || !S_TIME || !S_KEY || !S_STRONG || !S_STALE || !S_BATCH)
         return NULL;
     return PyModule_Create(&moduledef);
 }

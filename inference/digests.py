@@ -114,6 +114,29 @@ def input_digests(rows: Sequence[Sequence[Any]]) -> list[bytes]:
     return list(map(_digest, map(_blake16, blobs)))
 
 
+def _plan(first: Mapping[str, Any]) -> list[tuple[str, bytes, type, Any, Any]] | None:
+    """Per output name of ``first`` in sorted order: (name, packed head, type, dtype,
+    shape), when every value is a numpy one; else None."""
+    plan = []
+    for k in sorted(first):
+        v = first[k]
+        head = _numpy_head(k, v)
+        if head is None:
+            return None
+        plan.append((k, head, type(v), v.dtype, v.shape))
+    return plan
+
+
+def output_plan(first: Mapping[str, Any]) -> tuple[tuple[Any, ...], ...] | None:
+    """What ``_clineage`` digests outputs shaped like ``first`` by: (names, heads, types,
+    dtypes, shapes), when they are all numpy values (the C code hashes their memory); else
+    None."""
+    plan = _plan(first)
+    if plan is None or not all(p[2].__module__ == "numpy" for p in plan):
+        return None
+    return tuple(tuple(col) for col in zip(*plan))
+
+
 #: what joining a numpy value's memory raises when it is not one flat C-ordered block
 #: (a strided view, an object array): then its tobytes() is joined instead
 _NOT_FLAT = (BufferError, TypeError, ValueError)
@@ -126,21 +149,17 @@ def output_digests(outputs: Sequence[Mapping[str, Any]]) -> list[bytes]:
     if not outputs:
         return []
     first = outputs[0]
-    plan = []
-    for k in sorted(first):
-        v = first[k]
-        head = _numpy_head(k, v)
-        if head is None:
-            return list(map(output_digest, outputs))
-        plan.append((k, head, type(v), v.dtype, v.shape))
-    n = len(plan)
+    plan = _plan(first)
+    if plan is None:
+        return list(map(output_digest, outputs))
     c = speedups.clineage
-    if c is not None and all(p[2].__module__ == "numpy" for p in plan):
+    c_plan = output_plan(first) if c is not None else None
+    if c is not None and c_plan is not None:
         # numpy values hashed from their memory in C (the same bytes as tobytes() for a
         # C-contiguous value; any other value, or a mapping off the plan: output_digest)
-        outs = outputs if type(outputs) is list else list(outputs)
-        keys, heads, types, dtypes, shapes = (tuple(col) for col in zip(*plan))
-        return c.output_digests(outs, keys, heads, types, dtypes, shapes, output_digest)  # type: ignore[no-any-return]
+        return c.output_digests(outputs if type(outputs) is list else list(outputs), *c_plan,  # type: ignore[no-any-return]
+                                output_digest)
+    n = len(plan)
     out = []
     if n == 2:  # (the common shape: a label and probabilities)
         (k0, h0, t0, d0, s0), (k1, h1, t1, d1, s1) = plan

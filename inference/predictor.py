@@ -29,11 +29,12 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from crdtsync import speedups
 from crdtsync.clock import Context
 from crdtsync.errors import ModelInputError
 from crdtsync.policy import LINEARIZABLE, LOCAL, SEQUENCED
 
-from .digests import input_digest, input_digests, output_digest, output_digests
+from .digests import input_digest, input_digests, output_digest, output_digests, output_plan
 from .lineage_log import LineageLog
 from .models import Model, Outputs
 from .otel import prediction_tracer
@@ -128,7 +129,14 @@ class Prediction:
     @staticmethod
     def digests_of(preds: Sequence[Prediction]) -> tuple[list[bytes], list[bytes]]:
         """The input and output digests of many predictions (what a lineage flush needs),
-        computed in bulk; the same bytes as their :attr:`input_digest`/:attr:`output_digest`."""
+        computed in bulk; the same bytes as their :attr:`input_digest`/:attr:`output_digest`
+        (with ``_clineage``: both in one C pass over the predictions; this code is its
+        reference)."""
+        c = speedups.clineage
+        if c is not None and preds:
+            plist = preds if type(preds) is list else list(preds)
+            return c.prediction_digests(plist, output_plan(plist[0].outputs), input_digest,  # type: ignore[no-any-return]
+                                        output_digest)
         n = len(preds)
         din: list[bytes | None] = [p._din for p in preds]
         missing = din.count(None)

@@ -355,3 +355,60 @@ def test_staleness_beyond_an_int_is_refused_as_the_reference_refuses_it() -> Non
     for stale in (math.nan, math.inf):
         with pytest.raises(ValueError if math.isnan(stale) else OverflowError):
             pack_run([_Rec(spec, ctx, 1, "k", {}, stale, None)], 0, 1, run, [b"d"], [b"e"])
+
+
+# -- both digests of predictions, in one pass ----------------------------------------
+
+class _By:
+    spec = None
+
+
+@st.composite
+def _predictions(draw: Any) -> list[Any]:
+    from crdtsync.inference.predictor import Prediction
+
+    n = draw(st.integers(1, 8))
+    preds = []
+    for _ in range(n):
+        row = draw(ROWS)
+        out = draw(OUTPUTS)
+        din = draw(st.sampled_from([None, None, None, b"taken-in-advance"]))
+        dout = draw(st.sampled_from([None, None, None, b"taken-out-advnce"]))
+        preds.append(Prediction(_By(), 1, "k", Context(), {}, None, None, row, out, din, dout))  # type: ignore[arg-type]
+    return preds
+
+
+@needs_c
+@settings(max_examples=400, deadline=None)
+@given(_predictions())
+def test_prediction_digests_in_c_are_digests_of_in_python(preds: list[Any]) -> None:
+    from crdtsync.inference.predictor import Prediction
+
+    want_in = [_digest_or_error(lambda p: p._din if p._din is not None else input_digest(p._row), p) for p in preds]
+    want_out = [p._dout if p._dout is not None else output_digest(p.outputs) for p in preds]
+    refused = [w for w in want_in if isinstance(w, type)]
+    for pure in (False, True):
+        if refused:
+            with pytest.raises(refused[0]):
+                if pure:
+                    with speedups.pure():
+                        Prediction.digests_of(preds)
+                else:
+                    Prediction.digests_of(preds)
+            continue
+        if pure:
+            with speedups.pure():
+                got = Prediction.digests_of(preds)
+        else:
+            got = Prediction.digests_of(preds)
+        assert got == (want_in, want_out)
+
+
+@needs_c
+def test_prediction_digests_refuses_bad_arguments() -> None:
+    with pytest.raises(TypeError):
+        C.prediction_digests((), None, input_digest, output_digest)
+    with pytest.raises(TypeError):
+        C.prediction_digests([], ("p",), input_digest, output_digest)
+    with pytest.raises(AttributeError):
+        C.prediction_digests([object()], None, input_digest, output_digest)
