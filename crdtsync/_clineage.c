@@ -28,6 +28,8 @@
  *                                    (below)
  *   pack_predictions(...)            the msgpack prediction rows of a run of records
  *                                    (below)
+ *   hold(p), track(preds)            queued predictions kept out of the collector's
+ *                                    way while they wait (below)
  *
  * Nothing here decides what a digest covers: the heads and the packed rows come from
  * the Python code, which is the definition. An input this code was not written for goes
@@ -881,6 +883,46 @@ error:
     return NULL;
 }
 
+/* ---- queued predictions and the garbage collector ---------------------------------------
+ *
+ * A prediction waiting in a lineage log's queue is alive (the queue holds it), so the
+ * cyclic garbage collector has nothing to find in it; yet thousands of them, each with
+ * its row, make every collection traverse them and promote them into the old
+ * generation, whose growth then triggers full collections (the replica's whole state).
+ * hold(p) untracks a prediction and its row list while it waits; track(preds) tracks
+ * the predictions again when a flush takes them (crdtsync/inference/predictor.py). The
+ * row list stays untracked: only the prediction refers to it, it is never changed, and
+ * its items are values read from the replica, so it can never be part of a cycle.
+ */
+
+static PyObject *hold(PyObject *mod, PyObject *p) {
+    (void)mod;
+    if (PyObject_IS_GC(p) && PyObject_GC_IsTracked(p)) {
+        PyObject *row = PyObject_GetAttr(p, S_ROW);
+        if (row == NULL)
+            return NULL;
+        if (PyList_CheckExact(row) && PyObject_GC_IsTracked(row))
+            PyObject_GC_UnTrack(row);
+        Py_DECREF(row);
+        PyObject_GC_UnTrack(p);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *track(PyObject *mod, PyObject *preds) {
+    (void)mod;
+    if (!PyList_CheckExact(preds)) {
+        PyErr_SetString(PyExc_TypeError, "track: preds must be a list");
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(preds); i++) {
+        PyObject *p = PyList_GET_ITEM(preds, i);
+        if (PyObject_IS_GC(p) && !PyObject_GC_IsTracked(p))
+            PyObject_GC_Track(p);
+    }
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef module_methods[] = {
     {"blake16", blake16, METH_O, "blake16(data): hashlib.blake2b(data, digest_size=16).digest()"},
     {"digests", (PyCFunction)(void (*)(void))digests, METH_FASTCALL,
@@ -891,6 +933,8 @@ static PyMethodDef module_methods[] = {
     {"prediction_digests", (PyCFunction)(void (*)(void))prediction_digests, METH_FASTCALL,
      "prediction_digests(preds, plan, input_fallback, output_fallback): (input digests, output digests) of "
      "predictions (their _din/_dout when taken, else from their _row and outputs)"},
+    {"hold", hold, METH_O, "hold(prediction): untrack a queued prediction and its row list (see track)"},
+    {"track", track, METH_O, "track(predictions): track held predictions again (their rows stay untracked)"},
     {"pack_predictions", (PyCFunction)(void (*)(void))pack_predictions, METH_FASTCALL,
      "pack_predictions(records, start, stop, run, dins, douts): (end, the packed prediction rows of "
      "records[start:end]), end being where the run ends or a record this code does not pack"},

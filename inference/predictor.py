@@ -135,6 +135,7 @@ class Prediction:
         c = speedups.clineage
         if c is not None and preds:
             plist = preds if type(preds) is list else list(preds)
+            c.track(plist)  # (held while queued: see _clineage.hold)
             return c.prediction_digests(plist, output_plan(plist[0].outputs), input_digest,  # type: ignore[no-any-return]
                                         output_digest)
         n = len(preds)
@@ -258,6 +259,9 @@ class Predictor:
         self._lazy_outputs = bool(getattr(model, "outputs_read_only", False))
         self._store = replica.store
         self._read = replica.store.reader(self.fields)
+        #: untracks a queued prediction for the garbage collector (the flush tracks it
+        #: again: Prediction.digests_of), when the C part is there
+        self._hold = speedups.clineage.hold if speedups.clineage is not None else None
         self._ix = {f: i for i, f in enumerate(self.fields)}
         if lineage is not None:
             lineage.register(self.spec)
@@ -367,6 +371,8 @@ class Predictor:
                        None if self._lazy_outputs else output_digest(out))
         lineage = self.lineage
         if lineage is not None:
+            if self._hold is not None:
+                self._hold(p)
             lineage.submit(p)
         if self._tracer is not None:
             self._tracer.emit(p.record, {f: p.values[f] for f in self.flags})
@@ -383,6 +389,8 @@ class Predictor:
         stamps.last = t
         p = Prediction(self, t, key, ctx, strong, stale, batch, row, out, din, dout, cached)
         if self.lineage is not None:
+            if self._hold is not None:
+                self._hold(p)
             self.lineage.submit(p)
         if self._tracer is not None:
             self._tracer.emit(p.record, {f: p.values[f] for f in self.flags})
