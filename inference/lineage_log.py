@@ -78,6 +78,10 @@ class LineageStats:
     append_failures: int = 0
 
 
+#: predictions freed between two turns of the event loop while their append runs (flush)
+_FREE_SLICE = 256
+
+
 class _Step:
     """An encoded part of a flush: appended in order, kept for the next flush until it is."""
 
@@ -226,8 +230,14 @@ class LineageLog:
                     if inflight is not None:
                         await inflight
                     inflight = asyncio.ensure_future(self._send(st))
-                    await asyncio.sleep(0)  # its write runs now, its fsync (a thread) while we go on
-                    chunks[k] = None  # (this step's predictions are freed meanwhile)
+                    # this step's predictions are freed in slices while its append runs: the
+                    # loop runs the append between slices (its write, then its fsync, in threads)
+                    done, chunks[k] = chunks[k], None
+                    while True:
+                        await asyncio.sleep(0)
+                        if not done:
+                            break
+                        del done[-_FREE_SLICE:]
                 if inflight is not None:
                     await inflight
             except BaseException as exc:
