@@ -225,14 +225,14 @@ class LineageLog:
                         raise
                     finally:
                         self.stats.encode_seconds += time.perf_counter() - t0
-                    self._unsent.append(st)
+                    self._unsent.append(st)  # (encoded: from here on the step, not its records, is kept)
+                    done, chunks[k] = chunks[k], None
                     specs_encoded = True
                     if inflight is not None:
                         await inflight
                     inflight = asyncio.ensure_future(self._send(st))
                     # this step's predictions are freed in slices while its append runs: the
                     # loop runs the append between slices (its write, then its fsync, in threads)
-                    done, chunks[k] = chunks[k], None
                     while True:
                         await asyncio.sleep(0)
                         if not done:

@@ -10,8 +10,10 @@ one these tests check the pure path alone (there is nothing else to compare)."""
 from __future__ import annotations
 
 import hashlib
+import importlib
 import itertools
 import math
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +33,10 @@ from crdtsync import MemoryLog, Replica, speedups
 from crdtsync.clock import Context
 
 MUST, WHY = speedups.must_compile()
-C = speedups.clineage
+try:  # (imported whatever CRDTSYNC_PURE says: these tests compare it with the pure path)
+    C: Any = importlib.import_module("crdtsync._clineage")
+except ImportError:
+    C = None
 needs_c = pytest.mark.skipif(C is None and not MUST, reason=f"no C extension to compare with: {WHY}")
 
 BOUNDS = [0, 1, -1, 31, 32, 127, 128, 255, 256, 65535, 65536, 2**32 - 1, 2**32, -32, -33, -128, -129, -32768,
@@ -40,9 +45,11 @@ BOUNDS = [0, 1, -1, 31, 32, 127, 128, 255, 256, 65535, 65536, 2**32 - 1, 2**32, 
 
 def test_the_extension_is_there_when_the_build_had_a_compiler() -> None:
     if MUST:
-        assert C is not None, f"crdtsync._clineage is not loaded although {WHY}: {speedups.REASONS['_clineage']}"
+        assert C is not None, f"crdtsync._clineage is not built although {WHY}: {speedups.REASONS['_clineage']}"
+        pure = os.environ.get("CRDTSYNC_PURE", "") not in ("", "0")
+        assert (speedups.clineage is None) == pure, speedups.describe()
     else:
-        assert C is None
+        assert C is None and speedups.clineage is None
 
 
 # -- BLAKE2b -----------------------------------------------------------------------
