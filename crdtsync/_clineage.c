@@ -1,7 +1,7 @@
 /* crdtsync._clineage: the digests and prediction rows of a lineage flush, in C.
  *
- * The references are crdtsync/inference/digests.py (`input_digests`, `output_digests`)
- * and crdtsync/inference/encoder.py (`pack_run`): they call these functions when the
+ * The references are inference/digests.py (`input_digests`, `output_digests`)
+ * and inference/encoder.py (`pack_run`): they call these functions when the
  * extension is loaded and run their own Python otherwise; tests/inference/
  * test_clineage.py drives both with the same random and hostile inputs and asserts
  * identical digests and bytes (or the same exception).
@@ -414,7 +414,7 @@ static PyObject *output_digests(PyObject *mod, PyObject *const *args, Py_ssize_t
  * rows [1, "P", spec id, base id, time, key, delta, strong, din, dout, stale, batch] of
  * records[start:end], back to back, where end <= stop is the first record that is not of
  * the run (its spec or context object is another) or that this code was not written for
- * (the reference, crdtsync/inference/encoder.py's pack_run, packs that one). run is the
+ * (the reference, inference/encoder.py's pack_run, packs that one). run is the
  * tuple (spec, context, head, delta_packed, strong_fields, ...): head is the packed array
  * header and first four items, delta_packed the packed delta rows (items after the
  * fifth are the reference's).
@@ -727,7 +727,7 @@ done:
  * anything else is input_fallback(p._row)); and p._dout, or the digest of p.outputs by
  * plan (keys, heads, types, dtypes, shapes), as output_digests takes it (None, or an
  * output mapping off the plan: output_fallback(p.outputs)). The reference is
- * Prediction.digests_of in crdtsync/inference/predictor.py.
+ * Prediction.digests_of in inference/predictor.py.
  */
 
 static PyObject *S_ROW, *S_DIN, *S_DOUT, *S_OUTPUTS;
@@ -890,7 +890,7 @@ error:
  * its row, make every collection traverse them and promote them into the old
  * generation, whose growth then triggers full collections (the replica's whole state).
  * hold(p) untracks a prediction and its row list while it waits; track(preds) tracks
- * the predictions again when a flush takes them (crdtsync/inference/predictor.py). The
+ * the predictions again when a flush takes them (inference/predictor.py). The
  * row list stays untracked: only the prediction refers to it, it is never changed, and
  * its items are values read from the replica, so it can never be part of a cycle.
  */
@@ -943,7 +943,7 @@ static PyMethodDef module_methods[] = {
 
 static struct PyModuleDef moduledef = {
     PyModuleDef_HEAD_INIT, "crdtsync._clineage",
-    "The digests of a lineage flush in C (reference: crdtsync/inference/digests.py).", -1, module_methods,
+    "The digests of a lineage flush in C (reference: inference/digests.py).", -1, module_methods,
 };
 
 PyMODINIT_FUNC PyInit__clineage(void) {
