@@ -114,7 +114,7 @@ def input_digests(rows: Sequence[Sequence[Any]]) -> list[bytes]:
     return list(map(_digest, map(_blake16, blobs)))
 
 
-def _plan(first: Mapping[str, Any]) -> list[tuple[str, bytes, type, Any, Any]] | None:
+def _plan(first: Mapping[str, Any]) -> list[tuple[str, bytes, Any, Any, Any]] | None:
     """Per output name of ``first`` in sorted order: (name, packed head, type, dtype,
     shape), when every value is a numpy one; else None."""
     plan = []
