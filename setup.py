@@ -1,5 +1,6 @@
 """Build script: the optional compiled parts, ``crdtsync/_ccolumns.c`` (the column loops
-of ``crdtsync/_hot.py``) and ``crdtsync/_chandles.c`` (the write handles), both in C.
+of ``crdtsync/_hot.py``), ``crdtsync/_chandles.c`` (the write handles) and
+``crdtsync/_clineage.c`` (the digests of a lineage flush), all in C.
 
 Everything else about the package is in ``pyproject.toml``. A C compiler is the only
 build tool: with ``CRDTSYNC_PURE=1``, without a working C compiler, or when a file does
@@ -31,7 +32,8 @@ from setuptools.command.build_ext import build_ext
 
 HERE = Path(__file__).resolve().parent
 #: extension -> its C source
-SOURCES = {"crdtsync._ccolumns": "crdtsync/_ccolumns.c", "crdtsync._chandles": "crdtsync/_chandles.c"}
+SOURCES = {"crdtsync._ccolumns": "crdtsync/_ccolumns.c", "crdtsync._chandles": "crdtsync/_chandles.c",
+           "crdtsync._clineage": "crdtsync/_clineage.c"}
 REPORT = "_build.json"
 
 

@@ -1,6 +1,6 @@
 """Which implementation of the hot paths runs: compiled or pure Python.
 
-Two optional C extension modules, both built by ``pip install`` when it can (a working C
+Three optional C extension modules, both built by ``pip install`` when it can (a working C
 compiler is the only build tool; see ``setup.py`` and ``docs/concepts/speedups.md``), and
 never a reason for an install to fail:
 
@@ -12,10 +12,13 @@ never a reason for an install to fail:
   to the reference function, bound at import here;
 * ``crdtsync._chandles`` (``_chandles.c``), the fast paths of the two specialised write
   handles; without it :mod:`crdtsync.replica.handles` uses its closures, the reference
-  the C code is tested against (``tests/replica/test_chandles.py``).
+  the C code is tested against (``tests/replica/test_chandles.py``);
+* ``crdtsync._clineage`` (``_clineage.c``), the digests of a lineage flush (BLAKE2b of
+  many rows in one loop); without it :mod:`crdtsync.inference.digests` runs its own
+  Python, the reference (``tests/inference/test_clineage.py``).
 
 Each is picked at import: ``CRDTSYNC_PURE=1`` in the environment means pure Python for
-both; else an extension is used if it is there *and was built from the current source*
+all; else an extension is used if it is there *and was built from the current source*
 (``setup.py`` records the SHA-256 of the source beside it, ``<name>.sha256``; an
 extension left over from another source is ignored with a warning, so that a checkout
 never runs code that no longer matches what it reads). :data:`ACTIVE` says what runs
@@ -47,7 +50,7 @@ __all__ = ["ACTIVE", "PARTS", "REASONS", "hot", "chandles", "source_digest", "lo
 
 _DIR = Path(__file__).resolve().parent
 #: extension module -> (its source file, what compiles it)
-SOURCES = {"_ccolumns": ("_ccolumns.c", "c"), "_chandles": ("_chandles.c", "c")}
+SOURCES = {"_ccolumns": ("_ccolumns.c", "c"), "_chandles": ("_chandles.c", "c"), "_clineage": ("_clineage.c", "c")}
 #: the build report ``setup.py`` writes beside the extensions
 BUILD_REPORT = _DIR / "_build.json"
 
@@ -131,6 +134,7 @@ def _why_not_built(name: str) -> str:
 _pure_ref = load_pure()  # (``crdtsync._hot``: the reference, and the pure path)
 _cols_ext, _cols_why = _extension("_ccolumns")
 _c_ext, _c_why = _extension("_chandles")
+_cl_ext, _cl_why = _extension("_clineage")
 if _cols_ext is not None:
     _cols_ext.bind(_pure_ref)  # what the C loops hand unusual inputs to
 
@@ -138,14 +142,16 @@ if _cols_ext is not None:
 hot: ModuleType = _cols_ext if _cols_ext is not None else _pure_ref
 #: the C write handles, or None (:mod:`crdtsync.replica.handles` then uses its closures)
 chandles: ModuleType | None = _c_ext
+#: the C lineage digests, or None (:mod:`crdtsync.inference.digests` then runs Python)
+clineage: ModuleType | None = _cl_ext
+_EXTS = {"_ccolumns": _cols_ext, "_chandles": _c_ext, "_clineage": _cl_ext}
 #: per module: ``"c"`` or ``"pure"``
-PARTS: dict[str, str] = {"_ccolumns": "c" if _cols_ext is not None else "pure",
-                         "_chandles": "c" if _c_ext is not None else "pure"}
+PARTS: dict[str, str] = {n: "c" if m is not None else "pure" for n, m in _EXTS.items()}
 #: per module: why it runs as it does
-REASONS: dict[str, str] = {"_ccolumns": _cols_why, "_chandles": _c_why}
-#: ``"compiled"`` (both extensions), ``"pure"`` (neither) or ``"partial"``
-ACTIVE: str = ("compiled" if _cols_ext is not None and _c_ext is not None
-               else "pure" if _cols_ext is None and _c_ext is None else "partial")
+REASONS: dict[str, str] = {"_ccolumns": _cols_why, "_chandles": _c_why, "_clineage": _cl_why}
+#: ``"compiled"`` (every extension), ``"pure"`` (none) or ``"partial"``
+ACTIVE: str = ("compiled" if all(m is not None for m in _EXTS.values())
+               else "pure" if all(m is None for m in _EXTS.values()) else "partial")
 
 
 def describe() -> str:
@@ -159,10 +165,10 @@ def pure() -> Iterator[None]:
     the write handles made inside are the Python closures (callers look :data:`hot` and
     :data:`chandles` up at each call). For benchmarks that compare both paths in one run;
     :data:`ACTIVE` keeps saying what the process runs otherwise."""
-    global hot, chandles
-    saved = hot, chandles
-    hot, chandles = _pure_ref, None
+    global hot, chandles, clineage
+    saved = hot, chandles, clineage
+    hot, chandles, clineage = _pure_ref, None, None
     try:
         yield
     finally:
-        hot, chandles = saved
+        hot, chandles, clineage = saved

@@ -5,6 +5,13 @@ equal digests whatever process computes them: feature and flag values as the rep
 returned them (msgpack, floats packed as 64-bit), and outputs with numpy arrays and
 scalars hashed as dtype, shape and raw bytes (bit-exact, so a re-run that differs in the
 last bit of a probability is a mismatch).
+
+The bulk forms (:func:`input_digests`, :func:`output_digests`: a lineage flush digests
+its rows all at once) run the hashing in C when ``crdtsync._clineage`` is built (see
+:mod:`crdtsync.speedups`): rows packed by ``_chandles.flat_packb`` (the bytes
+``pack_small`` gives) and hashed in one loop, numpy outputs hashed from their memory with
+the heads looked up once. The Python code here is the definition and the fallback; the C
+path hands every row it was not written for back to it.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from typing import Any
 
 import msgpack
 
+from crdtsync import speedups
 from crdtsync._encoding import canonical, pack_small
 
 __all__ = ["input_digest", "input_digests", "output_digest", "output_digests", "plain_outputs"]
@@ -94,12 +102,39 @@ def output_digest(outputs: Mapping[str, Any]) -> bytes:
 def input_digests(rows: Sequence[Sequence[Any]]) -> list[bytes]:
     """``[input_digest(r) for r in rows]``, with one packer and the hashing in C loops
     (the lineage log's flush digests many rows at once)."""
+    c, h = speedups.clineage, speedups.chandles
+    if c is not None and h is not None:  # flat rows packed and hashed in C; the rest by input_digest
+        rows = rows if type(rows) is list else list(rows)
+        return c.digests(list(map(h.flat_packb, rows)), rows, input_digest)  # type: ignore[no-any-return]
     pack = msgpack.Packer(use_bin_type=True, use_single_float=False).pack  # pack_small's settings
     try:
         blobs = [pack(r) for r in rows]
     except (TypeError, ValueError):  # a row input_digest packs in canonical form
         return [input_digest(r) for r in rows]
     return list(map(_digest, map(_blake16, blobs)))
+
+
+def _plan(first: Mapping[str, Any]) -> list[tuple[str, bytes, Any, Any, Any]] | None:
+    """Per output name of ``first`` in sorted order: (name, packed head, type, dtype,
+    shape), when every value is a numpy one; else None."""
+    plan = []
+    for k in sorted(first):
+        v = first[k]
+        head = _numpy_head(k, v)
+        if head is None:
+            return None
+        plan.append((k, head, type(v), v.dtype, v.shape))
+    return plan
+
+
+def output_plan(first: Mapping[str, Any]) -> tuple[tuple[Any, ...], ...] | None:
+    """What ``_clineage`` digests outputs shaped like ``first`` by: (names, heads, types,
+    dtypes, shapes), when they are all numpy values (the C code hashes their memory); else
+    None."""
+    plan = _plan(first)
+    if plan is None or not all(p[2].__module__ == "numpy" for p in plan):
+        return None
+    return tuple(tuple(col) for col in zip(*plan))
 
 
 #: what joining a numpy value's memory raises when it is not one flat C-ordered block
@@ -114,13 +149,16 @@ def output_digests(outputs: Sequence[Mapping[str, Any]]) -> list[bytes]:
     if not outputs:
         return []
     first = outputs[0]
-    plan = []
-    for k in sorted(first):
-        v = first[k]
-        head = _numpy_head(k, v)
-        if head is None:
-            return list(map(output_digest, outputs))
-        plan.append((k, head, type(v), v.dtype, v.shape))
+    plan = _plan(first)
+    if plan is None:
+        return list(map(output_digest, outputs))
+    c = speedups.clineage
+    c_plan = output_plan(first) if c is not None else None
+    if c is not None and c_plan is not None:
+        # numpy values hashed from their memory in C (the same bytes as tobytes() for a
+        # C-contiguous value; any other value, or a mapping off the plan: output_digest)
+        return c.output_digests(outputs if type(outputs) is list else list(outputs), *c_plan,  # type: ignore[no-any-return]
+                                output_digest)
     n = len(plan)
     out = []
     if n == 2:  # (the common shape: a label and probabilities)

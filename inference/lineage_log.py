@@ -2,8 +2,8 @@
 
 :class:`LineageLog` takes records from predictors (:meth:`LineageLog.submit` appends a
 reference to a list: nothing is encoded while a prediction waits), and a flush encodes
-them in batches (:mod:`crdtsync.inference.record` describes the compact format) and
-appends them to any :class:`~crdtsync.log.Log`, up to ``rows_per_record`` rows packed back to
+them in batches (:mod:`crdtsync.inference.record` describes the compact format,
+:mod:`crdtsync.inference.encoder` encodes it) and appends them to any :class:`~crdtsync.log.Log`, up to ``rows_per_record`` rows packed back to
 back in one log record (a log record costs more than a row: framing, a checksum, an index
 entry; a damaged one loses its rows, which the reader counts): a :class:`~crdtsync.log.LocalLog` by
 default (``lineage/`` in a replica's data directory), a Kafka topic's log when the replica
@@ -18,22 +18,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 import msgpack
 
-from crdtsync._encoding import corrupt, pack_small
+from crdtsync._encoding import corrupt
 from crdtsync.clock import Context
 from crdtsync.errors import CorruptRecord, LineageNotFound, UnsupportedVersion
 from crdtsync.log._protocol import Log
 
-from .record import VERSION, LineageRecord, PredictorSpec, apply_delta, context_delta, prediction_id
+from .encoder import FlushEncoder
+from .record import VERSION, LineageRecord, PredictorSpec, apply_delta, prediction_id
 
 __all__ = ["LineageLog", "LineageReader", "LineageStats", "PendingRecord", "open_lineage_log"]
 
@@ -78,24 +78,33 @@ class LineageStats:
     append_failures: int = 0
 
 
-class _Base:
-    __slots__ = ("base_id", "rows", "index", "ctx")
+#: predictions freed between two turns of the event loop while their append runs (flush)
+_FREE_SLICE = 256
 
-    def __init__(self, base_id: int, ctx: Context) -> None:
-        self.base_id = base_id
-        self.ctx = ctx
-        self.rows = ctx.to_payload()
-        self.index = {row[0]: i for i, row in enumerate(self.rows)}
+
+class _Step:
+    """An encoded part of a flush: appended in order, kept for the next flush until it is."""
+
+    __slots__ = ("payloads", "records", "specs", "sent")
+
+    def __init__(self, payloads: list[bytes], records: int, specs: int) -> None:
+        self.payloads = payloads
+        self.records = records
+        self.specs = specs
+        self.sent = False
 
 
 class LineageLog:
     """Batched, compact writing of lineage records to a log."""
 
     def __init__(self, log_: Log, *, batch_size: int = 256, flush_interval: float = 0.05,
-                 max_delta_rows: int = 8, rows_per_record: int = 64, owns_log: bool = False) -> None:
-        if rows_per_record < 1:
-            raise ValueError(f"rows_per_record must be >= 1, got {rows_per_record}")
+                 max_delta_rows: int = 8, rows_per_record: int = 64, records_per_append: int = 4096,
+                 owns_log: bool = False) -> None:
+        if records_per_append < 1:
+            raise ValueError(f"records_per_append must be >= 1, got {records_per_append}")
         self.log = log_
+        #: records encoded and appended per step of a flush, at most (see flush)
+        self.records_per_append = records_per_append
         self.batch_size = batch_size
         #: lineage rows packed back to back into one log record, at most
         self.rows_per_record = rows_per_record
@@ -103,10 +112,11 @@ class LineageLog:
         self.max_delta_rows = max_delta_rows
         self.owns_log = owns_log
         self.stats = LineageStats()
+        self._encoder = FlushEncoder(self.stats, max_delta_rows=max_delta_rows, rows_per_record=rows_per_record)
         self._pending: list[LineageRecord | PendingRecord] = []
         self._specs: list[PredictorSpec] = []
-        self._bases: dict[str, _Base] = {}
-        self._last: tuple[Context, str, list[Any]] | None = None  # (ctx, actor, delta) of the last record
+        #: steps encoded by a flush and not appended yet (an append failed), in order
+        self._unsent: list[_Step] = []
         self._timer: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[int] | None = None
         self._lock: asyncio.Lock | None = None
@@ -130,7 +140,8 @@ class LineageLog:
 
     @property
     def pending(self) -> int:
-        return len(self._pending)
+        """Records not appended yet: queued, or encoded by a flush whose append failed."""
+        return len(self._pending) + sum(st.records for st in self._unsent if not st.sent)
 
     def _arm(self) -> None:
         """Make sure a flush is coming for what is queued: now when ``batch_size`` records
@@ -174,108 +185,84 @@ class LineageLog:
             log.warning("lineage flush failed (records kept for the next flush): %s", exc)
             return 0
 
-    # -- encoding ---------------------------------------------------------------------
-    def _rows(self, records: Sequence[LineageRecord | PendingRecord], specs: list[PredictorSpec]) -> list[Any]:
-        """The lineage rows of a flush, in order: spec and base rows packed (bytes),
-        prediction rows as lists (packed by :meth:`_payloads`, many per packer call)."""
-        out: list[Any] = [pack_small(s.encode_row()) for s in specs]
-        if not records:
-            return out
-        dins, douts = _digests(records)
-        bases = self._bases
-        max_rows = self.max_delta_rows
-        last = self._last
-        spec_of: PredictorSpec | None = None
-        sid, strong_fields = 0, cast("tuple[str, ...]", ())
-        for rec, din, dout in zip(records, dins, douts):  # (a PendingRecord has every attribute read here)
-            spec = rec.spec
-            if spec is None:
-                raise ValueError("a lineage record needs its predictor spec")
-            if spec is not spec_of:  # (one predictor's records follow each other)
-                spec_of, sid, strong_fields = spec, spec.spec_id, spec.strong
-            ctx, actor = rec.context, spec.actor
-            delta: list[Any] | None
-            if last is not None and last[0] is ctx and last[1] == actor:
-                base, delta = bases[actor], last[2]
-            else:
-                found = bases.get(actor)
-                delta = context_delta(found.rows, found.index, ctx) if found is not None else None
-                if found is None or delta is None or len(delta) > max_rows:
-                    base = bases[actor] = _Base(secrets.randbits(32), ctx)
-                    out.append(pack_small([VERSION, "B", base.base_id, actor, base.rows]))
-                    self.stats.bases += 1
-                    delta = []
-                else:
-                    base = found
-                last = self._last = (ctx, actor, delta)
-            strong = [rec.strong_positions.get(f) for f in strong_fields] if strong_fields else _NONE
-            stale = rec.staleness_ms
-            batch = rec.batch
-            out.append([VERSION, "P", sid, base.base_id, rec.time, rec.key, delta, strong, din, dout,
-                        None if stale is None else int(stale), None if batch is None else list(batch)])
-        return out
-
-    def _payloads(self, rows: list[Any]) -> list[bytes]:
-        """Log records of ``rows`` (up to ``rows_per_record`` each, back to back); the
-        prediction rows of a record are packed by one packer call, as one array whose
-        header is dropped (msgpack packs an array as its header, then its items)."""
-        n = self.rows_per_record
-        pack = msgpack.Packer(use_bin_type=True, use_single_float=False).pack  # pack_small's settings
-        payloads = []
-        record_bytes = 0
-        for i in range(0, len(rows), n):
-            parts: list[bytes] = []
-            run: list[list[Any]] = []
-            for row in rows[i:i + n]:
-                if type(row) is bytes:
-                    if run:
-                        parts.append(_items(pack(run), len(run)))
-                        record_bytes += len(parts[-1])
-                        run = []
-                    parts.append(row)
-                else:
-                    run.append(row)
-            if run:
-                parts.append(_items(pack(run), len(run)))
-                record_bytes += len(parts[-1])
-            payloads.append(parts[0] if len(parts) == 1 else b"".join(parts))
-        self.stats.record_bytes += record_bytes
-        return payloads
-
-    def encode_for_size(self, record: LineageRecord) -> int:
-        """The encoded size of ``record`` now (for measurements; changes no state except
-        logging a base when one is due, as a flush would)."""
-        return len(pack_small(self._rows([record], [])[-1]))
-
     async def flush(self) -> int:
-        """Encode and append every queued record; returns how many were appended."""
+        """Encode and append every queued record; returns how many were appended.
+
+        The records go in steps of ``records_per_append``: a step is encoded while the
+        previous step's append (its fsync) runs, and the step's predictions are let go
+        (encoded, they are no longer needed) while its own append runs. Each append
+        returns when its records are durable as the log defines it, and the flush
+        returns after the last one. An append that fails keeps its step, and the steps
+        encoded after it, for the next flush, which appends them first, in order; the
+        error is counted and raised."""
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:
             records, self._pending = self._pending, []
             self._kick_at = 1 if self._timer is None else self.batch_size
             specs, self._specs = self._specs, []
-            if not records and not specs:
+            if not records and not specs and not self._unsent:
                 return 0
-            t0 = time.perf_counter()
-            saved = (dict(self._bases), self._last, self.stats.bases, self.stats.record_bytes)
-            payloads = self._payloads(self._rows(records, specs))
-            self.stats.encode_seconds += time.perf_counter() - t0
+            before = self.stats.records
+            per = self.records_per_append
+            chunks: list[list[LineageRecord | PendingRecord] | None] = [records[i:i + per]
+                                                                         for i in range(0, len(records), per)] or [[]]
+            del records
+            inflight: asyncio.Future[None] | None = None
+            k, specs_encoded = 0, False
             try:
-                await self.log.append(payloads)
-            except BaseException:
-                # nothing was appended: put everything back and forget the bases we made
-                self._pending[:0] = records
-                self._specs[:0] = specs
-                self._bases, self._last, self.stats.bases, self.stats.record_bytes = saved
-                self.stats.append_failures += 1
+                for st in list(self._unsent):  # what an earlier flush could not append, first
+                    await self._send(st)
+                for k in range(len(chunks)):
+                    t0 = time.perf_counter()
+                    saved = self._encoder.snapshot()
+                    try:
+                        st = _Step(self._encoder.encode(chunks[k] or (), specs if k == 0 else ()), len(chunks[k] or ()),
+                                   len(specs) if k == 0 else 0)
+                    except BaseException:
+                        self._encoder.restore(saved)  # (no base of this step reaches the log)
+                        chunks[k] = None  # (a record that cannot be encoded: its step is dropped, and raised)
+                        raise
+                    finally:
+                        self.stats.encode_seconds += time.perf_counter() - t0
+                    self._unsent.append(st)  # (encoded: from here on the step, not its records, is kept)
+                    done, chunks[k] = chunks[k], None
+                    specs_encoded = True
+                    if inflight is not None:
+                        await inflight
+                    inflight = asyncio.ensure_future(self._send(st))
+                    # this step's predictions are freed in slices while its append runs: the
+                    # loop runs the append between slices (its write, then its fsync, in threads)
+                    while True:
+                        await asyncio.sleep(0)
+                        if not done:
+                            break
+                        del done[-_FREE_SLICE:]
+                if inflight is not None:
+                    await inflight
+            except BaseException as exc:
+                # steps not encoded yet are queued again, before what came meanwhile
+                self._pending[:0] = [r for c in chunks[k:] if c is not None for r in c]
+                if not specs_encoded:
+                    self._specs[:0] = specs
+                if not isinstance(exc, asyncio.CancelledError) and any(not st.sent for st in self._unsent):
+                    self.stats.append_failures += 1
                 raise
-            self.stats.records += len(records)
-            self.stats.specs += len(specs)
             self.stats.batches += 1
             if self._pending:  # queued while this flush appended
                 self._arm()
-            return len(records)
+            return self.stats.records - before
+
+    async def _send(self, st: _Step) -> None:
+        """Append one step (once: a step already appended is skipped) and count it."""
+        if not st.sent:
+            if st.payloads:
+                await self.log.append(st.payloads)
+            st.sent = True
+            self.stats.records += st.records
+            self.stats.specs += st.specs
+        if self._unsent and self._unsent[0] is st:
+            self._unsent.pop(0)
 
     async def close(self) -> None:
         """Flush what is queued, stop the background flushes, close an owned log."""
@@ -305,15 +292,6 @@ async def open_lineage_log(path: str | Path, **kwargs: Any) -> LineageLog:
 
     local = await LocalLog.open(Path(path))
     return LineageLog(local, owns_log=True, **kwargs)
-
-
-#: the strong positions of a spec without strong fields (packed, never changed)
-_NONE: list[Any] = []
-
-
-def _items(packed: bytes, n: int) -> bytes:
-    """The items of the msgpack array ``packed`` of ``n`` items, back to back."""
-    return packed[1 if n <= 15 else 3 if n <= 0xFFFF else 5:]
 
 
 def _digests(records: Sequence[LineageRecord | PendingRecord]) -> tuple[list[bytes], list[bytes]]:
