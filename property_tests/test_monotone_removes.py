@@ -144,10 +144,6 @@ class Fleet:
             )
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known bug, found by this test (about half of fresh random runs): an element remove made after a key "
-    "remove is undone by a stale concurrent copy of the add; pinned by the strict xfails in "
-    "tests/types/test_monotone_removes.py, fix in progress on branch ormap-fix"))
 @given(st.data())
 def test_nested_removes_are_monotone_under_any_merge_order(data: st.DataObject) -> None:
     shape = data.draw(st.sampled_from(SHAPES), label="shape")

@@ -196,7 +196,7 @@ class ORSet(CRDT[ElementSet]):
     dropped.
     """
 
-    __slots__ = ("_ctx", "_dots", "_elems", "_index")
+    __slots__ = ("_ctx", "_dots", "_elems", "_index", "_recalled")
     TYPE_TAG: ClassVar[str] = "orset"
     VERSION: ClassVar[int] = 1
     MUTATORS: ClassVar[tuple[str, ...]] = ("add", "remove")
@@ -208,12 +208,17 @@ class ORSet(CRDT[ElementSet]):
     _ctx: Context
 
     _index: dict[Dot, bytes] | None
+    #: the key's removal record when an ORMap reads this state for a nested write
+    #: (:meth:`_seen`): :meth:`remove` also takes the element's adds it still calls live.
+    #: Transient: never encoded or compared, and no join result carries it.
+    _recalled: Removals | None
 
     def __init__(self) -> None:
         self._dots = {}
         self._elems = {}
         self._ctx = Context()
         self._index = None
+        self._recalled = None
 
     @classmethod
     def _make(
@@ -225,6 +230,7 @@ class ORSet(CRDT[ElementSet]):
         s._elems = elems
         s._ctx = ctx
         s._index = index
+        s._recalled = None
         return s
 
     def _dot_index(self) -> dict[Dot, bytes]:
@@ -246,14 +252,23 @@ class ORSet(CRDT[ElementSet]):
     def remove(self, element: Element, *, actor: str, observed: Iterable[Dot] | None = None) -> ORSet:
         """Delta removing the adds of ``element`` that were observed.
 
-        Without ``observed``, that is every add this state holds. With ``observed``
+        Without ``observed``, that is every add this state holds and, for an ORMap's
+        value written through :meth:`ORMap.update`, every add of the element that the
+        key's removal record still calls live (adds a remove of the key took out of this
+        state: the writer has seen them, so a stale copy of them carried by an update
+        concurrent with the key remove must not outlive this remove). With ``observed``
         (the dots another replica reported, e.g. ``other.dots_of(element)``), exactly
         those adds are removed, even if this replica has not received them yet; adds
         concurrent with that read survive.
         """
         actor_of(actor)
         k = _key_of(_element(element, "ORSet element"))
-        dots = self._dots.get(k, frozenset()) if observed is None else _observed(observed)
+        if observed is not None:
+            dots = _observed(observed)
+        else:
+            dots = self._dots.get(k, frozenset())
+            if self._recalled is not None:
+                dots = dots | self._recalled.recalled(k)
         if not dots:
             return ORSet()
         return ORSet._make({}, {}, Context.from_dots(dots))
@@ -291,13 +306,17 @@ class ORSet(CRDT[ElementSet]):
         if other.__class__ is not ORSet:
             self._check_joinable(other)
         if other is self:
-            return self
+            out = self
         # joining a small delta into a large state must not cost the size of the state
-        if len(self._dots) > 32 and len(other._dots) + len(other._ctx) * 2 < len(self._dots):
-            return self._join_small(other)
-        if len(other._dots) > 32 and len(self._dots) + len(self._ctx) * 2 < len(other._dots):
-            return other._join_small(self)
-        return self._join_full(other)
+        elif len(self._dots) > 32 and len(other._dots) + len(other._ctx) * 2 < len(self._dots):
+            out = self._join_small(other)
+        elif len(other._dots) > 32 and len(self._dots) + len(self._ctx) * 2 < len(other._dots):
+            out = other._join_small(self)
+        else:
+            out = self._join_full(other)
+        if out._recalled is not None:  # the record stays with the read it was made for
+            out = ORSet._make(out._dots, out._elems, out._ctx, out._index)
+        return out
 
     def _join_full(self, other: ORSet) -> ORSet:
         ctx = self._ctx.join(other._ctx)
@@ -357,7 +376,8 @@ class ORSet(CRDT[ElementSet]):
 
     # -- removal records (for ORMap) --------------------------------------------------
     def _removals(self) -> Removals:
-        return Removals(self._ctx, frozenset(d for ds in self._dots.values() for d in ds))
+        """The context and the live dots, grouped by element (see :class:`Removals`)."""
+        return Removals(self._ctx, frozenset(d for ds in self._dots.values() for d in ds), by=self._dots)
 
     def _forget(self, removals: Removals) -> ORSet:
         dots: dict[bytes, frozenset[Dot]] = {}
@@ -373,7 +393,11 @@ class ORSet(CRDT[ElementSet]):
 
     def _seen(self, record: Removals, actor: str) -> ORSet:
         joined = self._ctx.join(Context.from_vv({actor: record.ctx.max_seq(actor)}))
-        return self if joined == self._ctx else ORSet._make(self._dots, self._elems, joined, self._index)
+        if joined == self._ctx and not record.by:
+            return self
+        s = ORSet._make(self._dots, self._elems, joined, self._index)
+        s._recalled = record if record.by else None
+        return s
 
     # -- encoding ------------------------------------------------------------------
     def _payload(self) -> Any:
@@ -555,9 +579,9 @@ class ORMap(CRDT[dict[Element, Any]]):
     seen removed looks exactly like an observed remove and is dropped.
     """
 
-    __slots__ = ("_cache", "_causal", "_ctx", "_empty", "_entries", "_index", "_keys", "_resets")
+    __slots__ = ("_cache", "_causal", "_ctx", "_empty", "_entries", "_index", "_keys", "_recalled", "_resets")
     TYPE_TAG: ClassVar[str] = "ormap"
-    VERSION: ClassVar[int] = 2
+    VERSION: ClassVar[int] = 3
     MUTATORS: ClassVar[tuple[str, ...]] = ("update", "remove")
     NEEDS_TIME: ClassVar[bool] = True
     RECORDS_REMOVALS: ClassVar[bool] = True
@@ -569,6 +593,9 @@ class ORMap(CRDT[dict[Element, Any]]):
     _cache: dict[bytes, CRDT[Any]]
     _resets: dict[bytes, Removals]
     _causal: bool
+    #: as :attr:`ORSet._recalled`: the removal record this map was read with for a
+    #: nested write; :meth:`remove` also takes the key's updates it still calls live
+    _recalled: Removals | None
 
     def __init__(self, value_type: ValueType = PNCounter) -> None:
         """An empty map whose values are ``value_type()`` states.
@@ -590,6 +617,7 @@ class ORMap(CRDT[dict[Element, Any]]):
         self._index: dict[Dot, bytes] | None = None
         self._resets = {}
         self._causal = empty.RECORDS_REMOVALS
+        self._recalled = None
 
     @classmethod
     def _make(
@@ -611,6 +639,7 @@ class ORMap(CRDT[dict[Element, Any]]):
         m._index = index
         m._resets = resets if resets is not None else {}
         m._causal = empty.RECORDS_REMOVALS if causal is None else causal
+        m._recalled = None
         return m
 
     def _like(self, entries: dict[bytes, dict[Dot, _Entry]], keys: dict[bytes, Element], ctx: Context,
@@ -731,12 +760,19 @@ class ORMap(CRDT[dict[Element, Any]]):
     ) -> ORMap:
         """Delta removing the updates of ``key`` that were observed (its value resets).
 
-        ``observed`` works as in :meth:`ORSet.remove` (dots from ``other.dots_of(key)``);
-        ``ts`` is accepted for uniformity and unused.
+        ``observed`` works as in :meth:`ORSet.remove` (dots from ``other.dots_of(key)``;
+        without it, for a map nested in another map's key, the updates of ``key`` that
+        the outer key's removal record still calls live are taken too); ``ts`` is
+        accepted for uniformity and unused.
         """
         actor_of(actor)
         k = _key_of(_element(key, "ORMap key"))
-        dots = frozenset(self._entries.get(k, ())) if observed is None else _observed(observed)
+        if observed is not None:
+            dots = _observed(observed)
+        else:
+            dots = frozenset(self._entries.get(k, ()))
+            if self._recalled is not None:
+                dots = dots | self._recalled.recalled(k)
         return self._like({}, {}, Context.from_dots(dots) if dots else Context(), resets={})
 
     # -- queries -------------------------------------------------------------------
@@ -794,13 +830,17 @@ class ORMap(CRDT[dict[Element, Any]]):
     def join(self, other: ORMap) -> ORMap:
         self._check_joinable(other)
         if other is self:
-            return self
+            out = self
         # joining a small delta into a large map must not cost the size of the map
-        if len(self._entries) > 16 and len(other._entries) + len(other._ctx) * 2 < len(self._entries):
-            return self._join_small(other)
-        if len(other._entries) > 16 and len(self._entries) + len(self._ctx) * 2 < len(other._entries):
-            return other._join_small(self)
-        return self._join_full(other)
+        elif len(self._entries) > 16 and len(other._entries) + len(other._ctx) * 2 < len(self._entries):
+            out = self._join_small(other)
+        elif len(other._entries) > 16 and len(self._entries) + len(self._ctx) * 2 < len(other._entries):
+            out = other._join_small(self)
+        else:
+            out = self._join_full(other)
+        if out._recalled is not None:  # the record stays with the read it was made for
+            out = out._like(out._entries, out._keys, out._ctx, out._index)
+        return out
 
     def _join_full(self, other: ORMap) -> ORMap:
         ctx = self._ctx.join(other._ctx)
@@ -865,7 +905,8 @@ class ORMap(CRDT[dict[Element, Any]]):
                     record = r if record is None else record.join(r)
                 assert record is not None
                 children[k] = record
-        return Removals(self._ctx, frozenset(self._dot_index()), children)
+        by = {k: frozenset(fun) for k, fun in self._entries.items()}
+        return Removals(self._ctx, frozenset(self._dot_index()), children, by)
 
     def _forget(self, removals: Removals) -> ORMap:
         entries: dict[bytes, dict[Dot, _Entry]] = {}
@@ -892,9 +933,11 @@ class ORMap(CRDT[dict[Element, Any]]):
     def _seen(self, record: Removals, actor: str) -> ORMap:
         joined = self._ctx.join(Context.from_vv({actor: record.ctx.max_seq(actor)}))
         resets = _joined_resets(self._resets, dict(record.children)) if self._causal else self._resets
-        if joined == self._ctx and resets is self._resets:
+        if joined == self._ctx and resets is self._resets and not record.by:
             return self
-        return self._like(self._entries, self._keys, joined, self._index, resets)
+        m = self._like(self._entries, self._keys, joined, self._index, resets)
+        m._recalled = record if record.by else None
+        return m
 
     # -- encoding ------------------------------------------------------------------
     def _payload(self) -> Any:
@@ -986,7 +1029,7 @@ class ORMap(CRDT[dict[Element, Any]]):
             if last is not None and not last < k:
                 corrupt("ormap.removed", "keys are not in strictly ascending canonical order")
             last = k
-            resets[k] = Removals.from_payload(pair[1], "ormap.removed", _key_from_wire)
+            resets[k] = Removals.from_payload(pair[1], "ormap.removed", _key_from_wire, version)
         m = cls._make(empty, entries, keys, ctx, resets=resets, causal=causal)
         if causal:  # a key's value joins its nested states: they must not reuse a dot
             for k in entries:
