@@ -548,7 +548,12 @@ class ORMap(CRDT[dict[Element, Any]]):
     removed, so a stale copy carried by a concurrent update cannot bring back what an
     earlier remove took, even after the dot that knew about that remove is gone (issue 8,
     defect 8). A record holds one context (a version-vector entry per writer of the key)
-    and the dots that were live when the superseded states died; a removed key keeps it.
+    and the dots that were live when the superseded states died, each under the element
+    (ORSet) or key (ORMap) holding it; a removed key keeps it. A remove inside the key's
+    value made through :meth:`update` also takes the dots of its element or inner key
+    that the record still calls live: a remove of the key took those adds out of the
+    writer's state, but the writer has seen them, so a stale copy carried by an update
+    concurrent with the key remove does not outlive the later remove.
 
     Nested identities: a writer that finds its own last write on the key removed starts
     a fresh nested identity, ``"<actor>#<seq>"``, for a value type without records (a
@@ -558,17 +563,22 @@ class ORMap(CRDT[dict[Element, Any]]):
     key's record remembers every dot it wrote there, so its next write continues after
     them (and its own earlier writes it no longer holds count as removed).
 
-    Payload (version 2): ``[value_type, entries, context rows, records]``.
+    Payload (version 3): ``[value_type, entries, context rows, records]``.
     ``value_type`` is the empty nested state as ``[tag, version, payload]``; ``entries``
     is ``[[key, [[replica, seq, inc, nested payload], ...]], ...]`` sorted by the
     canonical bytes of the key, dots sorted and non-empty; ``inc`` (0 <= inc <= seq) is
     the seq that names the writer's nested identity (0: the writer's one identity for a
     causal value type); nested payloads use the version given in ``value_type``. Every
     dot lies inside the context and belongs to one key only. ``records`` is
-    ``[[key, record], ...]`` sorted likewise, each record ``[context rows, [[replica,
-    seq], ...], [[nested key, record], ...]]`` (the live dots inside the context; the
-    nested records for a value type that is itself a map); always empty for a value type
-    without records. Version 1 (still decoded) had no ``records`` and ``inc >= 1``.
+    ``[[key, record], ...]`` sorted likewise, each record ``[context rows, loose dots,
+    [[nested key, record], ...], [[element or nested key, [[replica, seq], ...]], ...]]``
+    (see :class:`~crdtsync.types._dots.Removals`: the live dots inside the context, each
+    listed once, grouped by the element or nested key holding them, loose for flags and
+    registers; the nested records for a value type that is itself a map); always empty
+    for a value type without records. Version 2 (still decoded, to the same value) had
+    records of three items, ``[context rows, live dots, children]``, with no groups: a
+    remove made from such a record takes only what the state holds (the behaviour of
+    version 2). Version 1 (still decoded) had no ``records`` and ``inc >= 1``.
 
     Same-dot rule: a mutator takes the writer's next dot from the state it is called on,
     so call it on the writer's current state (join each delta before making the next
