@@ -522,9 +522,9 @@ def _bounded_records(where: str, m: MetadataSize, pending: int) -> None:
     the replicas and the elements, never on the number of cycles (issue 8, defect 8).
 
     Format 3 records group their live dots by element, which adds ``RECORD_GROUP_BYTES``
-    per element named and nothing per dot (measured, seed 13: 3,000 cycles end with 109
-    groups over 48 records and 9,185 bytes, against 8,742 bytes for the format-2 records
-    of the same run; 30,000 cycles: 97 groups, 11,006 bytes, against 10,036)."""
+    per element named and nothing per dot (measured, seed 13: 3,000 cycles end with 99
+    groups over 48 records and 8,947 bytes, against 8,742 bytes for the format-2 records
+    of the same run; 30,000 cycles: 86 groups, 10,622 bytes, against 10,036)."""
     assert m.records <= MAP_KEYS, f"{where}: {m.records} records for {MAP_KEYS} keys"
     assert m.record_groups <= m.records * MAP_ELEMENTS, f"{where}: records name {m.record_groups} elements"
     assert m.record_groups <= m.record_dots, f"{where}: {m.record_groups} groups for {m.record_dots} dots"

@@ -196,7 +196,7 @@ class ORSet(CRDT[ElementSet]):
     dropped.
     """
 
-    __slots__ = ("_ctx", "_dots", "_elems", "_index", "_recalled")
+    __slots__ = ("_ctx", "_dots", "_elems", "_index")
     TYPE_TAG: ClassVar[str] = "orset"
     VERSION: ClassVar[int] = 1
     MUTATORS: ClassVar[tuple[str, ...]] = ("add", "remove")
@@ -208,17 +208,12 @@ class ORSet(CRDT[ElementSet]):
     _ctx: Context
 
     _index: dict[Dot, bytes] | None
-    #: the key's removal record when an ORMap reads this state for a nested write
-    #: (:meth:`_seen`): :meth:`remove` also takes the element's adds it still calls live.
-    #: Transient: never encoded or compared, and no join result carries it.
-    _recalled: Removals | None
 
     def __init__(self) -> None:
         self._dots = {}
         self._elems = {}
         self._ctx = Context()
         self._index = None
-        self._recalled = None
 
     @classmethod
     def _make(
@@ -230,7 +225,6 @@ class ORSet(CRDT[ElementSet]):
         s._elems = elems
         s._ctx = ctx
         s._index = index
-        s._recalled = None
         return s
 
     def _dot_index(self) -> dict[Dot, bytes]:
@@ -252,23 +246,16 @@ class ORSet(CRDT[ElementSet]):
     def remove(self, element: Element, *, actor: str, observed: Iterable[Dot] | None = None) -> ORSet:
         """Delta removing the adds of ``element`` that were observed.
 
-        Without ``observed``, that is every add this state holds and, for an ORMap's
-        value written through :meth:`ORMap.update`, every add of the element that the
-        key's removal record still calls live (adds a remove of the key took out of this
-        state: the writer has seen them, so a stale copy of them carried by an update
-        concurrent with the key remove must not outlive this remove). With ``observed``
+        Without ``observed``, that is every add this state holds (for an ORMap's value
+        written through :meth:`ORMap.update`, the map also takes the adds of the element
+        that the key's removal record still calls live: see :meth:`_recalls`). With ``observed``
         (the dots another replica reported, e.g. ``other.dots_of(element)``), exactly
         those adds are removed, even if this replica has not received them yet; adds
         concurrent with that read survive.
         """
         actor_of(actor)
         k = _key_of(_element(element, "ORSet element"))
-        if observed is not None:
-            dots = _observed(observed)
-        else:
-            dots = self._dots.get(k, frozenset())
-            if self._recalled is not None:
-                dots = dots | self._recalled.recalled(k)
+        dots = self._dots.get(k, frozenset()) if observed is None else _observed(observed)
         if not dots:
             return ORSet()
         return ORSet._make({}, {}, Context.from_dots(dots))
@@ -306,17 +293,13 @@ class ORSet(CRDT[ElementSet]):
         if other.__class__ is not ORSet:
             self._check_joinable(other)
         if other is self:
-            out = self
+            return self
         # joining a small delta into a large state must not cost the size of the state
-        elif len(self._dots) > 32 and len(other._dots) + len(other._ctx) * 2 < len(self._dots):
-            out = self._join_small(other)
-        elif len(other._dots) > 32 and len(self._dots) + len(self._ctx) * 2 < len(other._dots):
-            out = other._join_small(self)
-        else:
-            out = self._join_full(other)
-        if out._recalled is not None:  # the record stays with the read it was made for
-            out = ORSet._make(out._dots, out._elems, out._ctx, out._index)
-        return out
+        if len(self._dots) > 32 and len(other._dots) + len(other._ctx) * 2 < len(self._dots):
+            return self._join_small(other)
+        if len(other._dots) > 32 and len(self._dots) + len(self._ctx) * 2 < len(other._dots):
+            return other._join_small(self)
+        return self._join_full(other)
 
     def _join_full(self, other: ORSet) -> ORSet:
         ctx = self._ctx.join(other._ctx)
@@ -393,11 +376,14 @@ class ORSet(CRDT[ElementSet]):
 
     def _seen(self, record: Removals, actor: str) -> ORSet:
         joined = self._ctx.join(Context.from_vv({actor: record.ctx.max_seq(actor)}))
-        if joined == self._ctx and not record.by:
-            return self
-        s = ORSet._make(self._dots, self._elems, joined, self._index)
-        s._recalled = record if record.by else None
-        return s
+        return self if joined == self._ctx else ORSet._make(self._dots, self._elems, joined, self._index)
+
+    @staticmethod
+    def _recalls(op_name: str, args: tuple[Any, ...], record: Removals) -> frozenset[Dot]:
+        """A remove of an element takes the element's adds ``record`` still calls live."""
+        if op_name != "remove" or not args:
+            return frozenset()
+        return record.recalled(_key_of(_element(args[0], "ORSet element")))
 
     # -- encoding ------------------------------------------------------------------
     def _payload(self) -> Any:
@@ -551,9 +537,10 @@ class ORMap(CRDT[dict[Element, Any]]):
     and the dots that were live when the superseded states died, each under the element
     (ORSet) or key (ORMap) holding it; a removed key keeps it. A remove inside the key's
     value made through :meth:`update` also takes the dots of its element or inner key
-    that the record still calls live: a remove of the key took those adds out of the
-    writer's state, but the writer has seen them, so a stale copy carried by an update
-    concurrent with the key remove does not outlive the later remove.
+    that the record still calls live (the update delta carries a record saying they are
+    removed): a remove of the key took those adds out of the writer's state, but the
+    writer has seen them, so a stale copy carried by an update concurrent with the key
+    remove does not outlive the later remove.
 
     Nested identities: a writer that finds its own last write on the key removed starts
     a fresh nested identity, ``"<actor>#<seq>"``, for a value type without records (a
@@ -589,7 +576,7 @@ class ORMap(CRDT[dict[Element, Any]]):
     seen removed looks exactly like an observed remove and is dropped.
     """
 
-    __slots__ = ("_cache", "_causal", "_ctx", "_empty", "_entries", "_index", "_keys", "_recalled", "_resets")
+    __slots__ = ("_cache", "_causal", "_ctx", "_empty", "_entries", "_index", "_keys", "_resets")
     TYPE_TAG: ClassVar[str] = "ormap"
     VERSION: ClassVar[int] = 3
     MUTATORS: ClassVar[tuple[str, ...]] = ("update", "remove")
@@ -603,9 +590,6 @@ class ORMap(CRDT[dict[Element, Any]]):
     _cache: dict[bytes, CRDT[Any]]
     _resets: dict[bytes, Removals]
     _causal: bool
-    #: as :attr:`ORSet._recalled`: the removal record this map was read with for a
-    #: nested write; :meth:`remove` also takes the key's updates it still calls live
-    _recalled: Removals | None
 
     def __init__(self, value_type: ValueType = PNCounter) -> None:
         """An empty map whose values are ``value_type()`` states.
@@ -627,7 +611,6 @@ class ORMap(CRDT[dict[Element, Any]]):
         self._index: dict[Dot, bytes] | None = None
         self._resets = {}
         self._causal = empty.RECORDS_REMOVALS
-        self._recalled = None
 
     @classmethod
     def _make(
@@ -649,7 +632,6 @@ class ORMap(CRDT[dict[Element, Any]]):
         m._index = index
         m._resets = resets if resets is not None else {}
         m._causal = empty.RECORDS_REMOVALS if causal is None else causal
-        m._recalled = None
         return m
 
     def _like(self, entries: dict[bytes, dict[Dot, _Entry]], keys: dict[bytes, Element], ctx: Context,
@@ -763,7 +745,14 @@ class ORMap(CRDT[dict[Element, Any]]):
             nd = fn(*args, actor=nested)
         new = current.join(nd)
         ctx = Context.from_dots([d, *own])
-        return self._like({k: {d: _Entry(inc, new)}}, {k: self._keys.get(k, key)}, ctx, resets={})
+        # A remove inside the value also takes what the key's removal record still calls
+        # live there (the writer saw it before a remove of the key took it out of its
+        # state): the delta carries that as a record saying those dots are removed. In the
+        # record, whose context already holds them, they leave no gap; in the nested
+        # state's context they would (see docs/types/collections.md).
+        taken = current._recalls(op_name, args, record) if record is not None and record.by else frozenset()
+        resets = {k: Removals(Context.from_dots(taken), frozenset())} if taken else {}
+        return self._like({k: {d: _Entry(inc, new)}}, {k: self._keys.get(k, key)}, ctx, resets=resets)
 
     def remove(
         self, key: Element, *, actor: str, observed: Iterable[Dot] | None = None, ts: int | None = None
@@ -771,18 +760,13 @@ class ORMap(CRDT[dict[Element, Any]]):
         """Delta removing the updates of ``key`` that were observed (its value resets).
 
         ``observed`` works as in :meth:`ORSet.remove` (dots from ``other.dots_of(key)``;
-        without it, for a map nested in another map's key, the updates of ``key`` that
-        the outer key's removal record still calls live are taken too); ``ts`` is
-        accepted for uniformity and unused.
+        for a map nested in another map's key, the outer map also takes the updates of
+        ``key`` that the outer key's removal record still calls live: see
+        :meth:`_recalls`); ``ts`` is accepted for uniformity and unused.
         """
         actor_of(actor)
         k = _key_of(_element(key, "ORMap key"))
-        if observed is not None:
-            dots = _observed(observed)
-        else:
-            dots = frozenset(self._entries.get(k, ()))
-            if self._recalled is not None:
-                dots = dots | self._recalled.recalled(k)
+        dots = frozenset(self._entries.get(k, ())) if observed is None else _observed(observed)
         return self._like({}, {}, Context.from_dots(dots) if dots else Context(), resets={})
 
     # -- queries -------------------------------------------------------------------
@@ -840,17 +824,13 @@ class ORMap(CRDT[dict[Element, Any]]):
     def join(self, other: ORMap) -> ORMap:
         self._check_joinable(other)
         if other is self:
-            out = self
+            return self
         # joining a small delta into a large map must not cost the size of the map
-        elif len(self._entries) > 16 and len(other._entries) + len(other._ctx) * 2 < len(self._entries):
-            out = self._join_small(other)
-        elif len(other._entries) > 16 and len(self._entries) + len(self._ctx) * 2 < len(other._entries):
-            out = other._join_small(self)
-        else:
-            out = self._join_full(other)
-        if out._recalled is not None:  # the record stays with the read it was made for
-            out = out._like(out._entries, out._keys, out._ctx, out._index)
-        return out
+        if len(self._entries) > 16 and len(other._entries) + len(other._ctx) * 2 < len(self._entries):
+            return self._join_small(other)
+        if len(other._entries) > 16 and len(self._entries) + len(self._ctx) * 2 < len(other._entries):
+            return other._join_small(self)
+        return self._join_full(other)
 
     def _join_full(self, other: ORMap) -> ORMap:
         ctx = self._ctx.join(other._ctx)
@@ -943,11 +923,16 @@ class ORMap(CRDT[dict[Element, Any]]):
     def _seen(self, record: Removals, actor: str) -> ORMap:
         joined = self._ctx.join(Context.from_vv({actor: record.ctx.max_seq(actor)}))
         resets = _joined_resets(self._resets, dict(record.children)) if self._causal else self._resets
-        if joined == self._ctx and resets is self._resets and not record.by:
+        if joined == self._ctx and resets is self._resets:
             return self
-        m = self._like(self._entries, self._keys, joined, self._index, resets)
-        m._recalled = record if record.by else None
-        return m
+        return self._like(self._entries, self._keys, joined, self._index, resets)
+
+    @staticmethod
+    def _recalls(op_name: str, args: tuple[Any, ...], record: Removals) -> frozenset[Dot]:
+        """A remove of a key takes the key's updates ``record`` still calls live."""
+        if op_name != "remove" or not args:
+            return frozenset()
+        return record.recalled(_key_of(_element(args[0], "ORMap key")))
 
     # -- encoding ------------------------------------------------------------------
     def _payload(self) -> Any:
