@@ -9,7 +9,10 @@ other's whole states in random order. After every step each replica is checked
   inner key) has an add there that no remove of that element there has in its causal
   past, i.e. an element removed by a remove that causally follows its add never comes
   back unless re-added (key removes are not element removes: an update concurrent with
-  a key remove keeps what its writer saw, see docs/types/collections.md);
+  a key remove keeps what its writer saw, see docs/types/collections.md); the same for
+  inner keys of ``ORMap[ORMap[ORSet]]``: an inner key shown has an update there that no
+  remove of that inner key has in its causal past (also when the remove was made after
+  a remove of the outer key);
 * against the reference model (:mod:`crdtsync.testing.specs._nested`), which says what
   the value must be;
 
@@ -23,7 +26,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import pytest
 from hypothesis import given, note
 from hypothesis import strategies as st
 
@@ -53,6 +55,12 @@ class Shape:
             return [((k,), e) for k, s in value.items() for e in s]
         return [((k, p), e) for k, inner in value.items() for p, s in inner.items() for e in s]
 
+    def key_places(self, value: dict[Any, Any]) -> list[tuple[tuple[Any, ...], Any]]:
+        """(place, inner key) for every inner key shown (none for a map of sets)."""
+        if self.depth == 1:
+            return []
+        return [((k,), p) for k, inner in value.items() for p in inner]
+
 
 def _element_op(op: Op, depth: int) -> tuple[tuple[Any, ...], str, Any] | None:
     """(place, "add"/"remove", element) if ``op`` adds or removes an element."""
@@ -64,6 +72,14 @@ def _element_op(op: Op, depth: int) -> tuple[tuple[Any, ...], str, Any] | None:
     if args[1] != "update":
         return None
     return ((args[0], args[2]), args[3], args[4])
+
+
+def _inner_key_op(op: Op, depth: int) -> tuple[tuple[Any, ...], str, Any] | None:
+    """(place, "add"/"remove", inner key) if ``op`` writes ("add") or removes an inner key."""
+    args = op.args
+    if depth == 1 or op.name != "update":
+        return None
+    return ((args[0],), "add" if args[1] == "update" else "remove", args[2])
 
 
 _el = st.sampled_from(ELEMENTS)
@@ -129,25 +145,23 @@ class Fleet:
         value = self.states[r].value()
         want = self.shape.model(events)
         assert value == want, f"r{r} shows {value!r}, the reference model says {want!r}"
-        by_place: dict[tuple[tuple[Any, ...], Any], tuple[list[HistoryEvent], list[HistoryEvent]]] = {}
-        for ev in events:
-            eop = _element_op(ev.op, self.shape.depth)
-            if eop is not None:
-                place, name, element = eop
-                adds, removes = by_place.setdefault((place, element), ([], []))
-                (adds if name == "add" else removes).append(ev)
-        for place, element in self.shape.places(value):
-            adds, removes = by_place.get((place, element), ([], []))
-            assert any(not any(a.id in rm.past for rm in removes) for a in adds), (
-                f"r{r} shows {element!r} at {place}, but every add of it there was removed by a "
-                "later remove"
-            )
+        for what, read, shown in (("element", _element_op, self.shape.places(value)),
+                                  ("inner key", _inner_key_op, self.shape.key_places(value))):
+            by_place: dict[tuple[tuple[Any, ...], Any], tuple[list[HistoryEvent], list[HistoryEvent]]] = {}
+            for ev in events:
+                eop = read(ev.op, self.shape.depth)
+                if eop is not None:
+                    place, name, element = eop
+                    adds, removes = by_place.setdefault((place, element), ([], []))
+                    (adds if name == "add" else removes).append(ev)
+            for place, element in shown:
+                adds, removes = by_place.get((place, element), ([], []))
+                assert any(not any(a.id in rm.past for rm in removes) for a in adds), (
+                    f"r{r} shows {what} {element!r} at {place}, but every write of it there was removed "
+                    "by a later remove"
+                )
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known bug, found by this test (about half of fresh random runs): an element remove made after a key "
-    "remove is undone by a stale concurrent copy of the add; pinned by the strict xfails in "
-    "tests/types/test_monotone_removes.py, fix in progress on branch ormap-fix"))
 @given(st.data())
 def test_nested_removes_are_monotone_under_any_merge_order(data: st.DataObject) -> None:
     shape = data.draw(st.sampled_from(SHAPES), label="shape")

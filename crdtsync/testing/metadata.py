@@ -58,6 +58,8 @@ class MetadataSize:
             has arrived).
         record_dots: live dots remembered by all records (dots that were live when the
             states holding them were superseded, until a record sees them removed).
+        record_groups: elements or keys naming those dots, over all records (a record of
+            a set or map lists its live dots under the element or key holding them).
     """
 
     live: int
@@ -72,6 +74,7 @@ class MetadataSize:
     record_vv_entries: int = 0
     record_cloud_entries: int = 0
     record_dots: int = 0
+    record_groups: int = 0
 
     @property
     def context_entries(self) -> int:
@@ -126,13 +129,14 @@ def _ormap_size(m: ORMap) -> MetadataSize:
     for fun in m._entries.values():
         counts.append(len(fun))
         nested.extend(len(e.state.encode()) for e in fun.values())
-    vv = cloud = dots = 0
+    vv = cloud = dots = groups = 0
     stack = list(m._resets.values())
     while stack:
         r = stack.pop()
         vv = max(vv, len(r.ctx.vv))
         cloud += len(r.ctx.cloud)
         dots += len(r.live)
+        groups += len(r.by)
         stack.extend(r.children.values())
     return _dot_store_size(
         counts, m.context, m.encode(),
@@ -142,4 +146,5 @@ def _ormap_size(m: ORMap) -> MetadataSize:
         record_vv_entries=vv,
         record_cloud_entries=cloud,
         record_dots=dots,
+        record_groups=groups,
     )

@@ -29,6 +29,7 @@ from collections.abc import Mapping, MutableMapping, Sequence
 from typing import Any, ClassVar, Generic, TypeVar
 
 from .._encoding import check_envelope, corrupt, packb, unpackb
+from ..clock import Dot
 from ..errors import BadInput, CorruptRecord, IncompatibleState
 from ._dots import Removals
 
@@ -137,6 +138,14 @@ class CRDT(abc.ABC, Generic[V]):
         seen and removed from now on. Only causal types (those whose :meth:`_removals` is not ``None``) implement it.
         """
         raise NotImplementedError(f"{type(self).__name__} is not a causal type")
+
+    @staticmethod
+    def _recalls(op_name: str, args: tuple[Any, ...], record: Removals) -> frozenset[Dot]:
+        """The dots of ``record`` that the mutator ``op_name(*args)`` removes as well, when
+        a container writes it into a key whose removal record is ``record``: the live
+        dots the record lists under the element or key a remove names (containers only;
+        none for other types)."""
+        return frozenset()
 
     # -- column forms (batch format 2; optional fast paths for hot types) ---------
     @classmethod

@@ -112,23 +112,42 @@ class Removals:
     records of nested states by key (an ORMap's values; empty for flat types), so that
     a removal seen inside one key's value applies to that key only.
 
+    ``by`` says, for a container (ORSet, ORMap), which element or key holds each live
+    dot: it is the container's dot map (element or key -> its live dots), a partition of
+    ``live`` (empty for flat types: flags, registers). It joins as a dot map under the
+    two contexts, so a grouped dot leaves its group exactly when it leaves ``live``, and
+    the groups stay as small as ``live``. A remove of an element made from a state read
+    with the record (:meth:`recalled`) takes the element's dots the record still calls
+    live: its writer has seen those adds, even though a remove of the enclosing key took
+    them out of its state (see ``docs/types/collections.md``, "Removes are monotone").
+
     An ORMap keeps one record per key of everything it saw removed there, so that a
     remove of the key cannot bring back what an earlier remove took (issue 8, defect 8).
 
-    Payload: ``[context rows, [[replica, seq], ...], [[key, record], ...]]``: live dots
-    sorted (possibly empty) and inside the context, children sorted by key.
+    Payload (ORMap format 3): ``[context rows, loose dots, children, groups]``: ``loose``
+    the live dots in no group (those of flat types, and of records decoded from format
+    2), sorted, possibly empty; ``children`` ``[[key, record], ...]`` sorted by key;
+    ``groups`` ``[[element or key, [[replica, seq], ...]], ...]`` sorted by key, each
+    non-empty. Every dot once, inside the context. Format 2 had no ``groups`` (three
+    items, every live dot loose).
     """
 
-    __slots__ = ("children", "ctx", "live")
+    __slots__ = ("by", "children", "ctx", "live")
 
     def __init__(self, ctx: Context, live: frozenset[Dot],
-                 children: Mapping[bytes, Removals] | None = None) -> None:
+                 children: Mapping[bytes, Removals] | None = None,
+                 by: Mapping[bytes, frozenset[Dot]] | None = None) -> None:
         self.ctx = ctx
         self.live = live
         self.children: Mapping[bytes, Removals] = children if children is not None else {}
+        self.by: Mapping[bytes, frozenset[Dot]] = by if by is not None else {}
 
     def removed(self, dot: Dot) -> bool:
         return dot in self.ctx and dot not in self.live
+
+    def recalled(self, k: bytes) -> frozenset[Dot]:
+        """The live dots the record says element or key ``k`` holds (empty if none)."""
+        return self.by.get(k, frozenset())
 
     def join(self, other: Removals) -> Removals:
         if other is self or other == self:
@@ -137,27 +156,35 @@ class Removals:
         for k, c in other.children.items():
             mine = children.get(k)
             children[k] = c if mine is None else mine.join(c)
+        by = join_dotmap(self.by, self.ctx, other.by, other.ctx) if self.by or other.by else None
         return Removals(self.ctx.join(other.ctx), join_dotsets(self.live, self.ctx, other.live, other.ctx),
-                        children)
+                        children, by)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Removals):
             return NotImplemented
-        return self.live == other.live and self.ctx == other.ctx and self.children == other.children
+        return (self.live == other.live and self.ctx == other.ctx and self.by == other.by
+                and self.children == other.children)
 
     __hash__ = None  # type: ignore[assignment]
 
     def to_payload(self, key_to_wire: Callable[[bytes], Any]) -> list[Any]:
         kids = [[key_to_wire(k), self.children[k].to_payload(key_to_wire)] for k in sorted(self.children)]
-        return [self.ctx.to_payload(), [[r, s] for r, s in sorted(self.live)], kids]
+        grouped = frozenset().union(*self.by.values()) if self.by else frozenset()
+        loose = dots_to_payload(self.live - grouped)
+        groups = [[key_to_wire(k), dots_to_payload(self.by[k])] for k in sorted(self.by)]
+        return [self.ctx.to_payload(), loose, kids, groups]
 
     @classmethod
-    def from_payload(cls, rows: Any, what: str, key_from_wire: Callable[[Any], bytes]) -> Removals:
-        if not isinstance(rows, list) or len(rows) != 3:
-            corrupt(what, "expected [context, live dots, children]")
+    def from_payload(cls, rows: Any, what: str, key_from_wire: Callable[[Any], bytes],
+                     version: int = 3) -> Removals:
+        """Decode a record of ORMap format ``version`` (2: no groups; 3: groups)."""
+        size = 3 if version < 3 else 4
+        if not isinstance(rows, list) or len(rows) != size:
+            corrupt(what, "expected [context, live dots, children]" if size == 3
+                    else "expected [context, loose dots, children, groups]")
         ctx = Context.from_payload(rows[0], f"{what}.context")
         live = dots_from_payload(rows[1], f"{what}.live") if rows[1] != [] else frozenset()
-        check_dots_in_context(live, ctx, what)
         if not isinstance(rows[2], list):
             corrupt(what, "children must be a list")
         children: dict[bytes, Removals] = {}
@@ -169,8 +196,29 @@ class Removals:
             if last is not None and not last < k:
                 corrupt(what, "children are not in strictly ascending key order")
             last = k
-            children[k] = cls.from_payload(kid[1], f"{what}.child", key_from_wire)
-        return cls(ctx, live, children)
+            children[k] = cls.from_payload(kid[1], f"{what}.child", key_from_wire, version)
+        by: dict[bytes, frozenset[Dot]] = {}
+        if size == 4:
+            if not isinstance(rows[3], list):
+                corrupt(what, "groups must be a list")
+            seen = set(live)
+            last = None
+            for group in rows[3]:
+                if not isinstance(group, list) or len(group) != 2:
+                    corrupt(what, "group is not [element or key, dots]")
+                k = key_from_wire(group[0])
+                if last is not None and not last < k:
+                    corrupt(what, "groups are not in strictly ascending key order")
+                last = k
+                ds = dots_from_payload(group[1], f"{what}.group")
+                if seen & ds:
+                    corrupt(what, "a live dot is listed twice")
+                seen |= ds
+                by[k] = ds
+            live = frozenset(seen)
+        check_dots_in_context(live, ctx, what)
+        return cls(ctx, live, children, by)
 
     def __repr__(self) -> str:
-        return f"Removals(ctx={self.ctx!r}, live={sorted(self.live)!r}, children={len(self.children)})"
+        return (f"Removals(ctx={self.ctx!r}, live={sorted(self.live)!r}, groups={len(self.by)}, "
+                f"children={len(self.children)})")

@@ -246,7 +246,9 @@ class ORSet(CRDT[ElementSet]):
     def remove(self, element: Element, *, actor: str, observed: Iterable[Dot] | None = None) -> ORSet:
         """Delta removing the adds of ``element`` that were observed.
 
-        Without ``observed``, that is every add this state holds. With ``observed``
+        Without ``observed``, that is every add this state holds (for an ORMap's value
+        written through :meth:`ORMap.update`, the map also takes the adds of the element
+        that the key's removal record still calls live: see :meth:`_recalls`). With ``observed``
         (the dots another replica reported, e.g. ``other.dots_of(element)``), exactly
         those adds are removed, even if this replica has not received them yet; adds
         concurrent with that read survive.
@@ -357,7 +359,8 @@ class ORSet(CRDT[ElementSet]):
 
     # -- removal records (for ORMap) --------------------------------------------------
     def _removals(self) -> Removals:
-        return Removals(self._ctx, frozenset(d for ds in self._dots.values() for d in ds))
+        """The context and the live dots, grouped by element (see :class:`Removals`)."""
+        return Removals(self._ctx, frozenset(d for ds in self._dots.values() for d in ds), by=self._dots)
 
     def _forget(self, removals: Removals) -> ORSet:
         dots: dict[bytes, frozenset[Dot]] = {}
@@ -374,6 +377,13 @@ class ORSet(CRDT[ElementSet]):
     def _seen(self, record: Removals, actor: str) -> ORSet:
         joined = self._ctx.join(Context.from_vv({actor: record.ctx.max_seq(actor)}))
         return self if joined == self._ctx else ORSet._make(self._dots, self._elems, joined, self._index)
+
+    @staticmethod
+    def _recalls(op_name: str, args: tuple[Any, ...], record: Removals) -> frozenset[Dot]:
+        """A remove of an element takes the element's adds ``record`` still calls live."""
+        if op_name != "remove" or not args:
+            return frozenset()
+        return record.recalled(_key_of(_element(args[0], "ORSet element")))
 
     # -- encoding ------------------------------------------------------------------
     def _payload(self) -> Any:
@@ -524,7 +534,13 @@ class ORMap(CRDT[dict[Element, Any]]):
     removed, so a stale copy carried by a concurrent update cannot bring back what an
     earlier remove took, even after the dot that knew about that remove is gone (issue 8,
     defect 8). A record holds one context (a version-vector entry per writer of the key)
-    and the dots that were live when the superseded states died; a removed key keeps it.
+    and the dots that were live when the superseded states died, each under the element
+    (ORSet) or key (ORMap) holding it; a removed key keeps it. A remove inside the key's
+    value made through :meth:`update` also takes the dots of its element or inner key
+    that the record still calls live (the update delta carries a record saying they are
+    removed): a remove of the key took those adds out of the writer's state, but the
+    writer has seen them, so a stale copy carried by an update concurrent with the key
+    remove does not outlive the later remove.
 
     Nested identities: a writer that finds its own last write on the key removed starts
     a fresh nested identity, ``"<actor>#<seq>"``, for a value type without records (a
@@ -534,17 +550,22 @@ class ORMap(CRDT[dict[Element, Any]]):
     key's record remembers every dot it wrote there, so its next write continues after
     them (and its own earlier writes it no longer holds count as removed).
 
-    Payload (version 2): ``[value_type, entries, context rows, records]``.
+    Payload (version 3): ``[value_type, entries, context rows, records]``.
     ``value_type`` is the empty nested state as ``[tag, version, payload]``; ``entries``
     is ``[[key, [[replica, seq, inc, nested payload], ...]], ...]`` sorted by the
     canonical bytes of the key, dots sorted and non-empty; ``inc`` (0 <= inc <= seq) is
     the seq that names the writer's nested identity (0: the writer's one identity for a
     causal value type); nested payloads use the version given in ``value_type``. Every
     dot lies inside the context and belongs to one key only. ``records`` is
-    ``[[key, record], ...]`` sorted likewise, each record ``[context rows, [[replica,
-    seq], ...], [[nested key, record], ...]]`` (the live dots inside the context; the
-    nested records for a value type that is itself a map); always empty for a value type
-    without records. Version 1 (still decoded) had no ``records`` and ``inc >= 1``.
+    ``[[key, record], ...]`` sorted likewise, each record ``[context rows, loose dots,
+    [[nested key, record], ...], [[element or nested key, [[replica, seq], ...]], ...]]``
+    (see :class:`~crdtsync.types._dots.Removals`: the live dots inside the context, each
+    listed once, grouped by the element or nested key holding them, loose for flags and
+    registers; the nested records for a value type that is itself a map); always empty
+    for a value type without records. Version 2 (still decoded, to the same value) had
+    records of three items, ``[context rows, live dots, children]``, with no groups: a
+    remove made from such a record takes only what the state holds (the behaviour of
+    version 2). Version 1 (still decoded) had no ``records`` and ``inc >= 1``.
 
     Same-dot rule: a mutator takes the writer's next dot from the state it is called on,
     so call it on the writer's current state (join each delta before making the next
@@ -557,7 +578,7 @@ class ORMap(CRDT[dict[Element, Any]]):
 
     __slots__ = ("_cache", "_causal", "_ctx", "_empty", "_entries", "_index", "_keys", "_resets")
     TYPE_TAG: ClassVar[str] = "ormap"
-    VERSION: ClassVar[int] = 2
+    VERSION: ClassVar[int] = 3
     MUTATORS: ClassVar[tuple[str, ...]] = ("update", "remove")
     NEEDS_TIME: ClassVar[bool] = True
     RECORDS_REMOVALS: ClassVar[bool] = True
@@ -724,15 +745,24 @@ class ORMap(CRDT[dict[Element, Any]]):
             nd = fn(*args, actor=nested)
         new = current.join(nd)
         ctx = Context.from_dots([d, *own])
-        return self._like({k: {d: _Entry(inc, new)}}, {k: self._keys.get(k, key)}, ctx, resets={})
+        # A remove inside the value also takes what the key's removal record still calls
+        # live there (the writer saw it before a remove of the key took it out of its
+        # state): the delta carries that as a record saying those dots are removed. In the
+        # record, whose context already holds them, they leave no gap; in the nested
+        # state's context they would (see docs/types/collections.md).
+        taken = current._recalls(op_name, args, record) if record is not None and record.by else frozenset()
+        resets = {k: Removals(Context.from_dots(taken), frozenset())} if taken else {}
+        return self._like({k: {d: _Entry(inc, new)}}, {k: self._keys.get(k, key)}, ctx, resets=resets)
 
     def remove(
         self, key: Element, *, actor: str, observed: Iterable[Dot] | None = None, ts: int | None = None
     ) -> ORMap:
         """Delta removing the updates of ``key`` that were observed (its value resets).
 
-        ``observed`` works as in :meth:`ORSet.remove` (dots from ``other.dots_of(key)``);
-        ``ts`` is accepted for uniformity and unused.
+        ``observed`` works as in :meth:`ORSet.remove` (dots from ``other.dots_of(key)``;
+        for a map nested in another map's key, the outer map also takes the updates of
+        ``key`` that the outer key's removal record still calls live: see
+        :meth:`_recalls`); ``ts`` is accepted for uniformity and unused.
         """
         actor_of(actor)
         k = _key_of(_element(key, "ORMap key"))
@@ -865,7 +895,8 @@ class ORMap(CRDT[dict[Element, Any]]):
                     record = r if record is None else record.join(r)
                 assert record is not None
                 children[k] = record
-        return Removals(self._ctx, frozenset(self._dot_index()), children)
+        by = {k: frozenset(fun) for k, fun in self._entries.items()}
+        return Removals(self._ctx, frozenset(self._dot_index()), children, by)
 
     def _forget(self, removals: Removals) -> ORMap:
         entries: dict[bytes, dict[Dot, _Entry]] = {}
@@ -895,6 +926,13 @@ class ORMap(CRDT[dict[Element, Any]]):
         if joined == self._ctx and resets is self._resets:
             return self
         return self._like(self._entries, self._keys, joined, self._index, resets)
+
+    @staticmethod
+    def _recalls(op_name: str, args: tuple[Any, ...], record: Removals) -> frozenset[Dot]:
+        """A remove of a key takes the key's updates ``record`` still calls live."""
+        if op_name != "remove" or not args:
+            return frozenset()
+        return record.recalled(_key_of(_element(args[0], "ORMap key")))
 
     # -- encoding ------------------------------------------------------------------
     def _payload(self) -> Any:
@@ -986,7 +1024,7 @@ class ORMap(CRDT[dict[Element, Any]]):
             if last is not None and not last < k:
                 corrupt("ormap.removed", "keys are not in strictly ascending canonical order")
             last = k
-            resets[k] = Removals.from_payload(pair[1], "ormap.removed", _key_from_wire)
+            resets[k] = Removals.from_payload(pair[1], "ormap.removed", _key_from_wire, version)
         m = cls._make(empty, entries, keys, ctx, resets=resets, causal=causal)
         if causal:  # a key's value joins its nested states: they must not reuse a dot
             for k in entries:

@@ -17,6 +17,12 @@ One event id names the event's write at every nesting level. The rules it encode
   something, no later remove (of a key holding it) can bring it back.
 * A writer's nested write counts its own earlier writes at that place as seen (it never
   forgets its own history): its own earlier adds that it no longer holds stay removed.
+* **A remove inside a key's value takes everything of it its writer has seen**: a remove
+  of an element (or of an inner key) made from a view that the key's memory was claimed
+  into also kills the adds (updates) of that element (inner key) the memory still calls
+  live, i.e. those a remove of the enclosing key took out of the view. Key removes are
+  not element removes (an update concurrent with one keeps what its writer saw), but an
+  element remove that causally follows an add is one, whatever happened to the key.
 
 The model of the whole history is the join of every event's *delta*, each computed from
 the join of the deltas of the events in its causal past.
@@ -68,6 +74,13 @@ class World:
 
     events: Mapping[int, HistoryEvent]
 
+    def at(self, i: int, path: Path) -> Op:
+        """Event ``i``'s operation at ``path`` (``i`` is a nested write there)."""
+        op = self.events[i].op
+        for _ in path:
+            op = Op(op.args[1], tuple(op.args[2:]))
+        return op
+
     def own_writes(self, path: Path, actor: str, before: int, creates: Callable[[Op], bool]) -> list[int]:
         """Ids of ``actor``'s writes at ``path`` (nested ops only) issued before ``before``."""
         out = []
@@ -116,6 +129,8 @@ class SetView:
     seen: frozenset[int] = frozenset()
     live: frozenset[int] = frozenset()
     elems: Mapping[int, Any] = field(default_factory=dict)
+    #: adds the claimed memory still calls live (only between claim and apply)
+    recalled: frozenset[int] = frozenset()
 
     def join(self, o: SetView) -> SetView:
         return SetView(self.seen | o.seen, _live(self.live, self.seen, o.live, o.seen), {**self.elems, **o.elems})
@@ -127,14 +142,15 @@ class SetView:
         return replace(self, live=frozenset(i for i in self.live if not f.removed(i)))
 
     def claim(self, f: Facts, own: Sequence[int]) -> SetView:
-        return replace(self, seen=self.seen | _claimed(f, own))
+        return replace(self, seen=self.seen | _claimed(f, own), recalled=f.live)
 
     def apply(self, i: int, op: Op, path: Path, actor: str, world: World) -> SetView:
         e = op.args[0]
         same = frozenset(j for j in self.live if self.elems[j] == e)
         if op.name == "add":
             return SetView(self.seen | {i}, (self.live - same) | {i}, {**self.elems, i: e})
-        return replace(self, live=self.live - same)
+        gone = frozenset(j for j in self.recalled if world.at(j, path).args[0] == e)
+        return SetView(self.seen | gone, self.live - same, self.elems)
 
     def value(self) -> frozenset[Any]:
         return frozenset(self.elems[i] for i in self.live)
@@ -152,6 +168,8 @@ class MapView:
     seen: frozenset[int] = frozenset()
     entries: Mapping[int, tuple[Any, Any]] = field(default_factory=dict)
     recs: Mapping[Any, Facts] = field(default_factory=dict)
+    #: updates the claimed memory still calls live (only between claim and delta)
+    recalled: frozenset[int] = frozenset()
 
     def join(self, o: MapView) -> MapView:
         entries = {i: kv for i, kv in self.entries.items() if i in o.entries or i not in o.seen}
@@ -177,7 +195,8 @@ class MapView:
         return replace(self, entries=entries)
 
     def claim(self, f: Facts, own: Sequence[int]) -> MapView:
-        return replace(self, seen=self.seen | _claimed(f, own), recs=_join_facts(self.recs, f.children))
+        return replace(self, seen=self.seen | _claimed(f, own), recs=_join_facts(self.recs, f.children),
+                       recalled=f.live)
 
     def get(self, k: Any) -> Any:
         views = [v for kk, v in self.entries.values() if kk == k]
@@ -195,7 +214,7 @@ class MapView:
         k = op.args[0]
         at_k = frozenset(j for j, (kk, _) in self.entries.items() if kk == k)
         if op.name == "remove":
-            return MapView(self.kind, at_k)
+            return MapView(self.kind, at_k | {j for j in self.recalled if world.at(j, path).args[0] == k})
         current = self.get(k)
         if k in self.recs:
             own = world.own_writes((*path, k), actor, i, self.kind.inner.creates)

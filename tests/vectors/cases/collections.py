@@ -55,13 +55,29 @@ def _ormap_of_sets():
 
 
 def _ormap_of_sets_removed():
-    # version 2: the key remove leaves a removal record of what its value had seen removed
+    # version 2: the key remove leaves a removal record of what its value had seen removed;
+    # version 3: the record lists its live dots under the element holding them
     base = ORMap(value_type=ORSet)
     base = base.join(base.update("X", "add", 0, actor="a"))
     a, b = base, base
     a = a.join(a.update("X", "remove", 0, actor="a"))
     b = b.join(b.update("X", "add", 1, actor="b"))
     a = a.join(a.remove("X", actor="a"))
+    return a.join(b)
+
+
+def _ormap_of_maps_removed_then_inner_removes():
+    # version 3: records at both levels name the keys and elements of their live dots; an
+    # element remove and an inner key remove made after the outer key remove take them
+    m = ORMap(value_type=lambda: ORMap(value_type=ORSet))
+    m = m.join(m.update("X", "update", "p", "add", 0, actor="c", ts=1 << 16))
+    m = m.join(m.update("X", "update", "q", "add", 2, actor="d", ts=2 << 16))
+    m = m.join(m.update("X", "update", "q", "add", 3, actor="d", ts=3 << 16))
+    a, b = m, m
+    b = b.join(b.update("X", "update", "r", "add", 1, actor="b", ts=4 << 16))
+    a = a.join(a.remove("X", actor="a"))
+    a = a.join(a.update("X", "update", "q", "remove", 2, actor="a", ts=5 << 16))
+    a = a.join(a.update("X", "remove", "p", actor="a", ts=6 << 16))
     return a.join(b)
 
 
@@ -76,4 +92,5 @@ CASES = [
     ("ormap/nested", _ormap_nested),
     ("ormap/sets", _ormap_of_sets),
     ("ormap/sets-removed", _ormap_of_sets_removed),
+    ("ormap/removes-after-key-remove", _ormap_of_maps_removed_then_inner_removes),
 ]
