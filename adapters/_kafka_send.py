@@ -3,10 +3,7 @@
 :func:`send_one` queues one record as its own batch; :func:`send_many` queues the records
 of one append in as few batches as fit ``max_request_size``, with the last record alone in
 a batch of its own. Both hand the batches to the producer's ``send_batch``; the returned
-futures resolve to the batch's metadata (its base offset) once the broker acked. The
-batches are closed before they are handed over: they are complete, and a closed batch is
-sent at once, where an open one waits out the producer's ``linger_ms`` for records that
-would never come (two lingers per append, one for the last record's batch).
+futures resolve to the batch's metadata (its base offset) once the broker acked.
 
 Why batches matter: the producer keeps one request in flight per partition, so a record
 per batch costs every record a broker round trip (63 records of 57 KB to one tansu
@@ -34,7 +31,6 @@ async def send_one(producer: Any, max_request_size: int, topic: str, partition: 
     codec = producer._message_accumulator._compression_type
     builder = BatchBuilder(max_request_size, codec)
     builder.append(timestamp=None, key=key, value=value, headers=list(headers))
-    builder.close()  # complete: sent at once, not after the producer's linger
     fut: asyncio.Future[Any] = await producer.send_batch(builder, topic, partition=partition)
     return fut
 
@@ -60,7 +56,7 @@ async def send_many(producer: Any, max_request_size: int, topic: str, partition:
     builder = BatchBuilder(max_request_size, codec)
     count = 0
     for value in values[:-1]:
-        if builder.append(timestamp=None, key=None, value=value, headers=hdrs) is None:  # full (and closed)
+        if builder.append(timestamp=None, key=None, value=value, headers=hdrs) is None:  # full
             out.append(Sent(await producer.send_batch(builder, topic, partition=partition), count))
             builder, count = BatchBuilder(max_request_size, codec), 0
             if builder.append(timestamp=None, key=None, value=value, headers=hdrs) is None:
@@ -68,7 +64,6 @@ async def send_many(producer: Any, max_request_size: int, topic: str, partition:
                                  f"{max_request_size}")
         count += 1
     if count:
-        builder.close()
         out.append(Sent(await producer.send_batch(builder, topic, partition=partition), count))
     if values:  # the last alone: a one-record batch of its own
         out.append(Sent(await send_one(producer, max_request_size, topic, partition, values[-1], headers=hdrs), 1))
