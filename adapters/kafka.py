@@ -21,12 +21,12 @@ assignment** (never a consumer group) and keeps its own cursor.
 Producing. ``acks="all"`` explicitly (aiokafka's default is 1); ``linger_ms``,
 ``max_batch_size`` and ``compression`` (gzip; lz4, zstd and snappy through cramjam) are
 settings; a record above ``max_record_bytes`` (``max_request_size`` less room for headers)
-is :class:`~crdtsync.errors.RecordTooLarge` before anything is sent. The records of one
-append go in as few Kafka record batches as fit ``max_request_size``, the last alone (see
-:mod:`crdtsync.adapters._kafka_send`), queued together under the partition's lock, so they
-are adjacent and in order, and closed, so they go at once rather than after ``linger_ms``.
-An append is not atomic across a failure (Kafka has no multi-batch atomicity without
-transactions): a prefix may land, and the writer's retry repeats it, which is harmless because applying is idempotent by dot.
+is :class:`~crdtsync.errors.RecordTooLarge` before anything is sent. Each record travels as
+its own Kafka record batch (the tansu test broker reports a wrong high watermark after
+multi-record batches); the records of one append are queued together under the
+partition's lock, so they are adjacent, and in order. An append is not atomic across a
+failure (Kafka has no multi-batch atomicity without transactions): a prefix may land, and
+the writer's retry repeats it, which is harmless because applying is idempotent by dot.
 SASL (PLAIN, SCRAM-SHA-256/512) and TLS settings are passed to every client.
 
 Broker loss. Epoch markers per partition detect a broker that lost its data (see
