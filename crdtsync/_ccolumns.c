@@ -494,19 +494,14 @@ static PyObject *overlay_put(PyObject *self, PyObject *const *args, Py_ssize_t n
  * Stops (returns its index) wherever the reference stops; any input not of the shapes
  * it reads (not a dict, list or int where one goes) goes to the reference whole. */
 static inline int small_stamp(PyObject *o, long long *out) {
-    if (!PyLong_CheckExact(o))
-        return 0;
-    int overflow = 0;
-    long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
-    if (overflow || (v == -1 && PyErr_Occurred())) {
-        PyErr_Clear();
-        return 0;
-    }
-    if (v < 0)
+    long long v;
+    if (!as_i64(o, &v) || v < 0)
         return 0;
     *out = v;
     return 1;
 }
+
+static inline int leaf(PyObject *o); /* (below, with the changes' loops) */
 
 static PyObject *overlay_join(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     WANT_ARGS("overlay_join", 9);
@@ -515,14 +510,8 @@ static PyObject *overlay_join(PyObject *self, PyObject *const *args, Py_ssize_t 
     Py_ssize_t start;
     if (!PyDict_CheckExact(own) || !PyDict_CheckExact(rows) || !PyList_CheckExact(names) || !PyList_CheckExact(keys)
         || !PyList_CheckExact(ts) || !PyList_CheckExact(values) || !as_index(args[7], &start)
-        || !PyLong_CheckExact(args[3]) || !PyLong_CheckExact(args[8]))
+        || !as_i64(args[3], &own_ai) || !as_i64(args[8], &ai))
         REFERENCE("overlay_join");
-    own_ai = PyLong_AsLongLong(args[3]);
-    ai = PyLong_AsLongLong(args[8]);
-    if ((own_ai == -1 || ai == -1) && PyErr_Occurred()) {
-        PyErr_Clear();
-        REFERENCE("overlay_join");
-    }
     Py_ssize_t n = PyList_GET_SIZE(keys);
     if (PyList_GET_SIZE(ts) < n)
         n = PyList_GET_SIZE(ts);
@@ -553,16 +542,8 @@ static PyObject *overlay_join(PyObject *self, PyObject *const *args, Py_ssize_t 
             if ((len != 2 && len != 3) || !small_stamp(PyTuple_GET_ITEM(cur, 0), &cur_t))
                 stop = 1;
             else if (len == 3) {
-                PyObject *c = PyTuple_GET_ITEM(cur, 2);
-                if (!PyLong_CheckExact(c))
+                if (!as_i64(PyTuple_GET_ITEM(cur, 2), &cur_ai))
                     cur_ai = -1; /* (judged only on a tie, where it stops) */
-                else {
-                    cur_ai = PyLong_AsLongLong(c);
-                    if (cur_ai == -1 && PyErr_Occurred()) {
-                        PyErr_Clear();
-                        cur_ai = -1;
-                    }
-                }
             } else
                 cur_ai = own_ai;
             Py_DECREF(cur);
@@ -629,8 +610,8 @@ static PyObject *overlay_join(PyObject *self, PyObject *const *args, Py_ssize_t 
             }
             PyObject *v = PyList_GET_ITEM(values, i);
             PyObject *entry = PyTuple_Pack(3, t_obj, v, ai_obj);
-            if (entry != NULL && !(PyObject_IS_GC(v) && PyObject_GC_IsTracked(v)))
-                PyObject_GC_UnTrack(entry); /* (a stamp, an atom and an index: in no cycle) */
+            if (entry != NULL && leaf(v))
+                PyObject_GC_UnTrack(entry); /* (a stamp, a leaf and an index: in no cycle; see leaf) */
             int err = entry == NULL || PyDict_SetItem(own, key, entry) < 0;
             Py_XDECREF(entry);
             if (err) {
